@@ -1,0 +1,3 @@
+from factory.cli import entry
+
+entry()

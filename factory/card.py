@@ -1,0 +1,106 @@
+"""The dataset card: Hub YAML metadata, then how the data was made and how to use it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+TASK_CATEGORIES = {"qa": ["question-answering", "text-generation"]}
+
+
+def size_category(n: int) -> str:
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+              (10_000_000, "1M<n<10M")]
+    for bound, label in bounds:
+        if n < bound:
+            return label
+    return "10M<n<100M"
+
+
+def render_card(info: dict[str, Any], examples: list[dict]) -> str:
+    cfg = info["config"]
+    out = cfg["output"]
+    task = cfg["generate"]["task"]
+    kept = info["funnel"]["kept"]
+    header: dict[str, Any] = {
+        "license": out["license"],
+        "language": out["language"],
+        "task_categories": TASK_CATEGORIES.get(task, ["text-generation"]),
+        "size_categories": [size_category(kept)],
+        "tags": sorted({"synthetic", "factory", task, *out.get("tags", [])}),
+        "pretty_name": out.get("pretty_name") or cfg["name"],
+    }
+    if "parquet" in out["formats"]:
+        header["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": "data.parquet"}]}]
+    name = header["pretty_name"]
+    teacher = info["teacher"]
+    usage = info["usage"]
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        cfg.get("description") or f"Synthetic {task} data generated with factory from the pipeline `{cfg['name']}`.",
+        "",
+        "## How it was made",
+        "",
+        f"- **Task**: `{task}`; {cfg['generate']['count']} samples requested.",
+        f"- **Teacher**: `{teacher.get('model')}` through the `{teacher.get('backend')}` backend"
+        + (f" ({teacher['base_url']})" if teacher.get("base_url") else "") + ".",
+        f"- **Sampling**: {_inline(info['sampling'])}.",
+        f"- **Seed space**: {_seed_space(info['seed_space'])}; pipeline seed {cfg['seed']}.",
+        "- **Templates**: " + ", ".join(f"`{t['name']}` (sha256 `{t['sha256']}`)" for t in info["templates"]) + ".",
+        f"- **Tokens**: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion"
+        f" over {usage['requests']:,} requests.",
+        f"- **Made with**: factory {info['versions'].get('factory')} on {info['finished_at']}.",
+        "",
+        "## Funnel",
+        "",
+        "| stage | seen | kept | dropped |",
+        "| --- | --- | --- | --- |",
+    ]
+    for stage in info["funnel"]["stages"]:
+        dropped = ", ".join(f"{k}: {v}" for k, v in sorted(stage["dropped"].items())) or "0"
+        lines.append(f"| {stage['stage']} | {stage['seen']} | {stage['kept']} | {dropped} |")
+    lines += [
+        f"| **final** | | **{kept}** | |",
+        "",
+        "Every dropped sample is listed with its stage and reason in `rejected.jsonl`.",
+        "",
+        "## Format",
+        "",
+        "Each row has `id` (stable across reruns), `messages` (a list of `{role, content}` in the",
+        "OpenAI / TRL chat format) and `metadata` (JSON text: seed values, templates, teacher, usage).",
+        "",
+        "```python",
+        "from datasets import load_from_disk",
+        "ds = load_from_disk(\"dataset\")  # or load_dataset(\"parquet\", data_files=\"data.parquet\")",
+        "print(ds[0][\"messages\"])",
+        "```",
+        "",
+    ]
+    if examples:
+        lines += ["## Examples", ""]
+        for ex in examples[:3]:
+            lines += ["```json", json.dumps(ex["messages"], ensure_ascii=False, indent=1)[:1500], "```", ""]
+    lines += [
+        "## Limitations",
+        "",
+        "This data is synthetic: it carries the teacher model's errors and biases, and it has not been",
+        "checked by people. The teacher's terms of use govern what its outputs may be used for.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _inline(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items() if v is not None)
+
+
+def _seed_space(space: dict) -> str:
+    parts = [f"`{name}` ({n} values)" for name, n in space["variables"].items()]
+    return (", ".join(parts) or "no seed variables") + f", combined by {space['combine']}"

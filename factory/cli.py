@@ -1,0 +1,152 @@
+"""The `factory` command: run, validate, filter, loopback.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, template, seed file).
+A user's mistake is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from factory.errors import FactoryError, UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="factory", description="Turn prompt templates and a teacher LLM into clean fine-tuning datasets.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="generate, filter and save a dataset")
+    run.add_argument("pipeline", metavar="PIPELINE.yaml")
+    run.add_argument("--out", metavar="DIR", help="output folder (default: outputs/<pipeline name>/)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a pipeline key, e.g. --set generate.count=50 (value parsed as YAML)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="use the built-in loopback teacher: see the whole flow and output for free")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+
+    validate = sub.add_parser("validate", help="check config, templates and seeds; render examples; send nothing")
+    validate.add_argument("pipeline", metavar="PIPELINE.yaml")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    loop = sub.add_parser("loopback", help="serve the OpenAI-compatible loopback teacher (tests, benchmarks)")
+    loop.add_argument("--host", default="127.0.0.1")
+    loop.add_argument("--port", type=int, default=0, help="0 picks a free port; the URL is printed")
+    loop.add_argument("--slots", type=int, default=64, help="decode slots: requests served at once")
+    loop.add_argument("--latency-median", type=float, default=0.0, help="median service time, seconds")
+    loop.add_argument("--latency-sigma", type=float, default=0.0, help="lognormal sigma of the service time")
+    loop.add_argument("--fault-rate", type=float, default=0.0, help="share of requests failing, spread over all kinds")
+    loop.add_argument("--fault", action="append", default=[], metavar="KIND=P", help="one kind's probability")
+    loop.add_argument("--retry-after", type=float, default=0.05)
+    loop.add_argument("--hang-s", type=float, default=3600.0)
+    loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--refuse-response-format", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"run": _run, "validate": _validate, "loopback": _loopback}[args.command](args)
+    except UserError as err:
+        print(f"factory: error: {err}", file=sys.stderr)
+        return 2
+    except FactoryError as err:
+        print(f"factory: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("factory: interrupted; completed requests are journaled: rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
+    from factory.config import load_pipeline
+    from factory.run import prepare, run_pipeline
+
+    overrides = list(args.overrides)
+    if args.dry_run:
+        overrides += ["teacher.backend=openai", "teacher.base_url=http://dry-run.invalid/v1",
+                      "teacher.api_key_env=null", "teacher.model=loopback-dry-run"]
+    pipeline = load_pipeline(args.pipeline, overrides)
+    prepared = prepare(pipeline)
+    out = pipeline.output_dir(args.out)
+    if args.dry_run:
+        from factory.loopback import LoopbackOptions, serve_in_thread
+
+        if not args.out:
+            out = out.with_name(out.name + "-dry-run")
+        with serve_in_thread(LoopbackOptions(latency_median=0.02, latency_sigma=0.5)) as (url, _):
+            pipeline.config.teacher.base_url = url
+            print(f"factory: dry run against the loopback teacher at {url}", file=sys.stderr)
+            result = run_pipeline(prepared, out, show_progress=not args.quiet)
+    else:
+        result = run_pipeline(prepared, out, show_progress=not args.quiet)
+    _summary(result)
+    return 0
+
+
+def _summary(result) -> None:
+    s = result.stats
+    print(f"kept {result.kept} of {result.requested} requested samples ({result.rejected} rejected)")
+    for stage in result.funnel["stages"]:
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(stage["dropped"].items())) or "none dropped"
+        print(f"  {stage['stage']:<12} {stage['seen']:>7} in  {stage['kept']:>7} kept  ({dropped})")
+    print(f"requests: {s.sent} sent, {s.replayed} replayed from the journal; "
+          f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion")
+    print(f"output: {result.out_dir}/ (dataset/, README.md, rejected.jsonl, run.json)")
+
+
+def _validate(args) -> int:
+    from factory.config import load_pipeline
+    from factory.run import prepare
+
+    pipeline = load_pipeline(args.pipeline, args.overrides)
+    prepared = prepare(pipeline)
+    cfg = pipeline.config
+    task = prepared.task
+    space = task.seeds.describe()
+    print(f"{pipeline.path}: ok")
+    print(f"  task {cfg.generate.task}: {cfg.generate.count} samples in {task.units()} requests")
+    print(f"  teacher: {cfg.teacher.backend} {cfg.teacher.model}" + (f" at {cfg.teacher.base_url}" if cfg.teacher.base_url else ""))
+    print(f"  seeds: {space['combinations']} combinations ({space['combine']}) of "
+          + (", ".join(f"{k}[{v}]" for k, v in space["variables"].items()) or "no variables"))
+    print("  templates: " + ", ".join(f"{t.name} ({t.short_hash})" for t in task.templates.values()))
+    print("  filters: " + (", ".join(s.name for s in prepared.stages) or "none"))
+    for i, example in enumerate(prepared.examples[:2]):
+        print(f"\n--- example prompt {i + 1} (seed: {example['seed']})")
+        for m in example["messages"]:
+            print(f"[{m['role']}]\n{m['content']}")
+    return 0
+
+
+def _loopback(args) -> int:
+    from factory.loopback import FAULT_KINDS, LoopbackOptions
+    from factory.loopback.server import serve_forever
+
+    faults = {k: args.fault_rate / len(FAULT_KINDS) for k in FAULT_KINDS} if args.fault_rate else {}
+    for item in args.fault:
+        kind, _, p = item.partition("=")
+        try:
+            faults[kind] = float(p)
+        except ValueError:
+            raise UserError(f"--fault {item!r}: expected KIND=PROBABILITY, like rate_limit=0.1") from None
+    try:
+        options = LoopbackOptions(
+            slots=args.slots, latency_median=args.latency_median, latency_sigma=args.latency_sigma,
+            faults=faults, retry_after=args.retry_after, hang_s=args.hang_s, seed=args.seed,
+            refuse_response_format=args.refuse_response_format,
+        )
+    except ValueError as err:
+        raise UserError(f"loopback: {err}") from err
+    serve_forever(options, args.host, args.port)
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

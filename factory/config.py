@@ -1,0 +1,266 @@
+"""Pipeline files: YAML loaded into pydantic models that refuse unknown keys.
+
+Every error names the file and the dotted key, in one line. Relative paths in the
+file (seed files, prompts_dir) are resolved against the file's own folder, so a
+pipeline can be run from anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+
+from factory import constants
+from factory.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Sampling(Strict):
+    temperature: float = Field(0.8, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(1024, gt=0)
+    stop: list[str] | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+
+
+class TeacherConfig(Strict):
+    backend: Literal["openai", "transformers"] = "transformers"
+    model: str = constants.DEFAULT_LOCAL_MODEL
+    base_url: str | None = None
+    # The *name* of the environment variable holding the key, never the key itself.
+    api_key_env: str | None = None
+    max_concurrency: int | None = Field(None, gt=0)
+    timeout: float = Field(constants.DEFAULT_TIMEOUT_S, gt=0)
+    max_retries: int = Field(constants.DEFAULT_TRANSPORT_RETRIES, ge=0)
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    # auto: ask for json_schema output, fall back to prompting if the server refuses.
+    structured_output: Literal["auto", "json_schema", "prompt"] = "auto"
+    # Send a per-request seed derived from the pipeline seed (OpenAI, vLLM, Ollama and
+    # llama.cpp honour it), so reruns against a deterministic server match.
+    send_seed: bool = True
+    sampling: Sampling = Field(default_factory=Sampling)
+    # transformers backend only
+    device: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    batch_size: int = Field(constants.LOCAL_MAX_BATCH, gt=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_a_name(cls, value: str | None) -> str | None:
+        # A common slip is pasting the key itself; refuse it without echoing it back.
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError("must be the name of an environment variable (like OPENAI_API_KEY), not a key")
+        return value
+
+
+class SeedFile(Strict):
+    file: str
+    # For .jsonl and .csv rows: take this field as the value instead of the whole row.
+    field: str | None = None
+
+
+def _seed_kind(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, (dict, SeedFile)):
+        return "file"
+    return None  # neither: pydantic reports the union's tag error
+
+
+SeedSource = Annotated[
+    Union[Annotated[list[Any], Tag("list")], Annotated[SeedFile, Tag("file")]],
+    Discriminator(
+        _seed_kind,
+        custom_error_type="seed_source",
+        custom_error_message="expected a list of values or a mapping {file: PATH}",
+    ),
+]
+
+
+class QAGenerate(Strict):
+    task: Literal["qa"] = "qa"
+    count: int = Field(gt=0, description="samples (question/answer pairs) to request")
+    pairs_per_request: int = Field(3, ge=1, le=50)
+    combine: Literal["product", "sample"] = "sample"
+    templates: dict[Literal["system", "user"], str] = Field(
+        default_factory=lambda: {"system": "qa/system.j2", "user": "qa/user.j2"}
+    )
+    # The system message saved at the head of every record (not the teacher's).
+    system_prompt: str | None = None
+    max_attempts: int = Field(constants.DEFAULT_CONTENT_ATTEMPTS, ge=1, le=20)
+
+    @field_validator("templates")
+    @classmethod
+    def _needs_user(cls, value: dict) -> dict:
+        if "user" not in value:
+            raise ValueError("needs a 'user' template")
+        return value
+
+
+TASKS = {"qa": QAGenerate}
+
+
+def _task_kind(value: Any) -> str | None:
+    task = value.get("task", "qa") if isinstance(value, dict) else getattr(value, "task", None)
+    return task if task in TASKS else None
+
+
+GenerateConfig = Annotated[
+    Union[tuple(Annotated[model, Tag(name)] for name, model in TASKS.items())],
+    Discriminator(
+        _task_kind,
+        custom_error_type="unknown_task",
+        custom_error_message=f"task must be one of: {', '.join(TASKS)}",
+    ),
+]
+
+
+class OutputConfig(Strict):
+    dir: str | None = None
+    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    license: str = "other"
+    language: list[str] = Field(default_factory=lambda: ["en"])
+    pretty_name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class PipelineConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+    description: str = ""
+    seed: int = 0
+    prompts_dir: str | None = None
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    seeds: dict[str, SeedSource] = Field(default_factory=dict)
+    generate: GenerateConfig
+    filters: list[dict[str, Any]] = Field(default_factory=list)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_names(cls, value: dict) -> dict:
+        for name in value:
+            if not name.isidentifier():
+                raise ValueError(f"seed variable name {name!r} is not a valid identifier")
+        return value
+
+
+class Pipeline:
+    """A validated pipeline file plus where it came from."""
+
+    def __init__(self, config: PipelineConfig, path: Path, raw: dict):
+        self.config = config
+        self.path = path
+        self.base_dir = path.parent
+        self.raw = raw
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(os.path.expanduser(relative))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def prompts_dirs(self) -> list[Path]:
+        """Folders searched for templates, first match wins."""
+        if self.config.prompts_dir:
+            return [self.resolve(self.config.prompts_dir)]
+        candidates = [self.base_dir / "prompts", self.base_dir.parent / "prompts", Path.cwd() / "prompts"]
+        return [p for p in dict.fromkeys(c.resolve() for c in candidates) if p.is_dir()]
+
+    def output_dir(self, override: str | None = None) -> Path:
+        chosen = override or self.config.output.dir
+        return Path(chosen) if chosen else Path(constants.OUTPUTS_DIR) / self.config.name
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
+    """`--set a.b=VALUE` pairs into (path, value); values are parsed as YAML."""
+    parsed = []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(part.strip() for part in path):
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with a dotted key, like teacher.model=gpt-4o-mini")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {pair!r}: value is not valid YAML ({_first_line(err)})") from err
+        parsed.append(([p.strip() for p in path], value))
+    return parsed
+
+
+def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
+    for path, value in overrides:
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {'.'.join(path)}: {where} is a {type(child).__name__}, not a mapping")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_pipeline(path: str | Path, overrides: list[str] = ()) -> Pipeline:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: pipeline file not found") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read pipeline file ({err.__class__.__name__}: {err})") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML: {_first_line(err)}") from err
+    if raw is None:
+        raise ConfigError(f"{path}: pipeline file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top, got {type(raw).__name__}")
+    raw = apply_overrides(raw, parse_overrides(list(overrides)))
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {describe_validation_error(err)}") from err
+    return Pipeline(config, path, raw)
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:3]:
+        loc = _dotted(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    more = len(err.errors()) - 3
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _UNION_TAGS:
+            continue  # pydantic's union branch labels mean nothing to a user
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+_UNION_TAGS = {"list", "file", *TASKS}
+
+
+def _first_line(err: Exception) -> str:
+    return " ".join(str(err).split())

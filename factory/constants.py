@@ -1,0 +1,28 @@
+"""Tunable numbers, in one place."""
+
+# The openai backend's default in-flight window. vLLM schedules up to 256 (older) or
+# 1024 (newer) sequences at once and queues the rest itself, so 512 keeps any single
+# server saturated; the adaptive window shrinks it on 429 for rate-limited APIs.
+DEFAULT_MAX_CONCURRENCY = 512
+# Smallest window the adaptive limiter will shrink to.
+MIN_CONCURRENCY = 1
+# Seconds between two halvings of the window, so one burst of 429s halves it once.
+THROTTLE_COOLDOWN_S = 1.0
+
+DEFAULT_TIMEOUT_S = 300.0
+# Retries of transport failures (429, 5xx, timeouts, resets), done by the openai client.
+DEFAULT_TRANSPORT_RETRIES = 6
+# Attempts per request for a usable answer (unparseable, schema-violating, malformed).
+DEFAULT_CONTENT_ATTEMPTS = 3
+# A run with this many teacher failures in a row and no success at all is aborted:
+# the teacher is down or misconfigured, and waiting longer only hides it.
+ABORT_AFTER_CONSECUTIVE_FAILURES = 25
+
+# The embedded default teacher: small, Apache-2.0, instruction-tuned, runs on a CPU.
+DEFAULT_LOCAL_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+LOCAL_MAX_BATCH = 8
+
+# Progress: seconds between plain log lines when stderr is not a terminal.
+PROGRESS_LOG_INTERVAL_S = 5.0
+
+OUTPUTS_DIR = "outputs"

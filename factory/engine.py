@@ -1,0 +1,158 @@
+"""The engine: many units in flight on one event loop, every request through the journal.
+
+No batch barriers: a unit starts the moment another finishes, so a slow request never
+holds back the rest. Units are created lazily from their index, so memory does not
+grow with the requested count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from factory import constants
+from factory.errors import BadResponse, TeacherError
+from factory.journal import Journal, request_key
+from factory.limits import AdaptiveWindow, RateLimiter
+from factory.loopback.server import body_key
+from factory.record import Record, Rejection
+from factory.tasks.base import Task
+from factory.teachers.base import Completion, Request, Teacher
+
+
+@dataclass
+class RunStats:
+    sent: int = 0
+    replayed: int = 0
+    teacher_errors: int = 0
+    bad_responses: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    units_done: int = 0
+    kept: int = 0
+    rejected: int = 0
+    consecutive_failures: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    first_request: float | None = None
+    last_answer: float | None = None
+    latency_total: float = 0.0
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("started", "first_request", "last_answer")}
+        out["startup_s"] = (self.first_request - self.started) if self.first_request else None
+        out["mean_latency_s"] = self.latency_total / self.sent if self.sent else None
+        return out
+
+
+class Engine:
+    def __init__(self, teacher: Teacher, journal: Journal, window: AdaptiveWindow, limiter: RateLimiter,
+                 stats: RunStats | None = None):
+        self.teacher = teacher
+        self.journal = journal
+        self.window = window
+        self.limiter = limiter
+        self.stats = stats or RunStats()
+        self.max_tokens = getattr(getattr(teacher, "config", None), "sampling", None)
+        self.fatal: TeacherError | None = None
+
+    async def ask(self, request: Request, unit: int, step: int) -> Completion:
+        payload = self.teacher.request_payload(request)
+        key = request_key({"request": payload, "unit": unit, "step": step})
+        cached = self.journal.lookup(key)
+        if cached is not None:
+            self.stats.replayed += 1
+            if "error" in cached:
+                raise BadResponse(cached["error"])
+            return Completion.from_dict(cached["completion"])
+
+        estimate = self._token_estimate(request)
+        await self.limiter.acquire(estimate)
+        await self.window.acquire()
+        stats = self.stats
+        began = time.perf_counter()
+        if stats.first_request is None:
+            stats.first_request = began
+        try:
+            completion = await self.teacher.complete(request)
+        except BadResponse as err:
+            # The server answered (and may have charged): journal it, so a rerun moves on.
+            self.journal.store(key, {"error": str(err), "sent": body_key(payload)})
+            stats.bad_responses += 1
+            raise
+        except TeacherError as err:
+            stats.teacher_errors += 1
+            stats.consecutive_failures += 1
+            if stats.sent == 0 and stats.consecutive_failures >= constants.ABORT_AFTER_CONSECUTIVE_FAILURES:
+                self.fatal = self.fatal or err
+            raise
+        finally:
+            self.window.release()
+        self.journal.store(key, {"completion": completion.to_dict(), "sent": body_key(payload)})
+        now = time.perf_counter()
+        stats.last_answer = now
+        stats.latency_total += now - began
+        stats.sent += 1
+        stats.consecutive_failures = 0
+        stats.prompt_tokens += completion.prompt_tokens
+        stats.completion_tokens += completion.completion_tokens
+        self.window.on_success()
+        if self.limiter.active:
+            self.limiter.settle(estimate, completion.prompt_tokens + completion.completion_tokens)
+        return completion
+
+    def _token_estimate(self, request: Request) -> int:
+        if not self.limiter.tpm:
+            return 0
+        chars = sum(len(m["content"]) for m in request.messages)
+        sampling = self.max_tokens
+        return chars // 4 + (sampling.max_tokens if sampling else 256)
+
+
+Sink = Callable[[list[Record | Rejection]], None]
+
+
+async def run_task(task: Task, engine: Engine, sink: Sink, on_progress: Callable[[], None] | None = None) -> None:
+    """Run every unit of `task`, handing each unit's results to `sink` as it completes.
+
+    Raises TeacherError when the teacher is unreachable from the start (nothing would
+    ever succeed); any other teacher failure ends as a rejection with its reason.
+    """
+    bound = asyncio.Semaphore(max(1, engine.window.ceiling))
+    running: set[asyncio.Task] = set()
+    failure: list[BaseException] = []
+
+    async def one(unit: int) -> None:
+        try:
+            results = await task.run_unit(unit, engine)
+        except BaseException as err:  # a bug in a task must stop the run, not vanish
+            if not isinstance(err, asyncio.CancelledError):
+                failure.append(err)
+            raise
+        finally:
+            bound.release()
+        engine.stats.units_done += 1
+        sink(results)
+        if on_progress is not None:
+            on_progress()
+
+    try:
+        for unit in range(task.units()):
+            await bound.acquire()
+            if failure or engine.fatal:
+                break
+            t = asyncio.create_task(one(unit))
+            running.add(t)
+            t.add_done_callback(running.discard)
+        while running and not failure and not engine.fatal:
+            await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in list(running):
+            t.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+    if engine.fatal:
+        raise TeacherError(f"teacher failed {engine.stats.consecutive_failures} times in a row and never answered: {engine.fatal}")
+    if failure:
+        raise failure[0]

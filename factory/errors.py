@@ -1,0 +1,46 @@
+"""The short exception tree. Messages say what went wrong and what to do about it.
+
+`UserError` and its children are the user's mistakes (bad config, template, seed
+file, input dataset): the CLI prints one line and exits with code 2, having sent
+nothing. Everything else under `FactoryError` is a runtime failure: exit code 1.
+"""
+
+
+class FactoryError(Exception):
+    """Base of every error factory raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(FactoryError):
+    """Bad input from the user; nothing has been sent or written."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """The pipeline file or a --set override is invalid."""
+
+
+class TemplateError(UserError):
+    """A Jinja template is missing, malformed or needs variables nobody provides."""
+
+
+class SeedError(UserError):
+    """A seed file or inline seed list is missing, unreadable, empty or malformed."""
+
+
+class InputDataError(UserError):
+    """An input dataset given to `factory filter` cannot be read."""
+
+
+class TeacherError(FactoryError):
+    """The teacher could not be reached or loaded (after the client's own retries)."""
+
+
+class BadResponse(FactoryError):
+    """A teacher answered, but the answer cannot be used (malformed body, empty choice).
+
+    The engine treats it like unparseable content: retried a bounded number of times,
+    then the sample is rejected with the message as its reason.
+    """

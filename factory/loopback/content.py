@@ -1,0 +1,90 @@
+"""Deterministic, varied answers for the loopback teacher.
+
+Given the request, produce text that is a pure function of (messages, seed): JSON
+that follows the requested schema when there is one, plain sentences otherwise. Words
+are drawn from the prompt itself and a small vocabulary, so answers differ from
+prompt to prompt and look like text rather than placeholders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from typing import Any
+
+_WORDS = (
+    "system process method result example value reason step detail practice risk cost "
+    "model rule case effect source measure balance pattern signal limit choice factor "
+    "approach context feature problem answer question tradeoff baseline check record"
+).split()
+_STARTS = ("What", "How", "Why", "When", "Which", "Where")
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
+_SCHEMA_BLOCK = re.compile(r"```json\s*(\{.*?\})\s*```", re.S)
+
+
+def seed_of(messages: list[dict], seed: Any) -> int:
+    text = json.dumps([messages, seed], sort_keys=True, ensure_ascii=False)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def answer(messages: list[dict], seed: Any, schema: dict | None) -> str:
+    rng = random.Random(seed_of(messages, seed))
+    prompt = " ".join(str(m.get("content", "")) for m in messages)
+    prose = _SCHEMA_BLOCK.sub(" ", prompt)  # schema keywords are not the topic
+    vocab = list(dict.fromkeys(_TOKEN.findall(prose)))[-200:] or _WORDS
+    if schema is None:
+        found = _schema_in_prompt(prompt)
+        if found is not None:
+            # Prompt-mode clients get the JSON wrapped the way real models wrap it.
+            body = json.dumps(_value(found, rng, vocab, ""), indent=1)
+            return f"Here is the JSON you asked for:\n```json\n{body}\n```"
+        return " ".join(_sentence(rng, vocab) for _ in range(rng.randint(2, 4)))
+    return json.dumps(_value(schema, rng, vocab, ""), ensure_ascii=False)
+
+
+def _schema_in_prompt(prompt: str) -> dict | None:
+    for block in _SCHEMA_BLOCK.findall(prompt):
+        try:
+            schema = json.loads(block)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(schema, dict) and "type" in schema:
+            return schema
+    return None
+
+
+def _value(schema: dict, rng: random.Random, vocab: list[str], name: str) -> Any:
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type", "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {key: _value(sub, rng, vocab, key) for key, sub in props.items()}
+    if kind == "array":
+        lo = schema.get("minItems", 1)
+        hi = schema.get("maxItems", max(lo, 3))
+        items = schema.get("items", {"type": "string"})
+        return [_value(items, rng, vocab, name) for _ in range(rng.randint(lo, hi))]
+    if kind == "integer":
+        return rng.randint(schema.get("minimum", 1), schema.get("maximum", 10))
+    if kind == "number":
+        return round(rng.uniform(schema.get("minimum", 0), schema.get("maximum", 1)), 3)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if "question" in name or name in ("user", "prompt", "instruction"):
+        return _question(rng, vocab)
+    return " ".join(_sentence(rng, vocab) for _ in range(rng.randint(1, 3)))
+
+
+def _question(rng: random.Random, vocab: list[str]) -> str:
+    words = [rng.choice(vocab).lower() for _ in range(rng.randint(3, 7))]
+    return f"{rng.choice(_STARTS)} {' '.join(words)}?"
+
+
+def _sentence(rng: random.Random, vocab: list[str]) -> str:
+    words = [rng.choice(vocab if rng.random() < 0.6 else _WORDS).lower() for _ in range(rng.randint(6, 14))]
+    return " ".join(words).capitalize() + "."

@@ -1,0 +1,246 @@
+"""An OpenAI-compatible teacher on loopback, for tests, benchmarks and `--dry-run`.
+
+It answers chat completions in the requested JSON schema with varied deterministic
+content, serves a models list and a health check, and behaves like a real server
+where it matters for the engine: a fixed number of decode slots (requests beyond
+them queue), a lognormal service time, and injected faults (429 with Retry-After,
+500, dropped connections, hangs, malformed bodies, truncated or empty content).
+`GET /stats` tells what it saw, so tests can check what the client sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import json
+import math
+import random
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from aiohttp import web
+
+from factory.loopback.content import answer
+
+FAULT_KINDS = ("rate_limit", "server_error", "reset", "hang", "malformed", "truncated", "empty")
+
+
+@dataclass
+class LoopbackOptions:
+    slots: int = 64
+    latency_median: float = 0.0
+    latency_sigma: float = 0.0
+    faults: dict[str, float] = field(default_factory=dict)
+    retry_after: float = 0.05
+    hang_s: float = 3600.0
+    seed: int = 0
+    refuse_response_format: bool = False
+    model: str = "loopback"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.faults) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+        if sum(self.faults.values()) > 1:
+            raise ValueError("fault probabilities add up to more than 1")
+        if self.slots < 1:
+            raise ValueError("slots must be at least 1")
+
+    @classmethod
+    def spread(cls, rate: float, **kwargs) -> "LoopbackOptions":
+        """Faults of every kind, `rate` of all requests in total."""
+        return cls(faults={k: rate / len(FAULT_KINDS) for k in FAULT_KINDS}, **kwargs)
+
+
+def body_key(body: dict) -> str:
+    """The identity of a request as sent; the client journals the same hash."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class LoopbackTeacher:
+    def __init__(self, options: LoopbackOptions | None = None):
+        self.options = options or LoopbackOptions()
+        self.rng = random.Random(self.options.seed)
+        self.slots = asyncio.Semaphore(self.options.slots)
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.received: collections.Counter[str] = collections.Counter()
+        self.completed: collections.Counter[str] = collections.Counter()
+        self.busy = 0
+        self.busy_time = 0.0
+        self.first_request: float | None = None
+        self.last_answer: float | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/stats", self.stats)
+        return app
+
+    def _fault(self) -> str | None:
+        roll = self.rng.random()
+        for kind, p in self.options.faults.items():
+            if roll < p:
+                return kind
+            roll -= p
+        return None
+
+    def _service_time(self) -> float:
+        o = self.options
+        if o.latency_median <= 0:
+            return 0.0
+        return o.latency_median * math.exp(o.latency_sigma * self.rng.gauss(0, 1))
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        if self.first_request is None:
+            self.first_request = time.perf_counter()
+        try:
+            body = await request.json()
+            messages = body["messages"]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "body must be JSON with a messages list")
+        key = body_key(body)
+        self.received[key] += 1
+        fmt = body.get("response_format") or {}
+        if fmt and self.options.refuse_response_format:
+            self.outcomes["refused_response_format"] += 1
+            return _error(400, "response_format json_schema is not supported by this server")
+        schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
+
+        fault = self._fault()
+        if fault:
+            self.outcomes[fault] += 1
+        if fault == "rate_limit":
+            return _error(429, "rate limited", headers={"Retry-After": f"{self.options.retry_after:g}"})
+        if fault == "server_error":
+            return _error(500, "internal error (injected)")
+        if fault == "reset":
+            request.transport.abort()
+            raise asyncio.CancelledError  # nothing more to say on a dropped connection
+        if fault == "hang":
+            await asyncio.sleep(self.options.hang_s)
+
+        async with self.slots:
+            self.busy += 1
+            service = self._service_time()
+            if service:
+                await asyncio.sleep(service)
+            self.busy_time += service
+            self.busy -= 1
+
+        if fault == "malformed":
+            return web.Response(status=200, text='{"id": "x", "choices": [{"message": ', content_type="application/json")
+        text = answer(messages, body.get("seed"), schema)
+        finish = "stop"
+        if fault == "truncated":
+            text, finish = text[: len(text) // 2], "length"
+        elif fault == "empty":
+            text = ""
+        if not fault:
+            self.outcomes["ok"] += 1
+            self.completed[key] += 1
+        self.last_answer = time.perf_counter()
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
+        completion_tokens = len(text) // 4 + 1
+        return web.json_response(
+            {
+                "id": "chatcmpl-" + key[:24],
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", self.options.model),
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.options.model, "object": "model", "owned_by": "factory"}]}
+        )
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "requests": sum(self.received.values()),
+                "outcomes": dict(self.outcomes),
+                "received": dict(self.received),
+                "completed": dict(self.completed),
+                "busy_time": self.busy_time,
+                "first_request": self.first_request,
+                "last_answer": self.last_answer,
+                "slots": self.options.slots,
+            }
+        )
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": "loopback_error", "code": status}}, status=status, headers=headers
+    )
+
+
+async def start(options: LoopbackOptions | None = None, host: str = "127.0.0.1", port: int = 0):
+    """Start on the running loop; returns (runner, base_url, teacher)."""
+    teacher = LoopbackTeacher(options)
+    runner = web.AppRunner(teacher.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://{host}:{bound}/v1", teacher
+
+
+@contextmanager
+def serve_in_thread(options: LoopbackOptions | None = None) -> Iterator[tuple[str, LoopbackTeacher]]:
+    """Run a loopback teacher on its own thread and event loop; yields (base_url, teacher)."""
+    loop = asyncio.new_event_loop()
+    ready: dict = {}
+    started = threading.Event()
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        ready["runner"], ready["url"], ready["teacher"] = loop.run_until_complete(start(options))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=main, name="loopback-teacher", daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield ready["url"], ready["teacher"]
+    finally:
+        asyncio.run_coroutine_threadsafe(ready["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def serve_forever(options: LoopbackOptions, host: str, port: int) -> None:
+    """Blocking: print the base URL on one line (tests and scripts read it), serve until killed."""
+
+    async def main() -> None:
+        runner, url, _ = await start(options, host, port)
+        print(f"loopback teacher listening on {url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

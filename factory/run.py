@@ -1,0 +1,187 @@
+"""One run of a pipeline: prepare (sends nothing), generate, filter, export."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from factory.config import Pipeline
+from factory.engine import Engine, RunStats, run_task
+from factory.files import atomic_write_text
+from factory.journal import Journal
+from factory.limits import AdaptiveWindow, RateLimiter
+from factory.progress import Progress
+from factory.record import Record
+from factory.results import ResultFiles, records_in_order, rejections_in_order
+from factory.secrets import Redactor
+from factory.seeds import build_seed_space
+from factory.tasks.base import Task
+from factory.tasks.qa import QATask
+from factory.templates import TemplateLibrary
+
+
+@dataclass
+class Prepared:
+    pipeline: Pipeline
+    task: Task
+    stages: list
+    examples: list[dict[str, Any]]
+
+
+def prepare(pipeline: Pipeline) -> Prepared:
+    """Everything that can be checked without a teacher: seeds, templates, filters.
+
+    Raises a UserError (exit 2) on the first problem; sends nothing, writes nothing.
+    """
+    from filters import build_stages
+
+    cfg = pipeline.config
+    seeds = build_seed_space(pipeline)
+    library = TemplateLibrary(pipeline.prompts_dirs())
+    task = QATask(cfg.name, cfg.generate, seeds, library, cfg.seed, str(pipeline.path))
+    examples = task.check()
+    stages = build_stages(cfg.filters, str(pipeline.path))
+    return Prepared(pipeline, task, stages, examples)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    requested: int
+    kept: int
+    rejected: int
+    stats: RunStats
+    funnel: dict[str, Any] = field(default_factory=dict)
+
+
+def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) -> RunResult:
+    from factory.teachers import make_teacher
+
+    pipeline, task = prepared.pipeline, prepared.task
+    cfg = pipeline.config
+    # The window is sized by what the teacher can take; the hook reaches it once it exists.
+    teacher = make_teacher(cfg.teacher, on_throttle=lambda: window.on_throttle())
+    window = AdaptiveWindow(cfg.teacher.max_concurrency or teacher.default_concurrency)
+    redact = Redactor(teacher.secrets())
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / ".work"
+    journal = Journal(out_dir / "journal.sqlite")
+    stats = RunStats()
+    results = ResultFiles(work)
+    started_at = _now()
+    progress = Progress(task.units(), stats, enabled=show_progress)
+    try:
+        engine = Engine(teacher, journal, window, RateLimiter(cfg.teacher.rpm, cfg.teacher.tpm), stats)
+        asyncio.run(_generate(task, teacher, engine, results, progress))
+    finally:
+        progress.close()
+        results.close()
+        journal.close()
+    generated_at = time.perf_counter()
+
+    requested = cfg.generate.count
+    funnel_stages = [{"stage": "generate", "seen": requested, "kept": results.kept, "dropped": dict(results.reasons)}]
+    filter_rejects = work / "rejected.filters.jsonl"
+    with open(filter_rejects, "w", encoding="utf-8") as rej:
+        for stage in prepared.stages:
+            stage.bind(lambda r: rej.write(redact(r.to_json()) + "\n"))
+        records: Iterator[Record] = records_in_order(results.records_path)
+        for stage in prepared.stages:
+            records = stage(records)
+        from factory.export import write_dataset
+
+        examples: list[dict] = []
+        kept = write_dataset(_sample(records, examples), out_dir, work, cfg.output.formats)
+    funnel_stages += [stage.funnel() for stage in prepared.stages]
+    _write_rejected(out_dir / "rejected.jsonl", results.rejected_path, filter_rejects, redact)
+    rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
+
+    info = {
+        "name": cfg.name,
+        "pipeline_file": str(pipeline.path),
+        "config": _config(pipeline, out_dir),
+        "teacher": teacher.describe(),
+        "sampling": cfg.teacher.sampling.model_dump(),
+        "task": task.describe(),
+        "templates": [{"name": t.name, "sha256": t.sha256} for t in task.templates.values()],
+        "seed_space": task.seeds.describe(),
+        "versions": versions(),
+        "started_at": started_at,
+        "finished_at": _now(),
+        "timings": {
+            "startup_s": stats.as_dict()["startup_s"],
+            "generate_s": generated_at - stats.started,
+            "filter_and_export_s": time.perf_counter() - generated_at,
+        },
+        "usage": {"requests": stats.sent, "replayed_from_journal": stats.replayed,
+                  "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens},
+        "engine": {**stats.as_dict(), "window": window.ceiling, "throttled": window.throttled},
+        "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},
+    }
+    from factory.card import render_card
+
+    atomic_write_text(out_dir / "README.md", redact(render_card(info, examples)))
+    atomic_write_text(out_dir / "run.json", redact(json.dumps(info, indent=2, ensure_ascii=False, default=str)) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return RunResult(out_dir, requested, kept, rejected, stats, info["funnel"])
+
+
+async def _generate(task: Task, teacher, engine: Engine, results: ResultFiles, progress: Progress) -> None:
+    await teacher.start()
+    try:
+        progress.start()
+        await run_task(task, engine, results, progress.update)
+    finally:
+        await teacher.close()
+
+
+def _sample(records: Iterator[Record], examples: list[dict]) -> Iterator[Record]:
+    for record in records:
+        if len(examples) < 3:
+            examples.append({"messages": record.messages})
+        yield record
+
+
+def _write_rejected(path: Path, generated: Path, filtered: Path, redact: Redactor) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for row in rejections_in_order(generated):
+            out.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
+        with open(filtered, encoding="utf-8") as f:
+            shutil.copyfileobj(f, out)
+    tmp.replace(path)
+
+
+def _config(pipeline: Pipeline, out_dir: Path) -> dict[str, Any]:
+    from factory.teachers.openai_teacher import redact_url
+
+    data = pipeline.config.model_dump(mode="json")
+    if data["teacher"].get("base_url"):
+        data["teacher"]["base_url"] = redact_url(data["teacher"]["base_url"])
+    data["output"]["dir"] = str(out_dir)
+    return data
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("factory", "openai", "datasets", "transformers", "torch", "jinja2", "pydantic", "aiohttp"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+

@@ -1,0 +1,21 @@
+"""Teacher backends behind one small interface; heavy libraries load only when chosen."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from factory.config import TeacherConfig
+from factory.teachers.base import Completion, Request, Teacher
+
+
+def make_teacher(config: TeacherConfig, on_throttle: Callable[[], None] | None = None) -> Teacher:
+    if config.backend == "openai":
+        from factory.teachers.openai_teacher import OpenAITeacher
+
+        return OpenAITeacher(config, on_throttle=on_throttle)
+    from factory.teachers.transformers_teacher import TransformersTeacher
+
+    return TransformersTeacher(config)
+
+
+__all__ = ["Completion", "Request", "Teacher", "make_teacher"]

@@ -1,0 +1,62 @@
+"""The teacher contract: messages and options in, a completion out."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Request:
+    messages: list[dict[str, str]]
+    # JSON schema the answer must follow, when the task has one.
+    schema: dict[str, Any] | None = None
+    schema_name: str = "answer"
+    seed: int | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Completion":
+        return cls(**data)
+
+
+class Teacher(abc.ABC):
+    backend: str = ""
+    model: str = ""
+    # How many requests the engine should keep in flight when the user sets none.
+    default_concurrency: int = 1
+
+    async def start(self) -> None:
+        """Connect or load; raise TeacherError with a line that says what to do."""
+
+    @abc.abstractmethod
+    async def complete(self, request: Request) -> Completion:
+        """Answer one request; raise TeacherError when the request failed for good, or
+        BadResponse when an answer came that cannot be used."""
+
+    def request_payload(self, request: Request) -> dict[str, Any]:
+        """What decides the answer, for the journal key: the model, what is sent, how."""
+        return {"model": self.model, "messages": request.messages, "schema": request.schema, "seed": request.seed}
+
+    def secrets(self) -> list[str]:
+        """Values that must never be written anywhere (API keys)."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """For run.json and the dataset card: never a secret."""
+        return {"backend": self.backend, "model": self.model}
+
+    async def close(self) -> None:
+        pass

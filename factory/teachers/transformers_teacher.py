@@ -1,0 +1,160 @@
+"""In-process generation with a small instruct model: the embedded default teacher.
+
+Requests that arrive together are generated together: a background worker takes
+whatever is pending (up to `batch_size`), left-pads it into one batch and runs
+`generate` on a thread, so the event loop keeps feeding it while the model works.
+There is no constrained decoding here, so schemas go into the prompt and answers are
+read by the tolerant JSON parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from factory.config import TeacherConfig
+from factory.errors import TeacherError
+from factory.structured import with_schema_instructions
+from factory.teachers.base import Completion, Request, Teacher
+
+
+class TransformersTeacher(Teacher):
+    backend = "transformers"
+
+    def __init__(self, config: TeacherConfig):
+        self.config = config
+        self.model = config.model
+        self.default_concurrency = config.batch_size * 2  # one batch running, one gathering
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._tok = self._lm = None
+        self.device = "cpu"
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._serve())
+
+    def _load(self) -> None:
+        name = self.config.model
+        local = Path(os.path.expanduser(name))
+        if not local.exists() and not _cached(name) and not _hub_reachable():
+            raise TeacherError(
+                f"cannot load model {name!r}: the Hugging Face Hub is out of reach and the model is not in the local "
+                "cache; set teacher.model to a local folder, or use a server with "
+                "--set teacher.backend=openai --set teacher.base_url=URL"
+            )
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as err:
+            raise TeacherError(f"the transformers backend needs torch and transformers ({err.name} is missing)") from err
+        source = str(local) if local.exists() else name
+        try:
+            self._tok = AutoTokenizer.from_pretrained(source)
+            dtype = "auto" if self.config.dtype == "auto" else getattr(torch, self.config.dtype)
+            self._lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        except (OSError, ValueError) as err:
+            raise TeacherError(f"cannot load model {name!r}: {' '.join(str(err).split())[:300]}") from err
+        self.device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._lm.to(self.device).eval()
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        if not getattr(self._tok, "chat_template", None):
+            raise TeacherError(f"model {name!r} has no chat template; pick an instruct/chat model")
+
+    async def complete(self, request: Request) -> Completion:
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, future))
+        return await future
+
+    async def _serve(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.config.batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            batch = [(r, f) for r, f in batch if not f.cancelled()]
+            if not batch:
+                continue
+            try:
+                results = await asyncio.to_thread(self._generate, [r for r, _ in batch])
+            except Exception as err:  # one bad batch fails its requests, not the worker
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(TeacherError(f"generation failed: {err}"))
+                continue
+            for (_, f), result in zip(batch, results):
+                if not f.done():
+                    f.set_result(result)
+
+    def _prompt(self, request: Request) -> str:
+        messages = request.messages
+        if request.schema is not None:
+            messages = with_schema_instructions(messages, request.schema)
+        return self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _generate(self, requests: list[Request]) -> list[Completion]:
+        import torch
+
+        s = self.config.sampling
+        texts = [self._prompt(r) for r in requests]
+        self._tok.padding_side = "left"  # decoder-only models continue from the right edge
+        enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        # One seed per batch: per-request seeds cannot be honoured inside one batch.
+        torch.manual_seed(sum(r.seed or 0 for r in requests) % (2**31))
+        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "pad_token_id": self._tok.pad_token_id}
+        if s.temperature > 0:
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+        else:
+            kwargs.update(do_sample=False)
+        with torch.inference_mode():
+            out = self._lm.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:]
+        eos = {self._tok.eos_token_id, *(_as_list(getattr(self._lm.generation_config, "eos_token_id", None)))}
+        results = []
+        for row, mask in zip(new, enc["attention_mask"]):
+            ids = row.tolist()
+            length = next((i for i, t in enumerate(ids) if t in eos), None)
+            finish = "stop" if length is not None else "length"
+            ids = ids[:length] if length is not None else ids
+            text = self._tok.decode(ids, skip_special_tokens=True)
+            results.append(Completion(text, finish, int(mask.sum()), len(ids), self.model))
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model, "device": self.device, "batch_size": self.config.batch_size}
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:
+        return False
+
+
+def _hub_reachable() -> bool:
+    """A quick look before `from_pretrained`, whose retries take a minute to say no."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+        return True
+    except OSError:
+        return False

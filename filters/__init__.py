@@ -1,0 +1,42 @@
+"""Filter stages, one per module, built from the pipeline's `filters:` list.
+
+Each entry names its stage with `type`; the remaining keys go to that stage's own
+config model, which refuses unknown keys. Stage modules are imported only when a
+pipeline uses them (dedup and diversity pull in numpy, datasketch, torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import ValidationError
+
+from factory.config import describe_validation_error
+from factory.errors import ConfigError
+from filters.base import RecordFilter, Stage
+
+# type -> "module:Class"; the class has a `Config` pydantic model and takes it in __init__.
+REGISTRY: dict[str, str] = {}
+
+
+def build_stages(entries: list[dict[str, Any]], where: str) -> list[Stage]:
+    stages = []
+    for i, entry in enumerate(entries):
+        label = f"{where}: filters[{i}]"
+        kind = entry.get("type")
+        if kind not in REGISTRY:
+            known = ", ".join(sorted(REGISTRY)) or "none"
+            raise ConfigError(f"{label}.type: unknown filter {kind!r} (known: {known})")
+        module, _, cls_name = REGISTRY[kind].partition(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+        options = {k: v for k, v in entry.items() if k != "type"}
+        try:
+            config = cls.Config.model_validate(options)
+        except ValidationError as err:
+            raise ConfigError(f"{label}.{describe_validation_error(err)}") from err
+        stages.append(cls(config))
+    return stages
+
+
+__all__ = ["REGISTRY", "RecordFilter", "Stage", "build_stages"]

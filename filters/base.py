@@ -1,0 +1,70 @@
+"""The stage contract shared by every filter.
+
+A stage takes records and yields the ones it keeps; each drop goes through `drop`,
+which counts it under its reason and hands it, with the stage name, to the run's
+rejection writer. Per-record filters implement `keep`; global stages (dedup,
+diversity) implement `process` over the whole stream.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+from typing import Any, Callable, Iterable, Iterator
+
+from factory.record import Record, Rejection
+
+Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
+
+
+class Stage(abc.ABC):
+    name: str = ""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.kept = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self._reject: Callable[[Rejection], None] = lambda rejection: None
+
+    def bind(self, reject: Callable[[Rejection], None]) -> None:
+        self._reject = reject
+
+    def drop(self, record: Record, reason: str, detail: str = "", **extra: Any) -> None:
+        self.dropped[reason] += 1
+        self._reject(
+            Rejection(record.id, self.name, reason, detail, record.messages, {**record.metadata, **extra})
+        )
+
+    @abc.abstractmethod
+    def process(self, records: Iterable[Record]) -> Iterator[Record]:
+        """Yield the kept records; call `drop` for each one not kept."""
+
+    def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in self.process(self._count(records)):
+            self.kept += 1
+            yield record
+
+    def _count(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            self.seen += 1
+            yield record
+
+    def funnel(self) -> dict[str, Any]:
+        return {"stage": self.name, "seen": self.seen, "kept": self.kept, "dropped": dict(self.dropped)}
+
+
+class RecordFilter(Stage):
+    """A stage that judges each record on its own, streaming."""
+
+    @abc.abstractmethod
+    def keep(self, record: Record) -> Verdict:
+        """True to keep; (False, reason) or (False, reason, detail) to drop."""
+
+    def process(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            verdict = self.keep(record)
+            if verdict is True or (isinstance(verdict, tuple) and verdict[0]):
+                yield record
+            else:
+                reason, detail = (verdict[1], verdict[2] if len(verdict) > 2 else "") if isinstance(verdict, tuple) else ("dropped", "")
+                self.drop(record, reason, detail)
