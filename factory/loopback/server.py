@@ -72,6 +72,8 @@ class LoopbackTeacher:
         self.completed: collections.Counter[str] = collections.Counter()
         self.busy = 0
         self.busy_time = 0.0
+        self.served = 0
+        self.intervals: list[tuple[float, float]] = []  # (start, end) of each slot's service
         self.first_request: float | None = None
         self.last_answer: float | None = None
 
@@ -99,7 +101,7 @@ class LoopbackTeacher:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if self.first_request is None:
-            self.first_request = time.perf_counter()
+            self.first_request = time.time()  # wall clock: benchmarks compare it across processes
         try:
             body = await request.json()
             messages = body["messages"]
@@ -129,9 +131,12 @@ class LoopbackTeacher:
         async with self.slots:
             self.busy += 1
             service = self._service_time()
+            began = time.time()
             if service:
                 await asyncio.sleep(service)
+            self.intervals.append((began, time.time()))
             self.busy_time += service
+            self.served += 1
             self.busy -= 1
 
         if fault == "malformed":
@@ -145,7 +150,7 @@ class LoopbackTeacher:
         if not fault:
             self.outcomes["ok"] += 1
             self.completed[key] += 1
-        self.last_answer = time.perf_counter()
+        self.last_answer = time.time()
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         completion_tokens = len(text) // 4 + 1
         return web.json_response(
@@ -181,6 +186,8 @@ class LoopbackTeacher:
                 "received": dict(self.received),
                 "completed": dict(self.completed),
                 "busy_time": self.busy_time,
+                "served": self.served,
+                "intervals": self.intervals,
                 "first_request": self.first_request,
                 "last_answer": self.last_answer,
                 "slots": self.options.slots,
