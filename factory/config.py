@@ -220,7 +220,10 @@ def load_pipeline(path: str | Path, overrides: list[str] = ()) -> Pipeline:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML: {_first_line(err)}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or _first_line(err)
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from err
     if raw is None:
         raise ConfigError(f"{path}: pipeline file is empty")
     if not isinstance(raw, dict):
@@ -230,6 +233,10 @@ def load_pipeline(path: str | Path, overrides: list[str] = ()) -> Pipeline:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: {describe_validation_error(err)}") from err
+    env_name = config.teacher.api_key_env
+    if env_name and not os.environ.get(env_name):
+        raise ConfigError(f"{path}: teacher.api_key_env: environment variable {env_name} is not set "
+                          f"(export {env_name}=... first)")
     return Pipeline(config, path, raw)
 
 

@@ -1,0 +1,115 @@
+"""A user's mistake: one line naming the file and the problem, exit code 2, nothing sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from factory.cli import main
+from tests.conftest import factory_cli, write_pipeline
+
+
+def _edit(key_path: str, value):
+    def change(folder: Path, path: Path) -> None:
+        data = yaml.safe_load(path.read_text())
+        node = data
+        *parents, last = key_path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+        path.write_text(yaml.safe_dump(data))
+    return change
+
+
+_DELETE = object()
+
+
+def _write(relative: str, content: str | bytes):
+    def change(folder: Path, path: Path) -> None:
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (target.write_bytes if isinstance(content, bytes) else target.write_text)(content)
+    return change
+
+
+def _folder_instead(relative: str):
+    def change(folder: Path, path: Path) -> None:
+        target = folder / relative
+        target.unlink()
+        target.mkdir()
+    return change
+
+
+# (case id, change to the good pipeline, extra CLI args, words the one line must contain)
+CASES = [
+    ("unknown-top-key", _edit("colour", "blue"), [], ["pipeline.yaml", "colour", "unknown key"]),
+    ("unknown-teacher-key", _edit("teacher.temprature", 0.5), [], ["teacher.temprature", "unknown key"]),
+    ("wrong-type", _edit("generate.count", "many"), [], ["generate.count", "integer"]),
+    ("count-zero", _edit("generate.count", 0), [], ["generate.count", "greater than 0"]),
+    ("count-negative", _edit("generate.count", -5), [], ["generate.count", "greater than 0"]),
+    ("missing-name", _edit("name", _DELETE), [], ["name", "required"]),
+    ("bad-backend", _edit("teacher.backend", "carrier-pigeon"), [], ["teacher.backend"]),
+    ("unknown-task", _edit("generate.task", "poetry"), [], ["generate", "task must be one of"]),
+    ("bad-temperature", _edit("teacher.sampling.temperature", 7), [], ["teacher.sampling.temperature"]),
+    ("key-pasted-as-env-name", _edit("teacher.api_key_env", "sk-abc123!@#"), [], ["teacher.api_key_env", "name of an environment variable"]),
+    ("malformed-yaml", _write("pipeline.yaml", "name: [unclosed\n"), [], ["pipeline.yaml", "malformed YAML"]),
+    ("empty-pipeline", _write("pipeline.yaml", ""), [], ["pipeline.yaml", "empty"]),
+    ("pipeline-is-a-list", _write("pipeline.yaml", "- a\n- b\n"), [], ["pipeline.yaml", "mapping"]),
+    ("missing-template", _edit("generate.templates", {"user": "qa/nope.j2"}), [], ["qa/nope.j2", "not found"]),
+    ("undefined-variables", _write("prompts/qa/user.j2", "About {{ topic }} for {{ audience }} in {{ year }}."), [],
+     ["user.j2", "audience", "year"]),
+    ("template-syntax", _write("prompts/qa/user.j2", "About {{ topic "), [], ["user.j2", "syntax"]),
+    ("template-attribute", _write("prompts/qa/user.j2", "About {{ topic.title.missing }}"), [], ["user.j2"]),
+    ("empty-seed-file", _write("topics.txt", "\n\n"), [], ["topics.txt", "no values"]),
+    ("missing-seed-file", _edit("seeds.topic", {"file": "nowhere.txt"}), [], ["nowhere.txt", "not found"]),
+    ("seed-file-not-utf8", _write("topics.txt", b"tides\n\xff\xfe volcanoes\n"), [], ["topics.txt", "not UTF-8"]),
+    ("seed-file-is-a-folder", _folder_instead("topics.txt"), [], ["topics.txt", "folder"]),
+    ("bad-jsonl-seed", _edit("seeds.topic", {"file": "t.jsonl"}), [], ["t.jsonl:2", "invalid JSON"]),
+    ("seed-field-missing", _edit("seeds.topic", {"file": "t.csv", "field": "subject"}), [], ["t.csv", "subject"]),
+    ("seed-wrong-suffix", _edit("seeds.topic", {"file": "topics.xlsx"}), [], ["topics.xlsx", "unsupported"]),
+    ("empty-inline-seed", _edit("seeds.persona", []), [], ["seeds.persona", "empty"]),
+    ("seed-scalar", _edit("seeds.persona", "a student"), [], ["seeds.persona", "list of values"]),
+    ("bad-set-syntax", None, ["--set", "teacher.model"], ["--set", "KEY=VALUE"]),
+    ("bad-set-yaml", None, ["--set", "generate.count=[1,"], ["--set", "not valid YAML"]),
+    ("set-into-scalar", None, ["--set", "name.first=x"], ["--set", "name"]),
+    ("set-count-zero", None, ["--set", "generate.count=0"], ["generate.count"]),
+    ("missing-api-key", _edit("teacher.api_key_env", "FACTORY_TEST_UNSET_KEY"), [], ["FACTORY_TEST_UNSET_KEY", "not set"]),
+    ("unknown-filter", _edit("filters", [{"type": "sparkle"}]), [], ["filters[0].type", "sparkle"]),
+    ("missing-pipeline-file", _write("elsewhere.txt", ""), ["--MISSING"], ["pipeline file not found"]),
+]
+
+
+@pytest.mark.parametrize("change,args,words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, loopback, capsys, change, args, words):
+    url = loopback()
+    path = write_pipeline(tmp_path, url)
+    (tmp_path / "t.jsonl").write_text('{"topic": "a"}\n{"topic": \n')
+    (tmp_path / "t.csv").write_text("topic,level\ntides,1\n")
+    if change is not None:
+        change(tmp_path, path)
+    target = str(tmp_path / "no-such.yaml") if "--MISSING" in args else str(path)
+    args = [a for a in args if a != "--MISSING"]
+    code = main(["run", target, "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("factory: error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert sum(loopback.teacher.received.values()) == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_input_from_the_real_command(tmp_path):
+    path = write_pipeline(tmp_path)
+    (tmp_path / "prompts" / "qa" / "user.j2").write_text("{{ nobody_sets_this }}")
+    for verb in ("run", "validate"):
+        done = factory_cli(verb, str(path))
+        assert done.returncode == 2
+        assert done.stderr.count("\n") == 1 and "nobody_sets_this" in done.stderr
+        assert "Traceback" not in done.stderr
