@@ -73,6 +73,7 @@ class LoopbackTeacher:
         self.busy = 0
         self.busy_time = 0.0
         self.served = 0
+        self.authorizations: set[str] = set()
         self.intervals: list[tuple[float, float]] = []  # (start, end) of each slot's service
         self.first_request: float | None = None
         self.last_answer: float | None = None
@@ -109,6 +110,8 @@ class LoopbackTeacher:
             return _error(400, "body must be JSON with a messages list")
         key = body_key(body)
         self.received[key] += 1
+        # In memory only, never in /stats: tests check a key arrived without it being exposed.
+        self.authorizations.add(request.headers.get("Authorization", ""))
         fmt = body.get("response_format") or {}
         if fmt and self.options.refuse_response_format:
             self.outcomes["refused_response_format"] += 1
@@ -121,7 +124,8 @@ class LoopbackTeacher:
         if fault == "rate_limit":
             return _error(429, "rate limited", headers={"Retry-After": f"{self.options.retry_after:g}"})
         if fault == "server_error":
-            return _error(500, "internal error (injected)")
+            # Like a careless proxy, echo the credentials: the client must not write them down.
+            return _error(500, f"internal error (injected) for {request.headers.get('Authorization', '')}")
         if fault == "reset":
             request.transport.abort()
             raise asyncio.CancelledError  # nothing more to say on a dropped connection
@@ -204,7 +208,8 @@ def _error(status: int, message: str, headers: dict | None = None) -> web.Respon
 async def start(options: LoopbackOptions | None = None, host: str = "127.0.0.1", port: int = 0):
     """Start on the running loop; returns (runner, base_url, teacher)."""
     teacher = LoopbackTeacher(options)
-    runner = web.AppRunner(teacher.app(), access_log=None, handle_signals=False)
+    # Hung handlers (an injected fault) must not hold shutdown for the default minute.
+    runner = web.AppRunner(teacher.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()

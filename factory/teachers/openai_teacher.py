@@ -123,6 +123,8 @@ class OpenAITeacher(Teacher):
         except openai.APIStatusError as err:
             raise TeacherError(f"HTTP {err.status_code} after {self.config.max_retries} retries: {_short(err)}") from err
         except openai.APITimeoutError as err:
+            if "connect" in type(err.__cause__).__name__.lower():  # refused or unroutable, not slow
+                raise TeacherError(f"cannot reach {self.where()}: {_short(err.__cause__)}") from err
             raise TeacherError(f"timed out after {self.config.timeout:g}s, {self.config.max_retries} retries") from err
         except openai.APIConnectionError as err:
             raise TeacherError(f"cannot reach {self.where()}: {_short(err.__cause__ or err)}") from err
