@@ -19,6 +19,7 @@ class Progress:
         self.live = None
         self._last_log = time.monotonic()
         self._began = time.perf_counter()
+        self.started = False
 
     def line(self) -> str:
         s = self.stats
@@ -47,6 +48,7 @@ class Progress:
     def start(self) -> None:
         if not self.enabled:
             return
+        self.started = True
         if self.stream.isatty():
             from rich.console import Console
             from rich.live import Live
@@ -66,7 +68,7 @@ class Progress:
         if self.live is not None:
             self.live.stop()
             self.live = None
-        elif self.enabled:
+        elif self.started:
             print(f"[factory] {self.line()}", file=self.stream, flush=True)
 
 

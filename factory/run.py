@@ -72,20 +72,12 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
     window = AdaptiveWindow(cfg.teacher.max_concurrency or teacher.default_concurrency)
     redact = Redactor(teacher.secrets())
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / ".work"
-    journal = Journal(out_dir / "journal.sqlite")
     stats = RunStats()
-    results = ResultFiles(work)
     started_at = _now()
     progress = Progress(task.units(), stats, enabled=show_progress)
-    try:
-        engine = Engine(teacher, journal, window, RateLimiter(cfg.teacher.rpm, cfg.teacher.tpm), stats)
-        asyncio.run(_generate(task, teacher, engine, results, progress))
-    finally:
-        progress.close()
-        results.close()
-        journal.close()
+    limiter = RateLimiter(cfg.teacher.rpm, cfg.teacher.tpm)
+    results = asyncio.run(_generate(task, teacher, window, limiter, stats, out_dir, work, progress))
     generated_at = time.perf_counter()
 
     requested = cfg.generate.count
@@ -135,12 +127,24 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
     return RunResult(out_dir, requested, kept, rejected, stats, info["funnel"])
 
 
-async def _generate(task: Task, teacher, engine: Engine, results: ResultFiles, progress: Progress) -> None:
+async def _generate(task: Task, teacher, window: AdaptiveWindow, limiter: RateLimiter, stats: RunStats,
+                    out_dir: Path, work: Path, progress: Progress) -> ResultFiles:
+    # The teacher first: a model that cannot be loaded leaves no output folder behind.
     await teacher.start()
+    journal = results = None
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        journal = Journal(out_dir / "journal.sqlite")
+        results = ResultFiles(work)
         progress.start()
-        await run_task(task, engine, results, progress.update)
+        await run_task(task, Engine(teacher, journal, window, limiter, stats), results, progress.update)
+        return results
     finally:
+        progress.close()
+        if results is not None:
+            results.close()
+        if journal is not None:
+            journal.close()
         await teacher.close()
 
 

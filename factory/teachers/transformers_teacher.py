@@ -46,7 +46,7 @@ class TransformersTeacher(Teacher):
             raise TeacherError(
                 f"cannot load model {name!r}: the Hugging Face Hub is out of reach and the model is not in the local "
                 "cache; set teacher.model to a local folder, or use a server with "
-                "--set teacher.backend=openai --set teacher.base_url=URL"
+                "--set teacher.backend=openai --set teacher.base_url=URL (or try --dry-run)"
             )
         try:
             import torch
