@@ -65,12 +65,19 @@ class AdaptiveWindow:
 
 
 class RateLimiter:
-    """Token buckets for requests and tokens per minute; either may be None (no limit)."""
+    """Token buckets for requests and tokens per minute; either may be None (no limit).
+
+    Each bucket holds one second's worth: providers enforce per-minute limits in
+    slices (OpenAI: "60,000 rpm may be enforced as 1,000 requests per second"), so a
+    full minute's burst at the start would be refused.
+    """
 
     def __init__(self, rpm: int | None, tpm: int | None):
         self.rpm, self.tpm = rpm, tpm
-        self._requests = float(rpm or 0)
-        self._tokens = float(tpm or 0)
+        self._req_cap = max(1.0, (rpm or 0) / 60)
+        self._tok_cap = max(1.0, (tpm or 0) / 60)
+        self._requests = self._req_cap
+        self._tokens = self._tok_cap
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
 
@@ -82,15 +89,15 @@ class RateLimiter:
         now = time.monotonic()
         elapsed, self._stamp = now - self._stamp, now
         if self.rpm:
-            self._requests = min(self.rpm, self._requests + elapsed * self.rpm / 60)
+            self._requests = min(self._req_cap, self._requests + elapsed * self.rpm / 60)
         if self.tpm:
-            self._tokens = min(self.tpm, self._tokens + elapsed * self.tpm / 60)
+            self._tokens = min(self._tok_cap, self._tokens + elapsed * self.tpm / 60)
 
     async def acquire(self, tokens: int) -> None:
         """Wait until one request and `tokens` (an estimate) may be spent, then spend them."""
         if not self.active:
             return
-        tokens = min(tokens, self.tpm or tokens)  # a request larger than the bucket still goes, alone
+        tokens = min(tokens, self._tok_cap)  # a request larger than the bucket still goes, alone
         async with self._lock:  # first come, first served
             while True:
                 self._refill()
@@ -108,4 +115,4 @@ class RateLimiter:
     def settle(self, estimated: int, actual: int) -> None:
         """Give back (or take) the difference once a request's real usage is known."""
         if self.tpm:
-            self._tokens = min(self.tpm, self._tokens + estimated - actual)
+            self._tokens = min(self._tok_cap, self._tokens + min(estimated, self._tok_cap) - actual)

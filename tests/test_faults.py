@@ -67,3 +67,13 @@ def test_rate_limits_shrink_the_window(tmp_path, loopback):
     info = json.loads((tmp_path / "out" / "run.json").read_text())
     assert info["engine"]["throttled"] > 0
     assert info["funnel"]["kept"] == 60
+
+
+def test_rpm_limit_paces_requests(tmp_path, loopback):
+    url = loopback()
+    path = write_pipeline(tmp_path, url, generate__count=30, generate__pairs_per_request=1, teacher__rpm=600)
+    assert main(["run", str(path), "--quiet"]) == 0
+    t = loopback.teacher
+    # 10 requests a second with a one-second bucket: 30 requests cannot finish in under 2 s.
+    assert t.last_answer - t.first_request >= 1.8
+    assert sum(t.received.values()) == 30
