@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
 from factory.loopback import LoopbackOptions, serve_in_thread
+from factory.loopback.process import loopback_process, server_stats  # noqa: F401  (re-exported for tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,25 +68,6 @@ def factory_cli(*args: str, env: dict | None = None, timeout: float = 120) -> su
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "factory", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
-
-
-@contextmanager
-def loopback_process(*args: str):
-    """A loopback teacher in its own process, for tests that kill things."""
-    proc = subprocess.Popen([sys.executable, "-m", "factory", "loopback", "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def server_stats(base_url: str) -> dict:
-    with urllib.request.urlopen(base_url.rsplit("/v1", 1)[0] + "/stats", timeout=10) as r:
-        return json.load(r)
 
 
 def read_jsonl(path: Path) -> list[dict]:

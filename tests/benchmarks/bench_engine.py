@@ -29,8 +29,8 @@ import textwrap
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loopback import loopback_process, stats  # noqa: E402
+from factory.loopback.process import loopback_process
+from factory.loopback.process import server_stats as stats
 
 
 def write_pipeline(folder: Path, count: int) -> Path:
