@@ -17,7 +17,11 @@ from factory.errors import ConfigError
 from filters.base import RecordFilter, Stage
 
 # type -> "module:Class"; the class has a `Config` pydantic model and takes it in __init__.
-REGISTRY: dict[str, str] = {}
+REGISTRY: dict[str, str] = {
+    "heuristics": "filters.heuristics:Heuristics",
+    "exact_dedup": "filters.exact_dedup:ExactDedup",
+    "minhash_dedup": "filters.minhash_dedup:MinHashDedup",
+}
 
 
 def build_stages(entries: list[dict[str, Any]], where: str) -> list[Stage]:

@@ -68,3 +68,15 @@ class RecordFilter(Stage):
             else:
                 reason, detail = (verdict[1], verdict[2] if len(verdict) > 2 else "") if isinstance(verdict, tuple) else ("dropped", "")
                 self.drop(record, reason, detail)
+
+
+def record_text(record: Record, roles: list[str] | None = None) -> str:
+    """The text a stage compares: the contents of the chosen roles, in order.
+
+    By default every role but `system`: one system prompt is shared by a whole
+    dataset on purpose, and counting it would make every pair of records look alike.
+    """
+    return "\n".join(
+        m["content"] for m in record.messages
+        if (m["role"] in roles if roles is not None else m["role"] != "system")
+    )

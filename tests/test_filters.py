@@ -1,0 +1,136 @@
+"""Filter stages on data with known answers, and the pipeline's filter chain."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from factory.cli import main
+from factory.record import Record
+from filters.exact_dedup import ExactDedup
+from filters.heuristics import Heuristics
+from filters.minhash_dedup import MinHashDedup
+from filters.minhash_signing import normalise
+from tests.conftest import read_jsonl, write_pipeline
+
+WORDS = ("river delta sediment flood plain current erosion basin channel estuary tide marsh salt fresh water "
+         "bank levee meander oxbow silt clay gravel sand dune wind storm surge wave harbour pier dock boat "
+         "crew cargo route chart depth sounding buoy light signal coast cliff rock reef shoal island").split()
+
+
+def doc(rng: random.Random, n: int = 90) -> list[str]:
+    return [rng.choice(WORDS) + str(rng.randint(0, 40)) for _ in range(n)]
+
+
+def shingles(text: str, n: int = 5) -> set:
+    w = normalise(text).split()
+    return {tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+
+
+def jaccard(a: str, b: str) -> float:
+    x, y = shingles(a), shingles(b)
+    return len(x & y) / len(x | y)
+
+
+def rec(i: int, text: str, **meta) -> Record:
+    return Record(f"r{i}", [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": text}], meta)
+
+
+def test_minhash_finds_planted_near_duplicates_and_drops_nothing_unlike():
+    rng = random.Random(7)
+    texts = [" ".join(doc(rng)) for _ in range(400)]
+    planted = []
+    for base in range(0, 400, 2):  # edits of several strengths
+        words = texts[base].split()
+        for _ in range(rng.choice([0, 1, 2, 4, 8, 16])):
+            words[rng.randrange(len(words))] = rng.choice(WORDS) + "x"
+        planted.append((base, len(texts)))
+        texts.append(" ".join(words))
+    records = [rec(i, t) for i, t in enumerate(texts)]
+    rejected = []
+    stage = MinHashDedup()
+    stage.bind(rejected.append)
+    kept = {r.id for r in stage(records)}
+    dropped = {r.id: r.metadata["duplicate_of"] for r in rejected}
+
+    high = [(a, b) for a, b in planted if jaccard(texts[a], texts[b]) >= 0.85]
+    found = sum(f"r{b}" in dropped for a, b in high)
+    assert len(high) > 50 and found / len(high) >= 0.95
+    for r in rejected:  # every drop names a kept record it really resembles
+        assert r.metadata["duplicate_of"] in kept
+        best = max(jaccard(texts[int(r.id[1:])], texts[int(k[1:])]) for k in [r.metadata["duplicate_of"]])
+        assert best >= 0.5, (r.id, best)
+    assert stage.seen == len(records) and stage.kept + sum(stage.dropped.values()) == len(records)
+
+
+def test_minhash_keeps_the_best_scored_copy_when_scores_exist():
+    text = " ".join(doc(random.Random(1)))
+    records = [rec(0, text, judge_score=3), rec(1, text + " end", judge_score=9), rec(2, text, judge_score=5)]
+    stage = MinHashDedup(MinHashDedup.Config(keep="best_score"))
+    assert [r.id for r in stage(records)] == ["r1"]
+
+
+def test_exact_dedup_folds_case_space_and_punctuation():
+    records = [rec(0, "Tides rise twice a day."), rec(1, "tides   RISE twice a day"), rec(2, "Tides fall.")]
+    rejected = []
+    stage = ExactDedup()
+    stage.bind(rejected.append)
+    assert [r.id for r in stage(records)] == ["r0", "r2"]
+    assert rejected[0].metadata["duplicate_of"] == "r0" and rejected[0].stage == "exact_dedup"
+
+
+@pytest.mark.parametrize("config,messages,meta,reason", [
+    ({"min_chars": {"assistant": 10}}, [("user", "Q?"), ("assistant", "short")], {}, "too_short"),
+    ({"max_chars": {"user": 3}}, [("user", "Too long?"), ("assistant", "fine answer")], {}, "too_long"),
+    ({"refusals": True}, [("user", "Q?"), ("assistant", "As an AI language model, I cannot.")], {}, "refusal"),
+    ({"refusals": ["consult a vet"]}, [("user", "Q?"), ("assistant", "Please consult a vet.")], {}, "refusal"),
+    ({"drop_truncated": True}, [("user", "Q?"), ("assistant", "It is")], {"finish_reason": "length"}, "truncated"),
+    ({"alternating_roles": True}, [("user", "Q?"), ("user", "Again?")], {}, "roles_not_alternating"),
+    ({"alternating_roles": True}, [("system", "s"), ("user", "Q?"), ("assistant", "A"), ("assistant", "B")], {},
+     "roles_not_alternating"),
+])
+def test_heuristics_drop_what_they_should(config, messages, meta, reason):
+    stage = Heuristics(Heuristics.Config(**config))
+    record = Record("x", [{"role": r, "content": c} for r, c in messages], meta)
+    assert list(stage([record])) == [] and dict(stage.dropped) == {reason: 1}
+
+
+def test_heuristics_keep_good_records_and_unlisted_checks_are_off():
+    good = Record("g", [{"role": "system", "content": "s"}, {"role": "user", "content": "How deep is it?"},
+                        {"role": "assistant", "content": "About forty metres at high tide."}], {"finish_reason": "stop"})
+    strict = Heuristics(Heuristics.Config(min_chars={"assistant": 10}, refusals=True, drop_truncated=True,
+                                          alternating_roles=True))
+    assert list(strict([good])) == [good]
+    lax = Heuristics()
+    odd = Record("o", [{"role": "assistant", "content": "As an AI language model"}], {"finish_reason": "length"})
+    assert list(lax([odd])) == [odd]
+
+
+def test_pipeline_filter_chain_funnel_adds_up(tmp_path, loopback):
+    url = loopback()
+    path = write_pipeline(tmp_path, url, generate__count=40, generate__pairs_per_request=2,
+                          generate__combine="product",  # 8 combinations for 20 requests: repeats
+                          filters=[{"type": "heuristics", "min_chars": {"assistant": 60}},
+                                   {"type": "exact_dedup"}, {"type": "minhash_dedup", "threshold": 0.7}])
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    info = json.loads((out / "run.json").read_text())
+    stages = info["funnel"]["stages"]
+    assert [s["stage"] for s in stages] == ["generate", "heuristics", "exact_dedup", "minhash_dedup"]
+    for before, after in zip(stages, stages[1:]):
+        assert after["seen"] == before["kept"]
+        assert after["kept"] + sum(after["dropped"].values()) == after["seen"]
+    rejected = read_jsonl(out / "rejected.jsonl")
+    kept = read_jsonl(out / "data.jsonl")
+    assert len(kept) + len(rejected) == 40 == info["funnel"]["kept"] + info["funnel"]["rejected"]
+    assert {r["stage"] for r in rejected} <= {"generate", "heuristics", "exact_dedup", "minhash_dedup"}
+    assert "| heuristics |" in (out / "README.md").read_text()
+
+
+def test_bad_filter_config_is_one_line_exit_2(tmp_path, loopback, capsys):
+    path = write_pipeline(tmp_path, loopback(), filters=[{"type": "minhash_dedup", "treshold": 0.9}])
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "filters[0].treshold: unknown key" in err[0]
