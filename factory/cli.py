@@ -92,7 +92,7 @@ def _summary(result) -> None:
     print(f"kept {result.kept} of {result.requested} requested samples ({result.rejected} rejected)")
     for stage in result.funnel["stages"]:
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(stage["dropped"].items())) or "none dropped"
-        print(f"  {stage['stage']:<12} {stage['seen']:>7} in  {stage['kept']:>7} kept  ({dropped})")
+        print(f"  {stage['stage']:<14} {stage['seen']:>7} in  {stage['kept']:>7} kept  ({dropped})")
     print(f"requests: {s.sent} sent, {s.replayed} replayed from the journal; "
           f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion")
     print(f"output: {result.out_dir}/ (dataset/, README.md, rejected.jsonl, run.json)")

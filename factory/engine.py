@@ -54,7 +54,7 @@ class Engine:
         self.window = window
         self.limiter = limiter
         self.stats = stats or RunStats()
-        self.max_tokens = getattr(getattr(teacher, "config", None), "sampling", None)
+        self.sampling = getattr(getattr(teacher, "config", None), "sampling", None)
         self.fatal: TeacherError | None = None
 
     async def ask(self, request: Request, unit: int, step: int) -> Completion:
@@ -106,8 +106,7 @@ class Engine:
         if not self.limiter.tpm:
             return 0
         chars = sum(len(m["content"]) for m in request.messages)
-        sampling = self.max_tokens
-        return chars // 4 + (sampling.max_tokens if sampling else 256)
+        return chars // 4 + (self.sampling.max_tokens if self.sampling else 256)
 
 
 Sink = Callable[[list[Record | Rejection]], None]
