@@ -16,7 +16,6 @@ from factory import constants
 from factory.errors import BadResponse, TeacherError
 from factory.journal import Journal, request_key
 from factory.limits import AdaptiveWindow, RateLimiter
-from factory.loopback.server import body_key
 from factory.record import Record, Rejection
 from factory.tasks.base import Task
 from factory.teachers.base import Completion, Request, Teacher
@@ -78,7 +77,7 @@ class Engine:
             completion = await self.teacher.complete(request)
         except BadResponse as err:
             # The server answered (and may have charged): journal it, so a rerun moves on.
-            self.journal.store(key, {"error": str(err), "sent": body_key(payload)})
+            self.journal.store(key, {"error": str(err), "sent": request_key(payload)})
             stats.bad_responses += 1
             raise
         except TeacherError as err:
@@ -89,7 +88,7 @@ class Engine:
             raise
         finally:
             self.window.release()
-        self.journal.store(key, {"completion": completion.to_dict(), "sent": body_key(payload)})
+        self.journal.store(key, {"completion": completion.to_dict(), "sent": request_key(payload)})
         now = time.perf_counter()
         stats.last_answer = now
         stats.latency_total += now - began

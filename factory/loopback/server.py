@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
-import json
 import math
 import random
 import threading
@@ -24,6 +22,7 @@ from typing import Iterator
 
 from aiohttp import web
 
+from factory.journal import request_key
 from factory.loopback.content import answer
 
 FAULT_KINDS = ("rate_limit", "server_error", "reset", "hang", "malformed", "truncated", "empty")
@@ -56,10 +55,8 @@ class LoopbackOptions:
         return cls(faults={k: rate / len(FAULT_KINDS) for k in FAULT_KINDS}, **kwargs)
 
 
-def body_key(body: dict) -> str:
-    """The identity of a request as sent; the client journals the same hash."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+# The identity of a request as sent: the client journals the same hash of what it sent.
+body_key = request_key
 
 
 class LoopbackTeacher:
