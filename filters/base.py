@@ -12,6 +12,7 @@ import abc
 import collections
 from typing import Any, Callable, Iterable, Iterator
 
+from factory.config import Strict
 from factory.record import Record, Rejection
 
 Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
@@ -20,7 +21,11 @@ Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
 class Stage(abc.ABC):
     name: str = ""
 
-    def __init__(self) -> None:
+    class Config(Strict):
+        """A stage's options; subclasses add theirs. Unknown keys are refused."""
+
+    def __init__(self, config: Strict | None = None) -> None:
+        self.config = config if config is not None else self.Config()
         self.seen = 0
         self.kept = 0
         self.dropped: collections.Counter[str] = collections.Counter()
@@ -63,11 +68,12 @@ class RecordFilter(Stage):
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
             verdict = self.keep(record)
-            if verdict is True or (isinstance(verdict, tuple) and verdict[0]):
+            if not isinstance(verdict, tuple):
+                verdict = (bool(verdict), "dropped")
+            if verdict[0]:
                 yield record
             else:
-                reason, detail = (verdict[1], verdict[2] if len(verdict) > 2 else "") if isinstance(verdict, tuple) else ("dropped", "")
-                self.drop(record, reason, detail)
+                self.drop(record, *verdict[1:])
 
 
 def record_text(record: Record, roles: list[str] | None = None) -> str:

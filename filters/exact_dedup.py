@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 from typing import Iterable, Iterator
 
-from pydantic import BaseModel, ConfigDict
-
 from factory.record import Record
 from filters.base import Stage, record_text
 from filters.minhash_signing import normalise
@@ -15,13 +13,8 @@ from filters.minhash_signing import normalise
 class ExactDedup(Stage):
     name = "exact_dedup"
 
-    class Config(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    class Config(Stage.Config):
         roles: list[str] | None = None
-
-    def __init__(self, config: "ExactDedup.Config | None" = None):
-        super().__init__()
-        self.config = config or self.Config()
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         first: dict[bytes, str] = {}

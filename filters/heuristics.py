@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from factory.record import Record
 from filters.base import RecordFilter, Verdict
@@ -32,8 +32,7 @@ DEFAULT_REFUSALS = (
 class Heuristics(RecordFilter):
     name = "heuristics"
 
-    class Config(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    class Config(RecordFilter.Config):
         # Per role, in characters: {assistant: 40} ...
         min_chars: dict[str, int] = Field(default_factory=dict)
         max_chars: dict[str, int] = Field(default_factory=dict)
@@ -45,8 +44,7 @@ class Heuristics(RecordFilter):
         alternating_roles: bool = False
 
     def __init__(self, config: "Heuristics.Config | None" = None):
-        super().__init__()
-        self.config = config or self.Config()
+        super().__init__(config)
         phrases: Iterable[str] = ()
         if self.config.refusals is True:
             phrases = DEFAULT_REFUSALS

@@ -12,7 +12,7 @@ import os
 from typing import Iterable, Iterator, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from factory.record import Record
 from filters.base import Stage, record_text
@@ -34,8 +34,7 @@ class _Signature:
 class MinHashDedup(Stage):
     name = "minhash_dedup"
 
-    class Config(BaseModel):
-        model_config = ConfigDict(extra="forbid")
+    class Config(Stage.Config):
         threshold: float = Field(0.8, gt=0, le=1)
         num_perm: int = Field(128, ge=16, le=1024)
         ngram: int = Field(5, ge=1, le=32)
@@ -53,10 +52,6 @@ class MinHashDedup(Stage):
             if self.bands and self.bands * self.rows > self.num_perm:
                 raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
             return self
-
-    def __init__(self, config: "MinHashDedup.Config | None" = None):
-        super().__init__()
-        self.config = config or self.Config()
 
     def _decide(self, order, sigs: np.ndarray, lsh, dropped: dict[int, tuple[int, float]]) -> None:
         threshold = self.config.threshold

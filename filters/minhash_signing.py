@@ -75,36 +75,23 @@ def shingle_hashes(words: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.nd
         for j in range(n):
             sh[: total - j] += words[j:] * mult
             mult = mult * _C
-    positions = np.arange(total)
-    valid = positions + n <= doc_end
-    per_doc = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1))
-    out = sh[valid]
-    short = np.flatnonzero(counts < n)
-    if len(short):
-        # Short documents: one shingle of all their words (empty ones: a fixed hash), put in place.
-        firsts = np.cumsum(counts) - counts
-        pieces, cursor, dest = [], 0, np.cumsum(per_doc) - per_doc
-        for d in short:
-            if counts[d] == 0:
-                value = _EMPTY
-            else:
-                ws = words[firsts[d]: firsts[d] + counts[d]]
-                with np.errstate(over="ignore"):
-                    value = np.sum(ws * _powers(_C, len(ws)), dtype=np.uint64)
-            pieces.append((dest[d], value))
-        out = _insert_short(out, per_doc, counts, n, pieces)
+    valid = np.arange(total) + n <= doc_end  # only documents of n words or more have these
+    per_doc = np.where(counts >= n, counts - n + 1, 1)  # every document, even an empty one, has a slot
     offsets = np.cumsum(per_doc) - per_doc
+    short = np.flatnonzero(counts < n)
+    if not len(short):
+        return sh[valid], offsets
+    # A short document is one shingle of all its words (an empty one, a fixed hash).
+    out = np.empty(int(per_doc.sum()), dtype=np.uint64)
+    is_short = np.zeros(len(out), dtype=bool)
+    is_short[offsets[short]] = True
+    out[~is_short] = sh[valid]
+    firsts = np.cumsum(counts) - counts
+    for d in short:
+        ws = words[firsts[d]: firsts[d] + counts[d]]
+        with np.errstate(over="ignore"):
+            out[offsets[d]] = np.sum(ws * _powers(_C, len(ws)), dtype=np.uint64) if len(ws) else _EMPTY
     return out, offsets
-
-
-def _insert_short(long_shingles: np.ndarray, per_doc: np.ndarray, counts: np.ndarray, n: int, pieces) -> np.ndarray:
-    result = np.empty(int(per_doc.sum()), dtype=np.uint64)
-    is_short_slot = np.zeros(len(result), dtype=bool)
-    for dest, value in pieces:
-        result[dest] = value
-        is_short_slot[dest] = True
-    result[~is_short_slot] = long_shingles
-    return result
 
 
 class Permutations:

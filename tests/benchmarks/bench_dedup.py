@@ -81,7 +81,8 @@ def main() -> None:
     print(f"ours: {len(records)} docs, {rate:,.0f} docs/s end to end, {drops} near-duplicates dropped")
 
     subset = records[: args.baseline_docs]
-    sub_rate, sub_drops, _, _ = (lambda s: (len(subset) / s[1], len(subset) - s[0], None, None))(_ours_on(subset))
+    sub_kept, sub_elapsed = _ours_on(subset)
+    sub_rate, sub_drops = len(subset) / sub_elapsed, len(subset) - sub_kept
     loop_rate, loop_drops = datasketch_loop(subset, bulk=False)
     bulk_rate, bulk_drops = datasketch_loop(subset, bulk=True)
     print(f"first {len(subset)} docs: ours {sub_rate:,.0f} docs/s ({sub_drops} drops) | "
