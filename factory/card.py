@@ -56,6 +56,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "- **Templates**: " + ", ".join(f"`{t['name']}` (sha256 `{t['sha256']}`)" for t in info["templates"]) + ".",
         f"- **Tokens**: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion"
         f" over {usage['requests']:,} requests.",
+        "- **Filters**: " + ("; ".join(_filter(f) for f in cfg["filters"]) or "none") + ".",
         f"- **Made with**: factory {info['versions'].get('factory')} on {info['finished_at']}.",
         "",
         "## Funnel",
@@ -95,6 +96,11 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _filter(entry: dict) -> str:
+    options = {k: v for k, v in entry.items() if k != "type"}
+    return f"`{entry.get('type')}`" + (f" ({_inline(options)})" if options else "")
 
 
 def _inline(d: dict) -> str:

@@ -79,6 +79,7 @@ def _run(args) -> int:
             out = out.with_name(out.name + "-dry-run")
         with serve_in_thread(LoopbackOptions(latency_median=0.02, latency_sigma=0.5)) as (url, _):
             pipeline.config.teacher.base_url = url
+            pipeline.dry_run = True
             print(f"factory: dry run against the loopback teacher at {url}", file=sys.stderr)
             result = run_pipeline(prepared, out, show_progress=not args.quiet)
     else:
@@ -95,6 +96,11 @@ def _summary(result) -> None:
         print(f"  {stage['stage']:<14} {stage['seen']:>7} in  {stage['kept']:>7} kept  ({dropped})")
     print(f"requests: {s.sent} sent, {s.replayed} replayed from the journal; "
           f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion")
+    for stage in result.funnel["stages"]:
+        if "usage" in stage:
+            u = stage["usage"]
+            print(f"  {stage['stage']}: {u['requests']} sent, {u['replayed_from_journal']} replayed; "
+                  f"tokens: {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion")
     print(f"output: {result.out_dir}/ (dataset/, README.md, rejected.jsonl, run.json)")
 
 

@@ -161,6 +161,8 @@ class Pipeline:
         self.path = path
         self.base_dir = path.parent
         self.raw = raw
+        # Set by `--dry-run`: every teacher of the run, the judge's too, is the loopback.
+        self.dry_run = False
 
     def resolve(self, relative: str) -> Path:
         p = Path(os.path.expanduser(relative))
@@ -169,8 +171,10 @@ class Pipeline:
     def prompts_dirs(self) -> list[Path]:
         """Folders searched for templates, first match wins."""
         if self.config.prompts_dir:
-            return [self.resolve(self.config.prompts_dir)]
-        candidates = [self.base_dir / "prompts", self.base_dir.parent / "prompts", Path.cwd() / "prompts"]
+            candidates = [self.resolve(self.config.prompts_dir)]
+        else:
+            candidates = [self.base_dir / "prompts", self.base_dir.parent / "prompts", Path.cwd() / "prompts"]
+        candidates.append(constants.BUILTIN_PROMPTS_DIR)
         return [p for p in dict.fromkeys(c.resolve() for c in candidates) if p.is_dir()]
 
     def output_dir(self, override: str | None = None) -> Path:

@@ -1,5 +1,7 @@
 """Tunable numbers, in one place."""
 
+from pathlib import Path
+
 # The openai backend's default in-flight window. vLLM schedules up to 256 (older) or
 # 1024 (newer) sequences at once and queues the rest itself, so 512 keeps any single
 # server saturated; the adaptive window shrinks it on 429 for rate-limited APIs.
@@ -26,3 +28,9 @@ LOCAL_MAX_BATCH = 8
 PROGRESS_LOG_INTERVAL_S = 5.0
 
 OUTPUTS_DIR = "outputs"
+JOURNAL_FILE = "journal.sqlite"
+# Embeddings of record texts, kept beside the journal so reruns do not re-embed.
+EMBEDDING_CACHE_FILE = "embeddings.sqlite"
+# The templates shipped with factory (judge rubrics, task defaults): searched after the
+# pipeline's own prompts folder, so a pipeline only carries the templates it changes.
+BUILTIN_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"

@@ -11,28 +11,31 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-from factory.config import Pipeline
-from factory.engine import Engine, RunStats, run_task
+from factory.config import Pipeline, TeacherConfig
+from factory.constants import JOURNAL_FILE
+from factory.engine import RunStats, run_task
 from factory.files import atomic_write_text
-from factory.journal import Journal
-from factory.limits import AdaptiveWindow, RateLimiter
+from factory.limits import AdaptiveWindow
 from factory.progress import Progress
 from factory.record import Record
 from factory.results import ResultFiles, records_in_order, rejections_in_order
 from factory.secrets import Redactor
 from factory.seeds import build_seed_space
+from factory.session import open_engine
 from factory.tasks.base import Task
 from factory.tasks.qa import QATask
+from factory.teachers.base import Teacher
 from factory.templates import TemplateLibrary
+from filters.base import Stage, StageContext
 
 
 @dataclass
 class Prepared:
     pipeline: Pipeline
     task: Task
-    stages: list
+    stages: list[Stage]
     examples: list[dict[str, Any]]
 
 
@@ -48,7 +51,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
     library = TemplateLibrary(pipeline.prompts_dirs())
     task = QATask(cfg.name, cfg.generate, seeds, library, cfg.seed, str(pipeline.path))
     examples = task.check()
-    stages = build_stages(cfg.filters, str(pipeline.path))
+    stages = build_stages(cfg.filters, pipeline)
     return Prepared(pipeline, task, stages, examples)
 
 
@@ -63,38 +66,22 @@ class RunResult:
 
 
 def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) -> RunResult:
-    from factory.teachers import make_teacher
-
     pipeline, task = prepared.pipeline, prepared.task
     cfg = pipeline.config
-    # The window is sized by what the teacher can take; the hook reaches it once it exists.
-    teacher = make_teacher(cfg.teacher, on_throttle=lambda: window.on_throttle())
-    window = AdaptiveWindow(cfg.teacher.max_concurrency or teacher.default_concurrency)
-    redact = Redactor(teacher.secrets())
-
+    redact = Redactor.for_config(pipeline.raw)
     work = out_dir / ".work"
     stats = RunStats()
     started_at = _now()
     progress = Progress(task.units(), stats, enabled=show_progress)
-    limiter = RateLimiter(cfg.teacher.rpm, cfg.teacher.tpm)
-    results = asyncio.run(_generate(task, teacher, window, limiter, stats, out_dir, work, progress))
+    results, teacher, window = asyncio.run(_generate(task, cfg.teacher, stats, out_dir, work, progress))
     generated_at = time.perf_counter()
 
     requested = cfg.generate.count
     funnel_stages = [{"stage": "generate", "seen": requested, "kept": results.kept, "dropped": dict(results.reasons)}]
-    filter_rejects = work / "rejected.filters.jsonl"
-    with open(filter_rejects, "w", encoding="utf-8") as rej:
-        for stage in prepared.stages:
-            stage.bind(lambda r: rej.write(redact(r.to_json()) + "\n"))
-        records: Iterator[Record] = records_in_order(results.records_path)
-        for stage in prepared.stages:
-            records = stage(records)
-        from factory.export import write_dataset
-
-        examples: list[dict] = []
-        kept = write_dataset(_sample(records, examples), out_dir, work, cfg.output.formats)
+    kept, examples, filter_rejects = apply_stages(prepared.stages, records_in_order(results.records_path),
+                                                  StageContext(pipeline, out_dir, show_progress), work, redact)
     funnel_stages += [stage.funnel() for stage in prepared.stages]
-    _write_rejected(out_dir / "rejected.jsonl", results.rejected_path, filter_rejects, redact)
+    _write_rejected(out_dir / "rejected.jsonl", [rejections_in_order(results.rejected_path)], filter_rejects, redact)
     rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
 
     info = {
@@ -127,25 +114,40 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
     return RunResult(out_dir, requested, kept, rejected, stats, info["funnel"])
 
 
-async def _generate(task: Task, teacher, window: AdaptiveWindow, limiter: RateLimiter, stats: RunStats,
-                    out_dir: Path, work: Path, progress: Progress) -> ResultFiles:
-    # The teacher first: a model that cannot be loaded leaves no output folder behind.
-    await teacher.start()
-    journal = results = None
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        journal = Journal(out_dir / "journal.sqlite")
+async def _generate(task: Task, teacher: TeacherConfig, stats: RunStats, out_dir: Path, work: Path,
+                    progress: Progress) -> tuple[ResultFiles, Teacher, AdaptiveWindow]:
+    # A teacher that cannot be loaded fails before the output folder exists.
+    make_dir = lambda: out_dir.mkdir(parents=True, exist_ok=True)  # noqa: E731
+    async with open_engine(teacher, out_dir / JOURNAL_FILE, stats, before_journal=make_dir) as engine:
         results = ResultFiles(work)
-        progress.start()
-        await run_task(task, Engine(teacher, journal, window, limiter, stats), results, progress.update)
-        return results
-    finally:
-        progress.close()
-        if results is not None:
+        try:
+            progress.start()
+            await run_task(task, engine, results, progress.update)
+        finally:
+            progress.close()
             results.close()
-        if journal is not None:
-            journal.close()
-        await teacher.close()
+        return results, engine.teacher, engine.window
+
+
+def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageContext, work: Path,
+                 redact: Redactor) -> tuple[int, list[dict], Path]:
+    """Run `records` through the filter stages and write the kept ones as the dataset.
+
+    Returns the kept count, a few example records for the card, and the file the
+    stages' rejections went to.
+    """
+    from factory.export import write_dataset
+
+    work.mkdir(parents=True, exist_ok=True)
+    filter_rejects = work / "rejected.filters.jsonl"
+    with open(filter_rejects, "w", encoding="utf-8") as rej:
+        for stage in stages:
+            stage.bind(lambda r: rej.write(redact(r.to_json()) + "\n"), context)
+        for stage in stages:
+            records = stage(records)
+        examples: list[dict] = []
+        kept = write_dataset(_sample(records, examples), context.out_dir, work, context.pipeline.config.output.formats)
+    return kept, examples, filter_rejects
 
 
 def _sample(records: Iterator[Record], examples: list[dict]) -> Iterator[Record]:
@@ -155,11 +157,12 @@ def _sample(records: Iterator[Record], examples: list[dict]) -> Iterator[Record]
         yield record
 
 
-def _write_rejected(path: Path, generated: Path, filtered: Path, redact: Redactor) -> None:
+def _write_rejected(path: Path, earlier: list[Iterable[dict]], filtered: Path, redact: Redactor) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as out:
-        for row in rejections_in_order(generated):
-            out.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
+        for rows in earlier:
+            for row in rows:
+                out.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
         with open(filtered, encoding="utf-8") as f:
             shutil.copyfileobj(f, out)
     tmp.replace(path)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any, Iterator
+
 
 class Redactor:
     """Replaces every known secret value with '***' in text about to be written."""
@@ -10,8 +13,25 @@ class Redactor:
         # Very short values would blank out ordinary words; real keys are long.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
 
+    @classmethod
+    def for_config(cls, raw: Any) -> "Redactor":
+        """Every key named by an `api_key_env` anywhere in the pipeline (teacher, judge ...)."""
+        return cls([os.environ.get(name, "") for name in _key_env_names(raw)])
+
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "***")
         return text
+
+
+def _key_env_names(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "api_key_env" and isinstance(value, str):
+                yield value
+            else:
+                yield from _key_env_names(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _key_env_names(item)

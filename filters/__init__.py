@@ -12,19 +12,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factory.config import describe_validation_error
+from factory.config import Pipeline, describe_validation_error
 from factory.errors import ConfigError
-from filters.base import RecordFilter, Stage
+from filters.base import RecordFilter, Stage, StageContext
 
 # type -> "module:Class"; the class has a `Config` pydantic model and takes it in __init__.
 REGISTRY: dict[str, str] = {
     "heuristics": "filters.heuristics:Heuristics",
     "exact_dedup": "filters.exact_dedup:ExactDedup",
     "minhash_dedup": "filters.minhash_dedup:MinHashDedup",
+    "judge": "filters.judge:Judge",
 }
 
 
-def build_stages(entries: list[dict[str, Any]], where: str) -> list[Stage]:
+def build_stages(entries: list[dict[str, Any]], pipeline: Pipeline) -> list[Stage]:
+    where = str(pipeline.path)
     stages = []
     for i, entry in enumerate(entries):
         label = f"{where}: filters[{i}]"
@@ -39,8 +41,10 @@ def build_stages(entries: list[dict[str, Any]], where: str) -> list[Stage]:
             config = cls.Config.model_validate(options)
         except ValidationError as err:
             raise ConfigError(f"{label}.{describe_validation_error(err)}") from err
-        stages.append(cls(config))
+        stage = cls(config)
+        stage.prepare(pipeline, label)
+        stages.append(stage)
     return stages
 
 
-__all__ = ["REGISTRY", "RecordFilter", "Stage", "build_stages"]
+__all__ = ["REGISTRY", "RecordFilter", "Stage", "StageContext", "build_stages"]

@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import abc
 import collections
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from factory.config import Strict
+from factory.config import Pipeline, Strict
 from factory.record import Record, Rejection
 
 Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
+
+
+@dataclass
+class StageContext:
+    """Where a stage runs: the pipeline (teacher defaults, prompts) and the output
+    folder, which holds the journal and caches that make a rerun cheap."""
+
+    pipeline: Pipeline
+    out_dir: Path
+    show_progress: bool = True
 
 
 class Stage(abc.ABC):
@@ -30,9 +42,15 @@ class Stage(abc.ABC):
         self.kept = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self._reject: Callable[[Rejection], None] = lambda rejection: None
+        self.context: StageContext | None = None
 
-    def bind(self, reject: Callable[[Rejection], None]) -> None:
+    def prepare(self, pipeline: Pipeline, where: str) -> None:
+        """Check what can be checked before the run (templates, teacher settings);
+        raise a UserError naming `where` and the key. Sends nothing."""
+
+    def bind(self, reject: Callable[[Rejection], None], context: StageContext | None = None) -> None:
         self._reject = reject
+        self.context = context
 
     def drop(self, record: Record, reason: str, detail: str = "", **extra: Any) -> None:
         self.dropped[reason] += 1

@@ -80,6 +80,17 @@ CASES = [
     ("set-count-zero", None, ["--set", "generate.count=0"], ["generate.count"]),
     ("missing-api-key", _edit("teacher.api_key_env", "FACTORY_TEST_UNSET_KEY"), [], ["FACTORY_TEST_UNSET_KEY", "not set"]),
     ("unknown-filter", _edit("filters", [{"type": "sparkle"}]), [], ["filters[0].type", "sparkle"]),
+    ("judge-unknown-key", _edit("filters", [{"type": "judge", "min_scor": 5}]), [], ["filters[0].min_scor", "unknown key"]),
+    ("judge-scale-inverted", _edit("filters", [{"type": "judge", "scale": [10, 1]}]), [], ["filters[0]", "scale"]),
+    ("judge-min-score-off-scale", _edit("filters", [{"type": "judge", "min_score": 11}]), [], ["filters[0]", "min_score 11"]),
+    ("judge-missing-rubric", _edit("filters", [{"type": "judge", "rubric": "judge/nope.j2"}]), [],
+     ["filters[0].rubric", "judge/nope.j2", "not found"]),
+    ("judge-rubric-variable", _write("prompts/judge/mine.j2", "Grade {{ answer }} by {{ criteria }}"), [
+        "--set", "filters=[{type: judge, rubric: judge/mine.j2}]"], ["mine.j2", "criteria"]),
+    ("judge-teacher-key", _edit("filters", [{"type": "judge", "teacher": {"modle": "x"}}]), [],
+     ["filters[0].teacher.modle", "unknown key"]),
+    ("judge-api-key-unset", _edit("filters", [{"type": "judge", "teacher": {"api_key_env": "FACTORY_TEST_UNSET_KEY"}}]),
+     [], ["filters[0].teacher.api_key_env", "FACTORY_TEST_UNSET_KEY", "not set"]),
     ("missing-pipeline-file", _write("elsewhere.txt", ""), ["--MISSING"], ["pipeline file not found"]),
 ]
 

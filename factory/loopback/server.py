@@ -14,6 +14,7 @@ import asyncio
 import collections
 import math
 import random
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -39,6 +40,10 @@ class LoopbackOptions:
     seed: int = 0
     refuse_response_format: bool = False
     model: str = "loopback"
+    # Scripted answers: (regex, reply). The first pattern found in the last user message
+    # decides the answer; the reply may use the match's groups (\\1, \\g<name>). Tests
+    # use it to give a judge known scores, or an answer in a chosen malformed shape.
+    replies: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
@@ -48,6 +53,15 @@ class LoopbackOptions:
             raise ValueError("fault probabilities add up to more than 1")
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
+        self.scripted = [(re.compile(pattern), reply) for pattern, reply in self.replies]
+
+    def scripted_reply(self, messages: list[dict]) -> str | None:
+        last_user = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+        for pattern, reply in self.scripted:
+            match = pattern.search(last_user)
+            if match:
+                return match.expand(reply)
+        return None
 
     @classmethod
     def spread(cls, rate: float, **kwargs) -> "LoopbackOptions":
@@ -142,7 +156,9 @@ class LoopbackTeacher:
 
         if fault == "malformed":
             return web.Response(status=200, text='{"id": "x", "choices": [{"message": ', content_type="application/json")
-        text = answer(messages, body.get("seed"), schema)
+        text = self.options.scripted_reply(messages)
+        if text is None:
+            text = answer(messages, body.get("seed"), schema)
         finish = "stop"
         if fault == "truncated":
             text, finish = text[: len(text) // 2], "length"

@@ -1,0 +1,286 @@
+"""Judge scoring: a teacher model grades each record against a rubric template.
+
+The rubric (`prompts/judge/qa.j2` for single-turn records, `judge/dialogue.j2` for
+conversations, or the pipeline's own) asks for a short rationale and a score; the
+answer comes through the JSON schema path when the server supports it, and a tolerant
+parser also reads the common `Rating: [[7]]` and `Score: 7/10` forms. Requests go
+through the same engine as generation (window, rate limits, journal), so a rerun
+pays only for the records not graded yet, and changing `min_score` costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+from typing import Any, Iterable, Iterator, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from factory.config import Pipeline, TeacherConfig, describe_validation_error
+from factory.constants import JOURNAL_FILE
+from factory.engine import RunStats, run_task
+from factory.errors import BadResponse, ConfigError, TeacherError
+from factory.progress import Progress
+from factory.record import Record
+from factory.session import open_engine
+from factory.structured import JSONNotFound, extract_json
+from factory.tasks.base import Asker, Task, request_seed
+from factory.teachers.base import Request
+from factory.templates import Template, TemplateLibrary
+from filters.base import Stage
+
+DEFAULT_RUBRICS = {"single_turn": "judge/qa.j2", "multi_turn": "judge/dialogue.j2"}
+# What a rubric template may use; a template naming anything else fails at validation.
+RUBRIC_VARIABLES = frozenset(
+    {"messages", "conversation", "question", "answer", "system", "source", "turns", "metadata", "scale_min", "scale_max"}
+)
+
+_BRACKETED = re.compile(r"\[\[\s*(-?\d+(?:\.\d+)?)\s*\]\]")
+_LABELLED = re.compile(r"\b(?:score|rating)\b\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)(?:\s*/\s*\d+)?", re.I)
+
+
+def score_schema(lo: int, hi: int) -> dict[str, Any]:
+    # The rationale first: a model that explains before it scores scores more carefully.
+    return {
+        "type": "object",
+        "properties": {
+            "rationale": {"type": "string"},
+            "score": {"type": "integer", "minimum": lo, "maximum": hi},
+        },
+        "required": ["rationale", "score"],
+        "additionalProperties": False,
+    }
+
+
+class Unscorable(ValueError):
+    """The judge answered, but no score on the scale can be read from it."""
+
+
+def parse_score(text: str, lo: float, hi: float) -> tuple[float, str]:
+    """(score, rationale) from a judge's answer: JSON first, then `[[7]]`, then `Score: 7`."""
+    score: Any = None
+    rationale = ""
+    try:
+        value = extract_json(text)
+    except JSONNotFound:
+        value = None
+    if isinstance(value, dict) and "score" in value:
+        score, rationale = value["score"], str(value.get("rationale") or "").strip()
+    else:
+        match = _BRACKETED.search(text or "") or _LABELLED.search(text or "")
+        if match is None:
+            raise Unscorable("no score found in the judge's answer")
+        score = match.group(1)
+        rationale = (text[: match.start()] + text[match.end():]).strip()
+        rationale = re.sub(r"[\s*]*(Rating|Score)[\s*:]*$", "", rationale, flags=re.I).strip(" \n*:-")
+    try:
+        score = float(score)
+    except (TypeError, ValueError):
+        raise Unscorable(f"score {score!r} is not a number") from None
+    if not lo <= score <= hi:
+        raise Unscorable(f"score {score:g} is outside the scale {lo:g}-{hi:g}")
+    return score, rationale[:2000]
+
+
+def rubric_variables(record: Record, lo: int, hi: int) -> dict[str, Any]:
+    turns = [m for m in record.messages if m["role"] != "system"]
+    system = "\n".join(m["content"] for m in record.messages if m["role"] == "system")
+    users = [m["content"] for m in turns if m["role"] == "user"]
+    assistants = [m["content"] for m in turns if m["role"] == "assistant"]
+    meta = record.metadata
+    return {
+        "messages": record.messages,
+        "conversation": "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in turns),
+        "question": users[0] if users else "",
+        "answer": assistants[-1] if assistants else "",
+        "system": system,
+        # Document-grounded records carry the text they were made from.
+        "source": meta.get("context") or meta.get("source_text") or "",
+        "turns": len(turns),
+        "metadata": meta,
+        "scale_min": lo,
+        "scale_max": hi,
+    }
+
+
+def judge_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str) -> TeacherConfig:
+    """The pipeline's teacher with the judge's own keys on top; temperature 0 unless set."""
+    base = pipeline.config.teacher.model_dump()
+    if pipeline.dry_run:
+        overrides = {"sampling": overrides.get("sampling", {})}  # the dry run's loopback grades too
+    merged = {**base, **{k: v for k, v in overrides.items() if k != "sampling"}}
+    merged["sampling"] = {**base["sampling"], "temperature": 0.0, **overrides.get("sampling", {})}
+    try:
+        config = TeacherConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(f"{where}.teacher.{describe_validation_error(err)}") from err
+    if config.api_key_env and not os.environ.get(config.api_key_env):
+        raise ConfigError(f"{where}.teacher.api_key_env: environment variable {config.api_key_env} is not set "
+                          f"(export {config.api_key_env}=... first)")
+    return config
+
+
+class Judge(Stage):
+    name = "judge"
+
+    class Config(Stage.Config):
+        # A template under prompts/; by default judge/qa.j2 for single-turn records and
+        # judge/dialogue.j2 for conversations.
+        rubric: str | None = None
+        scale: tuple[int, int] = (1, 10)
+        min_score: float | None = None
+        # Grade each record this many times and aggregate (a steadier score for a noisy judge).
+        samples: int = Field(1, ge=1, le=16)
+        aggregate: Literal["mean", "median"] = "mean"
+        max_attempts: int = Field(3, ge=1, le=10)
+        # A record the judge could not grade: drop it (default) or keep it unscored.
+        on_error: Literal["drop", "keep"] = "drop"
+        # Keys of `teacher:` to change for the judge: model, base_url, api_key_env, sampling ...
+        teacher: dict[str, Any] = Field(default_factory=dict)
+
+        @model_validator(mode="after")
+        def _scale(self):
+            lo, hi = self.scale
+            if lo >= hi:
+                raise ValueError(f"scale: low end {lo} must be below high end {hi}")
+            if self.min_score is not None and not lo <= self.min_score <= hi:
+                raise ValueError(f"min_score {self.min_score:g} is outside the scale {lo}-{hi}")
+            return self
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.stats = RunStats()
+        self.rubrics: dict[str, Template] = {}
+        self.where = ""
+
+    def prepare(self, pipeline: Pipeline, where: str) -> None:
+        self.where = where
+        judge_teacher(pipeline, self.config.teacher, where)
+        library = TemplateLibrary(pipeline.prompts_dirs())
+        names = {kind: self.config.rubric for kind in DEFAULT_RUBRICS} if self.config.rubric else DEFAULT_RUBRICS
+        self.rubrics = {kind: library.load(name, RUBRIC_VARIABLES, where=f"{where}.rubric")
+                        for kind, name in names.items()}
+
+    def rubric_for(self, record: Record) -> Template:
+        users = sum(1 for m in record.messages if m["role"] == "user")
+        return self.rubrics["multi_turn" if users > 1 else "single_turn"]
+
+    def process(self, records: Iterable[Record]) -> Iterator[Record]:
+        # Global: every record is graded at once, so the teacher's window stays full.
+        records = list(records)
+        if not records:
+            return
+        context = self.context
+        if context is None:
+            raise RuntimeError("the judge stage needs a context (bind it before running)")
+        teacher = judge_teacher(context.pipeline, self.config.teacher, self.where)
+        task = _GradeTask(self, records, context.pipeline.config.seed)
+        progress = Progress(len(records), self.stats, label="judge", enabled=context.show_progress)
+        outcomes: dict[int, _Outcome] = {}
+        asyncio.run(self._grade(task, teacher, context.out_dir / JOURNAL_FILE, progress, outcomes))
+        for i, record in enumerate(records):
+            yield from self._verdict(record, outcomes[i], teacher.model)
+
+    async def _grade(self, task: "_GradeTask", teacher: TeacherConfig, journal, progress: Progress,
+                     outcomes: dict[int, "_Outcome"]) -> None:
+        async with open_engine(teacher, journal, self.stats) as engine:
+            progress.start()
+            try:
+                await run_task(task, engine, lambda results: outcomes.update(results), progress.update)
+            finally:
+                progress.close()
+
+    def _verdict(self, record: Record, outcome: "_Outcome", model: str) -> Iterator[Record]:
+        c = self.config
+        if outcome.score is None:
+            if c.on_error == "keep":
+                record.metadata["judge_error"] = outcome.detail
+                yield record
+            else:
+                self.drop(record, outcome.reason, outcome.detail)
+            return
+        meta = record.metadata
+        meta["judge_score"] = round(outcome.score, 4)
+        meta["judge_rationale"] = outcome.rationale
+        meta["judge_model"] = model
+        if len(outcome.scores) > 1:
+            meta["judge_scores"] = outcome.scores
+        if c.min_score is not None and outcome.score < c.min_score:
+            self.drop(record, "low_score", f"score {outcome.score:g} < min_score {c.min_score:g}: {outcome.rationale}")
+        else:
+            yield record
+
+    def funnel(self) -> dict[str, Any]:
+        s = self.stats
+        return {**super().funnel(), "usage": {"requests": s.sent, "replayed_from_journal": s.replayed,
+                                              "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens}}
+
+
+class _Outcome:
+    __slots__ = ("score", "scores", "rationale", "reason", "detail")
+
+    def __init__(self, scores: list[float], rationale: str = "", reason: str = "", detail: str = "",
+                 aggregate: str = "mean"):
+        self.scores = scores
+        self.score = (statistics.median(scores) if aggregate == "median" else statistics.fmean(scores)) if scores else None
+        self.rationale = rationale
+        self.reason = reason
+        self.detail = detail
+
+
+class _GradeTask(Task):
+    """Each record is a unit; each of its samples is one request (with retries)."""
+
+    name = "judge"
+
+    def __init__(self, judge: Judge, records: list[Record], pipeline_seed: int):
+        self.judge = judge
+        self.records = records
+        self.pipeline_seed = pipeline_seed
+        lo, hi = judge.config.scale
+        self.schema = score_schema(lo, hi)
+
+    def units(self) -> int:
+        return len(self.records)
+
+    def check(self) -> list[dict[str, Any]]:
+        return []
+
+    async def run_unit(self, unit: int, asker: Asker) -> list[tuple[int, _Outcome]]:
+        c = self.judge.config
+        record = self.records[unit]
+        lo, hi = c.scale
+        prompt = self.judge.rubric_for(record).render(rubric_variables(record, lo, hi))
+        messages = [{"role": "user", "content": prompt}]
+        results = await asyncio.gather(*(self._sample(record, messages, s, asker) for s in range(c.samples)))
+        scored = [r for r in results if r[0] is not None]
+        if not scored:
+            _, reason, detail = results[0]
+            return [(unit, _Outcome([], reason=reason, detail=detail))]
+        return [(unit, _Outcome([s for s, _, _ in scored], rationale=scored[0][1], aggregate=c.aggregate))]
+
+    async def _sample(self, record: Record, messages: list[dict], sample: int, asker: Asker) -> tuple:
+        c = self.judge.config
+        lo, hi = c.scale
+        # The record id (not its position) names the request, so reordering or filtering
+        # upstream never re-grades a record the journal already holds.
+        unit_key = f"judge:{record.id}:{sample}"
+        reason, detail = "judge_unparseable", ""
+        for attempt in range(c.max_attempts):
+            request = Request(messages, self.schema, "judge_score", request_seed(self.pipeline_seed, unit_key, attempt))
+            try:
+                completion = await asker.ask(request, unit_key, attempt)
+            except BadResponse as err:
+                reason, detail = "judge_bad_response", str(err)
+                continue
+            except TeacherError as err:
+                return None, "judge_error", str(err)
+            try:
+                score, rationale = parse_score(completion.text, lo, hi)
+            except Unscorable as err:
+                reason, detail = "judge_unparseable", f"{err} (attempt {attempt + 1}): {completion.text[:200]!r}"
+                continue
+            return score, rationale, ""
+        return None, reason, detail
