@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "exact_dedup": "filters.exact_dedup:ExactDedup",
     "minhash_dedup": "filters.minhash_dedup:MinHashDedup",
     "judge": "filters.judge:Judge",
+    "diversity": "filters.diversity:Diversity",
 }
 
 

@@ -91,6 +91,10 @@ CASES = [
      ["filters[0].teacher.modle", "unknown key"]),
     ("judge-api-key-unset", _edit("filters", [{"type": "judge", "teacher": {"api_key_env": "FACTORY_TEST_UNSET_KEY"}}]),
      [], ["filters[0].teacher.api_key_env", "FACTORY_TEST_UNSET_KEY", "not set"]),
+    ("diversity-kcenter-no-budget", _edit("filters", [{"type": "diversity", "method": "kcenter"}]), [],
+     ["filters[0]", "needs a budget"]),
+    ("diversity-fraction-over-one", _edit("filters", [{"type": "diversity", "budget": 1.5}]), [],
+     ["filters[0]", "at most 1"]),
     ("missing-pipeline-file", _write("elsewhere.txt", ""), ["--MISSING"], ["pipeline file not found"]),
 ]
 

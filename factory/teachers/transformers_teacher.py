@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from factory import hub
 from factory.config import TeacherConfig
 from factory.errors import TeacherError
 from factory.structured import with_schema_instructions
@@ -42,7 +41,7 @@ class TransformersTeacher(Teacher):
     def _load(self) -> None:
         name = self.config.model
         local = Path(os.path.expanduser(name))
-        if not local.exists() and not _cached(name) and not _hub_reachable():
+        if not hub.obtainable(name):
             raise TeacherError(
                 f"cannot load model {name!r}: the Hugging Face Hub is out of reach and the model is not in the local "
                 "cache; set teacher.model to a local folder, or use a server with "
@@ -137,24 +136,3 @@ def _as_list(value) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _cached(name: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(name, "config.json"), str)
-    except Exception:
-        return False
-
-
-def _hub_reachable() -> bool:
-    """A quick look before `from_pretrained`, whose retries take a minute to say no."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
-        return True
-    except OSError:
-        return False

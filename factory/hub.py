@@ -1,0 +1,42 @@
+"""Models from the Hugging Face Hub: can this one be had, here and now?
+
+`from_pretrained` retries for about a minute before it says no when the Hub is out
+of reach; a model in a local folder or the local cache needs no network at all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+def local_folder(name: str) -> Path | None:
+    path = Path(os.path.expanduser(name))
+    return path if path.exists() else None
+
+
+def cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:
+        return False
+
+
+def reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def obtainable(name: str) -> bool:
+    """True when loading `name` can work: a local folder, the cache, or a reachable Hub."""
+    return local_folder(name) is not None or cached(name) or reachable()

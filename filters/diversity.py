@@ -1,0 +1,124 @@
+"""Embedding diversity: keep a budget of records that cover the space, not repeat it.
+
+Two selections over sentence-transformers embeddings (cached per text):
+- `threshold` (DEITA's score-first method): walk records from the best judge score
+  down (input order when unscored), keep one unless its cosine similarity to a kept
+  record reaches `threshold`, until `budget` are kept;
+- `kcenter`: greedy max-min distance to `budget` records, for data without scores.
+`auto` takes the first when records carry judge scores, else the second when a budget
+is set. Each dropped record names its nearest kept record and their similarity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from factory.constants import EMBEDDING_CACHE_FILE
+from factory.record import Record
+from filters.base import Stage, record_text
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+PROJECTION_POINTS = 1000  # points of the 2-D kept/dropped map kept for the report
+
+
+class Diversity(Stage):
+    name = "diversity"
+
+    class Config(Stage.Config):
+        model: str = DEFAULT_EMBEDDING_MODEL
+        method: Literal["auto", "threshold", "kcenter"] = "auto"
+        # How many to keep: a count, or a fraction of the records that reach this stage.
+        budget: int | float | None = Field(None, gt=0)
+        threshold: float = Field(0.9, gt=0, le=1)
+        roles: list[str] | None = None
+        batch_size: int = Field(64, ge=1)
+        device: str | None = None
+        cache: bool = True
+
+        @model_validator(mode="after")
+        def _budget(self):
+            if isinstance(self.budget, float) and self.budget > 1:
+                raise ValueError("budget: a fraction must be at most 1 (or give a whole count)")
+            if self.method == "kcenter" and self.budget is None:
+                raise ValueError("method kcenter needs a budget (how many records to keep)")
+            return self
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.embedded = 0
+        self.method_used = ""
+        self.projection: dict[str, list] = {}
+
+    def budget_for(self, n: int) -> int | None:
+        b = self.config.budget
+        if b is None:
+            return None
+        return max(1, round(b * n)) if isinstance(b, float) else int(b)
+
+    def process(self, records: Iterable[Record]) -> Iterator[Record]:
+        from filters.diversity_select import kcenter_select, threshold_select
+        from filters.embeddings import EmbeddingCache, embed
+
+        c = self.config
+        records = list(records)
+        if not records:
+            return
+        cache = EmbeddingCache(self.context.out_dir / EMBEDDING_CACHE_FILE) if c.cache and self.context else None
+        try:
+            vectors, self.embedded = embed([record_text(r, c.roles) for r in records], c.model, cache,
+                                           c.device, c.batch_size)
+        finally:
+            if cache is not None:
+                cache.close()
+        scores = [r.metadata.get("judge_score") for r in records]
+        scored = any(s is not None for s in scores)
+        budget = self.budget_for(len(records))
+        method = c.method
+        if method == "auto":
+            method = "threshold" if scored or budget is None else "kcenter"
+        self.method_used = method
+        if method == "kcenter":
+            first = int(np.argmax([s if s is not None else -np.inf for s in scores])) if scored else 0
+            selection = kcenter_select(vectors, budget, first=first)
+        else:
+            # Best score first; stable, so ties (and unscored data) keep their input order.
+            order = np.argsort([-(s if s is not None else -np.inf) for s in scores], kind="stable")
+            selection = threshold_select(vectors, order, c.threshold, budget)
+        kept = np.zeros(len(records), dtype=bool)
+        kept[selection.kept] = True
+        self.projection = _projection(vectors, kept)
+        for i, record in enumerate(records):
+            if kept[i]:
+                yield record
+                continue
+            near = records[int(selection.nearest[i])].id
+            similarity = round(float(selection.similarity[i]), 4)
+            if selection.too_similar[i]:
+                self.drop(record, "too_similar", f"cosine {similarity:.3f} with {near} (threshold {c.threshold:g})",
+                          nearest_kept=near, similarity=similarity)
+            else:
+                self.drop(record, "over_budget", f"budget of {budget} reached; nearest kept {near} at cosine "
+                          f"{similarity:.3f}", nearest_kept=near, similarity=similarity)
+
+    def funnel(self) -> dict[str, Any]:
+        out = {**super().funnel(), "method": self.method_used, "embedded": self.embedded}
+        if self.projection:
+            out["projection"] = self.projection
+        return out
+
+
+def _projection(vectors: np.ndarray, kept: np.ndarray) -> dict[str, list]:
+    """A 2-D PCA map of (a sample of) the records, kept versus dropped, for the report."""
+    n = len(vectors)
+    if n < 3:
+        return {}
+    pick = np.random.default_rng(0).choice(n, size=min(n, PROJECTION_POINTS), replace=False)
+    pick.sort()
+    sample = vectors[pick] - vectors[pick].mean(axis=0)
+    _, _, vt = np.linalg.svd(sample, full_matrices=False)
+    xy = sample @ vt[:2].T
+    return {"x": np.round(xy[:, 0], 4).tolist(), "y": np.round(xy[:, 1], 4).tolist(),
+            "kept": kept[pick].tolist()}

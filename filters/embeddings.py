@@ -1,0 +1,90 @@
+"""Sentence embeddings of record texts, cached on disk by (model, text).
+
+The cache is a SQLite file beside the journal: a rerun with another budget, threshold
+or method embeds nothing again, and a run over a grown dataset embeds only the new
+texts. Vectors are stored normalised, as float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from factory import hub
+from factory.errors import FactoryError
+
+LOOKUP_CHUNK = 500  # keys per SQL query (SQLite caps bound parameters)
+
+
+class EmbeddingCache:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (model TEXT, key TEXT, vector BLOB, PRIMARY KEY (model, key))"
+            " WITHOUT ROWID"
+        )
+
+    def get(self, model: str, keys: list[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[start: start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT key, vector FROM embeddings WHERE model = ? AND key IN ({marks})", [model, *chunk]
+            )
+            found.update((key, np.frombuffer(blob, dtype=np.float32)) for key, blob in rows)
+        return found
+
+    def put(self, model: str, items: dict[str, np.ndarray]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+            ((model, key, np.asarray(vec, dtype=np.float32).tobytes()) for key, vec in items.items()),
+        )
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def load_model(name: str, device: str | None):
+    if not hub.obtainable(name):
+        raise FactoryError(
+            f"cannot load embedding model {name!r}: the Hugging Face Hub is out of reach and the model is not in "
+            "the local cache; set the diversity filter's `model` to a local folder"
+        )
+    from sentence_transformers import SentenceTransformer
+
+    source = str(hub.local_folder(name) or name)
+    try:
+        return SentenceTransformer(source, device=device)
+    except (OSError, ValueError) as err:
+        raise FactoryError(f"cannot load embedding model {name!r}: {' '.join(str(err).split())[:300]}") from err
+
+
+def embed(texts: list[str], model_name: str, cache: EmbeddingCache | None, device: str | None = None,
+          batch_size: int = 64) -> tuple[np.ndarray, int]:
+    """Unit-length float32 embeddings of `texts`, and how many had to be computed."""
+    keys = [text_key(t) for t in texts]
+    known = cache.get(model_name, list(dict.fromkeys(keys))) if cache is not None else {}
+    missing = list(dict.fromkeys(k for k in keys if k not in known))
+    if missing:
+        model = load_model(model_name, device)
+        first_text = dict(zip(keys, texts))
+        vectors = model.encode([first_text[k] for k in missing], batch_size=batch_size, convert_to_numpy=True,
+                               normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
+        fresh = dict(zip(missing, vectors))
+        if cache is not None:
+            cache.put(model_name, fresh)
+        known.update(fresh)
+    return np.stack([known[k] for k in keys]), len(missing)
