@@ -29,14 +29,12 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "language": out["language"],
         "task_categories": TASK_CATEGORIES.get(task, ["text-generation"]),
         "size_categories": [size_category(kept)],
-        "tags": sorted({"synthetic", "factory", task, *out.get("tags", [])}),
+        "tags": sorted({"factory", *out.get("tags", []), *(() if "input" in info else ("synthetic", task))}),
         "pretty_name": out.get("pretty_name") or cfg["name"],
     }
     if "parquet" in out["formats"]:
         header["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": "data.parquet"}]}]
     name = header["pretty_name"]
-    teacher = info["teacher"]
-    usage = info["usage"]
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
@@ -48,14 +46,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "",
         "## How it was made",
         "",
-        f"- **Task**: `{task}`; {cfg['generate']['count']} samples requested.",
-        f"- **Teacher**: `{teacher.get('model')}` through the `{teacher.get('backend')}` backend"
-        + (f" ({teacher['base_url']})" if teacher.get("base_url") else "") + ".",
-        f"- **Sampling**: {_inline(info['sampling'])}.",
-        f"- **Seed space**: {_seed_space(info['seed_space'])}; pipeline seed {cfg['seed']}.",
-        "- **Templates**: " + ", ".join(f"`{t['name']}` (sha256 `{t['sha256']}`)" for t in info["templates"]) + ".",
-        f"- **Tokens**: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion"
-        f" over {usage['requests']:,} requests.",
+        *(_filtered_from(info) if "input" in info else _generated_by(info, cfg, task)),
         "- **Filters**: " + ("; ".join(_filter(f) for f in cfg["filters"]) or "none") + ".",
         f"- **Made with**: factory {info['versions'].get('factory')} on {info['finished_at']}.",
         "",
@@ -96,6 +87,27 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
+    teacher = info["teacher"]
+    usage = info["usage"]
+    return [
+        f"- **Task**: `{task}`; {cfg['generate']['count']} samples requested.",
+        f"- **Teacher**: `{teacher.get('model')}` through the `{teacher.get('backend')}` backend"
+        + (f" ({teacher['base_url']})" if teacher.get("base_url") else "") + ".",
+        f"- **Sampling**: {_inline(info['sampling'])}.",
+        f"- **Seed space**: {_seed_space(info['seed_space'])}; pipeline seed {cfg['seed']}.",
+        "- **Templates**: " + ", ".join(f"`{t['name']}` (sha256 `{t['sha256']}`)" for t in info["templates"]) + ".",
+        f"- **Tokens**: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion"
+        f" over {usage['requests']:,} requests.",
+    ]
+
+
+def _filtered_from(info: dict) -> list[str]:
+    source = info["input"]
+    return [f"- **Source**: `{source['path']}` ({source['rows']:,} rows), filtered with factory; "
+            "no new samples were generated."]
 
 
 def _filter(entry: dict) -> str:

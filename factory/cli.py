@@ -29,6 +29,15 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("pipeline", metavar="PIPELINE.yaml")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    filt = sub.add_parser("filter", help="run only the pipeline's filters on an existing dataset")
+    filt.add_argument("pipeline", metavar="PIPELINE.yaml")
+    filt.add_argument("--input", required=True, metavar="PATH",
+                      help="JSONL, JSON, Parquet or a save_to_disk folder; rows with messages, "
+                           "instruction/output, prompt/completion or text")
+    filt.add_argument("--out", metavar="DIR", help="output folder (default: outputs/<pipeline name>-filtered/)")
+    filt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    filt.add_argument("--quiet", action="store_true", help="no progress display")
+
     loop = sub.add_parser("loopback", help="serve the OpenAI-compatible loopback teacher (tests, benchmarks)")
     loop.add_argument("--host", default="127.0.0.1")
     loop.add_argument("--port", type=int, default=0, help="0 picks a free port; the URL is printed")
@@ -47,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "loopback": _loopback}[args.command](args)
+        return {"run": _run, "validate": _validate, "filter": _filter, "loopback": _loopback}[args.command](args)
     except UserError as err:
         print(f"factory: error: {err}", file=sys.stderr)
         return 2
@@ -87,14 +96,28 @@ def _run(args) -> int:
     return 0
 
 
-def _summary(result) -> None:
+def _filter(args) -> int:
+    from pathlib import Path
+
+    from factory.config import load_pipeline
+    from factory.filtering import filter_dataset
+
+    pipeline = load_pipeline(args.pipeline, args.overrides)
+    out = Path(args.out) if args.out else pipeline.output_dir().with_name(pipeline.config.name + "-filtered")
+    result = filter_dataset(pipeline, Path(args.input), out, show_progress=not args.quiet)
+    _summary(result, what="input rows", generated=False)
+    return 0
+
+
+def _summary(result, what: str = "requested samples", generated: bool = True) -> None:
     s = result.stats
-    print(f"kept {result.kept} of {result.requested} requested samples ({result.rejected} rejected)")
+    print(f"kept {result.kept} of {result.requested} {what} ({result.rejected} rejected)")
     for stage in result.funnel["stages"]:
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(stage["dropped"].items())) or "none dropped"
         print(f"  {stage['stage']:<14} {stage['seen']:>7} in  {stage['kept']:>7} kept  ({dropped})")
-    print(f"requests: {s.sent} sent, {s.replayed} replayed from the journal; "
-          f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion")
+    if generated:
+        print(f"requests: {s.sent} sent, {s.replayed} replayed from the journal; "
+              f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion")
     for stage in result.funnel["stages"]:
         if "usage" in stage:
             u = stage["usage"]

@@ -71,7 +71,7 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
     redact = Redactor.for_config(pipeline.raw)
     work = out_dir / ".work"
     stats = RunStats()
-    started_at = _now()
+    started_at = now()
     progress = Progress(task.units(), stats, enabled=show_progress)
     results, teacher, window = asyncio.run(_generate(task, cfg.teacher, stats, out_dir, work, progress))
     generated_at = time.perf_counter()
@@ -81,13 +81,13 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
     kept, examples, filter_rejects = apply_stages(prepared.stages, records_in_order(results.records_path),
                                                   StageContext(pipeline, out_dir, show_progress), work, redact)
     funnel_stages += [stage.funnel() for stage in prepared.stages]
-    _write_rejected(out_dir / "rejected.jsonl", [rejections_in_order(results.rejected_path)], filter_rejects, redact)
+    write_rejected(out_dir / "rejected.jsonl", [rejections_in_order(results.rejected_path)], filter_rejects, redact)
     rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
 
     info = {
         "name": cfg.name,
         "pipeline_file": str(pipeline.path),
-        "config": _config(pipeline, out_dir),
+        "config": config_summary(pipeline, out_dir),
         "teacher": teacher.describe(),
         "sampling": cfg.teacher.sampling.model_dump(),
         "task": task.describe(),
@@ -95,7 +95,7 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
         "seed_space": task.seeds.describe(),
         "versions": versions(),
         "started_at": started_at,
-        "finished_at": _now(),
+        "finished_at": now(),
         "timings": {
             "startup_s": stats.as_dict()["startup_s"],
             "generate_s": generated_at - stats.started,
@@ -106,12 +106,17 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
         "engine": {**stats.as_dict(), "window": window.ceiling, "throttled": window.throttled},
         "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},
     }
+    write_reports(out_dir, info, examples, redact)
+    shutil.rmtree(work, ignore_errors=True)
+    return RunResult(out_dir, requested, kept, rejected, stats, info["funnel"])
+
+
+def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], redact: Redactor) -> None:
+    """The dataset card and run.json, both redacted, both written atomically."""
     from factory.card import render_card
 
     atomic_write_text(out_dir / "README.md", redact(render_card(info, examples)))
     atomic_write_text(out_dir / "run.json", redact(json.dumps(info, indent=2, ensure_ascii=False, default=str)) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
-    return RunResult(out_dir, requested, kept, rejected, stats, info["funnel"])
 
 
 async def _generate(task: Task, teacher: TeacherConfig, stats: RunStats, out_dir: Path, work: Path,
@@ -157,7 +162,7 @@ def _sample(records: Iterator[Record], examples: list[dict]) -> Iterator[Record]
         yield record
 
 
-def _write_rejected(path: Path, earlier: list[Iterable[dict]], filtered: Path, redact: Redactor) -> None:
+def write_rejected(path: Path, earlier: list[Iterable[dict]], filtered: Path, redact: Redactor) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as out:
         for rows in earlier:
@@ -168,7 +173,7 @@ def _write_rejected(path: Path, earlier: list[Iterable[dict]], filtered: Path, r
     tmp.replace(path)
 
 
-def _config(pipeline: Pipeline, out_dir: Path) -> dict[str, Any]:
+def config_summary(pipeline: Pipeline, out_dir: Path) -> dict[str, Any]:
     from factory.teachers.openai_teacher import redact_url
 
     data = pipeline.config.model_dump(mode="json")
@@ -188,7 +193,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
