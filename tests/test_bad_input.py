@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from factory.cli import main
-from tests.conftest import factory_cli, write_pipeline
+from tests.conftest import assert_user_error, factory_cli, write_pipeline
 
 
 def _edit(key_path: str, value):
@@ -110,12 +110,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, loopback, capsys, change, ar
     target = str(tmp_path / "no-such.yaml") if "--MISSING" in args else str(path)
     args = [a for a in args if a != "--MISSING"]
     code = main(["run", target, "--quiet", *args])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("factory: error: "), err
-    for word in words:
-        assert word in lines[0], lines[0]
+    assert_user_error(code, capsys.readouterr().err, words)
     assert sum(loopback.teacher.received.values()) == 0
     assert not (tmp_path / "out").exists()
 

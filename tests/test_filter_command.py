@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.cli import main
-from tests.conftest import read_jsonl, write_pipeline
+from tests.conftest import assert_user_error, read_jsonl, write_pipeline
 
 # Four shapes of row, each with an exact copy (case and punctuation changed) to be dropped.
 ROWS = [
@@ -127,14 +127,9 @@ def test_bad_input_file_is_one_line_and_exit_2(tmp_path, loopback, capsys, conte
         if name.startswith("folder/"):
             target = target.parent
     code = main(["filter", str(pipeline), "--input", str(target), "--out", str(tmp_path / "out"), "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("factory: error: "), err
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert not (tmp_path / "out").exists()
+    assert_user_error(code, capsys.readouterr().err, words)
     assert sum(loopback.teacher.received.values()) == 0
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_filter_config_stops_before_reading(tmp_path, capsys):

@@ -142,3 +142,42 @@ def test_short_and_empty_documents_get_signatures_of_their_own():
     s = signatures(["a b", "", "a b", "one two three four five six", "One, two three four five six!", "x y z", ""])
     assert (s[0] == s[2]).all() and (s[3] == s[4]).all() and (s[1] == s[6]).all()
     assert (s[0] == s[1]).mean() < 0.1 and (s[0] == s[5]).mean() < 0.1 and (s[1] == s[5]).mean() < 0.1
+
+
+LANGUAGE_SAMPLES = [
+    ("en", "How do I keep my bees alive through a cold winter?", "Leave them enough honey and reduce the entrance."),
+    ("de", "Wie halte ich meine Bienen durch einen kalten Winter am Leben?",
+     "Lassen Sie ihnen genug Honig und verkleinern Sie das Flugloch."),
+    ("fr", "Comment garder mes abeilles en vie pendant un hiver froid ?",
+     "Laissez-leur assez de miel et réduisez l'entrée de la ruche."),
+    ("es", "¿Cómo mantengo vivas a mis abejas durante un invierno frío?",
+     "Déjeles suficiente miel y reduzca la entrada de la colmena."),
+]
+
+
+def test_language_check_keeps_only_the_listed_languages():
+    records = [Record(lang, [{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+               for lang, q, a in LANGUAGE_SAMPLES]
+    stage = Heuristics(Heuristics.Config(languages=["en", "fr"]))
+    rejected = []
+    stage.bind(rejected.append)
+    assert [r.id for r in stage(records)] == ["en", "fr"]
+    assert {r.id: r.reason for r in rejected} == {"de": "wrong_language", "es": "wrong_language"}
+    assert "detected de" in next(r.detail for r in rejected if r.id == "de")
+
+
+def test_token_bounds_count_with_the_given_tokenizer(tmp_path):
+    from transformers import AutoTokenizer
+
+    from tests.tiny_model import build_tiny_chat_model
+
+    folder = build_tiny_chat_model(tmp_path / "tiny")
+    tok = AutoTokenizer.from_pretrained(folder)
+    answer = "tides volcanoes glaciers coral reefs " * 3
+    n = len(tok.encode(answer, add_special_tokens=False))
+    record = Record("t", [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}])
+    assert list(Heuristics(Heuristics.Config(max_tokens={"assistant": n}, tokenizer=str(folder)))([record]))
+    stage = Heuristics(Heuristics.Config(max_tokens={"assistant": n - 1}, tokenizer=str(folder)))
+    assert list(stage([record])) == [] and dict(stage.dropped) == {"too_long": 1}
+    stage = Heuristics(Heuristics.Config(min_tokens={"assistant": n + 1}, tokenizer=str(folder)))
+    assert list(stage([record])) == [] and dict(stage.dropped) == {"too_short": 1}
