@@ -31,6 +31,20 @@ class _Signature:
         return len(self.hashvalues)
 
 
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> list[tuple[int, ...]]:
+    """One 64-bit key per band of each signature, the band's number mixed in.
+
+    Two records share a key exactly when datasketch would put them in the same bucket
+    of that band (up to a 2^-64 chance of a false match, which only costs a query).
+    """
+    multipliers = (np.random.default_rng(7).integers(0, 2**62, size=(rows,), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
+    banded = sigs[:, : bands * rows].reshape(len(sigs), bands, rows).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        keys = (banded * multipliers).sum(axis=2, dtype=np.uint64)
+        keys = keys * np.uint64(0x9E3779B97F4A7C15) + np.arange(bands, dtype=np.uint64)
+    return list(map(tuple, keys.tolist()))
+
+
 class MinHashDedup(Stage):
     name = "minhash_dedup"
 
@@ -53,19 +67,38 @@ class MinHashDedup(Stage):
                 raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
             return self
 
-    def _decide(self, order, sigs: np.ndarray, lsh, dropped: dict[int, tuple[int, float]]) -> None:
-        threshold = self.config.threshold
-        for i in order:
-            sig = sigs[i]
-            candidates = lsh.query(_Signature(sig))
-            if candidates:
-                cand = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
-                similarity = (sigs[cand] == sig).mean(axis=1)
-                best = int(np.argmax(similarity))
-                if similarity[best] >= threshold:
-                    dropped[i] = (int(cand[best]), float(similarity[best]))
-                    continue
-            lsh.insert(i, _Signature(sig), check_duplication=False)
+    def _decide(self, order, sigs: np.ndarray, lsh, dropped: dict[int, tuple[int, float]], owners: dict) -> None:
+        """Walk `order`; drop a record when a kept one is at least `threshold` similar.
+
+        `owners` maps each band key of a kept record to the kept records holding it. A
+        record none of whose bands any kept record shares cannot have a candidate, so it
+        skips the index query; and a kept record enters the index only when a later
+        record shares one of its bands, since no query could return it before then.
+        The index (datasketch's MinHashLSH) answers every query that can find anything.
+        """
+        need = int(np.ceil(self.config.threshold * sigs.shape[1] - 1e-9))  # agreeing slots for a drop
+        order = np.asarray(order, dtype=np.int64)
+        keys = band_keys(sigs[order], lsh.b, lsh.r)
+        indexed = self._indexed
+        held = owners.keys()
+        for i, record_keys in zip(order.tolist(), keys):
+            if not held.isdisjoint(record_keys):
+                for k in record_keys:
+                    for d in owners.get(k, ()):
+                        if d not in indexed:
+                            lsh.insert(d, _Signature(sigs[d]), check_duplication=False)
+                            indexed.add(d)
+                sig = sigs[i]
+                candidates = lsh.query(_Signature(sig))
+                if candidates:
+                    cand = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+                    agree = np.count_nonzero(sigs[cand] == sig, axis=1)
+                    best = int(np.argmax(agree))
+                    if agree[best] >= need:
+                        dropped[i] = (int(cand[best]), float(agree[best]) / sigs.shape[1])
+                        continue
+            for k in record_keys:
+                owners.setdefault(k, []).append(i)
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         from datasketch import MinHashLSH
@@ -80,16 +113,18 @@ class MinHashDedup(Stage):
         lsh = MinHashLSH(threshold=c.threshold, num_perm=c.num_perm, weights=(0.05, 0.95),
                          params=(c.bands, c.rows) if c.bands else None)
         dropped: dict[int, tuple[int, float]] = {}
+        owners: dict[int, list[int]] = {}
+        self._indexed: set[int] = set()
         scores = [r.metadata.get("judge_score") for r in records] if c.keep == "best_score" else []
         by_score = any(s is not None for s in scores)
         for start, chunk in signatures_parallel(texts, c.num_perm, c.ngram, c.seed, workers):
             sigs[start: start + len(chunk)] = chunk
             if not by_score:  # index this chunk while the workers sign the next ones
-                self._decide(range(start, start + len(chunk)), sigs, lsh, dropped)
+                self._decide(range(start, start + len(chunk)), sigs, lsh, dropped, owners)
         del texts
         if by_score:
             order = sorted(range(len(records)), key=lambda i: -(scores[i] if scores[i] is not None else float("-inf")))
-            self._decide(order, sigs, lsh, dropped)
+            self._decide(order, sigs, lsh, dropped, owners)
         for i, record in enumerate(records):
             if i in dropped:
                 kept, similarity = dropped[i]

@@ -1,8 +1,8 @@
 """MinHash signatures in bulk, with numpy instead of a Python loop per shingle.
 
-For a batch of documents at once: normalise (case, punctuation, whitespace folded),
-hash every word with a polynomial hash computed from prefix sums over the batch's
-bytes, combine n consecutive word hashes into shingle hashes, then apply all
+For a batch of documents at once: fold case (and, for non-ASCII text, punctuation),
+find the words in one scan over the batch's bytes, hash each with a polynomial hash
+computed from prefix sums, combine n consecutive word hashes into shingle hashes, then apply all
 permutations as one matrix operation (multiply-add-shift hashing, 64-bit keys to
 32-bit values) and take the minimum per document with `np.minimum.reduceat`.
 Nothing here loops in Python per word or per shingle.
@@ -21,6 +21,7 @@ _B = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
 _C = np.uint64(0x9E3779B97F4A7C15)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _EMPTY = np.uint64(0x5BD1E995)  # the one "shingle" of an empty document
+SIGN_BLOCK = 2048  # shingles per permutation product
 
 
 def normalise(text: str) -> str:
@@ -41,21 +42,41 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
 _B_INV = np.uint64(pow(int(_B), -1, 2**64))
 
 
-def word_hashes(docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of every word of normalised `docs`, concatenated; and each doc's word count."""
-    counts = np.fromiter((d.count(" ") + 1 if d else 0 for d in docs), dtype=np.int64, count=len(docs))
-    joined = " ".join(d for d in docs if d).encode("utf-8")
-    if not joined:
-        return np.empty(0, dtype=np.uint64), counts
-    data = np.frombuffer(joined, dtype=np.uint8).astype(np.uint64)
+# Byte classes for the batch scan: ASCII letters and digits (already lower case) are
+# word bytes, bytes >= 128 are too (pieces of non-ASCII word characters, which
+# `normalise` has already separated from any non-word character), 0 ends a document,
+# and everything else separates words.
+_WORD_BYTE = np.zeros(256, dtype=bool)
+_WORD_BYTE[ord("0"): ord("9") + 1] = True
+_WORD_BYTE[ord("a"): ord("z") + 1] = True
+_WORD_BYTE[128:] = True
+
+
+def _lowered(text: str) -> str:
+    # ASCII text needs only lower(): the byte scan treats every other byte as a
+    # separator. Anything else goes through the Unicode-aware regex first.
+    return text.lower() if text.isascii() else normalise(text)
+
+
+def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every word of `texts` (as `normalise` splits them), concatenated; and each
+    text's word count. One scan over the batch's bytes; no per-word Python."""
+    joined = "\0".join(_lowered(t).replace("\0", " ") for t in texts).encode("utf-8")
+    data = np.frombuffer(joined, dtype=np.uint8)
+    word = _WORD_BYTE[data]
     n = len(data)
+    if not word.any():
+        return np.empty(0, dtype=np.uint64), np.zeros(len(texts), dtype=np.int64)
+    edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    doc_of_byte = np.cumsum(data == 0)
+    counts = np.bincount(doc_of_byte[starts], minlength=len(texts)).astype(np.int64)
+    values = data.astype(np.uint64)
     with np.errstate(over="ignore"):
         # prefix[i] = sum_{j<i} data[j] * B^(i-1-j): the hash of data[:i]
-        scaled = np.cumsum(data * _powers(_B_INV, n), dtype=np.uint64)
+        scaled = np.cumsum(values * _powers(_B_INV, n), dtype=np.uint64)
         prefix = np.concatenate(([np.uint64(0)], scaled * _powers(_B, n)))
-        spaces = np.flatnonzero(data == 32)
-        starts = np.concatenate(([0], spaces + 1))
-        ends = np.concatenate((spaces, [n]))
         lengths = (ends - starts).astype(np.int64)
         hashes = prefix[ends] - prefix[starts] * _powers(_B, int(lengths.max()) + 1)[lengths]
         hashes = (hashes + lengths.astype(np.uint64)) * _C  # length mixed in, bits spread
@@ -105,12 +126,24 @@ class Permutations:
 
     def sign(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """(docs, num_perm) uint32 signatures."""
-        with np.errstate(over="ignore"):
-            values = np.multiply(self.a, shingles[None, :])
-            np.add(values, self.b, out=values)
-        # The shift to 32 bits is monotonic, so it can follow the minimum: one pass, not two.
-        lowest = np.minimum.reduceat(values, offsets, axis=1)
-        return (lowest >> np.uint64(32)).astype(np.uint32).T.copy()
+        docs = len(offsets)
+        out = np.empty((docs, self.num_perm), dtype=np.uint32)
+        bounds = np.append(offsets, len(shingles))
+        first = 0
+        # Documents in groups of about SIGN_BLOCK shingles: the (num_perm x shingles)
+        # products then stay in cache instead of streaming through memory three times.
+        while first < docs:
+            last = int(np.searchsorted(bounds, bounds[first] + SIGN_BLOCK, side="right")) - 1
+            last = min(max(last, first + 1), docs)
+            lo, hi = bounds[first], bounds[last]
+            with np.errstate(over="ignore"):
+                values = np.multiply(self.a, shingles[None, lo:hi])
+                np.add(values, self.b, out=values)
+            # The shift to 32 bits is monotonic, so it can follow the minimum: one pass, not two.
+            lowest = np.minimum.reduceat(values, offsets[first:last] - lo, axis=1)
+            out[first:last] = (lowest >> np.uint64(32)).astype(np.uint32).T
+            first = last
+        return out
 
 
 def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
@@ -119,10 +152,10 @@ def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: 
     perms = Permutations(num_perm, seed)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     for start in range(0, len(texts), batch):
-        docs = [normalise(t) for t in texts[start: start + batch]]
-        words, counts = word_hashes(docs)
+        chunk = texts[start: start + batch]
+        words, counts = word_hashes(chunk)
         shingles, offsets = shingle_hashes(words, counts, ngram)
-        out[start: start + len(docs)] = perms.sign(shingles, offsets)
+        out[start: start + len(chunk)] = perms.sign(shingles, offsets)
     return out
 
 
