@@ -103,7 +103,9 @@ def _filter(args) -> int:
     from factory.filtering import filter_dataset
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
-    out = Path(args.out) if args.out else pipeline.output_dir().with_name(pipeline.config.name + "-filtered")
+    out = Path(args.out) if args.out else pipeline.output_dir()
+    if not args.out:
+        out = out.with_name(out.name + "-filtered")  # never over a generated dataset
     result = filter_dataset(pipeline, Path(args.input), out, show_progress=not args.quiet)
     _summary(result, what="input rows", generated=False)
     return 0

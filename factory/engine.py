@@ -56,7 +56,7 @@ class Engine:
         self.sampling = getattr(getattr(teacher, "config", None), "sampling", None)
         self.fatal: TeacherError | None = None
 
-    async def ask(self, request: Request, unit: int, step: int) -> Completion:
+    async def ask(self, request: Request, unit: int | str, step: int) -> Completion:
         payload = self.teacher.request_payload(request)
         key = request_key({"request": payload, "unit": unit, "step": step})
         cached = self.journal.lookup(key)

@@ -16,7 +16,9 @@ from factory.teachers.base import Completion, Request
 
 
 class Asker(Protocol):
-    async def ask(self, request: Request, unit: int, step: int) -> Completion: ...
+    # `unit` names the request in the journal: a unit index, or a string such as a
+    # record id for stages that work per record.
+    async def ask(self, request: Request, unit: int | str, step: int) -> Completion: ...
 
 
 class Task(abc.ABC):
@@ -42,7 +44,7 @@ class Task(abc.ABC):
         return {"task": self.name}
 
 
-def request_seed(pipeline_seed: int, unit: int, step: int) -> int:
+def request_seed(pipeline_seed: int, unit: int | str, step: int) -> int:
     """A per-request sampling seed: fixed for a given request, different between requests."""
     digest = hashlib.blake2b(f"{pipeline_seed}:{unit}:{step}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
