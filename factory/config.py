@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from factory import constants
 from factory.errors import ConfigError
@@ -52,6 +52,12 @@ class TeacherConfig(Strict):
     device: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     batch_size: int = Field(constants.LOCAL_MAX_BATCH, gt=0)
+
+    @model_validator(mode="after")
+    def _openai_needs_an_address(self):
+        if self.backend == "openai" and not self.base_url and not self.api_key_env:
+            raise ValueError("the openai backend needs base_url (the server address) or api_key_env (for api.openai.com)")
+        return self
 
     @field_validator("api_key_env")
     @classmethod

@@ -95,6 +95,8 @@ CASES = [
      ["filters[0]", "needs a budget"]),
     ("diversity-fraction-over-one", _edit("filters", [{"type": "diversity", "budget": 1.5}]), [],
      ["filters[0]", "at most 1"]),
+    ("judge-openai-without-address", _edit("filters", [{"type": "judge", "teacher": {"base_url": None}}]), [],
+     ["filters[0].teacher", "base_url"]),
     ("missing-pipeline-file", _write("elsewhere.txt", ""), ["--MISSING"], ["pipeline file not found"]),
 ]
 
