@@ -243,11 +243,15 @@ def load_pipeline(path: str | Path, overrides: list[str] = ()) -> Pipeline:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: {describe_validation_error(err)}") from err
-    env_name = config.teacher.api_key_env
-    if env_name and not os.environ.get(env_name):
-        raise ConfigError(f"{path}: teacher.api_key_env: environment variable {env_name} is not set "
-                          f"(export {env_name}=... first)")
+    require_key(config.teacher, f"{path}: teacher")
     return Pipeline(config, path, raw)
+
+
+def require_key(teacher: TeacherConfig, label: str) -> None:
+    """The variable named by `api_key_env` must be set: checked before anything is sent."""
+    name = teacher.api_key_env
+    if name and not os.environ.get(name):
+        raise ConfigError(f"{label}.api_key_env: environment variable {name} is not set (export {name}=... first)")
 
 
 def describe_validation_error(err: ValidationError) -> str:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Callable, TypeVar
 from urllib.parse import urlsplit
+
+from factory.errors import FactoryError
+
+T = TypeVar("T")
 
 
 def local_folder(name: str) -> Path | None:
@@ -40,3 +45,17 @@ def reachable() -> bool:
 def obtainable(name: str) -> bool:
     """True when loading `name` can work: a local folder, the cache, or a reachable Hub."""
     return local_folder(name) is not None or cached(name) or reachable()
+
+
+def load(what: str, name: str, loader: Callable[[str], T], hint: str) -> T:
+    """`loader(source)` for a local folder or Hub id, or one FactoryError line saying why not.
+
+    `what` names the thing ("embedding model"), `hint` says what to change instead.
+    """
+    if not obtainable(name):
+        raise FactoryError(f"cannot load {what} {name!r}: the Hugging Face Hub is out of reach and it is not in "
+                           f"the local cache; {hint}")
+    try:
+        return loader(str(local_folder(name) or name))
+    except (OSError, ValueError) as err:
+        raise FactoryError(f"cannot load {what} {name!r}: {' '.join(str(err).split())[:300]}") from err

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from factory import hub
-from factory.errors import FactoryError
 
 LOOKUP_CHUNK = 500  # keys per SQL query (SQLite caps bound parameters)
 
@@ -58,18 +57,10 @@ def text_key(text: str) -> str:
 
 
 def load_model(name: str, device: str | None):
-    if not hub.obtainable(name):
-        raise FactoryError(
-            f"cannot load embedding model {name!r}: the Hugging Face Hub is out of reach and the model is not in "
-            "the local cache; set the diversity filter's `model` to a local folder"
-        )
     from sentence_transformers import SentenceTransformer
 
-    source = str(hub.local_folder(name) or name)
-    try:
-        return SentenceTransformer(source, device=device)
-    except (OSError, ValueError) as err:
-        raise FactoryError(f"cannot load embedding model {name!r}: {' '.join(str(err).split())[:300]}") from err
+    return hub.load("embedding model", name, lambda source: SentenceTransformer(source, device=device),
+                    "set the diversity filter's `model` to a local folder")
 
 
 def embed(texts: list[str], model_name: str, cache: EmbeddingCache | None, device: str | None = None,

@@ -15,7 +15,6 @@ from pydantic import Field
 
 from factory import hub
 from factory.config import Pipeline
-from factory.errors import FactoryError
 from factory.record import Record
 from filters.base import RecordFilter, Verdict
 
@@ -110,16 +109,10 @@ class Heuristics(RecordFilter):
 
     def tokenizer(self):
         if self._tokenizer is None:
-            name = self.config.tokenizer
-            if not hub.obtainable(name):
-                raise FactoryError(f"heuristics: cannot load tokenizer {name!r}: the Hugging Face Hub is out of "
-                                   "reach and it is not in the local cache; set `tokenizer` to a local folder")
             from transformers import AutoTokenizer
 
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(str(hub.local_folder(name) or name))
-            except (OSError, ValueError) as err:
-                raise FactoryError(f"heuristics: cannot load tokenizer {name!r}: {' '.join(str(err).split())[:300]}") from err
+            self._tokenizer = hub.load("tokenizer", self.config.tokenizer, AutoTokenizer.from_pretrained,
+                                       "set the heuristics filter's `tokenizer` to a local folder")
         return self._tokenizer
 
     def language(self, text: str) -> tuple[str, float]:

@@ -11,14 +11,13 @@ pays only for the records not graded yet, and changing `min_score` costs nothing
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import statistics
 from typing import Any, Iterable, Iterator, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from factory.config import Pipeline, TeacherConfig, describe_validation_error
+from factory.config import Pipeline, TeacherConfig, describe_validation_error, require_key
 from factory.constants import JOURNAL_FILE
 from factory.engine import RunStats, run_task
 from factory.errors import BadResponse, ConfigError, TeacherError
@@ -116,9 +115,7 @@ def judge_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str) -> 
         config = TeacherConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(f"{where}.teacher.{describe_validation_error(err)}") from err
-    if config.api_key_env and not os.environ.get(config.api_key_env):
-        raise ConfigError(f"{where}.teacher.api_key_env: environment variable {config.api_key_env} is not set "
-                          f"(export {config.api_key_env}=... first)")
+    require_key(config, f"{where}.teacher")
     return config
 
 
