@@ -7,7 +7,10 @@ from typing import Any
 
 import yaml
 
-TASK_CATEGORIES = {"qa": ["question-answering", "text-generation"]}
+TASK_CATEGORIES = {"qa": ["question-answering", "text-generation"], "grounded_qa": ["question-answering", "text-generation"],
+                   "dialogue": ["text-generation"]}
+WHAT = {"qa": "samples (question/answer pairs)", "grounded_qa": "question/answer pairs from document chunks",
+        "dialogue": "conversations"}
 
 
 def size_category(n: int) -> str:
@@ -74,6 +77,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "print(ds[0][\"messages\"])",
         "```",
         "",
+        *_other_files(out["formats"]),
     ]
     if examples:
         lines += ["## Examples", ""]
@@ -92,16 +96,36 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
 def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
     teacher = info["teacher"]
     usage = info["usage"]
-    return [
-        f"- **Task**: `{task}`; {cfg['generate']['count']} samples requested.",
-        f"- **Teacher**: `{teacher.get('model')}` through the `{teacher.get('backend')}` backend"
-        + (f" ({teacher['base_url']})" if teacher.get("base_url") else "") + ".",
+    lines = [
+        f"- **Task**: `{task}`; {info['funnel']['requested']:,} {WHAT.get(task, 'samples')} requested.",
+        f"- **Teacher**: {_teacher(teacher)}.",
+        *(f"- **Teacher of the {role}**: {_teacher(t)}." for role, t in info.get("role_teachers", {}).items()),
         f"- **Sampling**: {_inline(info['sampling'])}.",
         f"- **Seed space**: {_seed_space(info['seed_space'])}; pipeline seed {cfg['seed']}.",
         "- **Templates**: " + ", ".join(f"`{t['name']}` (sha256 `{t['sha256']}`)" for t in info["templates"]) + ".",
         f"- **Tokens**: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion"
         f" over {usage['requests']:,} requests.",
     ]
+    return lines
+
+
+def _teacher(teacher: dict) -> str:
+    where = f" ({teacher['base_url']})" if teacher.get("base_url") else ""
+    return f"`{teacher.get('model')}` through the `{teacher.get('backend')}` backend{where}"
+
+
+def _other_files(formats: list[str]) -> list[str]:
+    from factory.formats import FILES
+
+    lines = [f"- `{FILES[f]}`: {_FORMAT_NOTES[f]}" for f in formats if f in FILES]
+    return ["The same rows also come as:", "", *lines, ""] if lines else []
+
+
+_FORMAT_NOTES = {
+    "sharegpt": "ShareGPT (`conversations` of `{from, value}`; human/gpt/system)",
+    "alpaca": "Alpaca (`instruction`, `input`, `output`, `system`)",
+    "openai": "OpenAI fine-tuning JSONL (`messages` only)",
+}
 
 
 def _filtered_from(info: dict) -> list[str]:

@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="use the built-in loopback teacher: see the whole flow and output for free")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    _format_option(run)
 
     validate = sub.add_parser("validate", help="check config, templates and seeds; render examples; send nothing")
     validate.add_argument("pipeline", metavar="PIPELINE.yaml")
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     filt.add_argument("--out", metavar="DIR", help="output folder (default: outputs/<pipeline name>-filtered/)")
     filt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     filt.add_argument("--quiet", action="store_true", help="no progress display")
+    _format_option(filt)
 
     loop = sub.add_parser("loopback", help="serve the OpenAI-compatible loopback teacher (tests, benchmarks)")
     loop.add_argument("--host", default="127.0.0.1")
@@ -51,6 +53,23 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("--seed", type=int, default=0)
     loop.add_argument("--refuse-response-format", action="store_true")
     return parser
+
+
+def _format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", dest="formats", action="append", default=[], metavar="FORMAT",
+                        choices=["jsonl", "parquet", "sharegpt", "alpaca", "openai"],
+                        help="also write this format beside dataset/ (repeatable): sharegpt, alpaca, openai, "
+                             "jsonl, parquet; adds to output.formats")
+
+
+def _load(args):
+    from factory.config import load_pipeline
+
+    pipeline = load_pipeline(args.pipeline, args.overrides)
+    if getattr(args, "formats", None):
+        output = pipeline.config.output
+        output.formats = list(dict.fromkeys([*output.formats, *args.formats]))
+    return pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,14 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from factory.config import load_pipeline
     from factory.run import prepare, run_pipeline
 
-    overrides = list(args.overrides)
     if args.dry_run:
-        overrides += ["teacher.backend=openai", "teacher.base_url=http://dry-run.invalid/v1",
-                      "teacher.api_key_env=null", "teacher.model=loopback-dry-run"]
-    pipeline = load_pipeline(args.pipeline, overrides)
+        args.overrides += ["teacher.backend=openai", "teacher.base_url=http://dry-run.invalid/v1",
+                           "teacher.api_key_env=null", "teacher.model=loopback-dry-run"]
+    pipeline = _load(args)
     prepared = prepare(pipeline)
     out = pipeline.output_dir(args.out)
     if args.dry_run:
@@ -99,10 +116,9 @@ def _run(args) -> int:
 def _filter(args) -> int:
     from pathlib import Path
 
-    from factory.config import load_pipeline
     from factory.filtering import filter_dataset
 
-    pipeline = load_pipeline(args.pipeline, args.overrides)
+    pipeline = _load(args)
     out = Path(args.out) if args.out else pipeline.output_dir()
     if not args.out:
         out = out.with_name(out.name + "-filtered")  # never over a generated dataset
@@ -138,7 +154,7 @@ def _validate(args) -> int:
     task = prepared.task
     space = task.seeds.describe()
     print(f"{pipeline.path}: ok")
-    print(f"  task {cfg.generate.task}: {cfg.generate.count} samples in {task.units()} requests")
+    print(f"  task {cfg.generate.task}: {task.summary()}")
     print(f"  teacher: {cfg.teacher.backend} {cfg.teacher.model}" + (f" at {cfg.teacher.base_url}" if cfg.teacher.base_url else ""))
     print(f"  seeds: {space['combinations']} combinations ({space['combine']}) of "
           + (", ".join(f"{k}[{v}]" for k, v in space["variables"].items()) or "no variables"))

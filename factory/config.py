@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from factory import constants
 from factory.errors import ConfigError
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from factory.generate_config import TASKS
+from factory.strict import Strict
 
 
 class Sampling(Strict):
@@ -92,29 +90,6 @@ SeedSource = Annotated[
 ]
 
 
-class QAGenerate(Strict):
-    task: Literal["qa"] = "qa"
-    count: int = Field(gt=0, description="samples (question/answer pairs) to request")
-    pairs_per_request: int = Field(3, ge=1, le=50)
-    combine: Literal["product", "sample"] = "sample"
-    templates: dict[Literal["system", "user"], str] = Field(
-        default_factory=lambda: {"system": "qa/system.j2", "user": "qa/user.j2"}
-    )
-    # The system message saved at the head of every record (not the teacher's).
-    system_prompt: str | None = None
-    max_attempts: int = Field(constants.DEFAULT_CONTENT_ATTEMPTS, ge=1, le=20)
-
-    @field_validator("templates")
-    @classmethod
-    def _needs_user(cls, value: dict) -> dict:
-        if "user" not in value:
-            raise ValueError("needs a 'user' template")
-        return value
-
-
-TASKS = {"qa": QAGenerate}
-
-
 def _task_kind(value: Any) -> str | None:
     task = value.get("task", "qa") if isinstance(value, dict) else getattr(value, "task", None)
     return task if task in TASKS else None
@@ -132,7 +107,9 @@ GenerateConfig = Annotated[
 
 class OutputConfig(Strict):
     dir: str | None = None
-    formats: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    # dataset/ is always written; these are written beside it (see factory/formats.py).
+    formats: list[Literal["jsonl", "parquet", "sharegpt", "alpaca", "openai"]] = Field(
+        default_factory=lambda: ["jsonl", "parquet"])
     license: str = "other"
     language: list[str] = Field(default_factory=lambda: ["en"])
     pretty_name: str | None = None
@@ -252,6 +229,26 @@ def require_key(teacher: TeacherConfig, label: str) -> None:
     name = teacher.api_key_env
     if name and not os.environ.get(name):
         raise ConfigError(f"{label}.api_key_env: environment variable {name} is not set (export {name}=... first)")
+
+
+def derived_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str,
+                    sampling_defaults: dict[str, Any] | None = None) -> TeacherConfig:
+    """The pipeline's teacher with `overrides` on top: a judge's or a dialogue role's own.
+
+    `sampling` merges key by key (over `sampling_defaults`, then the pipeline's); the
+    rest replaces. In a dry run every teacher is the loopback, so only sampling applies.
+    """
+    base = pipeline.config.teacher.model_dump()
+    if pipeline.dry_run:
+        overrides = {"sampling": overrides.get("sampling", {})}
+    merged = {**base, **{k: v for k, v in overrides.items() if k != "sampling"}}
+    merged["sampling"] = {**base["sampling"], **(sampling_defaults or {}), **(overrides.get("sampling") or {})}
+    try:
+        config = TeacherConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(f"{where}.{describe_validation_error(err)}") from err
+    require_key(config, where)
+    return config
 
 
 def describe_validation_error(err: ValidationError) -> str:

@@ -34,3 +34,6 @@ EMBEDDING_CACHE_FILE = "embeddings.sqlite"
 # The templates shipped with factory (judge rubrics, task defaults): searched after the
 # pipeline's own prompts folder, so a pipeline only carries the templates it changes.
 BUILTIN_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+# The most exchanges a dialogue may plan: each is a request, and context grows with it.
+MAX_DIALOGUE_TURNS = 50

@@ -56,7 +56,7 @@ class Engine:
         self.sampling = getattr(getattr(teacher, "config", None), "sampling", None)
         self.fatal: TeacherError | None = None
 
-    async def ask(self, request: Request, unit: int | str, step: int) -> Completion:
+    async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion:
         payload = self.teacher.request_payload(request)
         key = request_key({"request": payload, "unit": unit, "step": step})
         cached = self.journal.lookup(key)
@@ -111,8 +111,11 @@ class Engine:
 Sink = Callable[[list[Record | Rejection]], None]
 
 
-async def run_task(task: Task, engine: Engine, sink: Sink, on_progress: Callable[[], None] | None = None) -> None:
+async def run_task(task: Task, engine: Engine, sink: Sink, on_progress: Callable[[], None] | None = None,
+                   asker=None) -> None:
     """Run every unit of `task`, handing each unit's results to `sink` as it completes.
+
+    Units ask `engine`, or `asker` when given (one that routes roles to their engines).
 
     Raises TeacherError when the teacher is unreachable from the start (nothing would
     ever succeed); any other teacher failure ends as a rejection with its reason.
@@ -123,7 +126,7 @@ async def run_task(task: Task, engine: Engine, sink: Sink, on_progress: Callable
 
     async def one(unit: int) -> None:
         try:
-            results = await task.run_unit(unit, engine)
+            results = await task.run_unit(unit, asker or engine)
         except BaseException as err:  # a bug in a task must stop the run, not vanish
             if not isinstance(err, asyncio.CancelledError):
                 failure.append(err)

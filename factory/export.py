@@ -1,13 +1,16 @@
-"""The kept records as a Hugging Face dataset, plus Parquet and JSONL of the same rows."""
+"""The kept records as a Hugging Face dataset, plus Parquet, JSONL and training formats of the same rows."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable
 
+from factory.errors import InputDataError
 from factory.files import replace_path
+from factory.formats import FILES, WRITERS, NotSingleTurn
 from factory.record import Record
 
 
@@ -36,10 +39,20 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     rows_path = staging / "data.jsonl"
+    extra = [f for f in formats if f in FILES]
     count = 0
-    with open(rows_path, "w", encoding="utf-8") as f:
+    with ExitStack() as files:
+        f = files.enter_context(open(rows_path, "w", encoding="utf-8"))
+        outs = {name: files.enter_context(open(staging / FILES[name], "w", encoding="utf-8")) for name in extra}
         for record in records:
             f.write(json.dumps(record.to_row(), ensure_ascii=False) + "\n")
+            for name, out in outs.items():
+                try:
+                    row = WRITERS[name](record.id, record.messages)
+                except NotSingleTurn as err:
+                    raise InputDataError(f"output.formats: {err}; alpaca holds single-turn records only "
+                                         "(use sharegpt or openai for conversations)") from err
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
 
     datasets.disable_progress_bars()
@@ -55,6 +68,8 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     replace_path(staging / "dataset", out_dir / "dataset")
     if "parquet" in formats:
         replace_path(staging / "data.parquet", out_dir / "data.parquet")
+    for name in extra:
+        replace_path(staging / FILES[name], out_dir / FILES[name])
     if "jsonl" in formats:
         replace_path(rows_path, out_dir / "data.jsonl")
     shutil.rmtree(staging, ignore_errors=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from factory.config import Pipeline
 from factory.engine import RunStats
+from factory.formats import check_formats
 from factory.inputs import read_records
 from factory.run import RunResult, apply_stages, config_summary, now, versions, write_rejected, write_reports
 from factory.secrets import Redactor
@@ -23,6 +24,8 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
     # input row ends the command with exit 2 and no output folder.
     stages = build_stages(pipeline.config.filters, pipeline)
     records = read_records(input_path)
+    multi_turn = any(sum(m["role"] == "user" for m in r.messages) > 1 for r in records)
+    check_formats(pipeline.config.output.formats, multi_turn, f"{input_path}: output.formats")
     redact = Redactor.for_config(pipeline.raw)
     work = out_dir / ".work"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,13 @@ import json
 import platform
 import shutil
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from factory.config import Pipeline, TeacherConfig
+from factory.config import Pipeline
 from factory.constants import JOURNAL_FILE
 from factory.engine import RunStats, run_task
 from factory.files import atomic_write_text
@@ -22,12 +23,9 @@ from factory.progress import Progress
 from factory.record import Record
 from factory.results import ResultFiles, records_in_order, rejections_in_order
 from factory.secrets import Redactor
-from factory.seeds import build_seed_space
 from factory.session import open_engine
-from factory.tasks.base import Task
-from factory.tasks.qa import QATask
+from factory.tasks.base import RoleAsker, Task
 from factory.teachers.base import Teacher
-from factory.templates import TemplateLibrary
 from filters.base import Stage, StageContext
 
 
@@ -46,12 +44,13 @@ def prepare(pipeline: Pipeline) -> Prepared:
     """
     from filters import build_stages
 
-    cfg = pipeline.config
-    seeds = build_seed_space(pipeline)
-    library = TemplateLibrary(pipeline.prompts_dirs())
-    task = QATask(cfg.name, cfg.generate, seeds, library, cfg.seed, str(pipeline.path))
+    from factory.formats import check_formats
+    from factory.tasks import make_task
+
+    task = make_task(pipeline)
+    check_formats(pipeline.config.output.formats, task.name == "dialogue", f"{pipeline.path}: output.formats")
     examples = task.check()
-    stages = build_stages(cfg.filters, pipeline)
+    stages = build_stages(pipeline.config.filters, pipeline)
     return Prepared(pipeline, task, stages, examples)
 
 
@@ -73,10 +72,10 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
     stats = RunStats()
     started_at = now()
     progress = Progress(task.units(), stats, enabled=show_progress)
-    results, teacher, window = asyncio.run(_generate(task, cfg.teacher, stats, out_dir, work, progress))
+    results, teachers, window = asyncio.run(_generate(task, pipeline, stats, out_dir, work, progress))
     generated_at = time.perf_counter()
 
-    requested = cfg.generate.count
+    requested = task.requested()
     funnel_stages = [{"stage": "generate", "seen": requested, "kept": results.kept, "dropped": dict(results.reasons)}]
     kept, examples, filter_rejects = apply_stages(prepared.stages, records_in_order(results.records_path),
                                                   StageContext(pipeline, out_dir, show_progress), work, redact)
@@ -88,7 +87,8 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) 
         "name": cfg.name,
         "pipeline_file": str(pipeline.path),
         "config": config_summary(pipeline, out_dir),
-        "teacher": teacher.describe(),
+        "teacher": teachers.pop(None).describe(),
+        **({"role_teachers": {role: t.describe() for role, t in teachers.items()}} if teachers else {}),
         "sampling": cfg.teacher.sampling.model_dump(),
         "task": task.describe(),
         "templates": [{"name": t.name, "sha256": t.sha256} for t in task.templates.values()],
@@ -119,19 +119,28 @@ def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], red
     atomic_write_text(out_dir / "run.json", redact(json.dumps(info, indent=2, ensure_ascii=False, default=str)) + "\n")
 
 
-async def _generate(task: Task, teacher: TeacherConfig, stats: RunStats, out_dir: Path, work: Path,
-                    progress: Progress) -> tuple[ResultFiles, Teacher, AdaptiveWindow]:
+async def _generate(task: Task, pipeline: Pipeline, stats: RunStats, out_dir: Path, work: Path,
+                    progress: Progress) -> tuple[ResultFiles, dict[str | None, Teacher], AdaptiveWindow]:
+    """Generate every unit; returns the results, the teachers used (None: the pipeline's) and the window."""
+    main = pipeline.config.teacher
+    journal_path = out_dir / JOURNAL_FILE
     # A teacher that cannot be loaded fails before the output folder exists.
     make_dir = lambda: out_dir.mkdir(parents=True, exist_ok=True)  # noqa: E731
-    async with open_engine(teacher, out_dir / JOURNAL_FILE, stats, before_journal=make_dir) as engine:
+    async with open_engine(main, journal_path, stats, before_journal=make_dir) as engine, AsyncExitStack() as stack:
+        by_role = {}
+        for role, config in task.role_teachers(pipeline).items():
+            if config != main:  # a role that changes nothing shares the pipeline's engine
+                by_role[role] = await stack.enter_async_context(
+                    open_engine(config, journal_path, stats, journal=engine.journal))
         results = ResultFiles(work)
         try:
             progress.start()
-            await run_task(task, engine, results, progress.update)
+            await run_task(task, engine, results, progress.update, asker=RoleAsker(engine, by_role))
         finally:
             progress.close()
             results.close()
-        return results, engine.teacher, engine.window
+        teachers = {None: engine.teacher, **{role: e.teacher for role, e in by_role.items()}}
+        return results, teachers, engine.window
 
 
 def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageContext, work: Path,

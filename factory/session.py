@@ -18,11 +18,13 @@ from factory.limits import AdaptiveWindow, RateLimiter
 
 @asynccontextmanager
 async def open_engine(config: TeacherConfig, journal_path: Path, stats: RunStats,
-                      before_journal: Callable[[], None] | None = None) -> AsyncIterator[Engine]:
+                      before_journal: Callable[[], None] | None = None,
+                      journal: Journal | None = None) -> AsyncIterator[Engine]:
     """Start the teacher, then open the journal; `before_journal` runs in between.
 
     The teacher comes first so that one which cannot be reached or loaded fails
-    before anything (an output folder, a journal) is created.
+    before anything (an output folder, a journal) is created. Engines of one run (a
+    dialogue's user simulator and assistant) share one `journal` when it is given.
     """
     from factory.teachers import make_teacher
 
@@ -33,10 +35,12 @@ async def open_engine(config: TeacherConfig, journal_path: Path, stats: RunStats
     try:
         if before_journal is not None:
             before_journal()
-        journal = Journal(journal_path)
+        own = journal is None
+        journal = Journal(journal_path) if own else journal
         try:
             yield Engine(teacher, journal, window, RateLimiter(config.rpm, config.tpm), stats)
         finally:
-            journal.close()
+            if own:
+                journal.close()
     finally:
         await teacher.close()

@@ -1,7 +1,8 @@
 """Jinja prompt templates, rendered sandboxed and strict.
 
 A template that needs a variable nobody provides fails at load time, listing every
-missing name, before a single request is sent.
+missing name, before a single request is sent. A name the template only tests with
+`is defined` is optional.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class Template:
     @property
     def short_hash(self) -> str:
         return self.sha256[:12]
+
+    def static_text(self) -> list[str]:
+        """The template's own words: its literal text, without what variables fill in."""
+        ast = jinja2.Environment().parse(self.source)
+        return [node.data for node in ast.find_all(jinja2.nodes.TemplateData)]
 
     def render(self, values: dict[str, Any]) -> str:
         try:
@@ -84,7 +90,10 @@ class TemplateLibrary:
             compiled = self.env.get_template(name)
         except jinja2.TemplateSyntaxError as err:
             raise TemplateError(f"{path}:{err.lineno}: template syntax error: {err.message}") from err
-        variables = set(jinja2.meta.find_undeclared_variables(ast))
+        # A name only tested with `is defined` is optional: the template copes without it.
+        optional = {test.node.name for test in ast.find_all(jinja2.nodes.Test)
+                    if test.name in ("defined", "undefined") and isinstance(test.node, jinja2.nodes.Name)}
+        variables = set(jinja2.meta.find_undeclared_variables(ast)) - optional
         # Included and imported templates count too: a missing name there fails the same.
         for ref in jinja2.meta.find_referenced_templates(ast):
             if ref is not None and ref != name:

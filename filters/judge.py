@@ -15,12 +15,12 @@ import re
 import statistics
 from typing import Any, Iterable, Iterator, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from factory.config import Pipeline, TeacherConfig, describe_validation_error, require_key
+from factory.config import Pipeline, TeacherConfig, derived_teacher
 from factory.constants import JOURNAL_FILE
 from factory.engine import RunStats, run_task
-from factory.errors import BadResponse, ConfigError, TeacherError
+from factory.errors import BadResponse, TeacherError
 from factory.progress import Progress
 from factory.record import Record
 from factory.session import open_engine
@@ -106,17 +106,7 @@ def rubric_variables(record: Record, lo: int, hi: int) -> dict[str, Any]:
 
 def judge_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str) -> TeacherConfig:
     """The pipeline's teacher with the judge's own keys on top; temperature 0 unless set."""
-    base = pipeline.config.teacher.model_dump()
-    if pipeline.dry_run:
-        overrides = {"sampling": overrides.get("sampling", {})}  # the dry run's loopback grades too
-    merged = {**base, **{k: v for k, v in overrides.items() if k != "sampling"}}
-    merged["sampling"] = {**base["sampling"], "temperature": 0.0, **overrides.get("sampling", {})}
-    try:
-        config = TeacherConfig.model_validate(merged)
-    except ValidationError as err:
-        raise ConfigError(f"{where}.teacher.{describe_validation_error(err)}") from err
-    require_key(config, f"{where}.teacher")
-    return config
+    return derived_teacher(pipeline, overrides, f"{where}.teacher", sampling_defaults={"temperature": 0.0})
 
 
 class Judge(Stage):
@@ -240,6 +230,9 @@ class _GradeTask(Task):
         self.schema = score_schema(lo, hi)
 
     def units(self) -> int:
+        return len(self.records)
+
+    def requested(self) -> int:
         return len(self.records)
 
     def check(self) -> list[dict[str, Any]]:

@@ -12,22 +12,46 @@ import hashlib
 from typing import Any, Protocol
 
 from factory.record import Record, Rejection
+from factory.seeds import SeedSpace
 from factory.teachers.base import Completion, Request
+from factory.templates import Template
 
 
 class Asker(Protocol):
     # `unit` names the request in the journal: a unit index, or a string such as a
     # record id for stages that work per record.
-    async def ask(self, request: Request, unit: int | str, step: int) -> Completion: ...
+    async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion: ...
+
+
+class RoleAsker:
+    """Sends each request to its role's engine: the pipeline's teacher unless the role has its own."""
+
+    def __init__(self, default: Asker, by_role: dict[str, Asker] | None = None):
+        self.default = default
+        self.by_role = by_role or {}
+
+    async def ask(self, request: Request, unit: int | str, step: int | str, role: str | None = None) -> Completion:
+        return await self.by_role.get(role, self.default).ask(request, unit, step)
 
 
 class Task(abc.ABC):
     name: str = ""
     samples_per_unit: int = 1
+    # Set by each task: the templates it renders and the seed space it walks (for run.json).
+    templates: dict[str, Template]
+    seeds: SeedSpace
 
     @abc.abstractmethod
     def units(self) -> int:
         """How many units the run needs for the requested count."""
+
+    @abc.abstractmethod
+    def requested(self) -> int:
+        """How many samples the run asks for: each ends kept or rejected."""
+
+    def role_teachers(self, pipeline) -> dict[str, Any]:
+        """Roles with a teacher of their own: role -> TeacherConfig (a RoleAsker routes them)."""
+        return {}
 
     @abc.abstractmethod
     def check(self) -> list[dict[str, Any]]:
@@ -43,8 +67,12 @@ class Task(abc.ABC):
     def describe(self) -> dict[str, Any]:
         return {"task": self.name}
 
+    def summary(self) -> str:
+        """One line for `factory validate`: what the run will ask for."""
+        return f"{self.requested()} samples in {self.units()} requests"
 
-def request_seed(pipeline_seed: int, unit: int | str, step: int) -> int:
+
+def request_seed(pipeline_seed: int, unit: int | str, step: int | str) -> int:
     """A per-request sampling seed: fixed for a given request, different between requests."""
     digest = hashlib.blake2b(f"{pipeline_seed}:{unit}:{step}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFF

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from factory.config import QAGenerate
+from factory.generate_config import QAGenerate
 from factory.errors import BadResponse, TeacherError
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
@@ -74,6 +74,9 @@ class QATask(Task):
 
     def units(self) -> int:
         return math.ceil(self.cfg.count / self.k)
+
+    def requested(self) -> int:
+        return self.cfg.count
 
     def _variables(self, unit: int) -> dict[str, Any]:
         return {**self.seeds.values(unit), "k": self.k}

@@ -1,0 +1,67 @@
+"""Training formats written beside the `messages` dataset, and read back.
+
+- `sharegpt`: {"id", "conversations": [{"from": "system"|"human"|"gpt", "value"}]}
+- `alpaca`: {"id", "instruction", "input", "output", "system"}: single-turn records only
+- `openai`: {"messages": [...]}, exactly what OpenAI's fine-tuning upload accepts
+
+Each has a reader (`from_*`) that gives the messages back, so a file can be checked
+against the rows it came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from factory.errors import ConfigError
+
+FILES = {"sharegpt": "data.sharegpt.jsonl", "alpaca": "data.alpaca.jsonl", "openai": "data.openai.jsonl"}
+_TO_SHAREGPT = {"system": "system", "user": "human", "assistant": "gpt"}
+_FROM_SHAREGPT = {v: k for k, v in _TO_SHAREGPT.items()}
+
+
+class NotSingleTurn(ValueError):
+    pass
+
+
+def to_sharegpt(record_id: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    return {"id": record_id,
+            "conversations": [{"from": _TO_SHAREGPT.get(m["role"], m["role"]), "value": m["content"]} for m in messages]}
+
+
+def from_sharegpt(row: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"role": _FROM_SHAREGPT.get(t["from"], t["from"]), "content": t["value"]} for t in row["conversations"]]
+
+
+def to_alpaca(record_id: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    turns = [m for m in messages if m["role"] != "system"]
+    if [m["role"] for m in turns] != ["user", "assistant"] or len(system) > 1:
+        raise NotSingleTurn(f"record {record_id} is not one question and one answer")
+    return {"id": record_id, "instruction": turns[0]["content"], "input": "", "output": turns[1]["content"],
+            "system": system[0] if system else ""}
+
+
+def from_alpaca(row: dict[str, Any]) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
+    prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+    return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": row["output"]}]
+
+
+def to_openai(record_id: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
+
+
+def from_openai(row: dict[str, Any]) -> list[dict[str, str]]:
+    return row["messages"]
+
+
+WRITERS: dict[str, Callable[[str, list[dict[str, str]]], dict[str, Any]]] = {
+    "sharegpt": to_sharegpt, "alpaca": to_alpaca, "openai": to_openai}
+READERS = {"sharegpt": from_sharegpt, "alpaca": from_alpaca, "openai": from_openai}
+
+
+def check_formats(formats: list[str], multi_turn: bool, where: str) -> None:
+    """Refuse, before anything runs, a format that cannot hold the task's records."""
+    if "alpaca" in formats and multi_turn:
+        raise ConfigError(f"{where}: alpaca holds one instruction and one answer per row, and these records "
+                          "are multi-turn conversations; use sharegpt or openai instead")
