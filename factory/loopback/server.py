@@ -44,6 +44,9 @@ class LoopbackOptions:
     # decides the answer; the reply may use the match's groups (\\1, \\g<name>). Tests
     # use it to give a judge known scores, or an answer in a chosen malformed shape.
     replies: list[tuple[str, str]] = field(default_factory=list)
+    # Keep every request body in memory (`LoopbackTeacher.bodies`), for tests that check
+    # what each request carried.
+    keep_bodies: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
@@ -88,6 +91,7 @@ class LoopbackTeacher:
         self.intervals: list[tuple[float, float]] = []  # (start, end) of each slot's service
         self.first_request: float | None = None
         self.last_answer: float | None = None
+        self.bodies: list[dict] = []
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -121,6 +125,8 @@ class LoopbackTeacher:
             return _error(400, "body must be JSON with a messages list")
         key = body_key(body)
         self.received[key] += 1
+        if self.options.keep_bodies:
+            self.bodies.append(body)
         # In memory only, never in /stats: tests check a key arrived without it being exposed.
         self.authorizations.add(request.headers.get("Authorization", ""))
         fmt = body.get("response_format") or {}
