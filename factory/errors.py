@@ -44,3 +44,7 @@ class BadResponse(FactoryError):
     The engine treats it like unparseable content: retried a bounded number of times,
     then the sample is rejected with the message as its reason.
     """
+
+
+class DocumentError(UserError):
+    """A document given to grounded_qa cannot be found or read."""

@@ -22,6 +22,8 @@ _WORDS = (
 _STARTS = ("What", "How", "Why", "When", "Which", "Where")
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
 _SCHEMA_BLOCK = re.compile(r"```json\s*(\{.*?\})\s*```", re.S)
+_PASSAGE = re.compile(r"<(passage|document|context)>(.*?)</\1>", re.S)
+_SENTENCE = re.compile(r"[^.!?\n]{12,}[.!?]")
 
 
 def seed_of(messages: list[dict], seed: Any) -> int:
@@ -34,14 +36,17 @@ def answer(messages: list[dict], seed: Any, schema: dict | None) -> str:
     prompt = " ".join(str(m.get("content", "")) for m in messages)
     prose = _SCHEMA_BLOCK.sub(" ", prompt)  # schema keywords are not the topic
     vocab = list(dict.fromkeys(_TOKEN.findall(prose)))[-200:] or _WORDS
+    # A field named like a quote copies a sentence of the passage the prompt holds.
+    passage = _PASSAGE.search(prompt)
+    quotable = _SENTENCE.findall(passage.group(2) if passage else prose) or [_sentence(rng, vocab)]
     if schema is None:
         found = _schema_in_prompt(prompt)
         if found is not None:
             # Prompt-mode clients get the JSON wrapped the way real models wrap it.
-            body = json.dumps(_value(found, rng, vocab, ""), indent=1)
+            body = json.dumps(_value(found, rng, vocab, "", quotable), indent=1)
             return f"Here is the JSON you asked for:\n```json\n{body}\n```"
         return " ".join(_sentence(rng, vocab) for _ in range(rng.randint(2, 4)))
-    return json.dumps(_value(schema, rng, vocab, ""), ensure_ascii=False)
+    return json.dumps(_value(schema, rng, vocab, "", quotable), ensure_ascii=False)
 
 
 def _schema_in_prompt(prompt: str) -> dict | None:
@@ -55,7 +60,7 @@ def _schema_in_prompt(prompt: str) -> dict | None:
     return None
 
 
-def _value(schema: dict, rng: random.Random, vocab: list[str], name: str) -> Any:
+def _value(schema: dict, rng: random.Random, vocab: list[str], name: str, quotable: list[str]) -> Any:
     if "enum" in schema:
         return rng.choice(schema["enum"])
     kind = schema.get("type", "string")
@@ -63,18 +68,20 @@ def _value(schema: dict, rng: random.Random, vocab: list[str], name: str) -> Any
         kind = next((k for k in kind if k != "null"), "string")
     if kind == "object":
         props = schema.get("properties", {})
-        return {key: _value(sub, rng, vocab, key) for key, sub in props.items()}
+        return {key: _value(sub, rng, vocab, key, quotable) for key, sub in props.items()}
     if kind == "array":
         lo = schema.get("minItems", 1)
         hi = schema.get("maxItems", max(lo, 3))
         items = schema.get("items", {"type": "string"})
-        return [_value(items, rng, vocab, name) for _ in range(rng.randint(lo, hi))]
+        return [_value(items, rng, vocab, name, quotable) for _ in range(rng.randint(lo, hi))]
     if kind == "integer":
         return rng.randint(schema.get("minimum", 1), schema.get("maximum", 10))
     if kind == "number":
         return round(rng.uniform(schema.get("minimum", 0), schema.get("maximum", 1)), 3)
     if kind == "boolean":
-        return rng.random() < 0.5
+        return rng.random() < 0.9  # e.g. "supported": a real teacher mostly says yes
+    if name in ("quote", "evidence", "support"):
+        return rng.choice(quotable).strip()
     if "question" in name or name in ("user", "prompt", "instruction"):
         return _question(rng, vocab)
     return " ".join(_sentence(rng, vocab) for _ in range(rng.randint(1, 3)))

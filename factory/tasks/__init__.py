@@ -11,7 +11,6 @@ def make_task(pipeline):
     cfg = pipeline.config
     seeds = build_seed_space(pipeline)
     library = TemplateLibrary(pipeline.prompts_dirs())
-    where = str(pipeline.path)
     kind = cfg.generate.task
     if kind == "dialogue":
         from factory.tasks.dialogue import DialogueTask
@@ -23,4 +22,4 @@ def make_task(pipeline):
         return GroundedQATask(pipeline, seeds, library)
     from factory.tasks.qa import QATask
 
-    return QATask(cfg.name, cfg.generate, seeds, library, cfg.seed, where)
+    return QATask(pipeline, seeds, library)

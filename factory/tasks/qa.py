@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from factory.generate_config import QAGenerate
+from factory.config import Pipeline
 from factory.errors import BadResponse, TeacherError
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
@@ -55,31 +55,60 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
 
 
 class QATask(Task):
-    name = "qa"
+    """k pairs per request. Subclasses change the prompt, the schema and what makes a pair."""
 
-    def __init__(self, pipeline_name: str, cfg: QAGenerate, seeds: SeedSpace, library: TemplateLibrary,
-                 pipeline_seed: int, where: str):
-        self.pipeline_name = pipeline_name
+    name = "qa"
+    schema_name = "qa_pairs"
+
+    def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
+        cfg = pipeline.config.generate
+        self.pipeline_name = pipeline.config.name
         self.cfg = cfg
         self.seeds = seeds
-        self.k = cfg.pairs_per_request
+        self.k = self.pairs_per_unit()
         self.samples_per_unit = self.k
-        self.pipeline_seed = pipeline_seed
-        self.schema = qa_schema(self.k)
-        provided = set(seeds.names) | {"k"}
+        self.pipeline_seed = pipeline.config.seed
+        self.schema = self.make_schema()
+        where = f"{pipeline.path}: generate.templates"
+        provided = set(seeds.names) | self.template_variables()
         self.templates: dict[str, Template] = {
-            role: library.load(name, provided, where=f"{where}: generate.templates.{role}")
-            for role, name in cfg.templates.items()
+            role: library.load(name, provided, where=f"{where}.{role}") for role, name in cfg.templates.items()
         }
 
+    # -- what a subclass changes ---------------------------------------------------------
+
+    def pairs_per_unit(self) -> int:
+        return self.cfg.pairs_per_request
+
+    def make_schema(self) -> dict[str, Any]:
+        return qa_schema(self.k)
+
+    def template_variables(self) -> set[str]:
+        return {"k"}
+
+    def variables(self, unit: int) -> dict[str, Any]:
+        return {**self.seeds.values(unit), "k": self.k}
+
+    def unit_metadata(self, unit: int) -> dict[str, Any]:
+        return {}
+
+    def parse(self, text: str) -> list[dict[str, Any]]:
+        return [{"question": q, "answer": a} for q, a in parse_pairs(text)]
+
+    def verdict(self, pair: dict[str, Any], unit: int) -> tuple[str, str] | None:
+        """None to keep the pair, else (reason, detail)."""
+        return None
+
+    def pair_metadata(self, pair: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    # -- the common work -----------------------------------------------------------------
+
     def units(self) -> int:
-        return math.ceil(self.cfg.count / self.k)
+        return math.ceil(self.requested() / self.k)
 
     def requested(self) -> int:
         return self.cfg.count
-
-    def _variables(self, unit: int) -> dict[str, Any]:
-        return {**self.seeds.values(unit), "k": self.k}
 
     def _prompt(self, variables: dict[str, Any]) -> list[dict[str, str]]:
         messages = []
@@ -89,29 +118,31 @@ class QATask(Task):
         return messages
 
     def check(self) -> list[dict[str, Any]]:
-        base = self._variables(0)
+        base = self.variables(0)
         for name, values in zip(self.seeds.names, self.seeds.lists):
             for value in values:
                 self._prompt({**base, name: value})
-        return [{"seed": self.seeds.values(u), "messages": self._prompt(self._variables(u))}
+        return [{"seed": self.seeds.values(u), "messages": self._prompt(self.variables(u))}
                 for u in range(min(3, self.units()))]
 
     def _samples(self, unit: int) -> range:
         first = unit * self.k
-        return range(first, min(first + self.k, self.cfg.count))
+        return range(first, min(first + self.k, self.requested()))
 
     async def run_unit(self, unit: int, asker: Asker) -> list[Record | Rejection]:
         seed_values = self.seeds.values(unit)
-        messages = self._prompt({**seed_values, "k": self.k})
+        messages = self._prompt(self.variables(unit))
         wanted = self._samples(unit)
         meta = {
             "task": self.name,
             "seed": seed_values,
+            **self.unit_metadata(unit),
             "templates": {role: {"name": t.name, "sha256": t.short_hash} for role, t in self.templates.items()},
         }
         reason, detail = "unparseable", ""
         for attempt in range(self.cfg.max_attempts):
-            request = Request(messages, self.schema, "qa_pairs", request_seed(self.pipeline_seed, unit, attempt))
+            request = Request(messages, self.schema, self.schema_name,
+                              request_seed(self.pipeline_seed, unit, attempt))
             try:
                 completion = await asker.ask(request, unit, attempt)
             except BadResponse as err:
@@ -120,7 +151,7 @@ class QATask(Task):
             except TeacherError as err:
                 return [self._reject(i, "teacher_error", str(err), meta) for i in wanted]
             try:
-                pairs = parse_pairs(completion.text)
+                pairs = self.parse(completion.text)
             except Unusable as err:
                 reason = "truncated" if completion.finish_reason == "length" else "unparseable"
                 detail = f"{err} (attempt {attempt + 1}, finish_reason={completion.finish_reason})"
@@ -139,20 +170,26 @@ class QATask(Task):
             }
             out: list[Record | Rejection] = []
             for position, sample in enumerate(wanted):
-                if position < len(pairs):
-                    q, a = pairs[position]
-                    out.append(self._record(sample, q, a, common))
-                else:
+                if position >= len(pairs):
                     out.append(self._reject(sample, "too_few_pairs",
                                             f"teacher returned {len(pairs)} of {self.k} pairs", common))
+                    continue
+                pair = pairs[position]
+                record = self._record(sample, pair, {**common, **self.pair_metadata(pair)})
+                problem = self.verdict(pair, unit)
+                if problem is None:
+                    out.append(record)
+                else:
+                    out.append(Rejection(record.id, "generate", *problem, messages=record.messages,
+                                         metadata=record.metadata))
             return out
         return [self._reject(i, reason, detail, meta) for i in wanted]
 
-    def _record(self, sample: int, question: str, answer: str, meta: dict) -> Record:
+    def _record(self, sample: int, pair: dict[str, Any], meta: dict) -> Record:
         messages = []
         if self.cfg.system_prompt:
             messages.append({"role": "system", "content": self.cfg.system_prompt})
-        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        messages += [{"role": "user", "content": pair["question"]}, {"role": "assistant", "content": pair["answer"]}]
         return Record(record_id(self.pipeline_name, self.name, sample), messages, {**meta, "sample_index": sample})
 
     def _reject(self, sample: int, reason: str, detail: str, meta: dict) -> Rejection:
