@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import datasets
+import pytest
 import yaml
 
 from factory.cli import main
-from tests.conftest import factory_cli, read_jsonl, write_pipeline
+from tests.conftest import ROOT, factory_cli, read_jsonl, write_pipeline
 
 
 def test_run_writes_the_documented_layout(tmp_path, loopback, capsys):
@@ -99,3 +100,18 @@ def test_validate_renders_examples_and_sends_nothing(tmp_path, loopback):
     assert "example prompt 1" in done.stdout and "[user]" in done.stdout
     assert loopback.teacher.received == {}
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["qa.yaml", "dialogue.yaml", "grounded-qa.yaml"])
+def test_every_shipped_pipeline_runs_end_to_end_on_the_dry_run_teacher(tmp_path, name):
+    out = tmp_path / "out"
+    done = factory_cli("run", str(ROOT / "pipelines" / name), "--dry-run", "--quiet", "--out", str(out),
+                       "--set", "generate.count=6")
+    assert done.returncode == 0, done.stderr
+    info = json.loads((out / "run.json").read_text())
+    funnel = info["funnel"]
+    assert funnel["requested"] == 6 and funnel["kept"] + funnel["rejected"] == 6
+    assert len(datasets.load_from_disk(str(out / "dataset"))) == funnel["kept"]
+    for fmt in info["config"]["output"]["formats"]:
+        if fmt not in ("jsonl", "parquet"):
+            assert (out / f"data.{fmt}.jsonl").exists()
