@@ -110,7 +110,8 @@ def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
 
 
 def _teacher(teacher: dict) -> str:
-    where = f" ({teacher['base_url']})" if teacher.get("base_url") else ""
+    url = teacher.get("base_url")
+    where = f" ({', '.join(url) if isinstance(url, list) else url})" if url else ""
     return f"`{teacher.get('model')}` through the `{teacher.get('backend')}` backend{where}"
 
 

@@ -32,7 +32,8 @@ class Sampling(Strict):
 class TeacherConfig(Strict):
     backend: Literal["openai", "transformers"] = "transformers"
     model: str = constants.DEFAULT_LOCAL_MODEL
-    base_url: str | None = None
+    # One server, or a list of replicas / providers serving the same model.
+    base_url: str | list[str] | None = None
     # The *name* of the environment variable holding the key, never the key itself.
     api_key_env: str | None = None
     max_concurrency: int | None = Field(None, gt=0)
@@ -56,6 +57,17 @@ class TeacherConfig(Strict):
         if self.backend == "openai" and not self.base_url and not self.api_key_env:
             raise ValueError("the openai backend needs base_url (the server address) or api_key_env (for api.openai.com)")
         return self
+
+    @field_validator("base_url")
+    @classmethod
+    def _urls(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value or not all(isinstance(u, str) and u.strip() for u in value):
+                raise ValueError("expected a URL or a non-empty list of URLs")
+            if len(set(value)) != len(value):
+                raise ValueError("the same URL is listed twice")
+            return value[0] if len(value) == 1 else value
+        return value
 
     @field_validator("api_key_env")
     @classmethod

@@ -37,3 +37,9 @@ BUILTIN_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 # The most exchanges a dialogue may plan: each is a request, and context grows with it.
 MAX_DIALOGUE_TURNS = 50
+
+# Several endpoints: failures in a row that set an endpoint aside, and the pause before
+# a probe request (doubling while probes fail, up to the maximum).
+ENDPOINT_FAILURES_TO_SET_ASIDE = 3
+ENDPOINT_FIRST_PAUSE_S = 1.0
+ENDPOINT_MAX_PAUSE_S = 30.0

@@ -38,6 +38,11 @@ class TeacherError(FactoryError):
     """The teacher could not be reached or loaded (after the client's own retries)."""
 
 
+class RequestRefused(TeacherError):
+    """The server refused this request itself (bad request, unknown model, bad key):
+    sending it elsewhere or again would get the same answer."""
+
+
 class BadResponse(FactoryError):
     """A teacher answered, but the answer cannot be used (malformed body, empty choice).
 

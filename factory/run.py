@@ -186,8 +186,9 @@ def config_summary(pipeline: Pipeline, out_dir: Path) -> dict[str, Any]:
     from factory.teachers.openai_teacher import redact_url
 
     data = pipeline.config.model_dump(mode="json")
-    if data["teacher"].get("base_url"):
-        data["teacher"]["base_url"] = redact_url(data["teacher"]["base_url"])
+    url = data["teacher"].get("base_url")
+    if url:
+        data["teacher"]["base_url"] = [redact_url(u) for u in url] if isinstance(url, list) else redact_url(url)
     data["output"]["dir"] = str(out_dir)
     return data
 

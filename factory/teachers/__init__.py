@@ -9,6 +9,10 @@ from factory.teachers.base import Completion, Request, Teacher
 
 
 def make_teacher(config: TeacherConfig, on_throttle: Callable[[], None] | None = None) -> Teacher:
+    if config.backend == "openai" and isinstance(config.base_url, list):
+        from factory.teachers.pool import EndpointPool
+
+        return EndpointPool(config, on_throttle=on_throttle)
     if config.backend == "openai":
         from factory.teachers.openai_teacher import OpenAITeacher
 

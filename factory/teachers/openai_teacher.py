@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from factory import constants
 from factory.config import TeacherConfig
-from factory.errors import BadResponse, ConfigError, TeacherError
+from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError
 from factory.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request, Teacher
 
@@ -113,13 +113,13 @@ class OpenAITeacher(Teacher):
             if "response_format" in body and self.config.structured_output == "auto" and _refuses_schema(err):
                 self.use_schema, self.schema_refused = False, True
                 return await self.complete(request)
-            raise TeacherError(f"teacher refused the request: {_short(err)}") from err
+            raise RequestRefused(f"teacher refused the request: {_short(err)}") from err
         except openai.APIResponseValidationError as err:
             raise BadResponse(f"malformed response body: {_short(err)}") from err
         except openai.AuthenticationError as err:
-            raise TeacherError(f"authentication failed at {self.where()}: check {self.config.api_key_env or 'the API key'}") from err
+            raise RequestRefused(f"authentication failed at {self.where()}: check {self.config.api_key_env or 'the API key'}") from err
         except openai.NotFoundError as err:
-            raise TeacherError(f"{self.where()} answered 404 for model {self.model!r}: {_short(err)}") from err
+            raise RequestRefused(f"{self.where()} answered 404 for model {self.model!r}: {_short(err)}") from err
         except openai.APIStatusError as err:
             raise TeacherError(f"HTTP {err.status_code} after {self.config.max_retries} retries: {_short(err)}") from err
         except openai.APITimeoutError as err:

@@ -1,0 +1,135 @@
+"""Several endpoints serving one model: data-parallel replicas, or providers side by side.
+
+Each request goes to the live endpoint with the fewest requests outstanding, which
+keeps replicas of different speeds equally busy. An endpoint that fails several times
+in a row is set aside; after a pause one request probes it, and it comes back when
+that succeeds (the pause doubles while it keeps failing). A request that fails on one
+endpoint is sent to another, so the run goes on while any endpoint lives.
+
+The journal key does not name the endpoint: a rerun with another set of replicas
+still replays everything that completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable
+
+from factory import constants
+from factory.config import TeacherConfig
+from factory.errors import BadResponse, RequestRefused, TeacherError
+from factory.teachers.base import Completion, Request, Teacher
+from factory.teachers.openai_teacher import OpenAITeacher, redact_url
+
+
+class Endpoint:
+    def __init__(self, teacher: OpenAITeacher):
+        self.teacher = teacher
+        self.outstanding = 0
+        self.failures = 0  # in a row
+        self.resume_at = 0.0  # set aside until then
+        self.pause = constants.ENDPOINT_FIRST_PAUSE_S
+        self.probing = False
+        self.served = 0
+
+    @property
+    def url(self) -> str:
+        return redact_url(self.teacher.base_url)
+
+    def usable(self, now: float) -> bool:
+        if self.failures < constants.ENDPOINT_FAILURES_TO_SET_ASIDE:
+            return True
+        return now >= self.resume_at and not self.probing  # one probe at a time
+
+    def succeeded(self) -> None:
+        self.failures, self.pause, self.probing = 0, constants.ENDPOINT_FIRST_PAUSE_S, False
+        self.served += 1
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= constants.ENDPOINT_FAILURES_TO_SET_ASIDE:
+            if self.probing:  # the probe failed too: wait longer next time
+                self.pause = min(self.pause * 2, constants.ENDPOINT_MAX_PAUSE_S)
+            self.resume_at = now + self.pause
+            self.probing = False
+
+
+class EndpointPool(Teacher):
+    backend = "openai"
+    default_concurrency = constants.DEFAULT_MAX_CONCURRENCY
+
+    def __init__(self, config: TeacherConfig, on_throttle: Callable[[], None] | None = None):
+        self.config = config
+        self.model = config.model
+        urls = list(config.base_url)
+        # Few transport retries per endpoint: a dead replica should hand its request to a
+        # live one quickly, not back off against itself for a minute.
+        single = {"max_retries": min(config.max_retries, 1)}
+        self.endpoints = [Endpoint(OpenAITeacher(config.model_copy(update={"base_url": url, **single}), on_throttle))
+                          for url in urls]
+        self.default_concurrency = constants.DEFAULT_MAX_CONCURRENCY * len(urls)
+        # Enough tries that every endpoint is tried more than once, and at least as many
+        # as a single endpoint would have made.
+        self.budget = max(config.max_retries + 1, 3 * len(urls))
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.teacher.start()
+
+    def request_payload(self, request: Request) -> dict[str, Any]:
+        return self.endpoints[0].teacher.request_payload(request)
+
+    def secrets(self) -> list[str]:
+        return self.endpoints[0].teacher.secrets()
+
+    async def _pick(self) -> Endpoint:
+        while True:
+            now = time.monotonic()
+            usable = [e for e in self.endpoints if e.usable(now)]
+            if usable:
+                chosen = min(usable, key=lambda e: e.outstanding)
+                if chosen.failures >= constants.ENDPOINT_FAILURES_TO_SET_ASIDE:
+                    chosen.probing = True
+                return chosen
+            wake = min(e.resume_at for e in self.endpoints if not e.probing) if any(
+                not e.probing for e in self.endpoints) else now + 0.05
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=max(0.01, wake - now))
+            except asyncio.TimeoutError:
+                pass
+
+    async def complete(self, request: Request) -> Completion:
+        last: TeacherError | None = None
+        for _ in range(self.budget):
+            endpoint = await self._pick()
+            endpoint.outstanding += 1
+            try:
+                completion = await endpoint.teacher.complete(request)
+            except BadResponse:
+                endpoint.succeeded()  # it answered; the answer is the problem
+                raise
+            except RequestRefused:
+                endpoint.succeeded()  # the endpoint is alive; another replica would say the same
+                raise
+            except TeacherError as err:
+                endpoint.failed(time.monotonic())
+                last = err
+                continue
+            finally:
+                endpoint.outstanding -= 1
+                self._changed.set()
+            endpoint.succeeded()
+            return completion
+        raise TeacherError(f"every endpoint failed ({len(self.endpoints)} tried, {self.budget} attempts): {last}")
+
+    def describe(self) -> dict[str, Any]:
+        first = self.endpoints[0].teacher.describe()
+        return {**first, "base_url": [e.url for e in self.endpoints],
+                "served": {e.url: e.served for e in self.endpoints}}
+
+    async def close(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.teacher.close()

@@ -1,0 +1,63 @@
+"""Several endpoints for one teacher: balanced, a dead one routed around, one killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
+from tests.test_resume import wait_for_rows
+
+
+def run_ok(path):
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return json.loads((path.parent / "out" / "run.json").read_text())
+
+
+def test_requests_spread_over_replicas(tmp_path, loopback):
+    a = loopback(slots=4, latency_median=0.02)
+    first = loopback.teacher
+    b = loopback(slots=4, latency_median=0.02)
+    path = write_pipeline(tmp_path, [a, b], generate__count=60, generate__pairs_per_request=1)
+    info = run_ok(path)
+    served_a, served_b = sum(first.received.values()), sum(loopback.teacher.received.values())
+    assert served_a + served_b == 60 and min(served_a, served_b) >= 20, (served_a, served_b)
+    assert info["teacher"]["base_url"] == [a, b]
+    assert sorted(info["teacher"]["served"].values()) == sorted([served_a, served_b])
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 60
+
+
+def test_a_dead_endpoint_is_set_aside(tmp_path, loopback):
+    live = loopback()
+    dead = "http://127.0.0.1:9/v1"  # nothing listens there: connections are refused
+    path = write_pipeline(tmp_path, [dead, live], generate__count=30, generate__pairs_per_request=1)
+    info = run_ok(path)
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 30
+    assert info["teacher"]["served"] == {dead: 0, live: 30}
+
+
+def test_one_replica_killed_mid_run_loses_nothing(tmp_path):
+    count = 160
+    with loopback_process("--slots", "4", "--latency-median", "0.05") as survivor:
+        with loopback_process("--slots", "4", "--latency-median", "0.05") as victim:
+            path = write_pipeline(tmp_path, [victim, survivor], generate__count=count, generate__pairs_per_request=1)
+            proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            wait_for_rows(tmp_path / "out" / "journal.sqlite", 40, proc)
+        # The victim is killed here, with requests in flight.
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert server_stats(survivor)["requests"] >= count - 40
+    rows = read_jsonl(tmp_path / "out" / "data.jsonl")
+    assert len(rows) == count and not read_jsonl(tmp_path / "out" / "rejected.jsonl")
+
+
+def test_a_list_of_urls_is_checked(tmp_path, loopback):
+    from tests.conftest import assert_user_error
+
+    url = loopback()
+    for bad, words in (([], ["teacher.base_url", "non-empty list"]), ([url, url], ["listed twice"])):
+        result = factory_cli("validate", str(write_pipeline(tmp_path, bad)))
+        assert_user_error(result.returncode, result.stderr, words)
