@@ -93,7 +93,8 @@ def _run(args) -> int:
 
     if args.dry_run:
         args.overrides += ["teacher.backend=openai", "teacher.base_url=http://dry-run.invalid/v1",
-                           "teacher.api_key_env=null", "teacher.model=loopback-dry-run"]
+                           "teacher.api_key_env=null", "teacher.model=loopback-dry-run",
+                           "teacher.launch=null"]
     pipeline = _load(args)
     prepared = prepare(pipeline)
     out = pipeline.output_dir(args.out)

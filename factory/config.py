@@ -29,8 +29,37 @@ class Sampling(Strict):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
 
 
+class LaunchConfig(Strict):
+    """A server factory starts for the run and stops after it."""
+
+    # vllm: `vllm serve MODEL --port PORT` with the teacher's vllm settings; or give a command.
+    preset: Literal["vllm"] | None = "vllm"
+    # Any command, as a list; "{port}" and "{model}" are filled in.
+    command: list[str] | None = None
+    args: list[str] = Field(default_factory=list)  # more arguments for the preset
+    port: int | None = Field(None, ge=1, le=65535)  # null: a free port
+    health: str = "/health"
+    startup_timeout: float = Field(900, gt=0)  # loading a large model takes minutes
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if self.command is not None and not self.command:
+            raise ValueError("command: give the program and its arguments as a list")
+        return self
+
+
+class VLLMSettings(Strict):
+    """Passed to vLLM's engine (backend vllm) or to `vllm serve` (launch preset vllm)."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    max_model_len: int | None = Field(None, gt=0)
+    # Requests handed to the engine at once: large, so its continuous batching stays fed.
+    max_batch: int = Field(1024, ge=1)
+
+
 class TeacherConfig(Strict):
-    backend: Literal["openai", "transformers"] = "transformers"
+    backend: Literal["openai", "transformers", "vllm"] = "transformers"
     model: str = constants.DEFAULT_LOCAL_MODEL
     # One server, or a list of replicas / providers serving the same model.
     base_url: str | list[str] | None = None
@@ -51,10 +80,15 @@ class TeacherConfig(Strict):
     device: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     batch_size: int = Field(constants.LOCAL_MAX_BATCH, gt=0)
+    # vllm backend, and the vllm launch preset
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    launch: LaunchConfig | None = None
 
     @model_validator(mode="after")
     def _openai_needs_an_address(self):
-        if self.backend == "openai" and not self.base_url and not self.api_key_env:
+        if self.launch is not None and self.backend != "openai":
+            raise ValueError("launch starts a server, which the openai backend talks to: set backend: openai")
+        if self.backend == "openai" and not self.base_url and not self.api_key_env and self.launch is None:
             raise ValueError("the openai backend needs base_url (the server address) or api_key_env (for api.openai.com)")
         return self
 

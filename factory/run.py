@@ -65,6 +65,18 @@ class RunResult:
 
 
 def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) -> RunResult:
+    teacher = prepared.pipeline.config.teacher
+    if teacher.launch is None:
+        return _run(prepared, out_dir, show_progress)
+    from factory.launch import launched
+
+    # The server lives for the whole run: generation and any filter that asks the teacher.
+    with launched(teacher, out_dir) as url:
+        teacher.base_url = url
+        return _run(prepared, out_dir, show_progress)
+
+
+def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
     pipeline, task = prepared.pipeline, prepared.task
     cfg = pipeline.config
     redact = Redactor.for_config(pipeline.raw)

@@ -1,0 +1,84 @@
+"""teacher.launch: the project's own loopback teacher as the launched server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+import yaml
+
+from factory.config import LaunchConfig, TeacherConfig
+from factory.launch import command_for
+from tests.conftest import factory_cli, read_jsonl, write_pipeline
+
+LOOPBACK = [sys.executable, "-m", "factory", "loopback", "--port", "{port}"]
+
+
+def launch_pipeline(folder, command, **changes):
+    """A pipeline whose teacher is started by factory: no base_url, a launch command."""
+    path = write_pipeline(folder, None, generate__pairs_per_request=1,
+                          teacher__launch={"command": command, "startup_timeout": 60}, **changes)
+    config = yaml.safe_load(path.read_text())
+    del config["teacher"]["base_url"]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_launched_server_serves_the_run_and_is_stopped_after(tmp_path):
+    path = launch_pipeline(tmp_path, LOOPBACK, generate__count=20)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 20
+    log = (tmp_path / "out" / "teacher-server.log").read_text()
+    assert "listening on" in log
+    port = int(log.split("listening on http://127.0.0.1:")[1].split("/")[0])
+    assert not port_open(port), "the server was left running"
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["config"]["teacher"]["launch"]["command"][:3] == LOOPBACK[:3]
+
+
+def test_a_server_that_exits_before_it_is_ready_is_one_line_with_its_log(tmp_path):
+    command = [sys.executable, "-c", "import sys; print('CUDA error: no GPU found'); sys.exit(3)"]
+    result = factory_cli("run", str(launch_pipeline(tmp_path, command)), "--quiet")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "exited with code 3" in lines[0] and "CUDA error: no GPU found" in lines[0], result.stderr
+
+
+def test_a_program_that_does_not_exist(tmp_path):
+    result = factory_cli("run", str(launch_pipeline(tmp_path, ["no-such-server-binary", "--port", "{port}"])), "--quiet")
+    assert result.returncode == 1 and "cannot start 'no-such-server-binary'" in result.stderr
+
+
+def test_a_server_dying_mid_run_stops_the_run_and_a_rerun_resumes(tmp_path):
+    dying = ["timeout", "3", *LOOPBACK, "--slots", "2", "--latency-median", "0.05"]
+    path = launch_pipeline(tmp_path, dying, generate__count=300)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert "exited (code 124) during the run" in result.stderr and "rerun to resume" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+    steady = launch_pipeline(tmp_path, LOOPBACK, generate__count=300)
+    result = factory_cli("run", str(steady), "--quiet")
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["usage"]["replayed_from_journal"] > 0
+    assert info["usage"]["requests"] + info["usage"]["replayed_from_journal"] == 300
+
+
+def test_the_vllm_preset_carries_the_teachers_settings():
+    teacher = TeacherConfig(backend="openai", model="Qwen/Qwen2.5-7B-Instruct", dtype="bfloat16",
+                            vllm={"tensor_parallel_size": 2, "gpu_memory_utilization": 0.85, "max_model_len": 8192},
+                            launch={"args": ["--enable-prefix-caching"]})
+    assert command_for(teacher, teacher.launch, 8011) == [
+        "vllm", "serve", "Qwen/Qwen2.5-7B-Instruct", "--host", "127.0.0.1", "--port", "8011",
+        "--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.85", "--max-model-len", "8192",
+        "--dtype", "bfloat16", "--enable-prefix-caching"]
+    custom = LaunchConfig(command=["my-server", "--model", "{model}", "--listen", ":{port}"])
+    assert command_for(teacher, custom, 9) == ["my-server", "--model", "Qwen/Qwen2.5-7B-Instruct", "--listen", ":9"]
