@@ -17,6 +17,10 @@ def make_teacher(config: TeacherConfig, on_throttle: Callable[[], None] | None =
         from factory.teachers.openai_teacher import OpenAITeacher
 
         return OpenAITeacher(config, on_throttle=on_throttle)
+    if config.backend == "vllm":
+        from factory.teachers.vllm_teacher import VLLMTeacher
+
+        return VLLMTeacher(config)
     from factory.teachers.transformers_teacher import TransformersTeacher
 
     return TransformersTeacher(config)

@@ -1,15 +1,13 @@
 """In-process generation with a small instruct model: the embedded default teacher.
 
-Requests that arrive together are generated together: a background worker takes
-whatever is pending (up to `batch_size`), left-pads it into one batch and runs
-`generate` on a thread, so the event loop keeps feeding it while the model works.
+Requests that arrive together are generated together (see batching.py): up to
+`batch_size` pending requests are left-padded into one batch for `generate`.
 There is no constrained decoding here, so schemas go into the prompt and answers are
 read by the tolerant JSON parser.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -18,25 +16,21 @@ from factory import hub
 from factory.config import TeacherConfig
 from factory.errors import TeacherError
 from factory.structured import with_schema_instructions
-from factory.teachers.base import Completion, Request, Teacher
+from factory.teachers.base import Completion, Request
+from factory.teachers.batching import BatchingTeacher
 
 
-class TransformersTeacher(Teacher):
+class TransformersTeacher(BatchingTeacher):
     backend = "transformers"
 
     def __init__(self, config: TeacherConfig):
+        super().__init__()
         self.config = config
+        self.max_batch = config.batch_size
         self.model = config.model
         self.default_concurrency = config.batch_size * 2  # one batch running, one gathering
-        self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
         self._tok = self._lm = None
         self.device = "cpu"
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self._load)
-        self._queue = asyncio.Queue()
-        self._worker = asyncio.create_task(self._serve())
 
     def _load(self) -> None:
         name = self.config.model
@@ -65,30 +59,6 @@ class TransformersTeacher(Teacher):
             self._tok.pad_token = self._tok.eos_token
         if not getattr(self._tok, "chat_template", None):
             raise TeacherError(f"model {name!r} has no chat template; pick an instruct/chat model")
-
-    async def complete(self, request: Request) -> Completion:
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put((request, future))
-        return await future
-
-    async def _serve(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.config.batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batch = [(r, f) for r, f in batch if not f.cancelled()]
-            if not batch:
-                continue
-            try:
-                results = await asyncio.to_thread(self._generate, [r for r, _ in batch])
-            except Exception as err:  # one bad batch fails its requests, not the worker
-                for _, f in batch:
-                    if not f.done():
-                        f.set_exception(TeacherError(f"generation failed: {err}"))
-                continue
-            for (_, f), result in zip(batch, results):
-                if not f.done():
-                    f.set_result(result)
 
     def _prompt(self, request: Request) -> str:
         messages = request.messages
@@ -127,9 +97,6 @@ class TransformersTeacher(Teacher):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, "device": self.device, "batch_size": self.config.batch_size}
 
-    async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
 
 
 def _as_list(value) -> list:
