@@ -284,7 +284,12 @@ def derived_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str,
     `sampling` merges key by key (over `sampling_defaults`, then the pipeline's); the
     rest replaces. In a dry run every teacher is the loopback, so only sampling applies.
     """
+    if "launch" in overrides:
+        raise ConfigError(f"{where}.launch: only the pipeline's own teacher can be launched; "
+                          "point this one at a server with base_url")
     base = pipeline.config.teacher.model_dump()
+    if "backend" in overrides or "base_url" in overrides:
+        base["launch"] = None  # served elsewhere, not by the pipeline's launched server
     if pipeline.dry_run:
         overrides = {"sampling": overrides.get("sampling", {})}
     merged = {**base, **{k: v for k, v in overrides.items() if k != "sampling"}}

@@ -82,3 +82,13 @@ def test_the_vllm_preset_carries_the_teachers_settings():
         "--dtype", "bfloat16", "--enable-prefix-caching"]
     custom = LaunchConfig(command=["my-server", "--model", "{model}", "--listen", ":{port}"])
     assert command_for(teacher, custom, 9) == ["my-server", "--model", "Qwen/Qwen2.5-7B-Instruct", "--listen", ":9"]
+
+
+def test_the_judge_grades_on_the_launched_server(tmp_path):
+    path = launch_pipeline(tmp_path, LOOPBACK, generate__count=6, filters=[{"type": "judge"}])
+    assert factory_cli("validate", str(path)).returncode == 0
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    judge = next(s for s in info["funnel"]["stages"] if s["stage"] == "judge")
+    assert judge["usage"]["requests"] == 6
