@@ -48,7 +48,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
     from factory.tasks import make_task
 
     task = make_task(pipeline)
-    check_formats(pipeline.config.output.formats, task.name == "dialogue", f"{pipeline.path}: output.formats")
+    check_formats(pipeline.config.output.formats, task.multi_turn, f"{pipeline.path}: output.formats")
     examples = task.check()
     stages = build_stages(pipeline.config.filters, pipeline)
     return Prepared(pipeline, task, stages, examples)

@@ -37,6 +37,8 @@ class RoleAsker:
 class Task(abc.ABC):
     name: str = ""
     samples_per_unit: int = 1
+    # Records with several user turns: formats that hold one exchange (alpaca) refuse them.
+    multi_turn: bool = False
     # Set by each task: the templates it renders and the seed space it walks (for run.json).
     templates: dict[str, Template]
     seeds: SeedSpace

@@ -112,6 +112,7 @@ def parse_conversation(text: str) -> list[tuple[str, str]]:
 
 class DialogueTask(Task):
     name = "dialogue"
+    multi_turn = True
 
     def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
         cfg: DialogueGenerate = pipeline.config.generate

@@ -20,8 +20,7 @@ from factory.config import Pipeline
 from factory.documents import Document, Skipped, find_documents, read_documents
 from factory.errors import DocumentError
 from factory.seeds import SeedSpace
-from factory.structured import JSONNotFound, extract_json
-from factory.tasks.qa import QATask, Unusable
+from factory.tasks.qa import QATask, pair_items
 from factory.templates import TemplateLibrary
 
 _SPACE = re.compile(r"\s+")
@@ -132,25 +131,12 @@ class GroundedQATask(QATask):
         return {"source": source, "context": chunk.text}
 
     def parse(self, text: str) -> list[dict[str, Any]]:
-        try:
-            value = extract_json(text)
-        except JSONNotFound as err:
-            raise Unusable(str(err)) from err
-        items = value.get("pairs") if isinstance(value, dict) else value
-        if not isinstance(items, list):
-            raise Unusable("JSON has no 'pairs' list")
         pairs = []
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            q, a = item.get("question"), item.get("answer")
-            if isinstance(q, str) and isinstance(a, str) and q.strip() and a.strip():
-                quote = item.get("quote")
-                pairs.append({"question": q.strip(), "answer": a.strip(),
-                              "quote": quote.strip() if isinstance(quote, str) else "",
-                              "supported": item.get("supported", True)})
-        if not pairs:
-            raise Unusable("no pair with a non-empty question and answer")
+        for item in pair_items(text):
+            quote = item.get("quote")
+            pairs.append({"question": item["question"], "answer": item["answer"],
+                          "quote": quote.strip() if isinstance(quote, str) else "",
+                          "supported": item.get("supported", True)})
         return pairs
 
     def verdict(self, pair: dict[str, Any], unit: int) -> tuple[str, str] | None:

@@ -34,7 +34,9 @@ class Unusable(ValueError):
     """The answer came but holds no usable pairs; the message is the rejection reason."""
 
 
-def parse_pairs(text: str) -> list[tuple[str, str]]:
+def pair_items(text: str) -> list[dict[str, Any]]:
+    """The answer's pair objects that have a non-empty question and answer (both stripped);
+    any other keys they carry (a quote, a support flag) are kept."""
     try:
         value = extract_json(text)
     except JSONNotFound as err:
@@ -48,10 +50,14 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
             continue
         q, a = item.get("question"), item.get("answer")
         if isinstance(q, str) and isinstance(a, str) and q.strip() and a.strip():
-            pairs.append((q.strip(), a.strip()))
+            pairs.append({**item, "question": q.strip(), "answer": a.strip()})
     if not pairs:
         raise Unusable("no pair with a non-empty question and answer")
     return pairs
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    return [(p["question"], p["answer"]) for p in pair_items(text)]
 
 
 class QATask(Task):
@@ -93,7 +99,7 @@ class QATask(Task):
         return {}
 
     def parse(self, text: str) -> list[dict[str, Any]]:
-        return [{"question": q, "answer": a} for q, a in parse_pairs(text)]
+        return [{"question": p["question"], "answer": p["answer"]} for p in pair_items(text)]
 
     def verdict(self, pair: dict[str, Any], unit: int) -> tuple[str, str] | None:
         """None to keep the pair, else (reason, detail)."""
