@@ -70,6 +70,9 @@ class TeacherConfig(Strict):
     max_retries: int = Field(constants.DEFAULT_TRANSPORT_RETRIES, ge=0)
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
+    # Size the in-flight window from the server's Prometheus /metrics (vLLM, SGLang)
+    # when it publishes them; otherwise, or when false, the adaptive window.
+    server_metrics: bool = True
     # auto: ask for json_schema output, fall back to prompting if the server refuses.
     structured_output: Literal["auto", "json_schema", "prompt"] = "auto"
     # Send a per-request seed derived from the pipeline seed (OpenAI, vLLM, Ollama and

@@ -43,3 +43,23 @@ MAX_DIALOGUE_TURNS = 50
 ENDPOINT_FAILURES_TO_SET_ASIDE = 3
 ENDPOINT_FIRST_PAUSE_S = 1.0
 ENDPOINT_MAX_PAUSE_S = 30.0
+
+# Server-aware concurrency (teachers/server_load.py): how often the server's /metrics
+# page is read, how long one read may take, failed reads in a row before the window
+# goes back to the adaptive rule, the queue kept waiting at the server (at least MIN,
+# or FRACTION of what it runs), and the KV-cache use above which the window stops
+# growing (past it vLLM preempts running requests).
+SERVER_METRICS_POLL_S = 0.25
+SERVER_METRICS_TIMEOUT_S = 2.0
+SERVER_METRICS_GIVE_UP = 8
+SERVER_QUEUE_MIN = 16
+SERVER_QUEUE_FRACTION = 0.5
+SERVER_CACHE_FULL = 0.95
+# Share of a provider's advertised rate and remaining budget (x-ratelimit-* headers) used.
+PROVIDER_RATE_MARGIN = 0.97
+# With metrics to steer by, the window starts here and doubles while the server runs
+# all it is sent (at least this share of it, since some are still on the wire); with
+# no max_concurrency set it may grow this far.
+SERVER_METRICS_FIRST_WINDOW = 64
+SERVER_RUNNING_ALL = 0.9
+SERVER_METRICS_MAX_CONCURRENCY = 4096

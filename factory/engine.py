@@ -55,6 +55,16 @@ class Engine:
         self.stats = stats or RunStats()
         self.sampling = getattr(getattr(teacher, "config", None), "sampling", None)
         self.fatal: TeacherError | None = None
+        self.watcher = None  # a server_load.LoadWatcher steering the window, when the server has metrics
+
+    def concurrency(self) -> dict:
+        """How the in-flight window was sized, for run.json."""
+        out = self.window.describe()
+        if self.watcher is not None:
+            out.update(self.watcher.describe())
+        if self.limiter.active:
+            out["rate_limits"] = self.limiter.describe()
+        return out
 
     async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion:
         payload = self.teacher.request_payload(request)
@@ -88,6 +98,7 @@ class Engine:
             raise
         finally:
             self.window.release()
+            self.limiter.answered()
         self.journal.store(key, {"completion": completion.to_dict(), "sent": request_key(payload)})
         now = time.perf_counter()
         stats.last_answer = now
@@ -102,7 +113,7 @@ class Engine:
         return completion
 
     def _token_estimate(self, request: Request) -> int:
-        if not self.limiter.tpm:
+        if not self.limiter.counts_tokens:
             return 0
         chars = sum(len(m["content"]) for m in request.messages)
         return chars // 4 + (self.sampling.max_tokens if self.sampling else 256)

@@ -2,7 +2,8 @@
 
 `AdaptiveWindow` is the in-flight window: a semaphore whose size halves when the
 teacher answers 429 (at most once per cooldown, so one burst counts once) and grows
-back by one per window's worth of successes (AIMD, as TCP does). `RateLimiter` adds
+back by one per window's worth of successes (AIMD, as TCP does), unless a watcher of
+the server's own load steers it (teachers/server_load.py). `RateLimiter` adds
 requests-per-minute and tokens-per-minute buckets for paid APIs.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
+import statistics
 import time
 
 from factory import constants
@@ -24,6 +27,8 @@ class AdaptiveWindow:
         self.throttled = 0
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._last_cut = 0.0
+        # Set while a LoadWatcher sizes the window from the server's metrics.
+        self.steered_by: str | None = None
 
     @property
     def size(self) -> int:
@@ -46,6 +51,13 @@ class AdaptiveWindow:
 
     def release(self) -> None:
         self.in_flight -= 1
+        self._wake()
+
+    def resize(self, size: int) -> None:
+        self.limit = float(min(self.ceiling, max(self.floor, size)))
+        self._wake()
+
+    def _wake(self) -> None:
         while self._waiters and self.in_flight < self.size:
             fut = self._waiters.popleft()
             if not fut.done():
@@ -53,7 +65,7 @@ class AdaptiveWindow:
                 fut.set_result(None)
 
     def on_success(self) -> None:
-        if self.limit < self.ceiling:
+        if self.limit < self.ceiling and not self.steered_by:
             self.limit = min(self.ceiling, self.limit + 1.0 / self.limit)
 
     def on_throttle(self) -> None:
@@ -63,56 +75,171 @@ class AdaptiveWindow:
             self._last_cut = now
             self.limit = max(float(self.floor), self.limit / 2)
 
+    def describe(self) -> dict:
+        return {"mode": self.steered_by or "adaptive (429s halve, successes grow)", "ceiling": self.ceiling,
+                "final": self.size, "throttled": self.throttled}
+
+
+class Bucket:
+    """A token bucket: `capacity` at most, refilled at `rate` per second."""
+
+    def __init__(self, capacity: float, rate: float):
+        self.capacity, self.rate = capacity, rate
+        self.level = capacity
+        self._stamp = time.monotonic()
+
+    def refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until `amount` is there (a request larger than the bucket waits for a full one)."""
+        self.refill()
+        short = min(amount, self.capacity) - self.level
+        return short / self.rate if short > 0 else 0.0
+
+    def take(self, amount: float) -> None:
+        self.level -= min(amount, self.capacity)
+
 
 class RateLimiter:
-    """Token buckets for requests and tokens per minute; either may be None (no limit).
+    """Requests and tokens per minute, from the pipeline and from the provider's headers.
 
-    Each bucket holds one second's worth: providers enforce per-minute limits in
-    slices (OpenAI: "60,000 rpm may be enforced as 1,000 requests per second"), so a
-    full minute's burst at the start would be refused.
+    The pipeline's `rpm`/`tpm` are buckets holding one second's worth: providers
+    enforce per-minute limits in slices (OpenAI: "60,000 rpm may be enforced as 1,000
+    requests per second"), so a full minute's burst at the start would be refused.
+
+    A provider that sends `x-ratelimit-*` headers (OpenAI, Groq, Together, and
+    others) says its own bucket: its size (limit), what is left (remaining) and when
+    it is full again (reset). We mirror that bucket, so a run spends what the provider
+    allows as fast as it allows it, and waits for the refill once it is spent, instead
+    of learning the limit from 429s. The refill rate is (limit - remaining) / reset,
+    which holds whatever the limit's period (OpenAI's are per minute, Groq's request
+    limit is per day). Only one source is mirrored: several providers side by side
+    each have their own buckets, and their 429s move requests to the others.
+
+    With `probe`, the first request goes alone and the rest wait for its answer, so
+    the provider's headers are known before the window opens (for keyed APIs: a
+    burst of hundreds of requests into an unknown limit is a burst of 429s).
     """
 
-    def __init__(self, rpm: int | None, tpm: int | None):
+    def __init__(self, rpm: int | None, tpm: int | None, learn: bool = True, probe: bool = False):
         self.rpm, self.tpm = rpm, tpm
-        self._req_cap = max(1.0, (rpm or 0) / 60)
-        self._tok_cap = max(1.0, (tpm or 0) / 60)
-        self._requests = self._req_cap
-        self._tokens = self._tok_cap
-        self._stamp = time.monotonic()
+        self.learn = learn
+        self.probe = probe and learn
+        self._probe_sent = False
+        self._first_answer: asyncio.Event | None = None
+        self.configured = {kind: Bucket(max(1.0, limit / 60), limit / 60)
+                           for kind, limit in (("requests", rpm), ("tokens", tpm)) if limit}
+        self.provider: dict[str, Bucket] = {}
+        self._rates: dict[str, collections.deque] = {}
+        self.waited_s = 0.0  # time spent waiting for the provider's buckets to refill
         self._lock = asyncio.Lock()
 
     @property
     def active(self) -> bool:
-        return bool(self.rpm or self.tpm)
+        return bool(self.configured or self.provider)
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        elapsed, self._stamp = now - self._stamp, now
-        if self.rpm:
-            self._requests = min(self._req_cap, self._requests + elapsed * self.rpm / 60)
-        if self.tpm:
-            self._tokens = min(self._tok_cap, self._tokens + elapsed * self.tpm / 60)
+    @property
+    def counts_tokens(self) -> bool:
+        return "tokens" in self.configured or "tokens" in self.provider
 
     async def acquire(self, tokens: int) -> None:
         """Wait until one request and `tokens` (an estimate) may be spent, then spend them."""
+        if self.probe:
+            if self._first_answer is None:
+                self._first_answer = asyncio.Event()
+            if self._probe_sent:
+                await self._first_answer.wait()
+            self._probe_sent = True
         if not self.active:
             return
-        tokens = min(tokens, self._tok_cap)  # a request larger than the bucket still goes, alone
+        need = {"requests": 1, "tokens": tokens}
         async with self._lock:  # first come, first served
             while True:
-                self._refill()
-                short_req = 1 - self._requests if self.rpm else 0
-                short_tok = tokens - self._tokens if self.tpm else 0
-                if short_req <= 0 and short_tok <= 0:
-                    if self.rpm:
-                        self._requests -= 1
-                    if self.tpm:
-                        self._tokens -= tokens
-                    return
-                wait = max(short_req * 60 / self.rpm if self.rpm else 0, short_tok * 60 / self.tpm if self.tpm else 0)
+                waits = [(b.wait_for(need[k]), b in self.provider.values())
+                         for buckets in (self.configured, self.provider) for k, b in buckets.items()]
+                wait, provider = max(waits, default=(0.0, False))
+                if wait <= 0:
+                    break
+                if provider:
+                    self.waited_s += wait
                 await asyncio.sleep(wait)
+            for buckets in (self.configured, self.provider):
+                for kind, bucket in buckets.items():
+                    bucket.take(need[kind])
+
+    def answered(self) -> None:
+        """A request came back (with an answer or not): the probe, if any, is over."""
+        if self.probe:
+            self.probe = False
+            if self._first_answer is not None:
+                self._first_answer.set()
 
     def settle(self, estimated: int, actual: int) -> None:
         """Give back (or take) the difference once a request's real usage is known."""
-        if self.tpm:
-            self._tokens = min(self._tok_cap, self._tokens + min(estimated, self._tok_cap) - actual)
+        for buckets in (self.configured, self.provider):
+            bucket = buckets.get("tokens")
+            if bucket is not None:
+                bucket.level = min(bucket.capacity, bucket.level + min(estimated, bucket.capacity) - actual)
+
+    def observe(self, headers) -> None:
+        """Learn from one response's rate-limit headers; absent or odd ones are ignored."""
+        if not self.learn:
+            return
+        for kind in ("requests", "tokens"):
+            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            if not limit or remaining is None or reset is None:
+                continue
+            if reset > 0 and limit > remaining:
+                recent = self._rates.setdefault(kind, collections.deque(maxlen=9))
+                recent.append((limit - remaining) / reset)
+            if kind not in self._rates:
+                continue  # full so far: no rate to refill at yet
+            # Reset strings are rounded (to the ms, and remaining to a whole number), the
+            # client's own retries are never seen here, and the two clocks differ: keep a
+            # small margin under what the provider says, rather than meet its 429s.
+            rate = statistics.median(self._rates[kind]) * constants.PROVIDER_RATE_MARGIN
+            bucket = self.provider.get(kind)
+            if bucket is None:
+                bucket = self.provider[kind] = Bucket(limit, rate)
+            bucket.capacity, bucket.rate = limit, rate
+            bucket.refill()
+            # What the provider saw left, less what we sent since (already taken from ours).
+            bucket.level = min(bucket.level, remaining * constants.PROVIDER_RATE_MARGIN)
+
+    def describe(self) -> dict:
+        out: dict = {"rpm": self.rpm, "tpm": self.tpm}
+        if self.provider:
+            out["from_headers"] = {kind: {"limit": b.capacity, "per_minute": round(b.rate * 60, 1)}
+                                   for kind, b in self.provider.items()}
+            out["waited_for_refill_s"] = round(self.waited_s, 3)
+        return out
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """Seconds in a reset header: "1s", "6m0s", "20ms", "1h2m3.5s", or a bare number of seconds."""
+    if text is None:
+        return None
+    text = text.strip()
+    bare = _number(text)
+    if bare is not None:
+        return bare
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _SECONDS[u] for n, u in parts)

@@ -18,7 +18,6 @@ from factory.config import Pipeline
 from factory.constants import JOURNAL_FILE
 from factory.engine import RunStats, run_task
 from factory.files import atomic_write_text
-from factory.limits import AdaptiveWindow
 from factory.progress import Progress
 from factory.record import Record
 from factory.results import ResultFiles, records_in_order, rejections_in_order
@@ -84,7 +83,7 @@ def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
     stats = RunStats()
     started_at = now()
     progress = Progress(task.units(), stats, enabled=show_progress)
-    results, teachers, window = asyncio.run(_generate(task, pipeline, stats, out_dir, work, progress))
+    results, teachers, concurrency = asyncio.run(_generate(task, pipeline, stats, out_dir, work, progress))
     generated_at = time.perf_counter()
 
     requested = task.requested()
@@ -115,7 +114,7 @@ def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
         },
         "usage": {"requests": stats.sent, "replayed_from_journal": stats.replayed,
                   "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens},
-        "engine": {**stats.as_dict(), "window": window.ceiling, "throttled": window.throttled},
+        "engine": {**stats.as_dict(), "throttled": concurrency["throttled"], "concurrency": concurrency},
         "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},
     }
     write_reports(out_dir, info, examples, redact)
@@ -132,8 +131,9 @@ def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], red
 
 
 async def _generate(task: Task, pipeline: Pipeline, stats: RunStats, out_dir: Path, work: Path,
-                    progress: Progress) -> tuple[ResultFiles, dict[str | None, Teacher], AdaptiveWindow]:
-    """Generate every unit; returns the results, the teachers used (None: the pipeline's) and the window."""
+                    progress: Progress) -> tuple[ResultFiles, dict[str | None, Teacher], dict]:
+    """Generate every unit; returns the results, the teachers used (None: the pipeline's) and how
+    the in-flight window was sized."""
     main = pipeline.config.teacher
     journal_path = out_dir / JOURNAL_FILE
     # A teacher that cannot be loaded fails before the output folder exists.
@@ -152,7 +152,7 @@ async def _generate(task: Task, pipeline: Pipeline, stats: RunStats, out_dir: Pa
             progress.close()
             results.close()
         teachers = {None: engine.teacher, **{role: e.teacher for role, e in by_role.items()}}
-        return results, teachers, engine.window
+        return results, teachers, engine.concurrency()
 
 
 def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageContext, work: Path,

@@ -6,10 +6,12 @@ so each gets the same in-flight window, rate limits, journal and failure handlin
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+import asyncio
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
+from factory import constants
 from factory.config import TeacherConfig
 from factory.engine import Engine, RunStats
 from factory.journal import Journal
@@ -28,19 +30,61 @@ async def open_engine(config: TeacherConfig, journal_path: Path, stats: RunStats
     """
     from factory.teachers import make_teacher
 
-    # The window is sized by what the teacher can take; the throttle hook reaches it once it exists.
-    teacher = make_teacher(config, on_throttle=lambda: window.on_throttle())
+    # Rate-limit headers come from hosted APIs: one source of them is mirrored, and with a
+    # key (a paid API, most likely) the first request goes alone to read them.
+    single_http = config.backend == "openai" and not isinstance(config.base_url, list)
+    limiter = RateLimiter(config.rpm, config.tpm, learn=single_http, probe=single_http and bool(config.api_key_env))
+
+    def on_response(status: int, headers, base_url: str | None) -> None:
+        if status == 429:
+            window.on_throttle()
+        limiter.observe(headers)
+
+    # The window is sized by what the teacher can take; the hook reaches it once it exists.
+    teacher = make_teacher(config, on_response=on_response)
     window = AdaptiveWindow(config.max_concurrency or teacher.default_concurrency)
     await teacher.start()
+    watcher = watching = None
     try:
+        watcher = await _watch_server_load(config, teacher, window)
+        if watcher is not None:
+            watching = asyncio.create_task(watcher.run())
+            limiter.answered()  # a server publishing its load is not rate-limiting us: no probe
         if before_journal is not None:
             before_journal()
         own = journal is None
         journal = Journal(journal_path) if own else journal
         try:
-            yield Engine(teacher, journal, window, RateLimiter(config.rpm, config.tpm), stats)
+            engine = Engine(teacher, journal, window, limiter, stats)
+            engine.watcher = watcher
+            yield engine
         finally:
             if own:
                 journal.close()
     finally:
+        if watching is not None:
+            watching.cancel()
+            with suppress(asyncio.CancelledError):
+                await watching
+        if watcher is not None:
+            await watcher.close()
         await teacher.close()
+
+
+async def _watch_server_load(config: TeacherConfig, teacher, window: AdaptiveWindow):
+    """A watcher steering `window` by the server's /metrics, when the server has them."""
+    from factory.teachers.server_load import LoadWatcher, metrics_url, server_urls
+
+    urls = server_urls(teacher) if config.server_metrics else []
+    if not urls:
+        return None
+    keys = teacher.secrets()
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    watcher = LoadWatcher([metrics_url(u) for u in urls], window, headers)
+    if not await watcher.detect():
+        return None
+    if config.max_concurrency is None:  # the server's queue now bounds the window, not a guess
+        window.ceiling = constants.SERVER_METRICS_MAX_CONCURRENCY
+    # Start small and double: a wide first window would pile requests up at the server.
+    window.resize(constants.SERVER_METRICS_FIRST_WINDOW)
+    return watcher

@@ -77,3 +77,22 @@ def test_rpm_limit_paces_requests(tmp_path, loopback):
     # 10 requests a second with a one-second bucket: 30 requests cannot finish in under 2 s.
     assert t.last_answer - t.first_request >= 1.8
     assert sum(t.received.values()) == 30
+
+
+def test_rate_limit_headers_teach_the_limits_of_a_paid_api(tmp_path, loopback, monkeypatch):
+    # 300 requests a minute (5 a second) with a minute's bucket, told in OpenAI's headers.
+    # 320 requests: a blind 512-wide window would send them all at once and 20 would
+    # come back 429; reading the headers (the first request alone, as the key says a
+    # paid API) spends the 300 at once and paces the other 20 at the refill rate.
+    url = loopback(rate_limits={"requests": 300}, metrics=False)
+    monkeypatch.setenv("LOOPBACK_KEY", "sk-loopback")
+    path = write_pipeline(tmp_path, url, generate__count=320, generate__pairs_per_request=1,
+                          teacher__api_key_env="LOOPBACK_KEY")
+    assert main(["run", str(path), "--quiet"]) == 0
+    t = loopback.teacher
+    assert t.outcomes["over_rate_limit"] == 0 and t.outcomes["ok"] == 320, t.outcomes
+    assert t.last_answer - t.first_request >= 3.0  # 20 beyond the bucket at 5 a second
+    limits = json.loads((tmp_path / "out" / "run.json").read_text())["engine"]["concurrency"]["rate_limits"]
+    assert limits["from_headers"]["requests"]["limit"] == 300
+    assert 270 <= limits["from_headers"]["requests"]["per_minute"] <= 330
+    assert limits["waited_for_refill_s"] > 2

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
+from factory import constants
 from factory.config import apply_overrides, parse_overrides
 from factory.journal import Journal, request_key
 from factory.limits import AdaptiveWindow
@@ -132,3 +134,43 @@ def test_overrides_build_nested_keys_and_parse_yaml():
     raw = {"teacher": {"model": "a"}}
     apply_overrides(raw, parse_overrides(["teacher.model=b", "generate.count=5", "filters=[]", "x.y.z=[1, 2]"]))
     assert raw == {"teacher": {"model": "b"}, "generate": {"count": 5}, "filters": [], "x": {"y": {"z": [1, 2]}}}
+
+
+def test_rate_limit_headers_set_the_provider_bucket():
+    from factory.limits import RateLimiter, parse_duration
+
+    assert [parse_duration(t) for t in ("1s", "6m0s", "20ms", "1h2m3.5s", "0.5")] == [1, 360, 0.02, 3723.5, 0.5]
+    assert parse_duration("soon") is None and parse_duration(None) is None
+    limiter = RateLimiter(None, None)
+    limiter.observe({})  # no headers: nothing learned
+    assert not limiter.active
+    # OpenAI: per minute. 60 a minute, 59 left, full again in 1 s: one a second.
+    limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59",
+                     "x-ratelimit-reset-requests": "1s", "x-ratelimit-limit-tokens": "150000",
+                     "x-ratelimit-remaining-tokens": "149000", "x-ratelimit-reset-tokens": "400ms"})
+    described = limiter.describe()["from_headers"]
+    margin = constants.PROVIDER_RATE_MARGIN  # a little under what the provider says
+    assert described["requests"] == {"limit": 60, "per_minute": round(60 * margin, 1)}
+    assert described["tokens"] == {"limit": 150000, "per_minute": round(150000 * margin, 1)}
+    assert limiter.counts_tokens
+    # Groq: requests per day. 14,400 a day, one used, full again in 6 s: ten a minute.
+    groq = RateLimiter(None, None)
+    groq.observe({"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "14399",
+                  "x-ratelimit-reset-requests": "6s"})
+    assert groq.describe()["from_headers"]["requests"]["per_minute"] == round(10 * margin, 1)
+    # Nothing left: the next request waits for the refill.
+    empty = RateLimiter(None, None)
+    empty.observe({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+                   "x-ratelimit-reset-requests": "60s"})
+
+    async def timed() -> float:
+        began = time.monotonic()
+        await empty.acquire(0)
+        return time.monotonic() - began
+
+    assert 0.08 <= asyncio.run(timed()) <= 0.5  # about 10 a second: one request's worth in 0.1 s
+    # Several providers side by side: no mirroring (each has its own bucket).
+    pool = RateLimiter(None, None, learn=False)
+    pool.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
+                  "x-ratelimit-reset-requests": "1s"})
+    assert not pool.active

@@ -5,7 +5,8 @@ content, serves a models list and a health check, and behaves like a real server
 where it matters for the engine: a fixed number of decode slots (requests beyond
 them queue), a lognormal service time, and injected faults (429 with Retry-After,
 500, dropped connections, hangs, malformed bodies, truncated or empty content).
-`GET /stats` tells what it saw, so tests can check what the client sent.
+`GET /metrics` publishes vLLM's gauges (running, waiting, KV-cache use), as a vLLM
+server does; `GET /stats` tells what it saw, so tests can check what the client sent.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class LoopbackOptions:
     # Keep every request body in memory (`LoopbackTeacher.bodies`), for tests that check
     # what each request carried.
     keep_bodies: bool = False
+    # Serve vLLM's Prometheus gauges at /metrics (off: a server without them).
+    metrics: bool = True
+    # A paid API's limits per minute ({"requests": n, "tokens": n}): buckets of that
+    # size refilled evenly, reported in OpenAI's x-ratelimit-* headers on every answer,
+    # 429 when a request does not fit (tokens counted as OpenAI does: prompt + max_tokens).
+    rate_limits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
@@ -56,6 +63,8 @@ class LoopbackOptions:
             raise ValueError("fault probabilities add up to more than 1")
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
+        if set(self.rate_limits) - {"requests", "tokens"} or any(v < 1 for v in self.rate_limits.values()):
+            raise ValueError("rate_limits: requests and/or tokens per minute, each at least 1")
         self.scripted = [(re.compile(pattern), reply) for pattern, reply in self.replies]
 
     def scripted_reply(self, messages: list[dict]) -> str | None:
@@ -85,6 +94,10 @@ class LoopbackTeacher:
         self.received: collections.Counter[str] = collections.Counter()
         self.completed: collections.Counter[str] = collections.Counter()
         self.busy = 0
+        self.waiting = 0  # received, waiting for a slot
+        self.most_waiting = 0
+        self.waiting_area = 0.0  # integral of `waiting` over time: its mean, over a run
+        self._waiting_since = time.time()
         self.busy_time = 0.0
         self.served = 0
         self.authorizations: set[str] = set()
@@ -92,6 +105,7 @@ class LoopbackTeacher:
         self.first_request: float | None = None
         self.last_answer: float | None = None
         self.bodies: list[dict] = []
+        self.buckets = {kind: [float(limit), time.monotonic()] for kind, limit in self.options.rate_limits.items()}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -99,6 +113,8 @@ class LoopbackTeacher:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/stats", self.stats)
+        if self.options.metrics:
+            app.router.add_get("/metrics", self.metrics)
         return app
 
     def _fault(self) -> str | None:
@@ -108,6 +124,31 @@ class LoopbackTeacher:
                 return kind
             roll -= p
         return None
+
+    def _spend(self, messages: list[dict], max_tokens) -> tuple[str | None, dict[str, str]]:
+        """Take this request from the rate-limit buckets: (the limit it broke or None, headers)."""
+        cost = {"requests": 1.0,
+                "tokens": sum(len(str(m.get("content", ""))) for m in messages) / 4 + (max_tokens or 16)}
+        now, broken, headers = time.monotonic(), None, {}
+        for kind, bucket in self.buckets.items():
+            limit = self.options.rate_limits[kind]
+            bucket[0] = min(limit, bucket[0] + (now - bucket[1]) * limit / 60)
+            bucket[1] = now
+            if cost[kind] > bucket[0]:
+                broken = broken or kind
+        for kind, bucket in self.buckets.items():
+            limit = self.options.rate_limits[kind]
+            if broken is None:
+                bucket[0] -= cost[kind]
+            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(int(bucket[0]))
+            headers[f"x-ratelimit-reset-{kind}"] = f"{(limit - bucket[0]) * 60 / limit * 1000:.0f}ms"
+        return broken, headers
+
+    def _queue(self, change: int) -> None:
+        now = time.time()
+        self.waiting_area += self.waiting * (now - self._waiting_since)
+        self.waiting, self._waiting_since = self.waiting + change, now
 
     def _service_time(self) -> float:
         o = self.options
@@ -135,6 +176,11 @@ class LoopbackTeacher:
             return _error(400, "response_format json_schema is not supported by this server")
         schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
 
+        limited, limit_headers = self._spend(messages, body.get("max_tokens"))
+        if limited:
+            self.outcomes["over_rate_limit"] += 1
+            return _error(429, f"Rate limit reached for {limited} per minute", headers=limit_headers)
+
         fault = self._fault()
         if fault:
             self.outcomes[fault] += 1
@@ -149,7 +195,13 @@ class LoopbackTeacher:
         if fault == "hang":
             await asyncio.sleep(self.options.hang_s)
 
-        async with self.slots:
+        self._queue(+1)
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        try:
+            await self.slots.acquire()
+        finally:
+            self._queue(-1)
+        try:
             self.busy += 1
             service = self._service_time()
             began = time.time()
@@ -158,7 +210,9 @@ class LoopbackTeacher:
             self.intervals.append((began, time.time()))
             self.busy_time += service
             self.served += 1
+        finally:
             self.busy -= 1
+            self.slots.release()
 
         if fault == "malformed":
             return web.Response(status=200, text='{"id": "x", "choices": [{"message": ', content_type="application/json")
@@ -177,7 +231,8 @@ class LoopbackTeacher:
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         completion_tokens = len(text) // 4 + 1
         return web.json_response(
-            {
+            headers=limit_headers,
+            data={
                 "id": "chatcmpl-" + key[:24],
                 "object": "chat.completion",
                 "created": int(time.time()),
@@ -201,6 +256,19 @@ class LoopbackTeacher:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        labels = f'{{engine="0",model_name="{self.options.model}"}}'
+        gauges = {
+            "vllm:num_requests_running": self.busy,
+            "vllm:num_requests_waiting": self.waiting,
+            # As if each running request held an equal share of the cache.
+            "vllm:kv_cache_usage_perc": 0.9 * self.busy / self.options.slots,
+        }
+        lines = []
+        for name, value in gauges.items():
+            lines += [f"# HELP {name} loopback", f"# TYPE {name} gauge", f"{name}{labels} {float(value)}"]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
@@ -214,6 +282,8 @@ class LoopbackTeacher:
                 "first_request": self.first_request,
                 "last_answer": self.last_answer,
                 "slots": self.options.slots,
+                "most_waiting": self.most_waiting,
+                "waiting_area": self.waiting_area,
             }
         )
 

@@ -8,15 +8,16 @@ from factory.config import TeacherConfig
 from factory.teachers.base import Completion, Request, Teacher
 
 
-def make_teacher(config: TeacherConfig, on_throttle: Callable[[], None] | None = None) -> Teacher:
+def make_teacher(config: TeacherConfig, on_response: Callable[..., None] | None = None) -> Teacher:
+    """`on_response(status, headers, base_url)` sees every HTTP response (HTTP backends)."""
     if config.backend == "openai" and isinstance(config.base_url, list):
         from factory.teachers.pool import EndpointPool
 
-        return EndpointPool(config, on_throttle=on_throttle)
+        return EndpointPool(config, on_response=on_response)
     if config.backend == "openai":
         from factory.teachers.openai_teacher import OpenAITeacher
 
-        return OpenAITeacher(config, on_throttle=on_throttle)
+        return OpenAITeacher(config, on_response=on_response)
     if config.backend == "vllm":
         from factory.teachers.vllm_teacher import VLLMTeacher
 

@@ -1,8 +1,9 @@
 """Any OpenAI-compatible server: OpenAI, vLLM, SGLang, Ollama, llama.cpp, TGI.
 
 Transport failures (429, 5xx, timeouts, resets) are retried by the openai client
-itself, with its backoff and Retry-After handling; a response hook tells the
-adaptive window about each 429 so the whole run slows down, not just one request.
+itself, with its backoff and Retry-After handling; a response hook hands every
+response's status and headers to the engine (`on_response`), so a 429 slows the whole
+run, not just one request, and rate-limit headers tune the request buckets.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ class OpenAITeacher(Teacher):
     backend = "openai"
     default_concurrency = constants.DEFAULT_MAX_CONCURRENCY
 
-    def __init__(self, config: TeacherConfig, on_throttle=None):
+    def __init__(self, config: TeacherConfig, on_response=None):
         self.config = config
         self.model = config.model
         self.base_url = config.base_url
-        self.on_throttle = on_throttle
+        self.on_response = on_response
         self.use_schema = config.structured_output != "prompt"
         self.schema_refused = False
         self._client = None
@@ -53,8 +54,8 @@ class OpenAITeacher(Teacher):
         import openai  # deferred: importing openai costs a noticeable part of a second
 
         async def observe(response) -> None:
-            if response.status_code == 429 and self.on_throttle is not None:
-                self.on_throttle()
+            if self.on_response is not None:
+                self.on_response(response.status_code, response.headers, self.base_url)
 
         window = self.config.max_concurrency or self.default_concurrency
         http_client = openai.DefaultAioHttpClient(

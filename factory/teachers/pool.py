@@ -59,14 +59,14 @@ class EndpointPool(Teacher):
     backend = "openai"
     default_concurrency = constants.DEFAULT_MAX_CONCURRENCY
 
-    def __init__(self, config: TeacherConfig, on_throttle: Callable[[], None] | None = None):
+    def __init__(self, config: TeacherConfig, on_response: Callable[..., None] | None = None):
         self.config = config
         self.model = config.model
         urls = list(config.base_url)
         # Few transport retries per endpoint: a dead replica should hand its request to a
         # live one quickly, not back off against itself for a minute.
         single = {"max_retries": min(config.max_retries, 1)}
-        self.endpoints = [Endpoint(OpenAITeacher(config.model_copy(update={"base_url": url, **single}), on_throttle))
+        self.endpoints = [Endpoint(OpenAITeacher(config.model_copy(update={"base_url": url, **single}), on_response))
                           for url in urls]
         self.default_concurrency = constants.DEFAULT_MAX_CONCURRENCY * len(urls)
         # Enough tries that every endpoint is tried more than once, and at least as many
