@@ -22,7 +22,7 @@ ABORT_AFTER_CONSECUTIVE_FAILURES = 25
 
 # The embedded default teacher: small, Apache-2.0, instruction-tuned, runs on a CPU.
 DEFAULT_LOCAL_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-LOCAL_MAX_BATCH = 8
+LOCAL_MAX_BATCH = 16
 
 # Progress: seconds between plain log lines when stderr is not a terminal.
 PROGRESS_LOG_INTERVAL_S = 5.0

@@ -38,6 +38,10 @@ class TeacherError(FactoryError):
     """The teacher could not be reached or loaded (after the client's own retries)."""
 
 
+class OutOfMemory(TeacherError):
+    """An in-process batch did not fit in the device's memory (it is split and retried)."""
+
+
 class RequestRefused(TeacherError):
     """The server refused this request itself (bad request, unknown model, bad key):
     sending it elsewhere or again would get the same answer."""

@@ -43,3 +43,74 @@ def test_model_that_cannot_be_had_says_so_in_one_line(tmp_path, capsys, monkeypa
     assert main(["run", str(path), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot load model 'nobody/no-such-model'" in err[0] and "teacher.model" in err[0]
+
+
+def _requests(n: int):
+    from factory.teachers.base import Request
+
+    topics = ["tides", "volcanoes", "glaciers", "coral reefs"]
+    # Prompts of different lengths, so a batch is padded and the masks matter.
+    return [Request([{"role": "user", "content": f"question {i} about " + " ".join(topics[: 1 + i % 4])}])
+            for i in range(n)]
+
+
+def _answer_all(config, requests):
+    import asyncio
+
+    from factory.teachers.transformers_teacher import TransformersTeacher
+
+    async def go():
+        teacher = TransformersTeacher(config)
+        await teacher.start()
+        try:
+            return await asyncio.gather(*[teacher.complete(r) for r in requests]), teacher
+        finally:
+            await teacher.close()
+
+    return asyncio.run(go())
+
+
+def test_batched_greedy_generation_matches_one_at_a_time(tiny_model):
+    from factory.config import TeacherConfig
+
+    sampling = {"max_tokens": 10, "temperature": 0.0}
+    requests = _requests(12)
+    one, single = _answer_all(TeacherConfig(model=str(tiny_model), batch_size=1, sampling=sampling), requests)
+    batched, teacher = _answer_all(TeacherConfig(model=str(tiny_model), batch_size=8, sampling=sampling), requests)
+    # Left padding with attention masks: each row generates as if it were alone.
+    assert [c.text for c in batched] == [c.text for c in one]
+    assert [c.prompt_tokens for c in batched] == [c.prompt_tokens for c in one]
+    assert single.batching()["largest_batch"] == 1
+    assert teacher.batching()["largest_batch"] == 8 and teacher.batching()["batches"] == 2  # 8 + 4
+
+
+def test_a_batch_too_big_for_memory_is_split_and_later_batches_stay_smaller(tiny_model):
+    from factory.config import TeacherConfig
+    from factory.errors import OutOfMemory
+    from factory.teachers import transformers_teacher
+
+    class SmallDevice(transformers_teacher.TransformersTeacher):
+        """A device that holds three sequences at a time (a GPU's limit, on the CPU)."""
+
+        def _generate(self, requests):
+            if len(requests) > 3:
+                raise OutOfMemory(f"out of memory generating a batch of {len(requests)} on cpu")
+            return super()._generate(requests)
+
+    import asyncio
+
+    async def go():
+        teacher = SmallDevice(TeacherConfig(model=str(tiny_model), batch_size=16,
+                                            sampling={"max_tokens": 6, "temperature": 0.0}))
+        await teacher.start()
+        try:
+            first = await asyncio.gather(*[teacher.complete(r) for r in _requests(16)])
+            second = await asyncio.gather(*[teacher.complete(r) for r in _requests(16)])
+            return first, second, teacher.batching()
+        finally:
+            await teacher.close()
+
+    first, second, batching = asyncio.run(go())
+    assert len(first) == len(second) == 16 and [c.text for c in first] == [c.text for c in second]
+    # 16 -> 8s -> 4s -> 2s (1 + 2 + 4 splits); the second round starts at 2 and splits nothing.
+    assert batching["max_batch"] == 2 and batching["memory_splits"] == 7 and batching["largest_batch"] == 2

@@ -3,14 +3,17 @@
 A background worker takes whatever is pending (up to `max_batch`) and runs the
 backend's `_generate` on a thread, so the event loop keeps queueing requests while
 the model works; a dialogue's next turn joins the next batch as soon as its previous
-turn returns.
+turn returns. A batch that does not fit in memory is split in halves and retried,
+and later batches stay at the size that fitted: batches are sized to memory by
+finding out, not by a guess at what a prompt costs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 
-from factory.errors import TeacherError
+from factory.errors import OutOfMemory, TeacherError
 from factory.teachers.base import Completion, Request, Teacher
 
 
@@ -20,6 +23,8 @@ class BatchingTeacher(Teacher):
     def __init__(self) -> None:
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
+        self.batch_sizes: collections.Counter[int] = collections.Counter()  # size -> batches run
+        self.memory_splits = 0
 
     def _load(self) -> None:
         """Load the model (on a thread); raise TeacherError with a line saying what to do."""
@@ -45,16 +50,43 @@ class BatchingTeacher(Teacher):
             batch = [(r, f) for r, f in batch if not f.cancelled()]
             if not batch:
                 continue
-            try:
-                results = await asyncio.to_thread(self._generate, [r for r, _ in batch])
-            except Exception as err:  # one bad batch fails its requests, not the worker
-                for _, f in batch:
-                    if not f.done():
-                        f.set_exception(TeacherError(f"generation failed: {err}"))
-                continue
-            for (_, f), result in zip(batch, results):
-                if not f.done():
-                    f.set_result(result)
+            await self._run(batch)
+
+    async def _run(self, batch: list) -> None:
+        try:
+            results = await asyncio.to_thread(self._generate, [r for r, _ in batch])
+        except OutOfMemory as err:
+            if len(batch) == 1:
+                self._fail(batch, TeacherError(f"{err} with a single request: lower sampling.max_tokens or "
+                                               "use a smaller model"))
+                return
+            half = len(batch) // 2
+            self.memory_splits += 1
+            self.max_batch = min(self.max_batch, half)
+            await self._run(batch[:half])
+            await self._run(batch[half:])
+            return
+        except Exception as err:  # one bad batch fails its requests, not the worker
+            self._fail(batch, TeacherError(f"generation failed: {err}"))
+            return
+        self.batch_sizes[len(batch)] += 1
+        for (_, f), result in zip(batch, results):
+            if not f.done():
+                f.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list, err: TeacherError) -> None:
+        for _, f in batch:
+            if not f.done():
+                f.set_exception(err)
+
+    def batching(self) -> dict:
+        """How requests were batched, for run.json."""
+        batches = sum(self.batch_sizes.values())
+        requests = sum(size * n for size, n in self.batch_sizes.items())
+        return {"batches": batches, "mean_batch": round(requests / batches, 2) if batches else None,
+                "largest_batch": max(self.batch_sizes, default=None), "max_batch": self.max_batch,
+                "memory_splits": self.memory_splits}
 
     async def close(self) -> None:
         if self._worker is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from factory import hub
 from factory.config import TeacherConfig
-from factory.errors import TeacherError
+from factory.errors import OutOfMemory, TeacherError
 from factory.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request
 from factory.teachers.batching import BatchingTeacher
@@ -80,8 +80,14 @@ class TransformersTeacher(BatchingTeacher):
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
         else:
             kwargs.update(do_sample=False)
-        with torch.inference_mode():
-            out = self._lm.generate(**enc, **kwargs)
+        try:
+            with torch.inference_mode():
+                out = self._lm.generate(**enc, **kwargs)
+        except torch.OutOfMemoryError as err:
+            del enc
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            raise OutOfMemory(f"out of memory generating a batch of {len(requests)} on {self.device}") from err
         new = out[:, enc["input_ids"].shape[1]:]
         eos = {self._tok.eos_token_id, *(_as_list(getattr(self._lm.generation_config, "eos_token_id", None)))}
         results = []
@@ -95,7 +101,8 @@ class TransformersTeacher(BatchingTeacher):
         return results
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "device": self.device, "batch_size": self.config.batch_size}
+        return {"backend": self.backend, "model": self.model, "device": self.device,
+                "batch_size": self.config.batch_size, "batching": self.batching()}
 
 
 

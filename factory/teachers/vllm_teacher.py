@@ -100,4 +100,4 @@ class VLLMTeacher(BatchingTeacher):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, **engine_kwargs(self.config),
-                "max_batch": self.max_batch}
+                "batching": self.batching()}
