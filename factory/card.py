@@ -66,6 +66,8 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "",
         "Every dropped sample is listed with its stage and reason in `rejected.jsonl`.",
         "",
+        *_judge_scores(info, examples),
+        *_usage_and_cost(info),
         "## Format",
         "",
         "Each row has `id` (stable across reruns), `messages` (a list of `{role, content}` in the",
@@ -77,6 +79,16 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "print(ds[0][\"messages\"])",
         "```",
         "",
+        "Fine-tune on it with TRL's SFT trainer, which reads the `messages` column and applies the",
+        "student model's chat template:",
+        "",
+        "```python",
+        "from trl import SFTConfig, SFTTrainer",
+        "trainer = SFTTrainer(model=\"Qwen/Qwen2.5-0.5B\", train_dataset=ds.remove_columns([\"metadata\"]),",
+        "                     args=SFTConfig(output_dir=\"student\"))",
+        "trainer.train()",
+        "```",
+        "",
         *_other_files(out["formats"]),
     ]
     if examples:
@@ -86,11 +98,49 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
     lines += [
         "## Limitations",
         "",
-        "This data is synthetic: it carries the teacher model's errors and biases, and it has not been",
-        "checked by people. The teacher's terms of use govern what its outputs may be used for.",
+        "- This data is synthetic: it carries the teacher model's errors, blind spots and biases, and it",
+        "  has not been checked by people. A judge model's scores are one model's opinion, not ground truth.",
+        "- Coverage follows the seed space above: topics, personas or documents not in it are not in the data.",
+        "- The teacher's license and terms of use govern what its outputs may be used for (some providers",
+        "  forbid training competing models on them); check them before you train or share.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _judge_scores(info: dict, examples: list[dict]) -> list[str]:
+    """The judge's score distribution, when a judge stage ran."""
+    for stage in info["funnel"]["stages"]:
+        scores = stage.get("scores")
+        if stage.get("stage") == "judge" and scores and scores.get("histogram"):
+            rows = [f"| {bucket} | {count} |" for bucket, count in scores["histogram"].items()]
+            return ["## Judge scores", "",
+                    f"Mean {scores['mean']:.2f}, median {scores['median']:g} over {scores['count']} graded records"
+                    f" (scale {scores['scale'][0]}-{scores['scale'][1]}).", "",
+                    "| score | records |", "| --- | --- |", *rows, ""]
+    return []
+
+
+def _usage_and_cost(info: dict) -> list[str]:
+    usage = info.get("usage")
+    if not usage:
+        return []
+    lines = ["## Tokens and cost", "",
+             f"Generation: {usage['requests']:,} requests ({usage['replayed_from_journal']:,} more replayed from the "
+             f"journal), {usage['prompt_tokens']:,} prompt and {usage['completion_tokens']:,} completion tokens."]
+    for stage in info["funnel"]["stages"]:
+        if stage.get("usage"):
+            u = stage["usage"]
+            lines.append(f"{stage['stage'].capitalize()}: {u['requests']:,} requests, {u['prompt_tokens']:,} prompt "
+                         f"and {u['completion_tokens']:,} completion tokens.")
+    cost = info.get("cost")
+    if cost:
+        price = cost.get("price_per_million") or {}
+        lines += ["", f"**Cost**: {cost['total']:,.4f} {cost['currency']} in all"
+                  + (f" at {price['input']:g} / {price['output']:g} {cost['currency']} per million input / output"
+                     " tokens" if price else "")
+                  + (f" (cap: {cost['max_cost']:g})" if cost.get("max_cost") else "") + "."]
+    return [*lines, ""]
 
 
 def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
@@ -111,8 +161,13 @@ def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
 
 def _teacher(teacher: dict) -> str:
     url = teacher.get("base_url")
-    where = f" ({', '.join(url) if isinstance(url, list) else url})" if url else ""
-    return f"`{teacher.get('model')}` through the `{teacher.get('backend')}` backend{where}"
+    backend = teacher.get("backend")
+    if backend == "openai":
+        replicas = len(url) if isinstance(url, list) else 1
+        kind = "an OpenAI-compatible API" if replicas == 1 else f"{replicas} OpenAI-compatible endpoints"
+    else:
+        kind = {"transformers": "transformers, in process", "vllm": "vLLM, in process"}.get(backend, backend)
+    return f"`{teacher.get('model')}` through {kind}"
 
 
 def _other_files(formats: list[str]) -> list[str]:

@@ -58,6 +58,14 @@ class VLLMSettings(Strict):
     max_batch: int = Field(1024, ge=1)
 
 
+class Price(Strict):
+    """Per million tokens, in `currency`: what the provider charges for this model."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    currency: str = "USD"
+
+
 class TeacherConfig(Strict):
     backend: Literal["openai", "transformers", "vllm"] = "transformers"
     model: str = constants.DEFAULT_LOCAL_MODEL
@@ -73,6 +81,8 @@ class TeacherConfig(Strict):
     # Size the in-flight window from the server's Prometheus /metrics (vLLM, SGLang)
     # when it publishes them; otherwise, or when false, the adaptive window.
     server_metrics: bool = True
+    # What the provider charges: live cost in the progress line, run.json, card, report.
+    price: Price | None = None
     # auto: ask for json_schema output, fall back to prompting if the server refuses.
     structured_output: Literal["auto", "json_schema", "prompt"] = "auto"
     # Send a per-request seed derived from the pipeline seed (OpenAI, vLLM, Ollama and
@@ -175,6 +185,15 @@ class PipelineConfig(Strict):
     generate: GenerateConfig
     filters: list[dict[str, Any]] = Field(default_factory=list)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    # The most the run may cost (with teacher prices set): no request starts that could
+    # take it over; a rerun with a higher cap continues from the journal.
+    max_cost: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _a_cap_needs_a_price(self):
+        if self.max_cost is not None and self.teacher.price is None:
+            raise ValueError("max_cost needs teacher.price (per million input and output tokens) to count the cost")
+        return self
 
     @field_validator("seeds")
     @classmethod

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from factory import constants
+from factory.cost import Budget, BudgetReached, request_cost
 from factory.errors import BadResponse, TeacherError
 from factory.journal import Journal, request_key
 from factory.limits import AdaptiveWindow, RateLimiter
@@ -37,6 +38,8 @@ class RunStats:
     first_request: float | None = None
     last_answer: float | None = None
     latency_total: float = 0.0
+    cost: float = 0.0  # paid by this invocation, at the teachers' prices
+    replayed_cost: float = 0.0  # paid before, replayed from the journal
 
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("started", "first_request", "last_answer")}
@@ -45,10 +48,22 @@ class RunStats:
         return out
 
 
+def usage(stats: RunStats) -> dict:
+    """Requests, tokens and cost, as run.json and the card show them."""
+    out = {"requests": stats.sent, "replayed_from_journal": stats.replayed,
+           "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens}
+    if stats.cost or stats.replayed_cost:
+        out["cost"] = round(stats.cost, 6)
+        out["replayed_cost"] = round(stats.replayed_cost, 6)
+    return out
+
+
 class Engine:
     def __init__(self, teacher: Teacher, journal: Journal, window: AdaptiveWindow, limiter: RateLimiter,
-                 stats: RunStats | None = None):
+                 stats: RunStats | None = None, budget: Budget | None = None):
         self.teacher = teacher
+        self.budget = budget or Budget(None)
+        self.price = getattr(getattr(teacher, "config", None), "price", None)
         self.journal = journal
         self.window = window
         self.limiter = limiter
@@ -74,11 +89,24 @@ class Engine:
             self.stats.replayed += 1
             if "error" in cached:
                 raise BadResponse(cached["error"])
-            return Completion.from_dict(cached["completion"])
+            completion = Completion.from_dict(cached["completion"])
+            paid = request_cost(self.price, completion.prompt_tokens, completion.completion_tokens)
+            self.stats.replayed_cost += paid
+            self.budget.replayed += paid
+            return completion
 
         estimate = self._token_estimate(request)
         await self.limiter.acquire(estimate)
         await self.window.acquire()
+        worst = 0.0
+        if self.price is not None:
+            worst = request_cost(self.price, self._prompt_estimate(request), self._max_tokens())
+            try:
+                self.budget.reserve(worst)
+            except BudgetReached:
+                self.window.release()
+                self.limiter.answered()
+                raise
         stats = self.stats
         began = time.perf_counter()
         if stats.first_request is None:
@@ -99,7 +127,11 @@ class Engine:
         finally:
             self.window.release()
             self.limiter.answered()
+            self.budget.release(worst)
         self.journal.store(key, {"completion": completion.to_dict(), "sent": request_key(payload)})
+        paid = request_cost(self.price, completion.prompt_tokens, completion.completion_tokens)
+        self.budget.spent += paid
+        stats.cost += paid
         now = time.perf_counter()
         stats.last_answer = now
         stats.latency_total += now - began
@@ -115,8 +147,14 @@ class Engine:
     def _token_estimate(self, request: Request) -> int:
         if not self.limiter.counts_tokens:
             return 0
-        chars = sum(len(m["content"]) for m in request.messages)
-        return chars // 4 + (self.sampling.max_tokens if self.sampling else 256)
+        return self._prompt_estimate(request) + self._max_tokens()
+
+    @staticmethod
+    def _prompt_estimate(request: Request) -> int:
+        return sum(len(m["content"]) for m in request.messages) // 4  # about 4 characters a token
+
+    def _max_tokens(self) -> int:
+        return self.sampling.max_tokens if self.sampling else 256
 
 
 Sink = Callable[[list[Record | Rejection]], None]
@@ -134,10 +172,16 @@ async def run_task(task: Task, engine: Engine, sink: Sink, on_progress: Callable
     bound = asyncio.Semaphore(max(1, engine.window.ceiling))
     running: set[asyncio.Task] = set()
     failure: list[BaseException] = []
+    # max_cost reached: start no new unit, but let the ones in flight finish (their
+    # requests are paid for, and journaled), then stop.
+    budget: list[BudgetReached] = []
 
     async def one(unit: int) -> None:
         try:
             results = await task.run_unit(unit, asker or engine)
+        except BudgetReached as err:
+            budget.append(err)
+            return
         except BaseException as err:  # a bug in a task must stop the run, not vanish
             if not isinstance(err, asyncio.CancelledError):
                 failure.append(err)
@@ -152,7 +196,7 @@ async def run_task(task: Task, engine: Engine, sink: Sink, on_progress: Callable
     try:
         for unit in range(task.units()):
             await bound.acquire()
-            if failure or engine.fatal:
+            if failure or engine.fatal or budget:
                 break
             t = asyncio.create_task(one(unit))
             running.add(t)
@@ -168,3 +212,5 @@ async def run_task(task: Task, engine: Engine, sink: Sink, on_progress: Callable
         raise TeacherError(f"teacher failed {engine.stats.consecutive_failures} times in a row and never answered: {engine.fatal}")
     if failure:
         raise failure[0]
+    if budget:
+        raise budget[0]

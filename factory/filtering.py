@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from factory.config import Pipeline
+from factory.cost import Budget, cost_summary
 from factory.engine import RunStats
 from factory.formats import check_formats
 from factory.inputs import read_records
@@ -29,8 +30,10 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
     redact = Redactor.for_config(pipeline.raw)
     work = out_dir / ".work"
     out_dir.mkdir(parents=True, exist_ok=True)
-    kept, examples, filter_rejects = apply_stages(stages, iter(records), StageContext(pipeline, out_dir, show_progress),
-                                                  work, redact)
+    cfg = pipeline.config
+    budget = Budget(cfg.max_cost)
+    kept, examples, filter_rejects = apply_stages(stages, iter(records),
+                                                  StageContext(pipeline, out_dir, show_progress, budget), work, redact)
     funnel_stages = [stage.funnel() for stage in stages]
     write_rejected(out_dir / "rejected.jsonl", [], filter_rejects, redact)
     rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
@@ -44,6 +47,7 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
         "finished_at": now(),
         "timings": {"filter_and_export_s": time.perf_counter() - began},
         "funnel": {"requested": len(records), "stages": funnel_stages, "kept": kept, "rejected": rejected},
+        **({"cost": cost_summary(budget, cfg)} if budget.total or cfg.max_cost else {}),
     }
     write_reports(out_dir, info, examples, redact)
     shutil.rmtree(work, ignore_errors=True)

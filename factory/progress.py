@@ -38,6 +38,8 @@ class Progress:
         ]
         if s.replayed:
             parts.append(f"replayed {s.replayed}")
+        if s.cost or s.replayed_cost:
+            parts.append(f"cost {s.cost + s.replayed_cost:,.4f}")
         return " | ".join(parts)
 
     def __rich__(self):

@@ -16,7 +16,8 @@ from typing import Any, Iterable, Iterator
 
 from factory.config import Pipeline
 from factory.constants import JOURNAL_FILE
-from factory.engine import RunStats, run_task
+from factory.cost import Budget, cost_summary
+from factory.engine import RunStats, run_task, usage
 from factory.files import atomic_write_text
 from factory.progress import Progress
 from factory.record import Record
@@ -83,13 +84,14 @@ def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
     stats = RunStats()
     started_at = now()
     progress = Progress(task.units(), stats, enabled=show_progress)
-    results, teachers, concurrency = asyncio.run(_generate(task, pipeline, stats, out_dir, work, progress))
+    budget = Budget(cfg.max_cost)
+    results, teachers, concurrency = asyncio.run(_generate(task, pipeline, stats, out_dir, work, progress, budget))
     generated_at = time.perf_counter()
 
     requested = task.requested()
     funnel_stages = [{"stage": "generate", "seen": requested, "kept": results.kept, "dropped": dict(results.reasons)}]
     kept, examples, filter_rejects = apply_stages(prepared.stages, records_in_order(results.records_path),
-                                                  StageContext(pipeline, out_dir, show_progress), work, redact)
+                                                  StageContext(pipeline, out_dir, show_progress, budget), work, redact)
     funnel_stages += [stage.funnel() for stage in prepared.stages]
     write_rejected(out_dir / "rejected.jsonl", [rejections_in_order(results.rejected_path)], filter_rejects, redact)
     rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
@@ -112,8 +114,8 @@ def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
             "generate_s": generated_at - stats.started,
             "filter_and_export_s": time.perf_counter() - generated_at,
         },
-        "usage": {"requests": stats.sent, "replayed_from_journal": stats.replayed,
-                  "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens},
+        "usage": usage(stats),
+        **({"cost": cost_summary(budget, cfg)} if budget.total or cfg.max_cost or cfg.teacher.price else {}),
         "engine": {**stats.as_dict(), "throttled": concurrency["throttled"], "concurrency": concurrency},
         "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},
     }
@@ -131,19 +133,20 @@ def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], red
 
 
 async def _generate(task: Task, pipeline: Pipeline, stats: RunStats, out_dir: Path, work: Path,
-                    progress: Progress) -> tuple[ResultFiles, dict[str | None, Teacher], dict]:
+                    progress: Progress, budget: Budget) -> tuple[ResultFiles, dict[str | None, Teacher], dict]:
     """Generate every unit; returns the results, the teachers used (None: the pipeline's) and how
     the in-flight window was sized."""
     main = pipeline.config.teacher
     journal_path = out_dir / JOURNAL_FILE
     # A teacher that cannot be loaded fails before the output folder exists.
     make_dir = lambda: out_dir.mkdir(parents=True, exist_ok=True)  # noqa: E731
-    async with open_engine(main, journal_path, stats, before_journal=make_dir) as engine, AsyncExitStack() as stack:
+    async with open_engine(main, journal_path, stats, before_journal=make_dir, budget=budget) as engine, \
+            AsyncExitStack() as stack:
         by_role = {}
         for role, config in task.role_teachers(pipeline).items():
             if config != main:  # a role that changes nothing shares the pipeline's engine
                 by_role[role] = await stack.enter_async_context(
-                    open_engine(config, journal_path, stats, journal=engine.journal))
+                    open_engine(config, journal_path, stats, journal=engine.journal, budget=budget))
         results = ResultFiles(work)
         try:
             progress.start()

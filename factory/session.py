@@ -13,6 +13,7 @@ from typing import AsyncIterator, Callable
 
 from factory import constants
 from factory.config import TeacherConfig
+from factory.cost import Budget
 from factory.engine import Engine, RunStats
 from factory.journal import Journal
 from factory.limits import AdaptiveWindow, RateLimiter
@@ -21,12 +22,13 @@ from factory.limits import AdaptiveWindow, RateLimiter
 @asynccontextmanager
 async def open_engine(config: TeacherConfig, journal_path: Path, stats: RunStats,
                       before_journal: Callable[[], None] | None = None,
-                      journal: Journal | None = None) -> AsyncIterator[Engine]:
+                      journal: Journal | None = None, budget: Budget | None = None) -> AsyncIterator[Engine]:
     """Start the teacher, then open the journal; `before_journal` runs in between.
 
     The teacher comes first so that one which cannot be reached or loaded fails
     before anything (an output folder, a journal) is created. Engines of one run (a
-    dialogue's user simulator and assistant) share one `journal` when it is given.
+    dialogue's user simulator and assistant) share one `journal` when it is given, and
+    every engine of a run shares its `budget` (max_cost).
     """
     from factory.teachers import make_teacher
 
@@ -55,7 +57,7 @@ async def open_engine(config: TeacherConfig, journal_path: Path, stats: RunStats
         own = journal is None
         journal = Journal(journal_path) if own else journal
         try:
-            engine = Engine(teacher, journal, window, limiter, stats)
+            engine = Engine(teacher, journal, window, limiter, stats, budget)
             engine.watcher = watcher
             yield engine
         finally:

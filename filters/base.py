@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import abc
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from factory.config import Pipeline, Strict
+from factory.cost import Budget
 from factory.record import Record, Rejection
 
 Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
@@ -28,6 +29,8 @@ class StageContext:
     pipeline: Pipeline
     out_dir: Path
     show_progress: bool = True
+    # The run's max_cost, shared with generation: a judge spends from the same budget.
+    budget: Budget = field(default_factory=lambda: Budget(None))
 
 
 class Stage(abc.ABC):

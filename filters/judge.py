@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from factory.config import Pipeline, TeacherConfig, derived_teacher
 from factory.constants import JOURNAL_FILE
-from factory.engine import RunStats, run_task
+from factory.engine import RunStats, run_task, usage
 from factory.errors import BadResponse, TeacherError
 from factory.progress import Progress
 from factory.record import Record
@@ -139,6 +139,7 @@ class Judge(Stage):
     def __init__(self, config=None) -> None:
         super().__init__(config)
         self.stats = RunStats()
+        self.scores: list[float] = []  # every graded record's score, for the card and report
         self.rubrics: dict[str, Template] = {}
         self.where = ""
 
@@ -166,13 +167,13 @@ class Judge(Stage):
         task = _GradeTask(self, records, context.pipeline.config.seed)
         progress = Progress(len(records), self.stats, label="judge", enabled=context.show_progress)
         outcomes: dict[int, _Outcome] = {}
-        asyncio.run(self._grade(task, teacher, context.out_dir / JOURNAL_FILE, progress, outcomes))
+        asyncio.run(self._grade(task, teacher, context.out_dir / JOURNAL_FILE, progress, outcomes, context.budget))
         for i, record in enumerate(records):
             yield from self._verdict(record, outcomes[i], teacher.model)
 
     async def _grade(self, task: "_GradeTask", teacher: TeacherConfig, journal, progress: Progress,
-                     outcomes: dict[int, "_Outcome"]) -> None:
-        async with open_engine(teacher, journal, self.stats) as engine:
+                     outcomes: dict[int, "_Outcome"], budget) -> None:
+        async with open_engine(teacher, journal, self.stats, budget=budget) as engine:
             progress.start()
             try:
                 await run_task(task, engine, lambda results: outcomes.update(results), progress.update)
@@ -189,6 +190,7 @@ class Judge(Stage):
                 self.drop(record, outcome.reason, outcome.detail)
             return
         meta = record.metadata
+        self.scores.append(outcome.score)
         meta["judge_score"] = round(outcome.score, 4)
         meta["judge_rationale"] = outcome.rationale
         meta["judge_model"] = model
@@ -201,8 +203,15 @@ class Judge(Stage):
 
     def funnel(self) -> dict[str, Any]:
         s = self.stats
-        return {**super().funnel(), "usage": {"requests": s.sent, "replayed_from_journal": s.replayed,
-                                              "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens}}
+        out = {**super().funnel(), "usage": usage(s)}
+        if self.scores:
+            lo, hi = self.config.scale
+            histogram = {str(b): 0 for b in range(int(lo), int(hi) + 1)}
+            for score in self.scores:
+                histogram[str(int(round(score)))] += 1
+            out["scores"] = {"count": len(self.scores), "mean": round(statistics.fmean(self.scores), 4),
+                             "median": statistics.median(self.scores), "scale": [lo, hi], "histogram": histogram}
+        return out
 
 
 class _Outcome:

@@ -84,7 +84,7 @@ class TransformersTeacher(BatchingTeacher):
             with torch.inference_mode():
                 out = self._lm.generate(**enc, **kwargs)
         except torch.OutOfMemoryError as err:
-            del enc
+            enc = None  # drop the batch's tensors before freeing the cache
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
             raise OutOfMemory(f"out of memory generating a batch of {len(requests)} on {self.device}") from err

@@ -1,0 +1,58 @@
+"""What a run costs, and the cap that stops it before it costs more.
+
+Prices are per million tokens (`teacher.price: {input, output}`), per teacher (a
+judge or a dialogue role may have its own). One `Budget` is shared by every engine of
+a run: generation, the roles, the judge. Before a request is sent its cost is
+estimated at the worst case (the prompt, and every token `max_tokens` allows) and
+reserved; when that would go over `max_cost`, no new request starts, the ones in
+flight finish and are journaled, and the run stops with BudgetReached. Requests
+replayed from the journal count as spent: they were paid for once, and `max_cost`
+caps what the dataset costs, not one invocation.
+"""
+
+from __future__ import annotations
+
+from factory.errors import FactoryError
+
+
+class BudgetReached(FactoryError):
+    """The next request could take the run over max_cost; what completed is journaled."""
+
+
+def request_cost(price, prompt_tokens: float, completion_tokens: float) -> float:
+    """Cost in the price's currency of one request's tokens; 0 without a price."""
+    if price is None:
+        return 0.0
+    return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
+
+
+class Budget:
+    def __init__(self, max_cost: float | None):
+        self.max_cost = max_cost
+        self.spent = 0.0  # paid by this invocation
+        self.replayed = 0.0  # paid by an earlier one, replayed from the journal
+        self.reserved = 0.0  # estimates of requests in flight
+
+    @property
+    def total(self) -> float:
+        return self.spent + self.replayed
+
+    def reserve(self, estimate: float) -> None:
+        if self.max_cost is not None and self.total + self.reserved + estimate > self.max_cost:
+            raise BudgetReached(
+                f"max_cost {self.max_cost:g} reached: {self.total:.4f} spent, {self.reserved:.4f} in flight, and the "
+                f"next request could cost {estimate:.4f}; raise max_cost and run again to continue "
+                "(completed requests are replayed from the journal, not paid again)")
+        self.reserved += estimate
+
+    def release(self, estimate: float) -> None:
+        self.reserved -= estimate
+
+
+def cost_summary(budget: Budget, config) -> dict:
+    """For run.json, the card and the report: what the dataset cost, in the teacher's currency."""
+    price = config.teacher.price
+    return {"currency": price.currency if price else "USD", "total": round(budget.total, 6),
+            "paid_now": round(budget.spent, 6), "replayed_from_journal": round(budget.replayed, 6),
+            "max_cost": config.max_cost,
+            "price_per_million": {"input": price.input, "output": price.output} if price else None}
