@@ -1,4 +1,4 @@
-"""The `factory` command: run, validate, filter, loopback.
+"""The `factory` command: run, validate, filter, report, push, loopback.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, template, seed file).
 A user's mistake is one line on stderr, never a traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from factory.errors import FactoryError, UserError
 
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     filt.add_argument("--quiet", action="store_true", help="no progress display")
     _format_option(filt)
 
+    report = sub.add_parser("report", help="rebuild OUTPUT_DIR/report.html from a finished run's files")
+    report.add_argument("output_dir", type=Path)
     loop = sub.add_parser("loopback", help="serve the OpenAI-compatible loopback teacher (tests, benchmarks)")
     loop.add_argument("--host", default="127.0.0.1")
     loop.add_argument("--port", type=int, default=0, help="0 picks a free port; the URL is printed")
@@ -77,7 +80,8 @@ def _load(args):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "filter": _filter, "loopback": _loopback}[args.command](args)
+        return {"run": _run, "validate": _validate, "filter": _filter, "report": _report,
+                "loopback": _loopback}[args.command](args)
     except UserError as err:
         print(f"factory: error: {err}", file=sys.stderr)
         return 2
@@ -144,7 +148,14 @@ def _summary(result, what: str = "requested samples", generated: bool = True) ->
             u = stage["usage"]
             print(f"  {stage['stage']}: {u['requests']} sent, {u['replayed_from_journal']} replayed; "
                   f"tokens: {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion")
-    print(f"output: {result.out_dir}/ (dataset/, README.md, rejected.jsonl, run.json)")
+    print(f"output: {result.out_dir}/ (dataset/, README.md, report.html, rejected.jsonl, run.json)")
+
+
+def _report(args) -> int:
+    from factory.report import build_report
+
+    print(f"report: {build_report(args.output_dir)}")
+    return 0
 
 
 def _validate(args) -> int:

@@ -38,14 +38,30 @@ class RunStats:
     first_request: float | None = None
     last_answer: float | None = None
     latency_total: float = 0.0
+    # Completed requests per second of the run: {second: [count, latency sum]}, for the report.
+    timeline: dict = field(default_factory=dict)
     cost: float = 0.0  # paid by this invocation, at the teachers' prices
     replayed_cost: float = 0.0  # paid before, replayed from the journal
 
     def as_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("started", "first_request", "last_answer")}
+        out = {k: v for k, v in self.__dict__.items()
+               if k not in ("started", "first_request", "last_answer", "timeline")}
         out["startup_s"] = (self.first_request - self.started) if self.first_request else None
         out["mean_latency_s"] = self.latency_total / self.sent if self.sent else None
         return out
+
+    def timeline_points(self, most: int = 300) -> list[list[float]]:
+        """[seconds into the run, requests/s, mean latency s], in at most `most` even steps."""
+        if not self.timeline:
+            return []
+        last = max(self.timeline) + 1
+        step = max(1, -(-last // most))
+        points = []
+        for start in range(0, last, step):
+            count = sum(self.timeline.get(s, (0, 0.0))[0] for s in range(start, start + step))
+            latency = sum(self.timeline.get(s, (0, 0.0))[1] for s in range(start, start + step))
+            points.append([start, round(count / step, 3), round(latency / count, 4) if count else None])
+        return points
 
 
 def usage(stats: RunStats) -> dict:
@@ -135,6 +151,9 @@ class Engine:
         now = time.perf_counter()
         stats.last_answer = now
         stats.latency_total += now - began
+        second = stats.timeline.setdefault(int(now - stats.started), [0, 0.0])
+        second[0] += 1
+        second[1] += now - began
         stats.sent += 1
         stats.consecutive_failures = 0
         stats.prompt_tokens += completion.prompt_tokens

@@ -116,7 +116,8 @@ def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
         },
         "usage": usage(stats),
         **({"cost": cost_summary(budget, cfg)} if budget.total or cfg.max_cost or cfg.teacher.price else {}),
-        "engine": {**stats.as_dict(), "throttled": concurrency["throttled"], "concurrency": concurrency},
+        "engine": {**stats.as_dict(), "throttled": concurrency["throttled"], "concurrency": concurrency,
+                   "timeline": stats.timeline_points()},
         "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},
     }
     write_reports(out_dir, info, examples, redact)
@@ -125,11 +126,13 @@ def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
 
 
 def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], redact: Redactor) -> None:
-    """The dataset card and run.json, both redacted, both written atomically."""
+    """The dataset card, run.json and report.html, all redacted, all written atomically."""
     from factory.card import render_card
+    from factory.report import build_report
 
     atomic_write_text(out_dir / "README.md", redact(render_card(info, examples)))
     atomic_write_text(out_dir / "run.json", redact(json.dumps(info, indent=2, ensure_ascii=False, default=str)) + "\n")
+    build_report(out_dir)
 
 
 async def _generate(task: Task, pipeline: Pipeline, stats: RunStats, out_dir: Path, work: Path,

@@ -1,0 +1,289 @@
+"""The run report: one self-contained HTML page that opens offline.
+
+Built from the run's own files (run.json, the dataset, rejected.jsonl), so
+`factory report OUTPUT_DIR` rebuilds it at any time. Charts are inline SVG
+(factory/charts.py); a few lines of script only check, once the page has loaded,
+that every chart drew, and say so on the page (tests read it in a real browser).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from factory import charts
+from factory.errors import InputDataError
+from factory.files import atomic_write_text
+from factory.secrets import Redactor
+
+REPORT_FILE = "report.html"
+SAMPLES = 12
+
+
+def build_report(out_dir: Path) -> Path:
+    """Write OUTPUT_DIR/report.html from the run's files; returns its path."""
+    info_path = out_dir / "run.json"
+    if not info_path.is_file():
+        raise InputDataError(f"{out_dir}: no run.json here; give the folder a finished `factory run` wrote")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputDataError(f"{info_path}: not valid JSON ({err})") from err
+    records = _kept_rows(out_dir)
+    rejected = _jsonl(out_dir / "rejected.jsonl")
+    html = render(info, records, rejected)
+    path = out_dir / REPORT_FILE
+    # The page quotes the data; keys never belong in data, but redact as everywhere else.
+    atomic_write_text(path, Redactor.for_config(info.get("config", {}))(html))
+    return path
+
+
+def _kept_rows(out_dir: Path) -> list[dict]:
+    if (out_dir / "data.jsonl").is_file():
+        rows = _jsonl(out_dir / "data.jsonl")
+    elif (out_dir / "dataset").is_dir():
+        from datasets import load_from_disk
+
+        rows = [dict(r) for r in load_from_disk(str(out_dir / "dataset"))]
+    else:
+        rows = []
+    for row in rows:
+        if isinstance(row.get("metadata"), str):
+            try:
+                row["metadata"] = json.loads(row["metadata"])
+            except ValueError:
+                row["metadata"] = {}
+    return rows
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as err:
+                    raise InputDataError(f"{path}:{n}: not valid JSON ({err})") from err
+    return rows
+
+
+def render(info: dict[str, Any], records: list[dict], rejected: list[dict]) -> str:
+    sections = [_summary(info)]
+    funnel = info["funnel"]
+    names = ["requested"] + [s["stage"] for s in funnel["stages"]]
+    values = [funnel["requested"]] + [s["kept"] for s in funnel["stages"]]
+    sections.append(_section("Funnel", "Samples requested, then kept after each stage.",
+                             _chart("funnel", charts.bars(names, values, "funnel"))))
+    sections.append(_rejections(funnel, rejected))
+    judge = next((s for s in funnel["stages"] if s.get("scores")), None)
+    if judge:
+        sc = judge["scores"]
+        hist = sc["histogram"]
+        sections.append(_section("Judge scores", f"Mean {sc['mean']:.2f}, median {sc['median']:g} of "
+                                 f"{sc['count']} graded (scale {sc['scale'][0]}-{sc['scale'][1]}).",
+                                 _chart("judge-scores", charts.bars(list(hist), list(hist.values()), "judge scores",
+                                                                    charts.COLORS[2]))))
+    sections.append(_lengths(records))
+    turns = [sum(m["role"] == "user" for m in r.get("messages", [])) for r in records]
+    if any(t > 1 for t in turns):
+        counts = collections.Counter(turns)
+        xs = list(range(min(counts), max(counts) + 1))
+        sections.append(_section("Turns per dialogue", "User turns in each kept conversation.",
+                                 _chart("turns", charts.bars([str(x) for x in xs], [counts[x] for x in xs], "turns",
+                                                             charts.COLORS[3]))))
+    sections.append(_throughput(info))
+    sections.append(_tokens(info))
+    projection = next((s["projection"] for s in funnel["stages"] if s.get("projection")), None)
+    if projection:
+        sections.append(_section("Embedding map", "Records embedded for diversity sampling, projected to 2-D "
+                                 "(PCA): kept versus dropped.",
+                                 _chart("embedding-map", charts.scatter(_map_groups(projection), "embedding map"))))
+    sections.append(_samples(records))
+    return PAGE.format(title=escape(info.get("name", "run")), body="\n".join(s for s in sections if s), check=CHECK)
+
+
+def _map_groups(projection: dict) -> dict[str, list[list[float]]]:
+    """The diversity stage's projection (x, y, kept flags) as kept and dropped points."""
+    groups: dict[str, list[list[float]]] = {"kept": [], "dropped": []}
+    for x, y, kept in zip(projection.get("x", []), projection.get("y", []), projection.get("kept", [])):
+        groups["kept" if kept else "dropped"].append([x, y])
+    return groups
+
+
+def _summary(info: dict) -> str:
+    funnel = info["funnel"]
+    teacher = info.get("teacher") or {}
+    facts = [("kept", f"{funnel['kept']:,} of {funnel['requested']:,}"), ("rejected", f"{funnel['rejected']:,}")]
+    if teacher:
+        facts.append(("teacher", f"{teacher.get('model')} ({teacher.get('backend')})"))
+    if "input" in info:
+        facts.append(("input", f"{info['input']['path']} ({info['input']['rows']:,} rows)"))
+    usage = info.get("usage")
+    if usage:
+        facts.append(("requests", f"{usage['requests']:,} sent, {usage['replayed_from_journal']:,} replayed"))
+    cost = info.get("cost")
+    if cost:
+        facts.append(("cost", f"{cost['total']:,.4f} {cost['currency']}"))
+    timings = info.get("timings", {})
+    total = sum(v for v in timings.values() if isinstance(v, (int, float)) and v)
+    facts.append(("time", f"{total:,.1f} s"))
+    facts.append(("finished", str(info.get("finished_at", ""))))
+    items = "".join(f"<div class=fact><b>{escape(k)}</b><span>{escape(v)}</span></div>" for k, v in facts)
+    return f"<header><h1>{escape(info.get('name', 'run'))}</h1><div class=facts>{items}</div></header>"
+
+
+def _rejections(funnel: dict, rejected: list[dict]) -> str:
+    reasons = collections.Counter((r.get("stage", "?"), r.get("reason", "?")) for r in rejected)
+    if not reasons:
+        return _section("Rejections", "Nothing was rejected.", "")
+    example = {}
+    for r in rejected:
+        example.setdefault((r.get("stage", "?"), r.get("reason", "?")), r)
+    rows = []
+    for (stage, reason), n in reasons.most_common(12):
+        ex = example[(stage, reason)]
+        text = next((m["content"] for m in ex.get("messages", []) if m.get("role") == "user"), "")
+        rows.append(f"<tr><td>{escape(stage)}</td><td>{escape(reason)}</td><td class=num>{n:,}</td>"
+                    f"<td>{escape(_clip(ex.get('detail', ''), 160))}<div class=quote>{escape(_clip(text, 200))}</div>"
+                    "</td></tr>")
+    names = [f"{s}: {r}" for (s, r), _ in reasons.most_common(12)]
+    chart = _chart("rejections", charts.bars(names, [n for _, n in reasons.most_common(12)], "rejections",
+                                             charts.COLORS[1]))
+    table = ("<table><tr><th>stage</th><th>reason</th><th>count</th><th>an example</th></tr>"
+             + "".join(rows) + "</table>")
+    return _section("Rejections", "Top reasons, with one rejected record each (all are in rejected.jsonl).",
+                    chart + table)
+
+
+def _lengths(records: list[dict]) -> str:
+    by_role: dict[str, list[int]] = collections.defaultdict(list)
+    for r in records:
+        for m in r.get("messages", []):
+            if m.get("role") in ("user", "assistant"):
+                by_role[m["role"]].append(len(m.get("content", "")))
+    if not by_role:
+        return ""
+    parts = []
+    for k, (role, lengths) in enumerate(sorted(by_role.items(), reverse=True)):
+        parts.append(f"<h3>{escape(role)} <small>median {sorted(lengths)[len(lengths) // 2]:,} characters</small></h3>")
+        parts.append(_chart(f"length-{role}", charts.histogram(lengths, f"{role} lengths", bins=16,
+                                                               color=charts.COLORS[k % 2])))
+    return _section("Lengths", "Characters per message of the kept records, per role.", "".join(parts))
+
+
+def _throughput(info: dict) -> str:
+    timeline = (info.get("engine") or {}).get("timeline") or []
+    if not timeline:
+        return ""
+    rate = [(t, r) for t, r, _ in timeline]
+    latency = [(t, lat) for t, _, lat in timeline]
+    engine = info["engine"]
+    mode = (engine.get("concurrency") or {}).get("mode", "")
+    note = f"Generation requests completed per second, and their mean latency. Window: {mode}." if mode else ""
+    return _section("Throughput and latency", note,
+                    _chart("throughput", charts.lines({"requests/s": rate}, "throughput", "seconds into the run"))
+                    + _chart("latency", charts.lines({"mean latency (s)": latency}, "latency", "seconds into the run")))
+
+
+def _tokens(info: dict) -> str:
+    usage = info.get("usage")
+    if not usage:
+        return ""
+    names, values = ["generate: prompt", "generate: completion"], [usage["prompt_tokens"], usage["completion_tokens"]]
+    for stage in info["funnel"]["stages"]:
+        if stage.get("usage"):
+            names += [f"{stage['stage']}: prompt", f"{stage['stage']}: completion"]
+            values += [stage["usage"]["prompt_tokens"], stage["usage"]["completion_tokens"]]
+    cost = info.get("cost")
+    note = "Tokens by stage."
+    if cost:
+        note += (f" Cost {cost['total']:,.4f} {cost['currency']} ({cost['paid_now']:,.4f} paid by this run, "
+                 f"{cost['replayed_from_journal']:,.4f} replayed from the journal)"
+                 + (f", cap {cost['max_cost']:g}" if cost.get("max_cost") else "") + ".")
+    return _section("Tokens and cost", note, _chart("tokens", charts.bars(names, values, "tokens", charts.COLORS[4])))
+
+
+def _samples(records: list[dict]) -> str:
+    if not records:
+        return ""
+    items = []
+    for r in records[:SAMPLES]:
+        meta = r.get("metadata") or {}
+        score = f" · judge {meta['judge_score']:g}" if isinstance(meta.get("judge_score"), (int, float)) else ""
+        turns = "".join(f"<div class='msg {escape(m.get('role', ''))}'><b>{escape(m.get('role', ''))}</b>"
+                        f"<p>{escape(m.get('content', ''))}</p></div>" for m in r.get("messages", []))
+        first = next((m["content"] for m in r.get("messages", []) if m.get("role") == "user"), r.get("id", ""))
+        items.append(f"<details><summary>{escape(_clip(first, 120))}<small>{escape(str(r.get('id', '')))}{score}"
+                     f"</small></summary>{turns}</details>")
+    return _section("Sample records", f"The first {min(SAMPLES, len(records))} kept records.", "".join(items))
+
+
+def _section(title: str, note: str, body: str) -> str:
+    return f"<section><h2>{escape(title)}</h2>" + (f"<p class=note>{escape(note)}</p>" if note else "") + body + \
+        "</section>"
+
+
+def _chart(name: str, svg: str) -> str:
+    return f'<figure class=chart data-chart="{escape(name)}">{svg}</figure>'
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+CHECK = """
+window.reportErrors = [];
+window.addEventListener('error', e => window.reportErrors.push(String(e.message)));
+window.addEventListener('load', () => {
+  const figures = [...document.querySelectorAll('figure.chart')];
+  let drawn = 0;
+  for (const f of figures) {
+    const marks = [...f.querySelectorAll('svg .mark')];
+    const ok = marks.some(m => { const b = m.getBBox(); return b.width > 0 || b.height > 0; });
+    f.dataset.drawn = ok ? 'yes' : 'no';
+    if (ok) drawn++;
+  }
+  const status = document.getElementById('report-status');
+  status.dataset.charts = figures.length;
+  status.dataset.drawn = drawn;
+  status.dataset.errors = window.reportErrors.length;
+  status.textContent = drawn + ' of ' + figures.length + ' charts drawn';
+});
+"""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}: factory run report</title>
+<style>
+body {{ font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 980px;
+       padding: 24px; color: #1d1d1f; background: #fafafa; }}
+header h1 {{ margin: 0 0 12px; }}
+.facts {{ display: flex; flex-wrap: wrap; gap: 8px; }}
+.fact {{ background: #fff; border: 1px solid #e3e3e3; border-radius: 8px; padding: 8px 12px; }}
+.fact b {{ display: block; font-size: 11px; text-transform: uppercase; color: #777; }}
+section {{ background: #fff; border: 1px solid #e3e3e3; border-radius: 10px; padding: 16px 20px; margin: 16px 0; }}
+h2 {{ margin: 0 0 4px; font-size: 19px; }} h3 small, summary small {{ color: #777; font-weight: normal; margin-left: 8px; }}
+.note {{ color: #555; margin: 0 0 8px; }}
+figure {{ margin: 8px 0; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 13px; }}
+td, th {{ border-top: 1px solid #eee; padding: 6px; text-align: left; vertical-align: top; }}
+.num {{ text-align: right; }} .quote {{ color: #666; font-style: italic; margin-top: 2px; }}
+details {{ border-top: 1px solid #eee; padding: 6px 0; }} summary {{ cursor: pointer; }}
+.msg {{ margin: 6px 0 6px 12px; }} .msg p {{ white-space: pre-wrap; margin: 2px 0; }}
+.msg.user b {{ color: #2f6fdf; }} .msg.assistant b {{ color: #3a9d5d; }} .msg.system b {{ color: #777; }}
+footer {{ color: #888; font-size: 12px; }}
+</style></head>
+<body>
+{body}
+<footer>Made by factory. <span id="report-status">charts not checked (scripts off)</span></footer>
+<script>{check}</script>
+</body></html>
+"""
+
