@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     filt.add_argument("--quiet", action="store_true", help="no progress display")
     _format_option(filt)
 
+    push = sub.add_parser("push", help="push a finished run to the Hugging Face Hub (token: HF_TOKEN or hf auth login)")
+    push.add_argument("output_dir", type=Path)
+    push.add_argument("--repo-id", help="owner/name (default: the pipeline's output.hub.repo_id)")
+    visibility = push.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=None, help="(the default)")
+    visibility.add_argument("--public", dest="private", action="store_false")
+    push.add_argument("--test-size", type=float, help="hold out this share as a test split (seeded)")
+    push.add_argument("--include-rejected", action="store_true", default=None, help="push rejected.jsonl too")
+    push.add_argument("--commit-message")
     report = sub.add_parser("report", help="rebuild OUTPUT_DIR/report.html from a finished run's files")
     report.add_argument("output_dir", type=Path)
     loop = sub.add_parser("loopback", help="serve the OpenAI-compatible loopback teacher (tests, benchmarks)")
@@ -80,7 +89,7 @@ def _load(args):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "filter": _filter, "report": _report,
+        return {"run": _run, "validate": _validate, "filter": _filter, "report": _report, "push": _push,
                 "loopback": _loopback}[args.command](args)
     except UserError as err:
         print(f"factory: error: {err}", file=sys.stderr)
@@ -104,6 +113,11 @@ def _run(args) -> int:
     pipeline = _load(args)
     prepared = prepare(pipeline)
     out = pipeline.output_dir(args.out)
+    hub = pipeline.config.output.hub
+    if hub is not None and not args.dry_run:
+        from factory.push import find_token
+
+        find_token()  # no token: say so now, before anything is spent
     if args.dry_run:
         from factory.loopback import LoopbackOptions, serve_in_thread
 
@@ -117,7 +131,46 @@ def _run(args) -> int:
     else:
         result = run_pipeline(prepared, out, show_progress=not args.quiet)
     _summary(result)
+    if hub is not None:
+        if args.dry_run:
+            print(f"factory: dry run: not pushed to {hub.repo_id}", file=sys.stderr)
+        else:
+            _push_to(result.out_dir, hub.model_dump(), pipeline.config.seed)
     return 0
+
+
+def _push(args) -> int:
+    import json
+
+    from factory.errors import InputDataError
+
+    try:
+        saved = json.loads((args.output_dir / "run.json").read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError):
+        raise InputDataError(f"{args.output_dir}: not a finished run (needs run.json from `factory run`)") from None
+    settings = dict(saved.get("output", {}).get("hub") or {})
+    for name in ("repo_id", "private", "test_size", "include_rejected", "commit_message"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    if not settings.get("repo_id"):
+        raise UserError("factory push: give --repo-id (the pipeline's output.hub has none)")
+    from factory.config import HubConfig
+    from pydantic import ValidationError
+
+    try:
+        hub = HubConfig(**settings)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UserError(f"factory push: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    _push_to(args.output_dir, hub.model_dump(), saved.get("seed", 0))
+    return 0
+
+
+def _push_to(out_dir, hub: dict, seed: int) -> None:
+    from factory.push import PushTarget, push_run
+
+    url = push_run(out_dir, PushTarget(**hub), seed)
+    print(f"pushed: {url}")
 
 
 def _filter(args) -> int:

@@ -164,6 +164,19 @@ GenerateConfig = Annotated[
 ]
 
 
+class HubConfig(Strict):
+    """Push the finished run to the Hugging Face Hub (see factory/push.py)."""
+
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+    private: bool = True
+    config_name: str = "default"
+    split: str = Field("train", pattern=r"^\w+$")
+    commit_message: str | None = None
+    # A held-out split named "test", this share of the records, drawn with the pipeline's seed.
+    test_size: float | None = Field(None, gt=0, lt=1)
+    include_rejected: bool = False
+
+
 class OutputConfig(Strict):
     dir: str | None = None
     # dataset/ is always written; these are written beside it (see factory/formats.py).
@@ -173,6 +186,7 @@ class OutputConfig(Strict):
     language: list[str] = Field(default_factory=lambda: ["en"])
     pretty_name: str | None = None
     tags: list[str] = Field(default_factory=list)
+    hub: HubConfig | None = None
 
 
 class PipelineConfig(Strict):

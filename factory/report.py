@@ -90,7 +90,7 @@ def render(info: dict[str, Any], records: list[dict], rejected: list[dict]) -> s
                                  _chart("judge-scores", charts.bars(list(hist), list(hist.values()), "judge scores",
                                                                     charts.COLORS[2]))))
     sections.append(_lengths(records))
-    turns = [sum(m["role"] == "user" for m in r.get("messages", [])) for r in records]
+    turns = [sum(m["role"] == "user" for m in (r.get("messages") or [])) for r in records]
     if any(t > 1 for t in turns):
         counts = collections.Counter(turns)
         xs = list(range(min(counts), max(counts) + 1))
@@ -148,7 +148,7 @@ def _rejections(funnel: dict, rejected: list[dict]) -> str:
     rows = []
     for (stage, reason), n in reasons.most_common(12):
         ex = example[(stage, reason)]
-        text = next((m["content"] for m in ex.get("messages", []) if m.get("role") == "user"), "")
+        text = next((m["content"] for m in (ex.get("messages") or []) if m.get("role") == "user"), "")
         rows.append(f"<tr><td>{escape(stage)}</td><td>{escape(reason)}</td><td class=num>{n:,}</td>"
                     f"<td>{escape(_clip(ex.get('detail', ''), 160))}<div class=quote>{escape(_clip(text, 200))}</div>"
                     "</td></tr>")
@@ -164,7 +164,7 @@ def _rejections(funnel: dict, rejected: list[dict]) -> str:
 def _lengths(records: list[dict]) -> str:
     by_role: dict[str, list[int]] = collections.defaultdict(list)
     for r in records:
-        for m in r.get("messages", []):
+        for m in (r.get("messages") or []):
             if m.get("role") in ("user", "assistant"):
                 by_role[m["role"]].append(len(m.get("content", "")))
     if not by_role:
@@ -217,8 +217,8 @@ def _samples(records: list[dict]) -> str:
         meta = r.get("metadata") or {}
         score = f" · judge {meta['judge_score']:g}" if isinstance(meta.get("judge_score"), (int, float)) else ""
         turns = "".join(f"<div class='msg {escape(m.get('role', ''))}'><b>{escape(m.get('role', ''))}</b>"
-                        f"<p>{escape(m.get('content', ''))}</p></div>" for m in r.get("messages", []))
-        first = next((m["content"] for m in r.get("messages", []) if m.get("role") == "user"), r.get("id", ""))
+                        f"<p>{escape(m.get('content', ''))}</p></div>" for m in (r.get("messages") or []))
+        first = next((m["content"] for m in (r.get("messages") or []) if m.get("role") == "user"), r.get("id", ""))
         items.append(f"<details><summary>{escape(_clip(first, 120))}<small>{escape(str(r.get('id', '')))}{score}"
                      f"</small></summary>{turns}</details>")
     return _section("Sample records", f"The first {min(SAMPLES, len(records))} kept records.", "".join(items))

@@ -1,0 +1,176 @@
+"""Push a finished run to the Hugging Face Hub, in one commit.
+
+What goes up: the kept records as Parquet under `data/` (one file per split; a
+held-out test split by seeded ratio when asked), the dataset card with its `configs`
+pointing at them (so `load_dataset(repo_id)` finds the splits), `run.json`, the
+report, the pipeline file and the templates it used (checked against the hashes the
+run recorded), so anyone can reproduce it; `rejected.jsonl` when asked.
+
+Everything goes in a single commit through `huggingface_hub`: a push that fails
+half-way leaves the repo as it was, and `factory push` can simply run again. (The
+`datasets` library's own `push_to_hub` commits data and card separately.) The token
+comes from HF_TOKEN or the Hub's login cache and is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from factory import constants
+from factory.errors import FactoryError, InputDataError, UserError
+
+RETRIES = 3  # attempts for a push that fails on the network or a server error
+
+
+class PushFailed(FactoryError):
+    """The Hub refused or could not be reached; the local run is intact."""
+
+
+@dataclass
+class PushTarget:
+    repo_id: str
+    private: bool = True
+    config_name: str = "default"
+    split: str = "train"
+    commit_message: str | None = None
+    test_size: float | None = None
+    include_rejected: bool = False
+
+
+def hub_api(token: str):
+    """The Hub client (a function, so tests can hand in a recording stand-in)."""
+    from huggingface_hub import HfApi
+
+    return HfApi(token=token)
+
+
+def find_token() -> str:
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise UserError("no Hugging Face token: set HF_TOKEN, or run `hf auth login`, before pushing")
+    return token
+
+
+def push_run(out_dir: Path, target: PushTarget, seed: int | None = None) -> str:
+    """Push the run in `out_dir`; returns the dataset's URL. Raises PushFailed or UserError."""
+    info = _run_info(out_dir)
+    token = find_token()
+    files = _files(out_dir, info, target, info.get("config", {}).get("seed", 0) if seed is None else seed)
+    # Last line of defence: whatever we send, no key value named in the pipeline goes with it.
+    from factory.secrets import Redactor
+
+    redact = Redactor.for_config(info.get("config", {}))
+    secrets = [s.encode() for s in redact.secrets] + [token.encode()]
+    for path, data in files.items():
+        if any(s in data for s in secrets):
+            raise PushFailed(f"{path} holds a secret value; refusing to push it")
+    api = hub_api(token)
+    message = target.commit_message or f"factory: {info.get('name', 'run')} ({info['funnel']['kept']} records)"
+    _with_retries(lambda: api.create_repo(target.repo_id, repo_type="dataset", private=target.private,
+                                          exist_ok=True), target.repo_id)
+    from huggingface_hub import CommitOperationAdd
+
+    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()]
+    _with_retries(lambda: api.create_commit(target.repo_id, operations, commit_message=message,
+                                            repo_type="dataset"), target.repo_id)
+    return f"https://huggingface.co/datasets/{target.repo_id}"
+
+
+def _run_info(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / "run.json"
+    if not path.is_file() or not (out_dir / "dataset").is_dir():
+        raise InputDataError(f"{out_dir}: not a finished run (needs run.json and dataset/ from `factory run`)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise InputDataError(f"{path}: not valid JSON ({err})") from err
+
+
+def _files(out_dir: Path, info: dict, target: PushTarget, seed: int) -> dict[str, bytes]:
+    from datasets import DatasetDict, load_from_disk
+
+    dataset = load_from_disk(str(out_dir / "dataset"))
+    splits = {target.split: dataset}
+    if target.test_size and len(dataset) >= 2:
+        parts = dataset.train_test_split(test_size=target.test_size, seed=seed)
+        splits = {target.split: parts["train"], "test": parts["test"]}
+    files: dict[str, bytes] = {}
+    for name, part in DatasetDict(splits).items():
+        buffer = io.BytesIO()
+        part.to_parquet(buffer)
+        files[f"data/{name}-00000-of-00001.parquet"] = buffer.getvalue()
+    files["README.md"] = _card(out_dir, target, list(splits)).encode()
+    for name in ("run.json", "report.html") + (("rejected.jsonl",) if target.include_rejected else ()):
+        if (out_dir / name).is_file():
+            files[name] = (out_dir / name).read_bytes()
+    files.update(_reproduction_files(info))
+    return files
+
+
+def _card(out_dir: Path, target: PushTarget, splits: list[str]) -> str:
+    """The run's card, its `configs` pointing at the pushed splits."""
+    text = (out_dir / "README.md").read_text(encoding="utf-8")
+    _, header, body = text.split("---\n", 2) if text.startswith("---\n") else ("", "{}", text)
+    meta = yaml.safe_load(header) or {}
+    meta["configs"] = [{"config_name": target.config_name,
+                        "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits]}]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
+
+
+def _reproduction_files(info: dict) -> dict[str, bytes]:
+    """The pipeline file and each template the run used, when they still hash the same."""
+    files: dict[str, bytes] = {}
+    pipeline_file = Path(info.get("pipeline_file", ""))
+    if not pipeline_file.is_file():
+        return files
+    files[f"factory/{pipeline_file.name}"] = pipeline_file.read_bytes()
+    prompts_dir = info.get("config", {}).get("prompts_dir")
+    base = pipeline_file.parent
+    folders = [base / prompts_dir] if prompts_dir else [base / "prompts", base.parent / "prompts"]
+    folders.append(constants.BUILTIN_PROMPTS_DIR)
+    for template in info.get("templates", []):
+        for folder in folders:
+            path = folder / template["name"]
+            if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == template["sha256"]:
+                files[f"factory/prompts/{template['name']}"] = path.read_bytes()
+                break
+    return files
+
+
+def _with_retries(call, repo_id: str):
+    from huggingface_hub.errors import HfHubHTTPError
+
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return call()
+        except HfHubHTTPError as err:
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            if status in (401, 403):
+                raise PushFailed(f"the Hub refused to write {repo_id} (HTTP {status}): check that the token can "
+                                 "write there (HF_TOKEN or `hf auth login`); the local run is intact") from err
+            if status is not None and status < 500 and status != 429 or attempt == RETRIES:
+                raise PushFailed(f"pushing {repo_id} failed: {_short(err)}; the local run is intact, "
+                                 "run `factory push` again") from err
+        except (OSError, ConnectionError) as err:
+            if attempt == RETRIES:
+                raise PushFailed(f"cannot reach the Hugging Face Hub ({_short(err)}) after {RETRIES} attempts; "
+                                 "the local run is intact, run `factory push` again") from err
+        except Exception as err:  # httpx transport errors and the like: worth another try
+            if type(err).__module__.split(".")[0] not in ("httpx", "httpx2", "httpcore") or attempt == RETRIES:
+                raise PushFailed(f"pushing {repo_id} failed: {_short(err)}; the local run is intact, "
+                                 "run `factory push` again") from err
+        time.sleep(2 ** (attempt - 1))
+
+
+def _short(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200]
