@@ -161,7 +161,7 @@ def _push(args) -> int:
         hub = HubConfig(**settings)
     except ValidationError as err:
         first = err.errors()[0]
-        raise UserError(f"factory push: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise UserError(f"factory push: {'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}") from None
     _push_to(args.output_dir, hub.model_dump(), saved.get("seed", 0))
     return 0
 

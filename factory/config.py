@@ -8,6 +8,7 @@ pipeline can be run from anywhere.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -167,7 +168,7 @@ GenerateConfig = Annotated[
 class HubConfig(Strict):
     """Push the finished run to the Hugging Face Hub (see factory/push.py)."""
 
-    repo_id: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+    repo_id: str
     private: bool = True
     config_name: str = "default"
     split: str = Field("train", pattern=r"^\w+$")
@@ -175,6 +176,13 @@ class HubConfig(Strict):
     # A held-out split named "test", this share of the records, drawn with the pipeline's seed.
     test_size: float | None = Field(None, gt=0, lt=1)
     include_rejected: bool = False
+
+    @field_validator("repo_id")
+    @classmethod
+    def _owner_and_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", value):
+            raise ValueError(f"expected OWNER/NAME, like you/beekeeping-qa, not {value!r}")
+        return value
 
 
 class OutputConfig(Strict):
