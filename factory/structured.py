@@ -20,6 +20,16 @@ SCHEMA_INSTRUCTION = (
 )
 
 
+def strict_object(properties: dict[str, Any]) -> dict[str, Any]:
+    """An object with exactly these properties, all required (what json_schema `strict` wants)."""
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def list_answer(field: str, item: dict[str, Any], lo: int, hi: int) -> dict[str, Any]:
+    """An answer that is one list, `field`, of `lo` to `hi` items."""
+    return strict_object({field: {"type": "array", "items": item, "minItems": lo, "maxItems": hi}})
+
+
 def with_schema_instructions(messages: list[dict[str, str]], schema: dict[str, Any]) -> list[dict[str, str]]:
     """A copy of `messages` whose last user message also states the schema."""
     note = SCHEMA_INSTRUCTION.format(schema=json.dumps(schema, indent=1))

@@ -24,7 +24,7 @@ from factory.errors import BadResponse, TeacherError
 from factory.progress import Progress
 from factory.record import Record
 from factory.session import open_engine
-from factory.structured import JSONNotFound, extract_json
+from factory.structured import JSONNotFound, extract_json, strict_object
 from factory.tasks.base import Asker, Task, request_seed
 from factory.teachers.base import Request
 from factory.templates import Template, TemplateLibrary
@@ -42,15 +42,7 @@ _LABELLED = re.compile(r"\b(?:score|rating)\b\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)(
 
 def score_schema(lo: int, hi: int) -> dict[str, Any]:
     # The rationale first: a model that explains before it scores scores more carefully.
-    return {
-        "type": "object",
-        "properties": {
-            "rationale": {"type": "string"},
-            "score": {"type": "integer", "minimum": lo, "maximum": hi},
-        },
-        "required": ["rationale", "score"],
-        "additionalProperties": False,
-    }
+    return strict_object({"rationale": {"type": "string"}, "score": {"type": "integer", "minimum": lo, "maximum": hi}})
 
 
 class Unscorable(ValueError):

@@ -20,7 +20,7 @@ from factory.errors import BadResponse, TeacherError
 from factory.generate_config import DialogueGenerate
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
-from factory.structured import JSONNotFound, extract_json
+from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.base import RoleAsker, Task, request_seed
 from factory.tasks.guards import Guards, strip_own_label
 from factory.teachers.base import Completion, Request
@@ -72,18 +72,8 @@ def _flat(turns: list[tuple[str, str]]) -> list[dict[str, str]]:
 
 
 def conversation_schema(lo: int, hi: int) -> dict[str, Any]:
-    turn = {
-        "type": "object",
-        "properties": {"user": {"type": "string", "minLength": 1}, "assistant": {"type": "string", "minLength": 1}},
-        "required": ["user", "assistant"],
-        "additionalProperties": False,
-    }
-    return {
-        "type": "object",
-        "properties": {"turns": {"type": "array", "items": turn, "minItems": lo, "maxItems": hi}},
-        "required": ["turns"],
-        "additionalProperties": False,
-    }
+    turn = strict_object({"user": {"type": "string", "minLength": 1}, "assistant": {"type": "string", "minLength": 1}})
+    return list_answer("turns", turn, lo, hi)
 
 
 def parse_conversation(text: str) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from factory.config import Pipeline
 from factory.documents import Document, Skipped, find_documents, read_documents
 from factory.errors import DocumentError
 from factory.seeds import SeedSpace
+from factory.structured import list_answer, strict_object
 from factory.tasks.qa import QATask, pair_items
 from factory.templates import TemplateLibrary
 
@@ -46,13 +47,7 @@ def grounded_schema(k: int, quote: bool) -> dict[str, Any]:
         props["quote"] = {"type": "string"}
     props["answer"] = {"type": "string"}
     props["supported"] = {"type": "boolean"}
-    pair = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-    return {
-        "type": "object",
-        "properties": {"pairs": {"type": "array", "items": pair, "minItems": k, "maxItems": k}},
-        "required": ["pairs"],
-        "additionalProperties": False,
-    }
+    return list_answer("pairs", strict_object(props), k, k)
 
 
 def quote_found(quote: str, source: str) -> bool:

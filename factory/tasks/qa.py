@@ -9,25 +9,14 @@ from factory.config import Pipeline
 from factory.errors import BadResponse, TeacherError
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
-from factory.structured import JSONNotFound, extract_json
+from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.base import Asker, Task, request_seed
 from factory.teachers.base import Request
 from factory.templates import Template, TemplateLibrary
 
 
 def qa_schema(k: int) -> dict[str, Any]:
-    pair = {
-        "type": "object",
-        "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
-        "required": ["question", "answer"],
-        "additionalProperties": False,
-    }
-    return {
-        "type": "object",
-        "properties": {"pairs": {"type": "array", "items": pair, "minItems": k, "maxItems": k}},
-        "required": ["pairs"],
-        "additionalProperties": False,
-    }
+    return list_answer("pairs", strict_object({"question": {"type": "string"}, "answer": {"type": "string"}}), k, k)
 
 
 class Unusable(ValueError):
