@@ -66,7 +66,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "",
         "Every dropped sample is listed with its stage and reason in `rejected.jsonl`.",
         "",
-        *_judge_scores(info, examples),
+        *_judge_scores(info),
         *_usage_and_cost(info),
         "## Format",
         "",
@@ -108,7 +108,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _judge_scores(info: dict, examples: list[dict]) -> list[str]:
+def _judge_scores(info: dict) -> list[str]:
     """The judge's score distribution, when a judge stage ran."""
     for stage in info["funnel"]["stages"]:
         scores = stage.get("scores")

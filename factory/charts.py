@@ -41,8 +41,7 @@ def _y_axis(top_value: float, plot_h: float, height: int) -> list[str]:
     return out
 
 
-def bars(labels: list[str], values: list[float], label: str, color: str = COLORS[0],
-         value_note: str = "") -> str:
+def bars(labels: list[str], values: list[float], label: str, color: str = COLORS[0]) -> str:
     """Vertical bars, one per label."""
     height = H
     plot_w, plot_h = W - LEFT - RIGHT, height - TOP - BOTTOM
@@ -55,28 +54,23 @@ def bars(labels: list[str], values: list[float], label: str, color: str = COLORS
         x = LEFT + i * slot + slot * 0.15
         y = height - BOTTOM - h
         body.append(f'<rect class="mark" x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{max(h, 0.5):.1f}" '
-                    f'fill="{color}"><title>{escape(name)}: {_fmt(v)}{escape(value_note)}</title></rect>')
+                    f'fill="{color}"><title>{escape(name)}: {_fmt(v)}</title></rect>')
         if n <= 24:
             body.append(f'<text x="{x + slot * 0.35:.1f}" y="{height - BOTTOM + 16}" text-anchor="middle" '
                         f'font-size="11" fill="#333">{escape(_short(name, slot))}</text>')
     return _frame(body, label, height)
 
 
-def histogram(values: list[float], label: str, bins: int = 20, color: str = COLORS[0],
-              edges: list[float] | None = None) -> str:
-    """Counts of `values` in even bins (or the given `edges`)."""
+def histogram(values: list[float], label: str, bins: int = 20, color: str = COLORS[0]) -> str:
+    """Counts of `values` in `bins` even bins from the smallest to the largest."""
     if not values:
         return bars([], [], label)
-    if edges is None:
-        lo, hi = min(values), max(values)
-        if lo == hi:
-            hi = lo + 1
-        edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
-    counts = [0] * (len(edges) - 1)
+    lo, hi = min(values), max(values)
+    width = (hi - lo) / bins or 1.0
+    counts = [0] * bins
     for v in values:
-        i = min(len(counts) - 1, max(0, next((k for k in range(len(counts)) if v < edges[k + 1]), len(counts) - 1)))
-        counts[i] += 1
-    names = [f"{_fmt(edges[i])}-{_fmt(edges[i + 1])}" for i in range(len(counts))]
+        counts[min(bins - 1, int((v - lo) / width))] += 1
+    names = [f"{_fmt(lo + width * i)}-{_fmt(lo + width * (i + 1))}" for i in range(bins)]
     return bars(names, counts, label, color)
 
 

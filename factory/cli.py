@@ -135,47 +135,26 @@ def _run(args) -> int:
         if args.dry_run:
             print(f"factory: dry run: not pushed to {hub.repo_id}", file=sys.stderr)
         else:
-            _push_to(result.out_dir, hub.model_dump(), pipeline.config.seed)
+            _push_to(result.out_dir, hub)
     return 0
 
 
 def _push(args) -> int:
-    import json
+    from factory.push import hub_settings
 
-    from factory.errors import InputDataError
-
-    try:
-        saved = json.loads((args.output_dir / "run.json").read_text(encoding="utf-8"))["config"]
-    except (OSError, ValueError, KeyError):
-        raise InputDataError(f"{args.output_dir}: not a finished run (needs run.json from `factory run`)") from None
-    settings = dict(saved.get("output", {}).get("hub") or {})
-    for name in ("repo_id", "private", "test_size", "include_rejected", "commit_message"):
-        if getattr(args, name) is not None:
-            settings[name] = getattr(args, name)
-    if not settings.get("repo_id"):
-        raise UserError("factory push: give --repo-id (the pipeline's output.hub has none)")
-    from factory.config import HubConfig
-    from pydantic import ValidationError
-
-    try:
-        hub = HubConfig(**settings)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise UserError(f"factory push: {'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}") from None
-    _push_to(args.output_dir, hub.model_dump(), saved.get("seed", 0))
+    changes = {name: getattr(args, name) for name in ("repo_id", "private", "test_size", "include_rejected",
+                                                      "commit_message") if getattr(args, name) is not None}
+    _push_to(args.output_dir, hub_settings(args.output_dir, changes))
     return 0
 
 
-def _push_to(out_dir, hub: dict, seed: int) -> None:
-    from factory.push import PushTarget, push_run
+def _push_to(out_dir, hub) -> None:
+    from factory.push import push_run
 
-    url = push_run(out_dir, PushTarget(**hub), seed)
-    print(f"pushed: {url}")
+    print(f"pushed: {push_run(out_dir, hub)}")
 
 
 def _filter(args) -> int:
-    from pathlib import Path
-
     from factory.filtering import filter_dataset
 
     pipeline = _load(args)

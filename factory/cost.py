@@ -49,10 +49,13 @@ class Budget:
         self.reserved -= estimate
 
 
-def cost_summary(budget: Budget, config) -> dict:
-    """For run.json, the card and the report: what the dataset cost, in the teacher's currency."""
+def cost_entry(budget: Budget, config) -> dict:
+    """run.json's `cost` (for the card and the report): what the dataset cost, in the
+    teacher's currency; empty when nothing is priced and nothing was spent."""
     price = config.teacher.price
-    return {"currency": price.currency if price else "USD", "total": round(budget.total, 6),
+    if not (price or config.max_cost or budget.total):
+        return {}
+    return {"cost": {"currency": price.currency if price else "USD", "total": round(budget.total, 6),
             "paid_now": round(budget.spent, 6), "replayed_from_journal": round(budget.replayed, 6),
             "max_cost": config.max_cost,
-            "price_per_million": {"input": price.input, "output": price.output} if price else None}
+            "price_per_million": {"input": price.input, "output": price.output} if price else None}}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from factory.config import Pipeline
-from factory.cost import Budget, cost_summary
+from factory.cost import Budget, cost_entry
 from factory.engine import RunStats
 from factory.formats import check_formats
 from factory.inputs import read_records
@@ -47,7 +47,7 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
         "finished_at": now(),
         "timings": {"filter_and_export_s": time.perf_counter() - began},
         "funnel": {"requested": len(records), "stages": funnel_stages, "kept": kept, "rejected": rejected},
-        **({"cost": cost_summary(budget, cfg)} if budget.total or cfg.max_cost else {}),
+        **cost_entry(budget, cfg),
     }
     write_reports(out_dir, info, examples, redact)
     shutil.rmtree(work, ignore_errors=True)

@@ -18,13 +18,14 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from factory import constants
+from factory.config import HubConfig, describe_validation_error
 from factory.errors import FactoryError, InputDataError, UserError
 
 RETRIES = 3  # attempts for a push that fails on the network or a server error
@@ -32,17 +33,6 @@ RETRIES = 3  # attempts for a push that fails on the network or a server error
 
 class PushFailed(FactoryError):
     """The Hub refused or could not be reached; the local run is intact."""
-
-
-@dataclass
-class PushTarget:
-    repo_id: str
-    private: bool = True
-    config_name: str = "default"
-    split: str = "train"
-    commit_message: str | None = None
-    test_size: float | None = None
-    include_rejected: bool = False
 
 
 def hub_api(token: str):
@@ -61,11 +51,23 @@ def find_token() -> str:
     return token
 
 
-def push_run(out_dir: Path, target: PushTarget, seed: int | None = None) -> str:
+def hub_settings(out_dir: Path, changes: dict[str, Any]) -> HubConfig:
+    """The run's own `output.hub`, with `changes` (from the command line) on top."""
+    saved = _run_info(out_dir).get("config", {})
+    settings = {**(saved.get("output", {}).get("hub") or {}), **changes}
+    if not settings.get("repo_id"):
+        raise UserError("factory push: give --repo-id (the pipeline's output.hub has none)")
+    try:
+        return HubConfig.model_validate(settings)
+    except ValidationError as err:
+        raise UserError(f"factory push: {describe_validation_error(err)}") from None
+
+
+def push_run(out_dir: Path, target: HubConfig) -> str:
     """Push the run in `out_dir`; returns the dataset's URL. Raises PushFailed or UserError."""
     info = _run_info(out_dir)
     token = find_token()
-    files = _files(out_dir, info, target, info.get("config", {}).get("seed", 0) if seed is None else seed)
+    files = _files(out_dir, info, target, info.get("config", {}).get("seed", 0))
     # Last line of defence: whatever we send, no key value named in the pipeline goes with it.
     from factory.secrets import Redactor
 
@@ -96,7 +98,7 @@ def _run_info(out_dir: Path) -> dict[str, Any]:
         raise InputDataError(f"{path}: not valid JSON ({err})") from err
 
 
-def _files(out_dir: Path, info: dict, target: PushTarget, seed: int) -> dict[str, bytes]:
+def _files(out_dir: Path, info: dict, target: HubConfig, seed: int) -> dict[str, bytes]:
     from datasets import DatasetDict, load_from_disk
 
     dataset = load_from_disk(str(out_dir / "dataset"))
@@ -117,7 +119,7 @@ def _files(out_dir: Path, info: dict, target: PushTarget, seed: int) -> dict[str
     return files
 
 
-def _card(out_dir: Path, target: PushTarget, splits: list[str]) -> str:
+def _card(out_dir: Path, target: HubConfig, splits: list[str]) -> str:
     """The run's card, its `configs` pointing at the pushed splits."""
     text = (out_dir / "README.md").read_text(encoding="utf-8")
     _, header, body = text.split("---\n", 2) if text.startswith("---\n") else ("", "{}", text)

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 
 from factory.config import Pipeline
 from factory.constants import JOURNAL_FILE
-from factory.cost import Budget, cost_summary
+from factory.cost import Budget, cost_entry
 from factory.engine import RunStats, run_task, usage
 from factory.files import atomic_write_text
 from factory.progress import Progress
@@ -115,7 +115,7 @@ def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
             "filter_and_export_s": time.perf_counter() - generated_at,
         },
         "usage": usage(stats),
-        **({"cost": cost_summary(budget, cfg)} if budget.total or cfg.max_cost or cfg.teacher.price else {}),
+        **cost_entry(budget, cfg),
         "engine": {**stats.as_dict(), "throttled": concurrency["throttled"], "concurrency": concurrency,
                    "timeline": stats.timeline_points()},
         "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},

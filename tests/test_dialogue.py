@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, assert_user_error, factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
-from tests.test_resume import journaled, wait_for_rows
+from tests.conftest import assert_user_error, factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
+from tests.test_resume import journaled, kill_after
 
 SYSTEM = "You are the support assistant of Orbit Notes."
 
@@ -243,12 +240,8 @@ def test_sigkill_mid_conversation_resumes_at_the_next_turn(tmp_path):
     with loopback_process("--slots", "2", "--latency-median", "0.04") as url:
         path = dialogue_pipeline(tmp_path / "killed", url, generate, filters=[])
         journal = tmp_path / "killed" / "out" / "journal.sqlite"
-        proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # 6 conversations advance together: at 20 of 48 turns each is part-way through.
-        wait_for_rows(journal, 20, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_after(path, journal, 20)
         done = journaled(journal)
         assert 20 <= len(done) < 48
         before = server_stats(url)["received"]

@@ -37,16 +37,21 @@ def wait_for_rows(path, rows: int, proc, limit: float = 60) -> None:
     raise AssertionError("journal never reached the expected size")
 
 
+def kill_after(path, journal, rows: int) -> None:
+    """Run the pipeline at `path` in its own process and SIGKILL it once `rows` requests are journaled."""
+    proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_rows(journal, rows, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
     count = 120
     with loopback_process("--slots", "4", "--latency-median", "0.08", "--latency-sigma", "0.3") as url:
         path = write_pipeline(tmp_path / "killed", url, generate__count=count, generate__pairs_per_request=1)
         journal = tmp_path / "killed" / "out" / "journal.sqlite"
-        proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_rows(journal, 40, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_after(path, journal, 40)
         before = server_stats(url)["received"]
         done_before_kill = journaled(journal)
         assert 40 <= len(done_before_kill) < count

@@ -20,7 +20,12 @@ from factory.teachers.base import Completion, Request, Teacher
 class BatchingTeacher(Teacher):
     max_batch: int = 1
 
-    def __init__(self) -> None:
+    def __init__(self, config, max_batch: int) -> None:
+        self.config = config
+        self.model = config.model
+        self.max_batch = max_batch
+        # Two batches' worth in flight: one generating, one gathering.
+        self.default_concurrency = 2 * max_batch
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self.batch_sizes: collections.Counter[int] = collections.Counter()  # size -> batches run

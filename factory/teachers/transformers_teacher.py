@@ -24,11 +24,7 @@ class TransformersTeacher(BatchingTeacher):
     backend = "transformers"
 
     def __init__(self, config: TeacherConfig):
-        super().__init__()
-        self.config = config
-        self.max_batch = config.batch_size
-        self.model = config.model
-        self.default_concurrency = config.batch_size * 2  # one batch running, one gathering
+        super().__init__(config, config.batch_size)
         self._tok = self._lm = None
         self.device = "cpu"
 

@@ -67,12 +67,7 @@ class VLLMTeacher(BatchingTeacher):
     backend = "vllm"
 
     def __init__(self, config: TeacherConfig):
-        super().__init__()
-        self.config = config
-        self.model = config.model
-        self.max_batch = config.vllm.max_batch
-        # Two batches' worth in flight: one generating, one gathering.
-        self.default_concurrency = 2 * config.vllm.max_batch
+        super().__init__(config, config.vllm.max_batch)
         self._llm = None
         self._vllm = None
 
