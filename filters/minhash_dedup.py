@@ -19,7 +19,7 @@ from filters.base import Stage, record_text
 from filters.minhash_signing import signatures_parallel
 
 
-class _Signature:
+class Signature:
     """What MinHashLSH reads from a MinHash: its hash values and their count."""
 
     __slots__ = ("hashvalues",)
@@ -31,18 +31,41 @@ class _Signature:
         return len(self.hashvalues)
 
 
-def band_keys(sigs: np.ndarray, bands: int, rows: int) -> list[tuple[int, ...]]:
-    """One 64-bit key per band of each signature, the band's number mixed in.
-
-    Two records share a key exactly when datasketch would put them in the same bucket
-    of that band (up to a 2^-64 chance of a false match, which only costs a query).
-    """
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(records, bands) 64-bit keys, the band's number mixed in: two records share a key
+    exactly when they share that band's bucket (up to a 2^-64 chance of a false match)."""
     multipliers = (np.random.default_rng(7).integers(0, 2**62, size=(rows,), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
     banded = sigs[:, : bands * rows].reshape(len(sigs), bands, rows).astype(np.uint64)
     with np.errstate(over="ignore"):
         keys = (banded * multipliers).sum(axis=2, dtype=np.uint64)
-        keys = keys * np.uint64(0x9E3779B97F4A7C15) + np.arange(bands, dtype=np.uint64)
-    return list(map(tuple, keys.tolist()))
+        return keys * np.uint64(0x9E3779B97F4A7C15) + np.arange(bands, dtype=np.uint64)
+
+
+def sharing(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each record and band: whether an earlier record has the same key, and whether a later one does."""
+    flat = keys.ravel()
+    order = np.argsort(flat, kind="stable")  # equal keys stay in record order
+    same = flat[order[1:]] == flat[order[:-1]]
+    earlier = np.zeros(len(flat), dtype=bool)
+    later = np.zeros(len(flat), dtype=bool)
+    earlier[order[1:][same]] = True
+    later[order[:-1][same]] = True
+    return earlier.reshape(keys.shape), later.reshape(keys.shape)
+
+
+def bucket_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(records, bands) of MinHashLSH's own bucket keys: each band's hash values, byte-swapped,
+    as bytes (`MinHashLSH._byteswap`); `.tolist()` gives the bytes objects."""
+    swapped = np.ascontiguousarray(sigs[:, : bands * rows]).byteswap()
+    return swapped.view(np.dtype((np.void, rows * sigs.itemsize)))
+
+
+def _cells(mask: np.ndarray, buckets: np.ndarray):
+    """A function giving, for a record's position, the (band, bucket key) pairs `mask` marks."""
+    rows, bands = np.nonzero(mask)
+    pairs = list(zip(bands.tolist(), buckets[rows, bands].tolist()))
+    bounds = np.searchsorted(rows, np.arange(len(mask) + 1)).tolist()
+    return lambda pos: pairs[bounds[pos]: bounds[pos + 1]]
 
 
 class MinHashDedup(Stage):
@@ -67,38 +90,38 @@ class MinHashDedup(Stage):
                 raise ValueError(f"bands x rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
             return self
 
-    def _decide(self, order, sigs: np.ndarray, lsh, dropped: dict[int, tuple[int, float]], owners: dict) -> None:
+    def _decide(self, order, sigs: np.ndarray, lsh, dropped: dict[int, tuple[int, float]]) -> None:
         """Walk `order`; drop a record when a kept one is at least `threshold` similar.
 
-        `owners` maps each band key of a kept record to the kept records holding it. A
-        record none of whose bands any kept record shares cannot have a candidate, so it
-        skips the index query; and a kept record enters the index only when a later
-        record shares one of its bands, since no query could return it before then.
-        The index (datasketch's MinHashLSH) answers every query that can find anything.
+        The index is datasketch's MinHashLSH, but its insert and query spend Python on
+        every band of every record. Its bucket keys are computed here for all records at
+        once instead, and only the buckets that can matter are touched: a record reads a
+        band's bucket only when an earlier record has the same band, and a kept record
+        goes into a band's bucket only when a later record has the same band. A later
+        record therefore gets exactly the candidates `lsh.query` would give it had every
+        kept record gone in with `lsh.insert`.
         """
         need = int(np.ceil(self.config.threshold * sigs.shape[1] - 1e-9))  # agreeing slots for a drop
         order = np.asarray(order, dtype=np.int64)
-        keys = band_keys(sigs[order], lsh.b, lsh.r)
-        indexed = self._indexed
-        held = owners.keys()
-        for i, record_keys in zip(order.tolist(), keys):
-            if not held.isdisjoint(record_keys):
-                for k in record_keys:
-                    for d in owners.get(k, ()):
-                        if d not in indexed:
-                            lsh.insert(d, _Signature(sigs[d]), check_duplication=False)
-                            indexed.add(d)
-                sig = sigs[i]
-                candidates = lsh.query(_Signature(sig))
-                if candidates:
-                    cand = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
-                    agree = np.count_nonzero(sigs[cand] == sig, axis=1)
-                    best = int(np.argmax(agree))
-                    if agree[best] >= need:
-                        dropped[i] = (int(cand[best]), float(agree[best]) / sigs.shape[1])
-                        continue
-            for k in record_keys:
-                owners.setdefault(k, []).append(i)
+        ordered = sigs[order]
+        earlier, later = sharing(band_keys(ordered, lsh.b, lsh.r))
+        buckets = bucket_keys(ordered, lsh.b, lsh.r)
+        reads, writes = _cells(earlier, buckets), _cells(later, buckets)
+        tables = lsh.hashtables
+        walk = np.flatnonzero(earlier.any(axis=1) | later.any(axis=1))
+        for pos, i in zip(walk.tolist(), order[walk].tolist()):
+            candidates = set()
+            for band, key in reads(pos):
+                candidates.update(tables[band].get(key))
+            if candidates:
+                cand = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+                agree = np.count_nonzero(sigs[cand] == sigs[i], axis=1)
+                best = int(agree.argmax())
+                if agree[best] >= need:
+                    dropped[i] = (int(cand[best]), float(agree[best]) / sigs.shape[1])
+                    continue
+            for band, key in writes(pos):
+                tables[band].insert(key, i)
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         from datasketch import MinHashLSH
@@ -112,19 +135,17 @@ class MinHashDedup(Stage):
         # threshold): a false candidate costs one signature comparison, a missed one a duplicate.
         lsh = MinHashLSH(threshold=c.threshold, num_perm=c.num_perm, weights=(0.05, 0.95),
                          params=(c.bands, c.rows) if c.bands else None)
-        dropped: dict[int, tuple[int, float]] = {}
-        owners: dict[int, list[int]] = {}
-        self._indexed: set[int] = set()
-        scores = [r.metadata.get("judge_score") for r in records] if c.keep == "best_score" else []
-        by_score = any(s is not None for s in scores)
         for start, chunk in signatures_parallel(texts, c.num_perm, c.ngram, c.seed, workers):
             sigs[start: start + len(chunk)] = chunk
-            if not by_score:  # index this chunk while the workers sign the next ones
-                self._decide(range(start, start + len(chunk)), sigs, lsh, dropped, owners)
         del texts
-        if by_score:
+        scores = [r.metadata.get("judge_score") for r in records] if c.keep == "best_score" else []
+        if any(s is not None for s in scores):
             order = sorted(range(len(records)), key=lambda i: -(scores[i] if scores[i] is not None else float("-inf")))
-            self._decide(order, sigs, lsh, dropped, owners)
+        else:
+            order = range(len(records))
+        dropped: dict[int, tuple[int, float]] = {}
+        self._decide(order, sigs, lsh, dropped)
+        self.index = lsh
         for i, record in enumerate(records):
             if i in dropped:
                 kept, similarity = dropped[i]

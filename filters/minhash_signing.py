@@ -1,15 +1,22 @@
-"""MinHash signatures in bulk, with numpy instead of a Python loop per shingle.
+"""MinHash signatures in bulk: one hash per shingle, not one per shingle and permutation.
 
-For a batch of documents at once: fold case (and, for non-ASCII text, punctuation),
-find the words in one scan over the batch's bytes, hash each with a polynomial hash
-computed from prefix sums, combine n consecutive word hashes into shingle hashes, then apply all
-permutations as one matrix operation (multiply-add-shift hashing, 64-bit keys to
-32-bit values) and take the minimum per document with `np.minimum.reduceat`.
-Nothing here loops in Python per word or per shingle.
+For a batch of documents at once: fold case, find the words with a code-point table
+(the same word characters as `normalise`), hash each word from prefix sums, and
+combine n consecutive word hashes into shingle hashes. Nothing loops in Python per
+word or per shingle.
+
+The signature is one-permutation MinHash (Li, Owen and Zhang, 2012): each shingle's
+mixed 64-bit hash picks one of num_perm bins with its high bits and competes for that
+bin's minimum with its low 32 bits. A bin that no shingle fell in borrows the value of
+the first non-empty bin along a probe sequence of its own, fixed by the seed ("optimal
+densification", Shrivastava, 2017). Two documents then agree in a slot with
+probability equal to the Jaccard similarity of their shingle sets, as with num_perm
+independent permutations, for 1/num_perm of the hashing.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
@@ -17,16 +24,28 @@ from typing import Sequence
 import numpy as np
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _B = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
+_B_INV = np.uint64(pow(int(_B), -1, 2**64))
 _C = np.uint64(0x9E3779B97F4A7C15)
-_MASK32 = np.uint64(0xFFFFFFFF)
 _EMPTY = np.uint64(0x5BD1E995)  # the one "shingle" of an empty document
-SIGN_BLOCK = 2048  # shingles per permutation product
+_MASK32 = np.uint64(0xFFFFFFFF)
+_U32_MAX = np.uint32(0xFFFFFFFF)
 
 
 def normalise(text: str) -> str:
     """Lower case, punctuation and underscores to spaces, whitespace collapsed."""
     return " ".join(_NON_WORD.sub(" ", text.lower()).split())
+
+
+@functools.cache
+def _word_characters() -> np.ndarray:
+    """For every code point, whether `normalise` keeps it inside a word (the same regex)."""
+    every = np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
+    table = np.zeros(0x110000, dtype=bool)
+    for run in _WORD.finditer(every):
+        table[run.start(): run.end()] = True
+    return table
 
 
 def _powers(base: np.uint64, n: int) -> np.ndarray:
@@ -39,47 +58,38 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
     return out
 
 
-_B_INV = np.uint64(pow(int(_B), -1, 2**64))
+_power_cache: dict[int, np.ndarray] = {}
 
 
-# Byte classes for the batch scan: ASCII letters and digits (already lower case) are
-# word bytes, bytes >= 128 are too (pieces of non-ASCII word characters, which
-# `normalise` has already separated from any non-word character), 0 ends a document,
-# and everything else separates words.
-_WORD_BYTE = np.zeros(256, dtype=bool)
-_WORD_BYTE[ord("0"): ord("9") + 1] = True
-_WORD_BYTE[ord("a"): ord("z") + 1] = True
-_WORD_BYTE[128:] = True
-
-
-def _lowered(text: str) -> str:
-    # ASCII text needs only lower(): the byte scan treats every other byte as a
-    # separator. Anything else goes through the Unicode-aware regex first.
-    return text.lower() if text.isascii() else normalise(text)
+def _cached_powers(base: np.uint64, n: int) -> np.ndarray:
+    """base**0 .. base**(n-1), kept between batches (each batch needs about as many)."""
+    known = _power_cache.get(int(base))
+    if known is None or len(known) < n:
+        known = _power_cache[int(base)] = _powers(base, max(n, 2 * len(known) if known is not None else n))
+    return known[:n]
 
 
 def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every word of `texts` (as `normalise` splits them), concatenated; and each
-    text's word count. One scan over the batch's bytes; no per-word Python."""
-    joined = "\0".join(_lowered(t).replace("\0", " ") for t in texts).encode("utf-8")
-    data = np.frombuffer(joined, dtype=np.uint8)
-    word = _WORD_BYTE[data]
-    n = len(data)
-    if not word.any():
-        return np.empty(0, dtype=np.uint64), np.zeros(len(texts), dtype=np.int64)
-    edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+    text's word count. One scan over the batch's code points; no per-word Python."""
+    joined = "\0".join(t.replace("\0", " ") for t in texts).lower()
+    points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    word = _word_characters()[points]
+    edges = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
-    doc_of_byte = np.cumsum(data == 0)
-    counts = np.bincount(doc_of_byte[starts], minlength=len(texts)).astype(np.int64)
-    values = data.astype(np.uint64)
+    bounds = np.searchsorted(starts, np.flatnonzero(points == 0))  # words before each separator
+    counts = np.diff(np.concatenate(([0], bounds, [len(starts)]))).astype(np.int64)
+    if not len(starts):
+        return np.empty(0, dtype=np.uint64), counts
+    n = len(points)
     with np.errstate(over="ignore"):
-        # prefix[i] = sum_{j<i} data[j] * B^(i-1-j): the hash of data[:i]
-        scaled = np.cumsum(values * _powers(_B_INV, n), dtype=np.uint64)
-        prefix = np.concatenate(([np.uint64(0)], scaled * _powers(_B, n)))
-        lengths = (ends - starts).astype(np.int64)
-        hashes = prefix[ends] - prefix[starts] * _powers(_B, int(lengths.max()) + 1)[lengths]
-        hashes = (hashes + lengths.astype(np.uint64)) * _C  # length mixed in, bits spread
+        # scaled[i] = sum_{j<i} c_j * B^-j, so a word's polynomial hash
+        # sum_{start<=j<end} c_j * B^(end-1-j) is (scaled[end] - scaled[start]) * B^(end-1).
+        scaled = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum(points * _cached_powers(_B_INV, n), dtype=np.uint64, out=scaled[1:])
+        hashes = (scaled[ends] - scaled[starts]) * _cached_powers(_B, n)[ends - 1]
+        hashes = (hashes + (ends - starts).astype(np.uint64)) * _C  # length mixed in, bits spread
     return hashes, counts
 
 
@@ -115,47 +125,64 @@ def shingle_hashes(words: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.nd
     return out, offsets
 
 
-class Permutations:
-    """num_perm multiply-add-shift hash functions, fixed by a seed."""
+class OnePermutation:
+    """num_perm bins and their probe sequences, fixed by a seed."""
 
     def __init__(self, num_perm: int, seed: int = 1):
         rng = np.random.default_rng(seed)
-        self.a = (rng.integers(0, 2**63, size=(num_perm, 1), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-        self.b = rng.integers(0, 2**63, size=(num_perm, 1), dtype=np.uint64)
         self.num_perm = num_perm
+        self.key = rng.integers(0, 2**63, dtype=np.uint64)
+        # Row i: every other bin, in an order of its own; an empty bin i borrows from the first non-empty one.
+        probes = np.empty((num_perm, max(num_perm - 1, 1)), dtype=np.int64)
+        for i in range(num_perm):
+            order = rng.permutation(num_perm - 1)
+            probes[i, : num_perm - 1] = order + (order >= i)
+        self.probes = probes
+
+    def _mix(self, shingles: np.ndarray) -> np.ndarray:
+        """MurmurHash3's 64-bit finaliser over the seeded shingle hashes: every output bit
+        depends on every input bit, so the high and low halves act as independent hashes."""
+        h = shingles ^ self.key
+        with np.errstate(over="ignore"):
+            h ^= h >> np.uint64(33)
+            h *= np.uint64(0xFF51AFD7ED558CCD)
+            h ^= h >> np.uint64(33)
+            h *= np.uint64(0xC4CEB9FE1A85EC53)
+            h ^= h >> np.uint64(33)
+        return h
 
     def sign(self, shingles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """(docs, num_perm) uint32 signatures."""
-        docs = len(offsets)
-        out = np.empty((docs, self.num_perm), dtype=np.uint32)
-        bounds = np.append(offsets, len(shingles))
-        first = 0
-        # Documents in groups of about SIGN_BLOCK shingles: the (num_perm x shingles)
-        # products then stay in cache instead of streaming through memory three times.
-        while first < docs:
-            last = int(np.searchsorted(bounds, bounds[first] + SIGN_BLOCK, side="right")) - 1
-            last = min(max(last, first + 1), docs)
-            lo, hi = bounds[first], bounds[last]
-            with np.errstate(over="ignore"):
-                values = np.multiply(self.a, shingles[None, lo:hi])
-                np.add(values, self.b, out=values)
-            # The shift to 32 bits is monotonic, so it can follow the minimum: one pass, not two.
-            lowest = np.minimum.reduceat(values, offsets[first:last] - lo, axis=1)
-            out[first:last] = (lowest >> np.uint64(32)).astype(np.uint32).T
-            first = last
-        return out
+        """(docs, num_perm) uint32 signatures; every document has at least one shingle."""
+        docs, k = len(offsets), self.num_perm
+        h = self._mix(shingles)
+        per_doc = np.diff(np.append(offsets, len(shingles)))
+        cell = np.repeat(np.arange(docs, dtype=np.int64) * k, per_doc)
+        cell += ((h >> np.uint64(32)) * np.uint64(k) >> np.uint64(32)).astype(np.int64)  # the bin: high bits
+        out = np.full(docs * k, _U32_MAX, dtype=np.uint32)
+        np.minimum.at(out, cell, (h & _MASK32).astype(np.uint32))  # the value: low bits
+        filled = np.zeros(docs * k, dtype=bool)
+        filled[cell] = True
+        empty = np.flatnonzero(~filled)
+        for step in range(k - 1):
+            if not len(empty):
+                break
+            source = empty - empty % k + self.probes[empty % k, step]
+            found = filled[source]
+            out[empty[found]] = out[source[found]]
+            empty = empty[~found]
+        return out.reshape(docs, k)
 
 
 def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
                batch: int = 256) -> np.ndarray:
     """MinHash signatures of `texts`, shape (len(texts), num_perm), dtype uint32."""
-    perms = Permutations(num_perm, seed)
+    perm = OnePermutation(num_perm, seed)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     for start in range(0, len(texts), batch):
         chunk = texts[start: start + batch]
         words, counts = word_hashes(chunk)
         shingles, offsets = shingle_hashes(words, counts, ngram)
-        out[start: start + len(chunk)] = perms.sign(shingles, offsets)
+        out[start: start + len(chunk)] = perm.sign(shingles, offsets)
     return out
 
 

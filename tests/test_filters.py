@@ -65,6 +65,35 @@ def test_minhash_finds_planted_near_duplicates_and_drops_nothing_unlike():
     assert stage.seen == len(records) and stage.kept + sum(stage.dropped.values()) == len(records)
 
 
+def test_minhash_index_answers_like_datasketch_filled_one_record_at_a_time():
+    """The stage fills MinHashLSH with bucket keys computed in bulk, and only the buckets
+    a later record can reach; datasketch's own query must see what its own inserts give."""
+    from datasketch import MinHashLSH
+
+    from filters.base import record_text
+    from filters.minhash_dedup import Signature
+    from filters.minhash_signing import signatures
+
+    rng = random.Random(3)
+    texts = [" ".join(doc(rng, 40)) for _ in range(150)]
+    for base in range(0, 150, 3):
+        words = texts[base].split()
+        for _ in range(rng.choice([1, 3, 6, 12])):
+            words[rng.randrange(len(words))] = "edit"
+        texts.append(" ".join(words))
+    records = [rec(i, t) for i, t in enumerate(texts)]
+    stage = MinHashDedup()
+    kept = {int(r.id[1:]) for r in stage(records)}
+    assert 150 < len(kept) < len(records)
+
+    sigs = signatures([record_text(r, None) for r in records])
+    reference = MinHashLSH(threshold=0.8, num_perm=128, weights=(0.05, 0.95))
+    for i in sorted(kept):
+        reference.insert(i, Signature(sigs[i]))
+    for j in range(len(records)):
+        ours = {i for i in stage.index.query(Signature(sigs[j])) if i < j}
+        assert ours == {i for i in reference.query(Signature(sigs[j])) if i < j}, j
+
 def test_minhash_keeps_the_best_scored_copy_when_scores_exist():
     text = " ".join(doc(random.Random(1)))
     records = [rec(0, text, judge_score=3), rec(1, text + " end", judge_score=9), rec(2, text, judge_score=5)]
@@ -143,6 +172,39 @@ def test_short_and_empty_documents_get_signatures_of_their_own():
     assert (s[0] == s[2]).all() and (s[3] == s[4]).all() and (s[1] == s[6]).all()
     assert (s[0] == s[1]).mean() < 0.1 and (s[0] == s[5]).mean() < 0.1 and (s[1] == s[5]).mean() < 0.1
 
+
+def test_signatures_see_the_words_normalise_sees_in_any_script():
+    from filters.minhash_signing import signatures, word_hashes
+
+    texts = ["Straße, CAFÉ — naïve_coöperation!", "ΟΔΟΣ και Οδός… İstanbul’da", "東京都 の 天気は？ 晴れ。",
+             "Ünïcode\u00a0spaces\u2003and\ttabs", "emoji 🙂 between words", "a\0b", "", "...", "x"]
+    _, counts = word_hashes(texts)
+    assert counts.tolist() == [len(normalise(t).split()) for t in texts]
+    assert (signatures(texts) == signatures([normalise(t) for t in texts])).all()
+
+
+def test_signature_agreement_estimates_jaccard_without_bias_at_every_length():
+    """One-permutation MinHash: short documents leave most bins empty, so densification
+    fills them; the estimate must still track the exact Jaccard of the shingle sets."""
+    from filters.minhash_signing import signatures
+
+    rng = random.Random(11)
+    pairs = []
+    for length in (12, 40, 90, 600):  # fewer shingles than bins, and many more
+        for edits in (0, 1, 2, 4, 8, 16, 32):
+            for _ in range(6):
+                words = doc(rng, length)
+                copy = list(words)
+                for _ in range(min(edits, length // 2)):
+                    copy[rng.randrange(length)] = "edit" + str(rng.randint(0, 9))
+                pairs.append((" ".join(words), " ".join(copy)))
+    sigs = signatures([t for pair in pairs for t in pair])
+    estimates = (sigs[0::2] == sigs[1::2]).mean(axis=1)
+    exact = [jaccard(a, b) for a, b in pairs]
+    errors = [e - j for e, j in zip(estimates, exact)]
+    assert abs(sum(errors) / len(errors)) < 0.015
+    assert max(map(abs, errors)) < 0.2
+    assert sum(j < 0.5 for j in exact) > 20 and sum(j > 0.85 for j in exact) > 20
 
 LANGUAGE_SAMPLES = [
     ("en", "How do I keep my bees alive through a cold winter?", "Leave them enough honey and reduce the entrance."),
