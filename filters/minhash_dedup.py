@@ -8,6 +8,8 @@ closest kept candidate reaches the threshold, and it names that record.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from typing import Iterable, Iterator, Literal
 
@@ -16,7 +18,7 @@ from pydantic import Field, model_validator
 
 from factory.record import Record
 from filters.base import Stage, record_text
-from filters.minhash_signing import signatures_parallel
+from filters.minhash_signing import start_signing
 
 
 class Signature:
@@ -61,11 +63,26 @@ def bucket_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def _cells(mask: np.ndarray, buckets: np.ndarray):
-    """A function giving, for a record's position, the (band, bucket key) pairs `mask` marks."""
+    """A function giving, for a record's position, the bands `mask` marks and their bucket keys."""
     rows, bands = np.nonzero(mask)
-    pairs = list(zip(bands.tolist(), buckets[rows, bands].tolist()))
+    keys, bands = buckets[rows, bands].tolist(), bands.tolist()
     bounds = np.searchsorted(rows, np.arange(len(mask) + 1)).tolist()
-    return lambda pos: pairs[bounds[pos]: bounds[pos + 1]]
+    return lambda pos: zip(bands[bounds[pos]: bounds[pos + 1]], keys[bounds[pos]: bounds[pos + 1]])
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """The walk allocates a few hundred thousand small objects (bucket sets, candidate
+    sets) that live until the index is dropped; meanwhile the cyclic collector would
+    rescan every object in the process, every record included, several times (a third
+    of the walk's time on T0), and find no cycle to free."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class MinHashDedup(Stage):
@@ -124,19 +141,18 @@ class MinHashDedup(Stage):
                 tables[band].insert(key, i)
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
-        from datasketch import MinHashLSH
-
         c = self.config
         records = list(records)
         texts = [record_text(r, c.roles) for r in records]
         workers = c.workers or min(2, os.cpu_count() or 1)
-        sigs = np.empty((len(records), c.num_perm), dtype=np.uint32)
+        signed = start_signing(texts, c.num_perm, c.ngram, c.seed, workers)
+        from datasketch import MinHashLSH  # its import (scipy) takes half a second: done while the workers sign
+
         # Bands tuned for recall (datasketch's equal weights find only ~40% of pairs AT the
         # threshold): a false candidate costs one signature comparison, a missed one a duplicate.
         lsh = MinHashLSH(threshold=c.threshold, num_perm=c.num_perm, weights=(0.05, 0.95),
                          params=(c.bands, c.rows) if c.bands else None)
-        for start, chunk in signatures_parallel(texts, c.num_perm, c.ngram, c.seed, workers):
-            sigs[start: start + len(chunk)] = chunk
+        sigs = signed()
         del texts
         scores = [r.metadata.get("judge_score") for r in records] if c.keep == "best_score" else []
         if any(s is not None for s in scores):
@@ -144,7 +160,8 @@ class MinHashDedup(Stage):
         else:
             order = range(len(records))
         dropped: dict[int, tuple[int, float]] = {}
-        self._decide(order, sigs, lsh, dropped)
+        with _collector_paused():
+            self._decide(order, sigs, lsh, dropped)
         self.index = lsh
         for i, record in enumerate(records):
             if i in dropped:

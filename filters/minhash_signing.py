@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import re
 from concurrent.futures import ProcessPoolExecutor
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -39,13 +39,17 @@ def normalise(text: str) -> str:
 
 
 @functools.cache
-def _word_characters() -> np.ndarray:
-    """For every code point, whether `normalise` keeps it inside a word (the same regex)."""
-    every = np.arange(0x110000, dtype=np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
-    table = np.zeros(0x110000, dtype=bool)
-    for run in _WORD.finditer(every):
-        table[run.start(): run.end()] = True
-    return table
+def _folding() -> np.ndarray:
+    """For every code point: 0 where `normalise` treats it as a separator (the same regex),
+    otherwise the code point itself, ASCII capitals lowered. The rest of the case folding
+    is str.lower's, which only non-ASCII text needs."""
+    every = np.arange(0x110000, dtype=np.uint32)
+    word = np.zeros(len(every), dtype=bool)
+    for run in _WORD.finditer(every.tobytes().decode("utf-32-le", "surrogatepass")):
+        word[run.start(): run.end()] = True
+    folded = np.where(word, every, 0).astype(np.uint32)
+    folded[ord("A"): ord("Z") + 1] += 32
+    return folded
 
 
 def _powers(base: np.uint64, n: int) -> np.ndarray:
@@ -72,9 +76,10 @@ def _cached_powers(base: np.uint64, n: int) -> np.ndarray:
 def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every word of `texts` (as `normalise` splits them), concatenated; and each
     text's word count. One scan over the batch's code points; no per-word Python."""
-    joined = "\0".join(t.replace("\0", " ") for t in texts).lower()
+    joined = "\0".join(t.replace("\0", " ") if t.isascii() else t.replace("\0", " ").lower() for t in texts)
     points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    word = _word_characters()[points]
+    folded = _folding()[points]
+    word = folded != 0
     edges = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
@@ -87,7 +92,7 @@ def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         # scaled[i] = sum_{j<i} c_j * B^-j, so a word's polynomial hash
         # sum_{start<=j<end} c_j * B^(end-1-j) is (scaled[end] - scaled[start]) * B^(end-1).
         scaled = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(points * _cached_powers(_B_INV, n), dtype=np.uint64, out=scaled[1:])
+        np.cumsum(folded * _cached_powers(_B_INV, n), dtype=np.uint64, out=scaled[1:])
         hashes = (scaled[ends] - scaled[starts]) * _cached_powers(_B, n)[ends - 1]
         hashes = (hashes + (ends - starts).astype(np.uint64)) * _C  # length mixed in, bits spread
     return hashes, counts
@@ -191,14 +196,21 @@ def _sign_chunk(args) -> np.ndarray:
     return signatures(texts, num_perm, ngram, seed)
 
 
-def signatures_parallel(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
-                        workers: int = 2, chunk: int = 4096):
-    """Yield (start, signatures) chunk by chunk, signed in `workers` processes, in order."""
+def start_signing(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
+                  workers: int = 2, chunk: int = 4096) -> Callable[[], np.ndarray]:
+    """Start signing `texts` in `workers` processes and return a function that waits for
+    the signatures, so the caller can do its own setup meanwhile. With one worker, or
+    one chunk of work, the signing happens in this process when the function is called."""
     chunks = [(list(texts[i: i + chunk]), num_perm, ngram, seed) for i in range(0, len(texts), chunk)]
     if workers <= 1 or len(chunks) <= 1:
-        for i, c in enumerate(chunks):
-            yield i * chunk, _sign_chunk(c)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        for i, sig in enumerate(pool.map(_sign_chunk, chunks)):
-            yield i * chunk, sig
+        return lambda: signatures(texts, num_perm, ngram, seed)
+    pool = ProcessPoolExecutor(workers)
+    pending = [pool.submit(_sign_chunk, c) for c in chunks]
+
+    def wait() -> np.ndarray:
+        try:
+            return np.concatenate([p.result() for p in pending])
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    return wait
