@@ -17,7 +17,7 @@ from filters.base import StageContext
 
 
 def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_progress: bool = True) -> RunResult:
-    from filters import build_stages
+    from filters import build_stages, check_fields
 
     began = time.perf_counter()
     started_at = now()
@@ -25,6 +25,7 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
     # input row ends the command with exit 2 and no output folder.
     stages = build_stages(pipeline.config.filters, pipeline)
     records = read_records(input_path)
+    check_fields(stages, records)
     multi_turn = any(sum(m["role"] == "user" for m in r.messages) > 1 for r in records)
     check_formats(pipeline.config.output.formats, multi_turn, f"{input_path}: output.formats")
     redact = Redactor.for_config(pipeline.raw)

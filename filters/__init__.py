@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from factory.config import Pipeline, describe_validation_error
 from factory.errors import ConfigError
-from filters.base import RecordFilter, Stage, StageContext
+from factory.record import Record
+from filters.base import RecordFilter, Stage, StageContext, TextConfig
 
 # type -> "module:Class"; the class has a `Config` pydantic model and takes it in __init__.
 REGISTRY: dict[str, str] = {
@@ -43,9 +44,20 @@ def build_stages(entries: list[dict[str, Any]], pipeline: Pipeline) -> list[Stag
         except ValidationError as err:
             raise ConfigError(f"{label}.{describe_validation_error(err)}") from err
         stage = cls(config)
+        stage.where = label
         stage.prepare(pipeline, label)
         stages.append(stage)
     return stages
 
 
-__all__ = ["REGISTRY", "RecordFilter", "Stage", "StageContext", "build_stages"]
+def check_fields(stages: list[Stage], records: list[Record]) -> None:
+    """Before anything is written: every `fields` entry names metadata that some input
+    record has, or that an earlier stage adds (a judge's score, say)."""
+    supplied: frozenset[str] = frozenset()
+    for stage in stages:
+        if isinstance(stage.config, TextConfig):
+            stage.config.check_fields(records, stage.where, supplied)
+        supplied |= stage.adds_metadata
+
+
+__all__ = ["REGISTRY", "RecordFilter", "Stage", "StageContext", "build_stages", "check_fields"]

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import abc
 import collections
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from pydantic import Field
+
 from factory.config import Pipeline, Strict
 from factory.cost import Budget
+from factory.errors import ConfigError
 from factory.record import Record, Rejection
 
 Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
@@ -35,6 +39,7 @@ class StageContext:
 
 class Stage(abc.ABC):
     name: str = ""
+    adds_metadata: frozenset[str] = frozenset()  # metadata keys this stage writes on the records it keeps
 
     class Config(Strict):
         """A stage's options; subclasses add theirs. Unknown keys are refused."""
@@ -46,6 +51,7 @@ class Stage(abc.ABC):
         self.dropped: collections.Counter[str] = collections.Counter()
         self._reject: Callable[[Rejection], None] = lambda rejection: None
         self.context: StageContext | None = None
+        self.where = ""  # the stage's place in the pipeline file, for messages; set by build_stages
 
     def prepare(self, pipeline: Pipeline, where: str) -> None:
         """Check what can be checked before the run (templates, teacher settings);
@@ -97,13 +103,43 @@ class RecordFilter(Stage):
                 self.drop(record, *verdict[1:])
 
 
-def record_text(record: Record, roles: list[str] | None = None) -> str:
-    """The text a stage compares: the contents of the chosen roles, in order.
+class TextConfig(Stage.Config):
+    """Which text a comparing stage reads (dedup, diversity).
 
-    By default every role but `system`: one system prompt is shared by a whole
-    dataset on purpose, and counting it would make every pair of records look alike.
+    `roles`: the contents of these roles, in order; by default every role but `system`
+    (one system prompt is shared by a whole dataset on purpose, and counting it would
+    make every pair of records look alike). `fields`: metadata values by dotted path
+    (`quote`, `source.document`, `input_columns.title`), after the roles' text. With
+    only `fields` set, only they are compared.
     """
-    return "\n".join(
-        m["content"] for m in record.messages
-        if (m["role"] in roles if roles is not None else m["role"] != "system")
-    )
+
+    roles: list[str] | None = None
+    fields: list[str] | None = Field(None, min_length=1)
+
+    def text(self, record: Record) -> str:
+        roles = self.roles if self.roles is not None or self.fields is None else []
+        parts = [m["content"] for m in record.messages
+                 if (m["role"] in roles if roles is not None else m["role"] != "system")]
+        for path in self.fields or ():
+            value = field_value(record.metadata, path)
+            if value is not None:
+                parts.append(value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False))
+        return "\n".join(parts)
+
+    def check_fields(self, records: list[Record], where: str, supplied: frozenset[str] = frozenset()) -> None:
+        """A field no record has is a typo, not data: say so rather than compare empty
+        text. Fields an earlier stage adds (`supplied`, by first name) are not checked."""
+        for path in self.fields or ():
+            if path.split(".")[0] in supplied:
+                continue
+            if records and all(field_value(r.metadata, path) is None for r in records):
+                raise ConfigError(f"{where}.fields: no record has a metadata field {path!r}")
+
+
+def field_value(metadata: dict[str, Any], path: str) -> Any:
+    value: Any = metadata
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value

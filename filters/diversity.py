@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from factory.constants import EMBEDDING_CACHE_FILE
 from factory.record import Record
-from filters.base import Stage, record_text
+from filters.base import Stage, TextConfig
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PROJECTION_POINTS = 1000  # points of the 2-D kept/dropped map kept for the report
@@ -27,13 +27,12 @@ PROJECTION_POINTS = 1000  # points of the 2-D kept/dropped map kept for the repo
 class Diversity(Stage):
     name = "diversity"
 
-    class Config(Stage.Config):
+    class Config(TextConfig):
         model: str = DEFAULT_EMBEDDING_MODEL
         method: Literal["auto", "threshold", "kcenter"] = "auto"
         # How many to keep: a count, or a fraction of the records that reach this stage.
         budget: int | float | None = Field(None, gt=0)
         threshold: float = Field(0.9, gt=0, le=1)
-        roles: list[str] | None = None
         batch_size: int = Field(64, ge=1)
         device: str | None = None
         cache: bool = True
@@ -66,9 +65,10 @@ class Diversity(Stage):
         records = list(records)
         if not records:
             return
+        c.check_fields(records, self.where)
         cache = EmbeddingCache(self.context.out_dir / EMBEDDING_CACHE_FILE) if c.cache and self.context else None
         try:
-            vectors, self.embedded = embed([record_text(r, c.roles) for r in records], c.model, cache,
+            vectors, self.embedded = embed([c.text(r) for r in records], c.model, cache,
                                            c.device, c.batch_size)
         finally:
             if cache is not None:

@@ -103,6 +103,7 @@ def judge_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str) -> 
 
 class Judge(Stage):
     name = "judge"
+    adds_metadata = frozenset({"judge_score", "judge_rationale", "judge_model", "judge_scores", "judge_error"})
 
     class Config(Stage.Config):
         # A template under prompts/; by default judge/qa.j2 for single-turn records and
@@ -133,10 +134,8 @@ class Judge(Stage):
         self.stats = RunStats()
         self.scores: list[float] = []  # every graded record's score, for the card and report
         self.rubrics: dict[str, Template] = {}
-        self.where = ""
 
     def prepare(self, pipeline: Pipeline, where: str) -> None:
-        self.where = where
         judge_teacher(pipeline, self.config.teacher, where)
         library = TemplateLibrary(pipeline.prompts_dirs())
         names = {kind: self.config.rubric for kind in DEFAULT_RUBRICS} if self.config.rubric else DEFAULT_RUBRICS

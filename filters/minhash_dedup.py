@@ -8,6 +8,7 @@ closest kept candidate reaches the threshold, and it names that record.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import os
@@ -17,7 +18,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from factory.record import Record
-from filters.base import Stage, record_text
+from filters.base import Stage, TextConfig
 from filters.minhash_signing import start_signing
 
 
@@ -87,14 +88,14 @@ def _collector_paused():
 
 class MinHashDedup(Stage):
     name = "minhash_dedup"
+    adds_metadata = frozenset({"near_duplicates"})
 
-    class Config(Stage.Config):
+    class Config(TextConfig):
         threshold: float = Field(0.8, gt=0, le=1)
         num_perm: int = Field(128, ge=16, le=1024)
         ngram: int = Field(5, ge=1, le=32)
         bands: int | None = Field(None, ge=2)
         rows: int | None = Field(None, ge=1)
-        roles: list[str] | None = None
         keep: Literal["first", "best_score"] = "first"
         seed: int = 1
         workers: int | None = Field(None, ge=1)
@@ -143,7 +144,8 @@ class MinHashDedup(Stage):
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         c = self.config
         records = list(records)
-        texts = [record_text(r, c.roles) for r in records]
+        c.check_fields(records, self.where)
+        texts = [c.text(r) for r in records]
         workers = c.workers or min(2, os.cpu_count() or 1)
         signed = start_signing(texts, c.num_perm, c.ngram, c.seed, workers)
         from datasketch import MinHashLSH  # its import (scipy) takes half a second: done while the workers sign
@@ -163,11 +165,14 @@ class MinHashDedup(Stage):
         with _collector_paused():
             self._decide(order, sigs, lsh, dropped)
         self.index = lsh
+        sizes = collections.Counter(kept for kept, _ in dropped.values())
         for i, record in enumerate(records):
             if i in dropped:
                 kept, similarity = dropped[i]
                 self.drop(record, "near_duplicate",
                           f"estimated Jaccard {similarity:.2f} with {records[kept].id}",
-                          duplicate_of=records[kept].id, jaccard=round(similarity, 4))
+                          duplicate_of=records[kept].id, jaccard=round(similarity, 4), cluster_size=sizes[kept] + 1)
             else:
+                if sizes[i]:
+                    record.metadata["near_duplicates"] = sizes[i]  # records dropped in its favour
                 yield record

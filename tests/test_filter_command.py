@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 
 import datasets
@@ -95,6 +96,55 @@ def test_judge_through_filter_and_refiltering_keeps_scores(tmp_path, loopback):
     assert [json.loads(r["metadata"])["judge_score"] for r in again] == [json.loads(r["metadata"])["judge_score"] for r in kept]
     assert loopback.teacher.served == sent
 
+
+
+SOURCED = [
+    {"id": "a", "prompt": "What is a tide?", "completion": "The sea rises.", "source_url": "u1"},
+    {"id": "b", "prompt": "Explain tides.", "completion": "The sea rises and falls.", "source_url": "u1"},
+    {"id": "c", "prompt": "What is a tide?", "completion": "Something else entirely.", "source_url": "u2"},
+    {"id": "d", "prompt": "Why is the sky blue?", "completion": "Scattering.", "source_url": "u1"},
+]
+
+
+@pytest.mark.parametrize("choice,kept", [
+    ({"fields": ["input_columns.source_url"]}, ["a", "c"]),  # only the field: one record per source
+    ({"roles": ["user"]}, ["a", "b", "d"]),  # only the question
+    ({"roles": ["user"], "fields": ["input_columns.source_url"]}, ["a", "b", "c", "d"]),
+])
+def test_dedup_compares_the_chosen_roles_and_fields(tmp_path, choice, kept):
+    source = write_input(tmp_path, "jsonl", SOURCED)
+    for kind in ("exact_dedup", "minhash_dedup"):
+        pipeline = write_pipeline(tmp_path, filters=[{"type": kind, "ngram": 1, **choice} if kind == "minhash_dedup"
+                                                     else {"type": kind, **choice}])
+        out = tmp_path / kind
+        assert main(["filter", str(pipeline), "--input", str(source), "--out", str(out), "--quiet"]) == 0
+        data = read_jsonl(out / "data.jsonl")
+        assert [r["id"] for r in data] == kept, kind
+        rejected = read_jsonl(out / "rejected.jsonl")
+        copies = collections.Counter(r["metadata"]["duplicate_of"] for r in rejected)
+        for r in rejected:  # each drop names its kept record and how large their cluster is
+            assert r["metadata"]["cluster_size"] == 1 + copies[r["metadata"]["duplicate_of"]]
+        count = "exact_duplicates" if kind == "exact_dedup" else "near_duplicates"
+        assert {r["id"]: json.loads(r["metadata"]).get(count, 0) for r in data} == {k: copies[k] for k in kept}
+
+
+def test_a_field_no_record_has_is_one_line_before_anything_is_written(tmp_path, capsys):
+    source = write_input(tmp_path, "jsonl", SOURCED)
+    pipeline = write_pipeline(tmp_path, filters=[{"type": "exact_dedup"},
+                                                 {"type": "minhash_dedup", "fields": ["input_columns.sourceurl"]}])
+    code = main(["filter", str(pipeline), "--input", str(source), "--out", str(tmp_path / "out")])
+    assert_user_error(code, capsys.readouterr().err, ["filters[1].fields", "'input_columns.sourceurl'"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_fields_a_judge_adds_can_be_compared_after_it(tmp_path, loopback):
+    url = loopback(replies=[(r"score-(\d+)", r'{"rationale": "graded", "score": \1}')])
+    rows = [{"prompt": f"Question {i}?", "completion": f"Answer score-{i % 3 + 1} here."} for i in range(9)]
+    source = write_input(tmp_path, "jsonl", rows)
+    pipeline = write_pipeline(tmp_path, url, filters=[{"type": "judge"}, {"type": "exact_dedup", "fields": ["judge_score"]}])
+    assert main(["filter", str(pipeline), "--input", str(source), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    kept = read_jsonl(tmp_path / "out" / "data.jsonl")
+    assert sorted(json.loads(r["metadata"])["judge_score"] for r in kept) == [1, 2, 3]
 
 BAD_INPUTS = [
     ("missing", None, ["input not found"]),

@@ -70,7 +70,7 @@ def test_minhash_index_answers_like_datasketch_filled_one_record_at_a_time():
     a later record can reach; datasketch's own query must see what its own inserts give."""
     from datasketch import MinHashLSH
 
-    from filters.base import record_text
+    from filters.base import TextConfig
     from filters.minhash_dedup import Signature
     from filters.minhash_signing import signatures
 
@@ -86,7 +86,7 @@ def test_minhash_index_answers_like_datasketch_filled_one_record_at_a_time():
     kept = {int(r.id[1:]) for r in stage(records)}
     assert 150 < len(kept) < len(records)
 
-    sigs = signatures([record_text(r, None) for r in records])
+    sigs = signatures([TextConfig().text(r) for r in records])
     reference = MinHashLSH(threshold=0.8, num_perm=128, weights=(0.05, 0.95))
     for i in sorted(kept):
         reference.insert(i, Signature(sigs[i]))
