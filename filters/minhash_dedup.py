@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from factory.record import Record
 from filters.base import Stage, TextConfig
-from filters.minhash_signing import start_signing
+from filters.minhash_signing import signing
 
 
 class Signature:
@@ -89,6 +89,7 @@ def _collector_paused():
 class MinHashDedup(Stage):
     name = "minhash_dedup"
     adds_metadata = frozenset({"near_duplicates"})
+    index = None  # the MinHashLSH of the last run, for inspection
 
     class Config(TextConfig):
         threshold: float = Field(0.8, gt=0, le=1)
@@ -147,14 +148,14 @@ class MinHashDedup(Stage):
         c.check_fields(records, self.where)
         texts = [c.text(r) for r in records]
         workers = c.workers or min(2, os.cpu_count() or 1)
-        signed = start_signing(texts, c.num_perm, c.ngram, c.seed, workers)
-        from datasketch import MinHashLSH  # its import (scipy) takes half a second: done while the workers sign
+        with signing(texts, c.num_perm, c.ngram, c.seed, workers) as signed:
+            from datasketch import MinHashLSH  # its import (scipy) takes half a second: done while the workers sign
 
-        # Bands tuned for recall (datasketch's equal weights find only ~40% of pairs AT the
-        # threshold): a false candidate costs one signature comparison, a missed one a duplicate.
-        lsh = MinHashLSH(threshold=c.threshold, num_perm=c.num_perm, weights=(0.05, 0.95),
-                         params=(c.bands, c.rows) if c.bands else None)
-        sigs = signed()
+            # Bands tuned for recall (datasketch's equal weights find only ~40% of pairs AT the
+            # threshold): a false candidate costs one signature comparison, a missed one a duplicate.
+            lsh = MinHashLSH(threshold=c.threshold, num_perm=c.num_perm, weights=(0.05, 0.95),
+                             params=(c.bands, c.rows) if c.bands else None)
+            sigs = signed()
         del texts
         scores = [r.metadata.get("judge_score") for r in records] if c.keep == "best_score" else []
         if any(s is not None for s in scores):

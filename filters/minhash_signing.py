@@ -16,10 +16,11 @@ independent permutations, for 1/num_perm of the hashing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def shingle_hashes(words: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.nd
     sh = np.zeros(total, dtype=np.uint64)
     with np.errstate(over="ignore"):
         mult = np.uint64(1)
-        for j in range(n):
+        for j in range(min(n, total)):  # (a batch may hold fewer than n words in all)
             sh[: total - j] += words[j:] * mult
             mult = mult * _C
     valid = np.arange(total) + n <= doc_end  # only documents of n words or more have these
@@ -178,16 +179,29 @@ class OnePermutation:
         return out.reshape(docs, k)
 
 
+def _batches(texts: Sequence[str], docs: int, chars: int):
+    """Consecutive slices of `texts` with at most `docs` documents and, past the first
+    document, `chars` characters: batch arrays (and the cached powers) stay small
+    whatever the documents' lengths."""
+    start = 0
+    while start < len(texts):
+        end, size = start + 1, len(texts[start])
+        while end < len(texts) and end - start < docs and size + len(texts[end]) <= chars:
+            size += len(texts[end])
+            end += 1
+        yield start, end
+        start = end
+
+
 def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
-               batch: int = 256) -> np.ndarray:
+               batch: int = 256, batch_chars: int = 1 << 20) -> np.ndarray:
     """MinHash signatures of `texts`, shape (len(texts), num_perm), dtype uint32."""
     perm = OnePermutation(num_perm, seed)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    for start in range(0, len(texts), batch):
-        chunk = texts[start: start + batch]
-        words, counts = word_hashes(chunk)
+    for start, end in _batches(texts, batch, batch_chars):
+        words, counts = word_hashes(texts[start:end])
         shingles, offsets = shingle_hashes(words, counts, ngram)
-        out[start: start + len(chunk)] = perm.sign(shingles, offsets)
+        out[start:end] = perm.sign(shingles, offsets)
     return out
 
 
@@ -196,21 +210,21 @@ def _sign_chunk(args) -> np.ndarray:
     return signatures(texts, num_perm, ngram, seed)
 
 
-def start_signing(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
-                  workers: int = 2, chunk: int = 4096) -> Callable[[], np.ndarray]:
-    """Start signing `texts` in `workers` processes and return a function that waits for
-    the signatures, so the caller can do its own setup meanwhile. With one worker, or
-    one chunk of work, the signing happens in this process when the function is called."""
+@contextlib.contextmanager
+def signing(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
+            workers: int = 2, chunk: int = 4096) -> Iterator[Callable[[], np.ndarray]]:
+    """Start signing `texts` in `workers` processes and give a function that waits for
+    the signatures, so the caller can do its own setup meanwhile; leaving the block
+    stops the workers. With one worker, or one chunk of work, the signing happens in
+    this process when the function is called."""
     chunks = [(list(texts[i: i + chunk]), num_perm, ngram, seed) for i in range(0, len(texts), chunk)]
     if workers <= 1 or len(chunks) <= 1:
-        return lambda: signatures(texts, num_perm, ngram, seed)
-    pool = ProcessPoolExecutor(workers)
-    pending = [pool.submit(_sign_chunk, c) for c in chunks]
-
-    def wait() -> np.ndarray:
+        yield lambda: signatures(texts, num_perm, ngram, seed)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        pending = [pool.submit(_sign_chunk, c) for c in chunks]
         try:
-            return np.concatenate([p.result() for p in pending])
+            yield lambda: np.concatenate([p.result() for p in pending])
         finally:
-            pool.shutdown(cancel_futures=True)
-
-    return wait
+            for p in pending:
+                p.cancel()

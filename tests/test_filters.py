@@ -171,6 +171,9 @@ def test_short_and_empty_documents_get_signatures_of_their_own():
     s = signatures(["a b", "", "a b", "one two three four five six", "One, two three four five six!", "x y z", ""])
     assert (s[0] == s[2]).all() and (s[3] == s[4]).all() and (s[1] == s[6]).all()
     assert (s[0] == s[1]).mean() < 0.1 and (s[0] == s[5]).mean() < 0.1 and (s[1] == s[5]).mean() < 0.1
+    # A dataset with fewer words in all than a shingle has.
+    tiny = [Record(f"t{i}", [{"role": "user", "content": text}]) for i, text in enumerate(["hi", "yo", "Hi!"])]
+    assert [r.id for r in MinHashDedup()(tiny)] == ["t0", "t1"]
 
 
 def test_signatures_see_the_words_normalise_sees_in_any_script():
@@ -182,6 +185,16 @@ def test_signatures_see_the_words_normalise_sees_in_any_script():
     assert counts.tolist() == [len(normalise(t).split()) for t in texts]
     assert (signatures(texts) == signatures([normalise(t) for t in texts])).all()
 
+
+
+def test_signatures_do_not_depend_on_how_documents_are_batched():
+    from filters.minhash_signing import signatures
+
+    rng = random.Random(5)
+    texts = [" ".join(doc(rng, rng.choice([0, 3, 30, 400]))) for _ in range(60)]
+    alone = signatures(texts, batch=1)
+    assert (signatures(texts) == alone).all()
+    assert (signatures(texts, batch=7, batch_chars=2000) == alone).all()  # some documents exceed the budget alone
 
 def test_signature_agreement_estimates_jaccard_without_bias_at_every_length():
     """One-permutation MinHash: short documents leave most bins empty, so densification
