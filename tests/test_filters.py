@@ -94,6 +94,7 @@ def test_minhash_index_answers_like_datasketch_filled_one_record_at_a_time():
         ours = {i for i in stage.index.query(Signature(sigs[j])) if i < j}
         assert ours == {i for i in reference.query(Signature(sigs[j])) if i < j}, j
 
+
 def test_minhash_keeps_the_best_scored_copy_when_scores_exist():
     text = " ".join(doc(random.Random(1)))
     records = [rec(0, text, judge_score=3), rec(1, text + " end", judge_score=9), rec(2, text, judge_score=5)]
@@ -186,7 +187,6 @@ def test_signatures_see_the_words_normalise_sees_in_any_script():
     assert (signatures(texts) == signatures([normalise(t) for t in texts])).all()
 
 
-
 def test_signatures_do_not_depend_on_how_documents_are_batched():
     from filters.minhash_signing import signatures
 
@@ -195,6 +195,7 @@ def test_signatures_do_not_depend_on_how_documents_are_batched():
     alone = signatures(texts, batch=1)
     assert (signatures(texts) == alone).all()
     assert (signatures(texts, batch=7, batch_chars=2000) == alone).all()  # some documents exceed the budget alone
+
 
 def test_signature_agreement_estimates_jaccard_without_bias_at_every_length():
     """One-permutation MinHash: short documents leave most bins empty, so densification
@@ -218,6 +219,7 @@ def test_signature_agreement_estimates_jaccard_without_bias_at_every_length():
     assert abs(sum(errors) / len(errors)) < 0.015
     assert max(map(abs, errors)) < 0.2
     assert sum(j < 0.5 for j in exact) > 20 and sum(j > 0.85 for j in exact) > 20
+
 
 LANGUAGE_SAMPLES = [
     ("en", "How do I keep my bees alive through a cold winter?", "Leave them enough honey and reduce the entrance."),
