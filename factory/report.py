@@ -145,15 +145,14 @@ def _rejections(funnel: dict, rejected: list[dict]) -> str:
     example = {}
     for r in rejected:
         example.setdefault((r.get("stage", "?"), r.get("reason", "?")), r)
-    rows = []
-    for (stage, reason), n in reasons.most_common(12):
+    rows, top = [], reasons.most_common(12)
+    for (stage, reason), n in top:
         ex = example[(stage, reason)]
         text = next((m["content"] for m in (ex.get("messages") or []) if m.get("role") == "user"), "")
         rows.append(f"<tr><td>{escape(stage)}</td><td>{escape(reason)}</td><td class=num>{n:,}</td>"
                     f"<td>{escape(_clip(ex.get('detail', ''), 160))}<div class=quote>{escape(_clip(text, 200))}</div>"
                     "</td></tr>")
-    names = [f"{s}: {r}" for (s, r), _ in reasons.most_common(12)]
-    chart = _chart("rejections", charts.bars(names, [n for _, n in reasons.most_common(12)], "rejections",
+    chart = _chart("rejections", charts.bars([f"{s}: {r}" for (s, r), _ in top], [n for _, n in top], "rejections",
                                              charts.COLORS[1]))
     table = ("<table><tr><th>stage</th><th>reason</th><th>count</th><th>an example</th></tr>"
              + "".join(rows) + "</table>")

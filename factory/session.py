@@ -37,7 +37,7 @@ async def open_engine(config: TeacherConfig, journal_path: Path, stats: RunStats
     single_http = config.backend == "openai" and not isinstance(config.base_url, list)
     limiter = RateLimiter(config.rpm, config.tpm, learn=single_http, probe=single_http and bool(config.api_key_env))
 
-    def on_response(status: int, headers, base_url: str | None) -> None:
+    def on_response(status: int, headers) -> None:
         if status == 429:
             window.on_throttle()
         limiter.observe(headers)

@@ -9,7 +9,7 @@ from factory.teachers.base import Completion, Request, Teacher
 
 
 def make_teacher(config: TeacherConfig, on_response: Callable[..., None] | None = None) -> Teacher:
-    """`on_response(status, headers, base_url)` sees every HTTP response (HTTP backends)."""
+    """`on_response(status, headers)` sees every HTTP response (HTTP backends)."""
     if config.backend == "openai" and isinstance(config.base_url, list):
         from factory.teachers.pool import EndpointPool
 

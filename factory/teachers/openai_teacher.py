@@ -55,7 +55,7 @@ class OpenAITeacher(Teacher):
 
         async def observe(response) -> None:
             if self.on_response is not None:
-                self.on_response(response.status_code, response.headers, self.base_url)
+                self.on_response(response.status_code, response.headers)
 
         window = self.config.max_concurrency or self.default_concurrency
         http_client = openai.DefaultAioHttpClient(

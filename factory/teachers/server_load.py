@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,8 +110,6 @@ class LoadWatcher:
         self.failed_polls = 0
         self.most_waiting = 0.0
         self.smallest = self.largest = window.size
-        # (seconds since the first poll, running, waiting, window) per reading.
-        self.trace: list[tuple[float, float, float, int]] = []
         self._session = None
 
     async def detect(self) -> bool:
@@ -149,7 +146,6 @@ class LoadWatcher:
         window = self.window
         window.steered_by = f"{self.kind} /metrics"
         failures = 0
-        began = 0.0
         while True:
             await asyncio.sleep(constants.SERVER_METRICS_POLL_S)
             load = await self._read()
@@ -167,9 +163,6 @@ class LoadWatcher:
             self.most_waiting = max(self.most_waiting, load.waiting)
             size = next_window(window.size, window.in_flight, load, window.floor, window.ceiling)
             window.resize(size)
-            now = time.monotonic()
-            began = began or now
-            self.trace.append((round(now - began, 3), load.running, load.waiting, size))
             self.smallest, self.largest = min(self.smallest, size), max(self.largest, size)
 
     def describe(self) -> dict[str, Any]:
