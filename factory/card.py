@@ -126,8 +126,9 @@ def _usage_and_cost(info: dict) -> list[str]:
     if not usage:
         return []
     lines = ["## Tokens and cost", "",
-             f"Generation: {usage['requests']:,} requests ({usage['replayed_from_journal']:,} more replayed from the "
-             f"journal), {usage['prompt_tokens']:,} prompt and {usage['completion_tokens']:,} completion tokens."]
+             f"The whole run, every teacher: {usage['requests']:,} requests paid"
+             f"{_over_invocations(info)}, {usage['prompt_tokens']:,} prompt and "
+             f"{usage['completion_tokens']:,} completion tokens."]
     for stage in info["funnel"]["stages"]:
         if stage.get("usage"):
             u = stage["usage"]
@@ -141,6 +142,11 @@ def _usage_and_cost(info: dict) -> list[str]:
                      " tokens" if price else "")
                   + (f" (cap: {cost['max_cost']:g})" if cost.get("max_cost") else "") + "."]
     return [*lines, ""]
+
+
+def _over_invocations(info: dict) -> str:
+    runs = len(info.get("invocations") or [])
+    return f" over {runs} invocations (a resumed run)" if runs > 1 else ""
 
 
 def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:

@@ -5,6 +5,8 @@ them) and a <title>, which browsers show as a tooltip."""
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Mapping
 from html import escape
 
 W, H = 640, 260
@@ -63,15 +65,20 @@ def bars(labels: list[str], values: list[float], label: str, color: str = COLORS
 
 def histogram(values: list[float], label: str, bins: int = 20, color: str = COLORS[0]) -> str:
     """Counts of `values` in `bins` even bins from the smallest to the largest."""
-    if not values:
+    return histogram_of_counts(Counter(values), label, bins, color)
+
+
+def histogram_of_counts(counts: Mapping[float, int], label: str, bins: int = 20, color: str = COLORS[0]) -> str:
+    """`histogram` of values given as {value: how many}, so a caller can stream its values."""
+    if not counts:
         return bars([], [], label)
-    lo, hi = min(values), max(values)
+    lo, hi = min(counts), max(counts)
     width = (hi - lo) / bins or 1.0
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, int((v - lo) / width))] += 1
+    totals = [0] * bins
+    for v, n in counts.items():
+        totals[min(bins - 1, int((v - lo) / width))] += n
     names = [f"{_fmt(lo + width * i)}-{_fmt(lo + width * (i + 1))}" for i in range(bins)]
-    return bars(names, counts, label, color)
+    return bars(names, totals, label, color)
 
 
 def lines(series: dict[str, list[tuple[float, float]]], label: str, x_label: str = "") -> str:

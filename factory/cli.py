@@ -1,6 +1,8 @@
-"""The `factory` command: run, validate, filter, report, push, loopback.
+"""The `factory` command: run, validate, filter, report, push, salvage, loopback.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, template, seed file).
+Exit codes: 0 complete; 1 runtime failure, or nothing kept; 2 bad input (config,
+template, seed file, an output folder in use); 3 incomplete (the teacher became
+unreachable: rerun to finish); 130 / 143 stopped by SIGINT / SIGTERM after draining.
 A user's mistake is one line on stderr, never a traceback.
 """
 
@@ -25,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="use the built-in loopback teacher: see the whole flow and output for free")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    _grace_option(run)
     _format_option(run)
 
     validate = sub.add_parser("validate", help="check config, templates and seeds; render examples; send nothing")
@@ -39,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     filt.add_argument("--out", metavar="DIR", help="output folder (default: outputs/<pipeline name>-filtered/)")
     filt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     filt.add_argument("--quiet", action="store_true", help="no progress display")
+    _grace_option(filt)
     _format_option(filt)
 
     push = sub.add_parser("push", help="push a finished run to the Hugging Face Hub (token: HF_TOKEN or hf auth login)")
@@ -50,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--test-size", type=float, help="hold out this share as a test split (seeded)")
     push.add_argument("--include-rejected", action="store_true", default=None, help="push rejected.jsonl too")
     push.add_argument("--commit-message")
+    salvage = sub.add_parser("salvage", help="recover every intact answer from a damaged run store")
+    salvage.add_argument("output_dir", type=Path)
     report = sub.add_parser("report", help="rebuild OUTPUT_DIR/report.html from a finished run's files")
     report.add_argument("output_dir", type=Path)
     loop = sub.add_parser("loopback", help="serve the OpenAI-compatible loopback teacher (tests, benchmarks)")
@@ -67,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("--no-metrics", dest="metrics", action="store_false",
                       help="serve no /metrics page (a server that is not vLLM)")
     return parser
+
+
+def _grace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                        help="after Ctrl-C or SIGTERM, how long requests in flight may take to land (default 30)")
 
 
 def _format_option(parser: argparse.ArgumentParser) -> None:
@@ -87,19 +98,32 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from factory.stopping import Stopped, StopNow
+
     args = _parser().parse_args(argv)
     try:
         return {"run": _run, "validate": _validate, "filter": _filter, "report": _report, "push": _push,
-                "loopback": _loopback}[args.command](args)
+                "salvage": _salvage, "loopback": _loopback}[args.command](args)
+    except Stopped as err:
+        print(f"factory: {err}", file=sys.stderr)
+        return err.exit_code
     except UserError as err:
         print(f"factory: error: {err}", file=sys.stderr)
         return 2
     except FactoryError as err:
         print(f"factory: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("factory: interrupted; completed requests are journaled: rerun the same command to resume",
-              file=sys.stderr)
+    except OSError as err:
+        from factory.store import is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        print(f"factory: error: {err.filename or 'a file'}: the disk is full ({err.strerror}); free some space "
+              f"and rerun the same command: everything stored so far is kept", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, StopNow):
+        # Outside a run (validate, push, report): nothing to drain.
+        print("factory: interrupted", file=sys.stderr)
         return 130
 
 
@@ -118,6 +142,7 @@ def _run(args) -> int:
         from factory.push import find_token
 
         find_token()  # no token: say so now, before anything is spent
+    options = {"show_progress": not args.quiet, **({"grace": args.grace} if args.grace is not None else {})}
     if args.dry_run:
         from factory.loopback import LoopbackOptions, serve_in_thread
 
@@ -127,16 +152,29 @@ def _run(args) -> int:
             pipeline.config.teacher.base_url = url
             pipeline.dry_run = True
             print(f"factory: dry run against the loopback teacher at {url}", file=sys.stderr)
-            result = run_pipeline(prepared, out, show_progress=not args.quiet)
+            result = run_pipeline(prepared, out, **options)
     else:
-        result = run_pipeline(prepared, out, show_progress=not args.quiet)
+        result = run_pipeline(prepared, out, **options)
     _summary(result)
+    if not result.kept:
+        return _nothing_kept(result)
     if hub is not None:
         if args.dry_run:
             print(f"factory: dry run: not pushed to {hub.repo_id}", file=sys.stderr)
         else:
             _push_to(result.out_dir, hub)
     return 0
+
+
+def _nothing_kept(result) -> int:
+    reasons: dict[str, int] = {}
+    for stage in result.funnel["stages"]:
+        for reason, count in stage["dropped"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    top = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]) or "none"
+    print(f"factory: error: kept 0 of {result.requested} samples (top rejection reasons: {top}); "
+          f"see {result.out_dir}/rejected.jsonl", file=sys.stderr)
+    return 1
 
 
 def _push(args) -> int:
@@ -161,8 +199,18 @@ def _filter(args) -> int:
     out = Path(args.out) if args.out else pipeline.output_dir()
     if not args.out:
         out = out.with_name(out.name + "-filtered")  # never over a generated dataset
-    result = filter_dataset(pipeline, Path(args.input), out, show_progress=not args.quiet)
+    options = {"show_progress": not args.quiet, **({"grace": args.grace} if args.grace is not None else {})}
+    result = filter_dataset(pipeline, Path(args.input), out, **options)
     _summary(result, what="input rows", generated=False)
+    if not result.kept:
+        return _nothing_kept(result)
+    return 0
+
+
+def _salvage(args) -> int:
+    from factory.salvage import salvage
+
+    print(salvage(args.output_dir))
     return 0
 
 
@@ -173,8 +221,10 @@ def _summary(result, what: str = "requested samples", generated: bool = True) ->
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(stage["dropped"].items())) or "none dropped"
         print(f"  {stage['stage']:<14} {stage['seen']:>7} in  {stage['kept']:>7} kept  ({dropped})")
     if generated:
-        print(f"requests: {s.sent} sent, {s.replayed} replayed from the journal; "
-              f"tokens: {s.prompt_tokens:,} prompt + {s.completion_tokens:,} completion")
+        u = result.usage
+        print(f"requests: {s.sent} sent now, {s.replayed} replayed from the run store "
+              f"({u.get('requests', s.sent)} paid in all); tokens: {u.get('prompt_tokens', 0):,} prompt + "
+              f"{u.get('completion_tokens', 0):,} completion")
     for stage in result.funnel["stages"]:
         if "usage" in stage:
             u = stage["usage"]

@@ -75,8 +75,13 @@ class TeacherConfig(Strict):
     # The *name* of the environment variable holding the key, never the key itself.
     api_key_env: str | None = None
     max_concurrency: int | None = Field(None, gt=0)
-    timeout: float = Field(constants.DEFAULT_TIMEOUT_S, gt=0)
+    # Seconds one attempt may take, sending to last byte; null: derived from
+    # sampling.max_tokens (teachers/bounds.py request_timeout).
+    timeout: float | None = Field(None, gt=0)
     max_retries: int = Field(constants.DEFAULT_TRANSPORT_RETRIES, ge=0)
+    # Seconds of every attempt failing (unreachable, 5xx, 429, stalls) before the run
+    # stops as incomplete (exit 3); a rerun finishes it.
+    outage_timeout: float = Field(constants.OUTAGE_TIMEOUT_S, gt=0)
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
     # Size the in-flight window from the server's Prometheus /metrics (vLLM, SGLang)

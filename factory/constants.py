@@ -28,7 +28,6 @@ LOCAL_MAX_BATCH = 16
 PROGRESS_LOG_INTERVAL_S = 5.0
 
 OUTPUTS_DIR = "outputs"
-JOURNAL_FILE = "journal.sqlite"
 # Embeddings of record texts, kept beside the journal so reruns do not re-embed.
 EMBEDDING_CACHE_FILE = "embeddings.sqlite"
 # The templates shipped with factory (judge rubrics, task defaults): searched after the
@@ -63,3 +62,41 @@ PROVIDER_RATE_MARGIN = 0.97
 SERVER_METRICS_FIRST_WINDOW = 64
 SERVER_RUNNING_ALL = 0.9
 SERVER_METRICS_MAX_CONCURRENCY = 4096
+
+# How long one attempt at a request may take, from sending it to the last byte of the
+# answer, when teacher.timeout is not set: STALL_BASE_S for what precedes decoding
+# (connecting, a wait in the server's queue, prefill of a long prompt), plus max_tokens
+# at MIN_DECODE_TOKENS_PER_S, a slow decode for a loaded server. max_tokens 1024 gives
+# 60 + 1024/10 = 162 s, 256 gives 86 s. A server that accepts a request and then says
+# nothing (a stall) is given up on after that, and the openai client retries it.
+# Slower servers (a CPU, a long queue) set teacher.timeout.
+STALL_BASE_S = 60.0
+MIN_DECODE_TOKENS_PER_S = 10.0
+CONNECT_TIMEOUT_S = 10.0
+# The most an answer may be before it is rejected as `oversized` (a server that ignores
+# max_tokens): reading stops at max(OVERSIZE_MIN_BYTES, max_tokens * OVERSIZE_BYTES_PER_TOKEN)
+# bytes of body. A token is about 4 bytes of text and rarely over 8 once JSON-escaped,
+# so 32 is far beyond any honest answer; the minimum leaves room for the envelope and
+# for small max_tokens. Usage over OVERSIZE_TOKEN_FACTOR * max_tokens completion tokens
+# (and at least OVERSIZE_MIN_TOKENS: a normal answer from a server that ignores a small
+# max_tokens harms nothing) is oversized too.
+OVERSIZE_MIN_BYTES = 1024 * 1024
+OVERSIZE_BYTES_PER_TOKEN = 32
+OVERSIZE_TOKEN_FACTOR = 8
+OVERSIZE_MIN_TOKENS = 4096
+# File descriptors kept out of the in-flight window's reach (one socket per request in
+# flight): the run store, logs, the embedding model's files, a launched server's pipes.
+FD_RESERVE = 256
+
+# The run store: writes made within this many seconds share one durable commit.
+STORE_GROUP_COMMIT_S = 0.02
+# A teacher that has answered nothing for this long (every attempt failing) stops the
+# run as incomplete (teacher.outage_timeout); the user is told once it has been down
+# for OUTAGE_ANNOUNCE_S. Between attempts at one request the pause doubles from the
+# first to the most.
+OUTAGE_TIMEOUT_S = 120.0
+OUTAGE_ANNOUNCE_S = 10.0
+RETRY_FIRST_PAUSE_S = 0.5
+RETRY_MAX_PAUSE_S = 10.0
+# After the first SIGINT/SIGTERM, requests in flight get this long to land.
+DRAIN_GRACE_S = 30.0

@@ -5,9 +5,9 @@ judge or a dialogue role may have its own). One `Budget` is shared by every engi
 a run: generation, the roles, the judge. Before a request is sent its cost is
 estimated at the worst case (the prompt, and every token `max_tokens` allows) and
 reserved; when that would go over `max_cost`, no new request starts, the ones in
-flight finish and are journaled, and the run stops with BudgetReached. Requests
-replayed from the journal count as spent: they were paid for once, and `max_cost`
-caps what the dataset costs, not one invocation.
+flight finish and are stored, and the run stops with BudgetReached. Requests
+paid by an earlier invocation of the run count as spent: they were paid for once, and
+`max_cost` caps what the dataset costs, not one invocation.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from factory.errors import FactoryError
 
 
 class BudgetReached(FactoryError):
-    """The next request could take the run over max_cost; what completed is journaled."""
+    """The next request could take the run over max_cost; what completed is stored."""
 
 
 def request_cost(price, prompt_tokens: float, completion_tokens: float) -> float:
@@ -27,10 +27,10 @@ def request_cost(price, prompt_tokens: float, completion_tokens: float) -> float
 
 
 class Budget:
-    def __init__(self, max_cost: float | None):
+    def __init__(self, max_cost: float | None, already: float = 0.0):
         self.max_cost = max_cost
         self.spent = 0.0  # paid by this invocation
-        self.replayed = 0.0  # paid by an earlier one, replayed from the journal
+        self.replayed = already  # paid by earlier invocations of the run (the run store knows)
         self.reserved = 0.0  # estimates of requests in flight
 
     @property
@@ -42,20 +42,22 @@ class Budget:
             raise BudgetReached(
                 f"max_cost {self.max_cost:g} reached: {self.total:.4f} spent, {self.reserved:.4f} in flight, and the "
                 f"next request could cost {estimate:.4f}; raise max_cost and run again to continue "
-                "(completed requests are replayed from the journal, not paid again)")
+                "(completed requests are replayed from the run store, not paid again)")
         self.reserved += estimate
 
     def release(self, estimate: float) -> None:
         self.reserved -= estimate
 
 
-def cost_entry(budget: Budget, config) -> dict:
+def cost_entry(budget: Budget, config, total: float | None = None) -> dict:
     """run.json's `cost` (for the card and the report): what the dataset cost, in the
-    teacher's currency; empty when nothing is priced and nothing was spent."""
+    teacher's currency (`total`: the whole run's, from the store); empty when nothing is
+    priced and nothing was spent."""
     price = config.teacher.price
-    if not (price or config.max_cost or budget.total):
+    total = budget.total if total is None else total
+    if not (price or config.max_cost or total):
         return {}
-    return {"cost": {"currency": price.currency if price else "USD", "total": round(budget.total, 6),
-            "paid_now": round(budget.spent, 6), "replayed_from_journal": round(budget.replayed, 6),
+    return {"cost": {"currency": price.currency if price else "USD", "total": round(total, 6),
+            "paid_now": round(budget.spent, 6), "replayed_from_journal": round(max(0.0, total - budget.spent), 6),
             "max_cost": config.max_cost,
             "price_per_million": {"input": price.input, "output": price.output} if price else None}}

@@ -1,39 +1,54 @@
-"""The engine: many units in flight on one event loop, every request through the journal.
+"""The engine: many units in flight on one event loop, every request through the run store.
 
 No batch barriers: a unit starts the moment another finishes, so a slow request never
 holds back the rest. Units are created lazily from their index, so memory does not
 grow with the requested count.
+
+A request is keyed by what is asked (model, resolved sampling, the structured mode the
+pipeline asked for, seed, messages, unit and step), the same for every backend: a rerun
+replays every answer stored under its key and sends only the rest. A teacher failure
+is never an answer: the request is asked again until it is answered, or until every
+attempt has failed for `teacher.outage_timeout` seconds, when the run stops as
+incomplete with the unit still pending.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 from factory import constants
 from factory.cost import Budget, BudgetReached, request_cost
-from factory.errors import BadResponse, TeacherError
-from factory.journal import Journal, request_key
+from factory.errors import BadResponse, RequestRefused, TeacherError
 from factory.limits import AdaptiveWindow, RateLimiter
-from factory.record import Record, Rejection
+from factory.secrets import Redactor
+from factory.stopping import INCOMPLETE, RunStopping, Stop
+from factory.store import RunStore, request_key
 from factory.tasks.base import Task
 from factory.teachers.base import Completion, Request, Teacher
+
+# Bumped when what goes into a request's key changes: old keys then simply miss.
+KEY_VERSION = 2
 
 
 @dataclass
 class RunStats:
+    """One invocation's counters (a resumed run has one per invocation in the store)."""
+
     sent: int = 0
     replayed: int = 0
     teacher_errors: int = 0
     bad_responses: int = 0
+    refused: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    units_done: int = 0
-    kept: int = 0
-    rejected: int = 0
-    consecutive_failures: int = 0
+    cached_tokens: int = 0
+    units_done: int = 0  # units finished, this invocation and the ones before
+    units_before: int = 0  # of those, finished by an earlier invocation
     started: float = field(default_factory=time.perf_counter)
     first_request: float | None = None
     last_answer: float | None = None
@@ -41,17 +56,20 @@ class RunStats:
     # Completed requests per second of the run: {second: [count, latency sum]}, for the report.
     timeline: dict = field(default_factory=dict)
     cost: float = 0.0  # paid by this invocation, at the teachers' prices
-    replayed_cost: float = 0.0  # paid before, replayed from the journal
 
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items()
-               if k not in ("started", "first_request", "last_answer", "timeline")}
+               if k not in ("started", "first_request", "last_answer", "timeline", "units_before")}
         out["startup_s"] = (self.first_request - self.started) if self.first_request else None
         out["mean_latency_s"] = self.latency_total / self.sent if self.sent else None
         return out
 
+    def usage(self) -> dict:
+        return {"requests": self.sent, "replayed_from_journal": self.replayed, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6)}
+
     def timeline_points(self, most: int = 300) -> list[list[float]]:
-        """[seconds into the run, requests/s, mean latency s], in at most `most` even steps."""
+        """[seconds into the invocation, requests/s, mean latency s], in at most `most` even steps."""
         if not self.timeline:
             return []
         last = max(self.timeline) + 1
@@ -64,29 +82,55 @@ class RunStats:
         return points
 
 
-def usage(stats: RunStats) -> dict:
-    """Requests, tokens and cost, as run.json and the card show them."""
-    out = {"requests": stats.sent, "replayed_from_journal": stats.replayed,
-           "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens}
-    if stats.cost or stats.replayed_cost:
-        out["cost"] = round(stats.cost, 6)
-        out["replayed_cost"] = round(stats.replayed_cost, 6)
-    return out
+class Health:
+    """Whether the teacher answers: the outage clock behind `teacher.outage_timeout`."""
+
+    def __init__(self, outage_timeout: float):
+        self.outage_timeout = outage_timeout
+        self.last_success: float | None = None
+        self.failing_since: float | None = None  # start of the oldest attempt failed since the last success
+        self.last_error = ""
+        self.announced = False
+
+    def succeeded(self) -> None:
+        self.last_success = time.monotonic()
+        self.failing_since = None
+        self.announced = False
+
+    def failed(self, began: float, error: str) -> None:
+        start = max(began, self.last_success or began)
+        self.failing_since = start if self.failing_since is None else min(self.failing_since, start)
+        self.last_error = error
+
+    def down_for(self) -> float:
+        return 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
+
+    def outage(self) -> bool:
+        return self.failing_since is not None and self.down_for() >= self.outage_timeout
+
+    def since(self) -> str:
+        wall = time.time() - self.down_for()
+        return time.strftime("%H:%M:%S", time.localtime(wall))
 
 
 class Engine:
-    def __init__(self, teacher: Teacher, journal: Journal, window: AdaptiveWindow, limiter: RateLimiter,
-                 stats: RunStats | None = None, budget: Budget | None = None):
+    def __init__(self, teacher: Teacher, store: RunStore, window: AdaptiveWindow, limiter: RateLimiter,
+                 stats: RunStats | None = None, budget: Budget | None = None, stop: Stop | None = None):
         self.teacher = teacher
+        self.config = getattr(teacher, "config", None)
         self.budget = budget or Budget(None)
-        self.price = getattr(getattr(teacher, "config", None), "price", None)
-        self.journal = journal
+        self.price = getattr(self.config, "price", None)
+        self.store = store
         self.window = window
         self.limiter = limiter
         self.stats = stats or RunStats()
-        self.sampling = getattr(getattr(teacher, "config", None), "sampling", None)
-        self.fatal: TeacherError | None = None
+        self.stop = stop or Stop(constants.DRAIN_GRACE_S)
+        self.health = Health(getattr(self.config, "outage_timeout", constants.OUTAGE_TIMEOUT_S))
         self.watcher = None  # a server_load.LoadWatcher steering the window, when the server has metrics
+        self._identity = _identity(teacher)
+        self._refusal_saved = False
+        # Servers echo keys back in error bodies: messages about failures are scrubbed.
+        self._redact = Redactor(teacher.secrets())
 
     def concurrency(self) -> dict:
         """How the in-flight window was sized, for run.json."""
@@ -97,71 +141,139 @@ class Engine:
             out["rate_limits"] = self.limiter.describe()
         return out
 
-    async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion:
-        payload = self.teacher.request_payload(request)
-        key = request_key({"request": payload, "unit": unit, "step": step})
-        cached = self.journal.lookup(key)
-        if cached is not None:
-            self.stats.replayed += 1
-            if "error" in cached:
-                raise BadResponse(cached["error"])
-            completion = Completion.from_dict(cached["completion"])
-            paid = request_cost(self.price, completion.prompt_tokens, completion.completion_tokens)
-            self.stats.replayed_cost += paid
-            self.budget.replayed += paid
-            return completion
+    def key(self, request: Request, unit: int | str, step: int | str) -> str:
+        return request_key({**self._identity, "schema": request.schema, "schema_name": request.schema_name,
+                            "seed": request.seed, "messages": request.messages, "unit": unit, "step": step})
 
+    async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion:
+        key = self.key(request, unit, step)
+        stored = self._stored(key, request, unit, step)
+        if stored is not None:
+            return self._replay(stored)
+        failures = 0
+        while True:
+            try:
+                return await self._send(key, request)
+            except (BadResponse, RequestRefused, BudgetReached, RunStopping):
+                raise
+            except TeacherError as err:
+                failures += 1
+                if self.health.outage():
+                    reason = f"teacher unreachable since {self.health.since()}: {self.health.last_error}"
+                    self.stop.request("outage", INCOMPLETE, reason)
+                    raise RunStopping(reason) from err
+                self._announce_trouble()
+                # Not an answer: ask again after a pause, unless the run is stopping.
+                pause = min(constants.RETRY_MAX_PAUSE_S, constants.RETRY_FIRST_PAUSE_S * 2 ** (failures - 1))
+                left = self.health.outage_timeout - self.health.down_for()
+                if await self.stop.sleep(min(pause * random.uniform(0.5, 1.0), max(0.05, left))):
+                    raise RunStopping(self.stop.reason) from err
+
+    def _stored(self, key: str, request: Request, unit, step) -> dict | None:
+        stored = self.store.lookup(key)
+        if stored is None and self.store.has_legacy:
+            legacy = [request_key({"request": p, "unit": unit, "step": step})
+                      for p in self.teacher.legacy_payloads(request)]
+            stored = self.store.lookup_legacy(legacy)
+            if stored is not None:
+                stored.pop("sent", None)
+                self.store.store_request(key, stored)  # found under its new key from now on
+        return stored
+
+    def _replay(self, stored: dict) -> Completion:
+        self.stats.replayed += 1
+        if "error" in stored:
+            err = BadResponse(stored["error"])
+            if stored.get("reason"):
+                err.reason = stored["reason"]
+            raise err
+        return Completion.from_dict(stored["completion"])
+
+    async def _send(self, key: str, request: Request) -> Completion:
+        self.stop.check()
         estimate = self._token_estimate(request)
         await self.limiter.acquire(estimate)
         await self.window.acquire()
         worst = 0.0
-        if self.price is not None:
-            worst = request_cost(self.price, self._prompt_estimate(request), self._max_tokens())
-            try:
+        try:
+            self.stop.check()  # the wait may have been long: a stop requested meanwhile starts nothing new
+            if self.price is not None:
+                worst = request_cost(self.price, self._prompt_estimate(request), self._max_tokens())
                 self.budget.reserve(worst)
-            except BudgetReached:
-                self.window.release()
-                self.limiter.answered()
-                raise
+                reserved = worst
+            else:
+                reserved = 0.0
+        except BaseException:
+            self.window.release()
+            self.limiter.answered()
+            raise
         stats = self.stats
-        began = time.perf_counter()
+        began = time.monotonic()
         if stats.first_request is None:
-            stats.first_request = began
+            stats.first_request = time.perf_counter()
         try:
             completion = await self.teacher.complete(request)
         except BadResponse as err:
-            # The server answered (and may have charged): journal it, so a rerun moves on.
-            self.journal.store(key, {"error": str(err), "sent": request_key(payload)})
+            # The server answered (and may have charged): stored, so a rerun moves on.
+            self.store.store_request(key, {"error": str(err), "reason": getattr(err, "reason", "bad_response")})
+            self._commit_soon()
             stats.bad_responses += 1
+            self.health.succeeded()
+            raise
+        except RequestRefused:
+            stats.refused += 1
+            self.health.succeeded()  # it answered: alive, only this request is refused
             raise
         except TeacherError as err:
             stats.teacher_errors += 1
-            stats.consecutive_failures += 1
-            if stats.sent == 0 and stats.consecutive_failures >= constants.ABORT_AFTER_CONSECUTIVE_FAILURES:
-                self.fatal = self.fatal or err
+            self.health.failed(began, self._redact(str(err)))
             raise
         finally:
             self.window.release()
             self.limiter.answered()
-            self.budget.release(worst)
-        self.journal.store(key, {"completion": completion.to_dict(), "sent": request_key(payload)})
+            self.budget.release(reserved)
+        latency = time.monotonic() - began
         paid = request_cost(self.price, completion.prompt_tokens, completion.completion_tokens)
+        self.store.store_request(key, {"completion": completion.to_dict(), "cost": paid, "latency": round(latency, 4)})
+        self._remember_refusal()
+        self._commit_soon()
+        self.health.succeeded()
+        self._account(completion, paid, latency, estimate)
+        return completion
+
+    def _account(self, completion: Completion, paid: float, latency: float, estimate: int) -> None:
+        stats = self.stats
         self.budget.spent += paid
         stats.cost += paid
         now = time.perf_counter()
         stats.last_answer = now
-        stats.latency_total += now - began
+        stats.latency_total += latency
         second = stats.timeline.setdefault(int(now - stats.started), [0, 0.0])
         second[0] += 1
-        second[1] += now - began
+        second[1] += latency
         stats.sent += 1
-        stats.consecutive_failures = 0
         stats.prompt_tokens += completion.prompt_tokens
         stats.completion_tokens += completion.completion_tokens
         self.window.on_success()
         if self.limiter.active:
             self.limiter.settle(estimate, completion.prompt_tokens + completion.completion_tokens)
-        return completion
+
+    def _commit_soon(self) -> None:
+        self.store.commit_soon(asyncio.get_running_loop())
+
+    def _remember_refusal(self) -> None:
+        # A server that refused json_schema is asked in prompt mode from now on, and so
+        # is every rerun: the store remembers, so nothing re-probes and no key changes.
+        if not self._refusal_saved and getattr(self.teacher, "schema_refused", False):
+            self.store.put_setting(refusal_setting(self.teacher), True)
+            self._refusal_saved = True
+
+    def _announce_trouble(self) -> None:
+        if not self.health.announced and self.health.down_for() >= constants.OUTAGE_ANNOUNCE_S:
+            self.health.announced = True
+            print(f"factory: the teacher has not answered since {self.health.since()} ({self.health.last_error}); "
+                  f"asking again for up to {self.health.outage_timeout:g} s (teacher.outage_timeout)",
+                  file=sys.stderr, flush=True)
 
     def _token_estimate(self, request: Request) -> int:
         if not self.limiter.counts_tokens:
@@ -173,63 +285,105 @@ class Engine:
         return sum(len(m["content"]) for m in request.messages) // 4  # about 4 characters a token
 
     def _max_tokens(self) -> int:
-        return self.sampling.max_tokens if self.sampling else 256
+        sampling = getattr(self.config, "sampling", None)
+        return sampling.max_tokens if sampling else 256
 
 
-Sink = Callable[[list[Record | Rejection]], None]
+def _identity(teacher: Teacher) -> dict[str, Any]:
+    """What, besides the request itself, decides an answer: part of every request key."""
+    config = getattr(teacher, "config", None)
+    sampling = config.sampling.model_dump(exclude_none=True) if config is not None else {}
+    return {"v": KEY_VERSION, "model": teacher.model, "sampling": sampling,
+            "structured": getattr(config, "structured_output", None)}
+
+
+def refusal_setting(teacher: Teacher) -> str:
+    return f"json_schema_refused:{teacher.model}"
+
+
+Sink = Callable[[int, list], None]
 
 
 async def run_task(task: Task, engine: Engine, sink: Sink, on_progress: Callable[[], None] | None = None,
-                   asker=None) -> None:
-    """Run every unit of `task`, handing each unit's results to `sink` as it completes.
+                   asker=None, units: Iterable[int] | None = None) -> None:
+    """Run `units` of `task` (all by default), handing each unit's results to `sink(unit, results)`.
 
-    Units ask `engine`, or `asker` when given (one that routes roles to their engines).
-
-    Raises TeacherError when the teacher is unreachable from the start (nothing would
-    ever succeed); any other teacher failure ends as a rejection with its reason.
+    A unit whose request the teacher refuses for good ends as the task's rejections
+    with reason `refused`. A stop (a signal, an outage, a dead server) starts no new
+    unit and lets the requests in flight finish, for at most the grace period; the
+    units it cut short stay pending. max_cost does the same and raises BudgetReached.
+    Any other exception, in a task, the sink or the progress display, stops the run and
+    is raised: nothing disappears.
     """
+    stop = engine.stop
     bound = asyncio.Semaphore(max(1, engine.window.ceiling))
     running: set[asyncio.Task] = set()
     failure: list[BaseException] = []
-    # max_cost reached: start no new unit, but let the ones in flight finish (their
-    # requests are paid for, and journaled), then stop.
     budget: list[BudgetReached] = []
+    refusals = [0, 0]  # refused units in a row; units ever done
 
     async def one(unit: int) -> None:
         try:
-            results = await task.run_unit(unit, asker or engine)
+            try:
+                results = await task.run_unit(unit, asker or engine)
+            except RequestRefused as err:
+                refusals[0] += 1
+                if err.fatal or (refusals[0] >= constants.ABORT_AFTER_CONSECUTIVE_FAILURES and not refusals[1]):
+                    raise
+                results = task.unit_failure(unit, "refused", str(err))
+            else:
+                refusals[0] = 0
+                refusals[1] += 1
+            engine.stats.units_done += 1
+            sink(unit, results)
+            if on_progress is not None:
+                on_progress()
         except BudgetReached as err:
             budget.append(err)
-            return
-        except BaseException as err:  # a bug in a task must stop the run, not vanish
-            if not isinstance(err, asyncio.CancelledError):
-                failure.append(err)
+        except RunStopping:
+            pass  # the unit stays pending; the stop's reason is reported once, by the caller
+        except asyncio.CancelledError:
             raise
+        except BaseException as err:  # a bug in a task, a sink or the display stops the run
+            failure.append(err)
         finally:
             bound.release()
-        engine.stats.units_done += 1
-        sink(results)
-        if on_progress is not None:
-            on_progress()
 
-    try:
-        for unit in range(task.units()):
-            await bound.acquire()
-            if failure or engine.fatal or budget:
-                break
-            t = asyncio.create_task(one(unit))
-            running.add(t)
-            t.add_done_callback(running.discard)
-        while running and not failure and not engine.fatal:
-            await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in list(running):
-            t.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
-    if engine.fatal:
-        raise TeacherError(f"teacher failed {engine.stats.consecutive_failures} times in a row and never answered: {engine.fatal}")
+    with stop.bound():
+        try:
+            for unit in (range(task.units()) if units is None else units):
+                await bound.acquire()
+                if failure or budget or stop.requested:
+                    bound.release()
+                    break
+                t = asyncio.create_task(one(unit))
+                running.add(t)
+                t.add_done_callback(running.discard)
+            await _drain(running, failure, stop)
+        finally:
+            for t in list(running):
+                t.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
     if failure:
         raise failure[0]
     if budget:
         raise budget[0]
+
+
+async def _drain(running: set[asyncio.Task], failure: list, stop: Stop) -> None:
+    """Wait for the units in flight; after a stop, for at most the grace period."""
+    deadline = None
+    while running and not failure:
+        if stop.requested and deadline is None:
+            deadline = time.monotonic() + stop.grace
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if timeout == 0.0:
+            return  # grace spent: the caller cancels what is left (stored answers stay stored)
+        waiter = asyncio.ensure_future(stop.wait()) if deadline is None else None
+        try:
+            await asyncio.wait(set(running) | ({waiter} if waiter else set()), timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if waiter is not None:
+                waiter.cancel()

@@ -46,6 +46,16 @@ class RequestRefused(TeacherError):
     """The server refused this request itself (bad request, unknown model, bad key):
     sending it elsewhere or again would get the same answer."""
 
+    # True when every request would be refused alike (a bad key, an unknown model):
+    # the run stops at once instead of failing unit after unit.
+    fatal = False
+
+
+class TeacherMisconfigured(RequestRefused):
+    """The teacher refuses every request (authentication, unknown model): fix the config."""
+
+    fatal = True
+
 
 class BadResponse(FactoryError):
     """A teacher answered, but the answer cannot be used (malformed body, empty choice).
@@ -53,6 +63,15 @@ class BadResponse(FactoryError):
     The engine treats it like unparseable content: retried a bounded number of times,
     then the sample is rejected with the message as its reason.
     """
+
+    # The rejection reason a sample gets when its attempts end in this error.
+    reason = "bad_response"
+
+
+class OversizedAnswer(BadResponse):
+    """The answer is far beyond max_tokens (a server that ignores it); reading stopped at a cap."""
+
+    reason = "oversized"
 
 
 class DocumentError(UserError):

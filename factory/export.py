@@ -60,7 +60,8 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
         ds = datasets.Dataset.from_json(str(rows_path), features=features(), cache_dir=str(staging / "cache"))
     else:
         ds = datasets.Dataset.from_dict({"id": [], "messages": [], "metadata": []}, features=features())
-    ds.save_to_disk(str(staging / "dataset"))
+    # With no rows, datasets writes no shard at all unless told, and cannot load the folder back.
+    ds.save_to_disk(str(staging / "dataset"), **({} if count else {"num_shards": 1}))
     if "parquet" in formats:
         ds.to_parquet(str(staging / "data.parquet"))
     del ds

@@ -1,22 +1,31 @@
-"""`factory filter`: the pipeline's filter stages on a dataset that already exists."""
+"""`factory filter`: the pipeline's filter stages on a dataset that already exists.
+
+The output folder is a run folder like any other: locked while the command works in
+it, with a run store (a judge's requests are journaled there, so a rerun pays only
+for what was not graded), and outputs swapped in only when the command completes.
+"""
 
 from __future__ import annotations
 
-import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
+from factory import constants
 from factory.config import Pipeline
 from factory.cost import Budget, cost_entry
 from factory.engine import RunStats
 from factory.formats import check_formats
 from factory.inputs import read_records
 from factory.run import RunResult, apply_stages, config_summary, now, versions, write_rejected, write_reports
+from factory.runfolder import RunFolder, whole_run_usage
 from factory.secrets import Redactor
+from factory.stopping import RunStopping, Stop, Stopped, StopNow, handling_signals
 from filters.base import StageContext
 
 
-def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_progress: bool = True) -> RunResult:
+def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_progress: bool = True,
+                   grace: float = constants.DRAIN_GRACE_S) -> RunResult:
     from filters import build_stages, check_fields
 
     began = time.perf_counter()
@@ -29,27 +38,45 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
     multi_turn = any(sum(m["role"] == "user" for m in r.messages) > 1 for r in records)
     check_formats(pipeline.config.output.formats, multi_turn, f"{input_path}: output.formats")
     redact = Redactor.for_config(pipeline.raw)
-    work = out_dir / ".work"
-    out_dir.mkdir(parents=True, exist_ok=True)
     cfg = pipeline.config
-    budget = Budget(cfg.max_cost)
-    kept, examples, filter_rejects = apply_stages(stages, iter(records),
-                                                  StageContext(pipeline, out_dir, show_progress, budget), work, redact)
-    funnel_stages = [stage.funnel() for stage in stages]
-    write_rejected(out_dir / "rejected.jsonl", [], filter_rejects, redact)
-    rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
-    info = {
-        "name": pipeline.config.name,
-        "pipeline_file": str(pipeline.path),
-        "input": {"path": str(input_path), "rows": len(records)},
-        "config": config_summary(pipeline, out_dir),
-        "versions": versions(),
-        "started_at": started_at,
-        "finished_at": now(),
-        "timings": {"filter_and_export_s": time.perf_counter() - began},
-        "funnel": {"requested": len(records), "stages": funnel_stages, "kept": kept, "rejected": rejected},
-        **cost_entry(budget, cfg),
-    }
-    write_reports(out_dir, info, examples, redact)
-    shutil.rmtree(work, ignore_errors=True)
-    return RunResult(out_dir, len(records), kept, rejected, RunStats(), info["funnel"])
+    stop = Stop(grace)
+    with handling_signals(stop), ExitStack() as stack:
+        folder = stack.enter_context(RunFolder(out_dir, "filter"))
+        store = folder.store
+        before, _ = whole_run_usage(store)
+        budget = Budget(cfg.max_cost, already=before.get("cost", 0.0))
+        staging = folder.staging()
+        context = StageContext(pipeline, out_dir, show_progress, budget, store=store, stop=stop)
+        try:
+            kept, examples, filter_rejects = apply_stages(stages, iter(records), context, staging, redact)
+        except (RunStopping, StopNow) as err:
+            store.commit()
+            folder.unfinished({"name": cfg.name, "status": stop.status if stop.requested else "stopped",
+                               "reason": stop.reason or str(err), "input": {"path": str(input_path)},
+                               "finished_at": now()})
+            code = stop.exit_code or 130
+            raise Stopped(f"stopped: {stop.reason or err}; rerun the same command to finish "
+                          "(grades already made are replayed, not paid again)", code,
+                          stop.status if stop.requested else "stopped") from None
+        funnel_stages = [stage.funnel() for stage in stages]
+        write_rejected(staging / "rejected.jsonl", [], filter_rejects, redact)
+        rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
+        usage, invocations = whole_run_usage(store, "complete")
+        info = {
+            "name": pipeline.config.name,
+            "status": "complete",
+            "pipeline_file": str(pipeline.path),
+            "input": {"path": str(input_path), "rows": len(records)},
+            "config": config_summary(pipeline, out_dir),
+            "versions": versions(),
+            "started_at": started_at,
+            "finished_at": now(),
+            "timings": {"filter_and_export_s": time.perf_counter() - began},
+            "usage": usage,
+            "invocations": invocations,
+            "funnel": {"requested": len(records), "stages": funnel_stages, "kept": kept, "rejected": rejected},
+            **cost_entry(budget, cfg, usage.get("cost", 0.0)),
+        }
+        write_reports(staging, info, examples, redact)
+        folder.publish(staging)
+    return RunResult(out_dir, len(records), kept, rejected, RunStats(), info["funnel"], usage)

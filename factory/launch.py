@@ -3,24 +3,25 @@
 `teacher.launch` names a preset (`vllm`: `vllm serve MODEL` with the teacher's
 settings) or any command. The server's output goes to `teacher-server.log` in the
 run's folder; the run waits for its health endpoint, and the server is stopped when
-the run ends, on Ctrl-C and on errors. If the server exits while the run needs it,
-the run stops as it would on Ctrl-C (everything completed is journaled) and says so
+the run ends, on Ctrl-C and on errors, and (Linux) when factory itself is killed. If
+the server exits while the run needs it, `on_exit` hears of it with one line that ends
 with the last lines of the log.
 """
 
 from __future__ import annotations
 
-import _thread
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from factory.config import LaunchConfig, TeacherConfig
 from factory.errors import TeacherError
@@ -60,8 +61,18 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 
 @contextmanager
-def launched(teacher: TeacherConfig, out_dir: Path) -> Iterator[str]:
-    """Start the server, wait until it is healthy, yield its base URL; stop it after."""
+def launched(teacher: TeacherConfig, out_dir: Path,
+             on_exit: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Start the server, wait until it is healthy, yield its base URL; stop it after.
+
+    If the server exits before the block does, `on_exit(message)` is called from a
+    watcher thread (so it should only signal the run, not wait on it), at most once and
+    never after the block has ended. Whether or not there is a callback, an exception
+    out of the block after the server died becomes a TeacherError naming the log.
+    Enter it from a thread that outlives the block (run.py: the main thread): on Linux
+    the server gets SIGTERM when the *thread* that started it ends (PR_SET_PDEATHSIG),
+    not only when the process does.
+    """
     launch = teacher.launch
     port = launch.port or free_port()
     cmd = command_for(teacher, launch, port)
@@ -70,35 +81,69 @@ def launched(teacher: TeacherConfig, out_dir: Path) -> Iterator[str]:
     log = open(log_path, "ab")
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # its own group: stopping it stops its children
+                                start_new_session=True,  # its own group: stopping it stops its children
+                                preexec_fn=_dies_with_parent())
     except OSError as err:
         log.close()
         raise TeacherError(f"teacher.launch: cannot start {cmd[0]!r} ({err.strerror or err})") from err
     root = f"http://127.0.0.1:{port}"
+    # Held while deciding and telling, so the block's end and the server's death are ordered.
+    lock = threading.Lock()
+    stopping = False
     died = threading.Event()
-    stopping = threading.Event()
+
+    def exit_message() -> str:
+        return (f"the launched teacher server exited (code {proc.returncode}) during the run; "
+                f"log {log_path}: {log_tail(log_path)}")
+
+    def watch() -> None:
+        proc.wait()
+        died.set()
+        with lock:
+            if not stopping and on_exit is not None:
+                on_exit(exit_message())
+
     try:
         _wait_healthy(proc, root + launch.health, launch.startup_timeout, log_path)
-
-        def watch() -> None:
-            proc.wait()
-            if not stopping.is_set():
-                died.set()
-                _thread.interrupt_main()  # stop the run as Ctrl-C would: journaled, resumable
-
         threading.Thread(target=watch, name="teacher-server-watch", daemon=True).start()
         try:
             yield f"{root}/v1"
-        except KeyboardInterrupt:
-            if died.is_set():
-                raise TeacherError(f"the launched teacher server exited (code {proc.returncode}) during the run; "
-                                   f"completed requests are journaled, rerun to resume. Log {log_path}: "
-                                   f"{log_tail(log_path)}") from None
-            raise
+        except Exception as err:
+            # Not BaseException: a SystemExit chosen by on_exit's receiver keeps its code.
+            # A failed request can be the first sign of the death: give the watcher a moment.
+            if not died.wait(timeout=1):
+                raise
+            raise TeacherError(f"{exit_message()}; completed requests are journaled, rerun to resume") from err
     finally:
-        stopping.set()
+        with lock:
+            stopping = True
         _stop(proc)
         log.close()
+
+
+def _dies_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when factory dies, even by kill -9.
+
+    The `finally` in launched() cannot run after kill -9 or an OOM kill; this can. It
+    reaches only the server's own process: its children are the server's to stop on
+    SIGTERM (vllm does), as the process group is ours on a normal stop.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        # Looked up here, not in the child, where between fork and exec only plain calls are safe.
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # factory died before the request was in place
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float, log_path: Path) -> None:

@@ -29,6 +29,8 @@ class AdaptiveWindow:
         self._last_cut = 0.0
         # Set while a LoadWatcher sizes the window from the server's metrics.
         self.steered_by: str | None = None
+        # Why the window is smaller than asked for (the open-file limit), for run.json.
+        self.capped: str | None = None
 
     @property
     def size(self) -> int:
@@ -76,8 +78,11 @@ class AdaptiveWindow:
             self.limit = max(float(self.floor), self.limit / 2)
 
     def describe(self) -> dict:
-        return {"mode": self.steered_by or "adaptive (429s halve, successes grow)", "ceiling": self.ceiling,
-                "final": self.size, "throttled": self.throttled}
+        out = {"mode": self.steered_by or "adaptive (429s halve, successes grow)", "ceiling": self.ceiling,
+               "final": self.size, "throttled": self.throttled}
+        if self.capped:
+            out["capped"] = self.capped
+        return out
 
 
 class Bucket:

@@ -27,7 +27,9 @@ class Progress:
         done = s.units_done
         rate = s.sent / elapsed
         tokens = (s.prompt_tokens + s.completion_tokens) / elapsed
-        eta = (self.total - done) / (done / elapsed) if done else float("nan")
+        # Only this invocation's pace: units an earlier one finished took no time now.
+        now_done = done - s.units_before
+        eta = (self.total - done) / (now_done / elapsed) if now_done > 0 else float("nan")
         failures = s.teacher_errors + s.bad_responses
         parts = [
             f"{self.label} {done}/{self.total} ({100 * done / max(1, self.total):.0f}%)",
@@ -38,8 +40,8 @@ class Progress:
         ]
         if s.replayed:
             parts.append(f"replayed {s.replayed}")
-        if s.cost or s.replayed_cost:
-            parts.append(f"cost {s.cost + s.replayed_cost:,.4f}")
+        if s.cost:
+            parts.append(f"cost {s.cost:,.4f}")
         return " | ".join(parts)
 
     def __rich__(self):

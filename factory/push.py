@@ -90,12 +90,25 @@ def push_run(out_dir: Path, target: HubConfig) -> str:
 
 def _run_info(out_dir: Path) -> dict[str, Any]:
     path = out_dir / "run.json"
-    if not path.is_file() or not (out_dir / "dataset").is_dir():
+    if not path.is_file():
         raise InputDataError(f"{out_dir}: not a finished run (needs run.json and dataset/ from `factory run`)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise InputDataError(f"{path}: not valid JSON ({err})") from err
+    # A run folder from before the run store has no status; one with dataset/ finished.
+    status = info.get("status", "complete")
+    if status != "complete":
+        raise InputDataError(f"{out_dir}: the run is {status}, not complete ({info.get('reason', 'see run.json')}); "
+                             f"rerun the same `factory run` command to finish it, then push")
+    if info.get("dry_run"):
+        raise InputDataError(f"{out_dir}: a --dry-run folder (loopback answers, not a teacher's); "
+                             f"run without --dry-run to make a dataset worth pushing")
+    if not (out_dir / "dataset").is_dir():
+        raise InputDataError(f"{out_dir}: not a finished run (needs run.json and dataset/ from `factory run`)")
+    if not info.get("funnel", {}).get("kept"):
+        raise InputDataError(f"{out_dir}: the run kept no samples; nothing to push")
+    return info
 
 
 def _files(out_dir: Path, info: dict, target: HubConfig, seed: int) -> dict[str, bytes]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -32,55 +34,133 @@ def build_report(out_dir: Path) -> Path:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise InputDataError(f"{info_path}: not valid JSON ({err})") from err
-    records = _kept_rows(out_dir)
-    rejected = _jsonl(out_dir / "rejected.jsonl")
-    html = render(info, records, rejected)
+    # One streaming pass over each file, keeping aggregates and a few samples: the report of
+    # a million-row run takes the memory of a thousand-row one.
+    kept = KeptSummary.of(_kept_rows(out_dir))
+    rejected = RejectedSummary.of(_jsonl(out_dir / "rejected.jsonl"))
+    html = render(info, kept, rejected)
     path = out_dir / REPORT_FILE
     # The page quotes the data; keys never belong in data, but redact as everywhere else.
     atomic_write_text(path, Redactor.for_config(info.get("config", {}))(html))
     return path
 
 
-def _kept_rows(out_dir: Path) -> list[dict]:
+@dataclass
+class KeptSummary:
+    """What the page shows of the kept records: counts and histograms, and the first few."""
+
+    count: int = 0
+    # role -> {characters: messages}: exact, and bounded by the longest message, not the row count.
+    lengths: dict[str, collections.Counter] = field(default_factory=dict)
+    turns: collections.Counter = field(default_factory=collections.Counter)  # user turns -> records
+    samples: list[dict] = field(default_factory=list)  # the first SAMPLES records
+
+    @classmethod
+    def of(cls, rows: Iterable[dict]) -> KeptSummary:
+        summary = cls()
+        for row in rows:
+            summary.add(row)
+        return summary
+
+    def add(self, row: dict) -> None:
+        self.count += 1
+        messages = row.get("messages") or []
+        self.turns[sum(m.get("role") == "user" for m in messages)] += 1
+        for m in messages:
+            if m.get("role") in ("user", "assistant"):
+                self.lengths.setdefault(m["role"], collections.Counter())[len(m.get("content") or "")] += 1
+        if len(self.samples) < SAMPLES:
+            self.samples.append({"id": row.get("id", ""), "messages": messages,
+                                 "metadata": _metadata(row.get("metadata"))})
+
+
+@dataclass
+class RejectedSummary:
+    """What the page shows of rejected.jsonl: records per (stage, reason), each with its first
+    record, clipped to what the table prints."""
+
+    reasons: collections.Counter = field(default_factory=collections.Counter)
+    examples: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # -> (detail, user text)
+
+    @classmethod
+    def of(cls, rows: Iterable[dict]) -> RejectedSummary:
+        summary = cls()
+        for row in rows:
+            summary.add(row)
+        return summary
+
+    def add(self, row: dict) -> None:
+        key = (row.get("stage", "?"), row.get("reason", "?"))
+        self.reasons[key] += 1
+        if key not in self.examples:
+            text = next((m["content"] for m in (row.get("messages") or []) if m.get("role") == "user"), "")
+            self.examples[key] = (_clip(row.get("detail", ""), 160), _clip(text, 200))
+
+
+def _metadata(value: Any) -> dict:
+    """A row's metadata as a dict: writers store it as an object or as a JSON string."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _kept_rows(out_dir: Path) -> Iterator[dict]:
     if (out_dir / "data.jsonl").is_file():
-        rows = _jsonl(out_dir / "data.jsonl")
+        yield from _jsonl(out_dir / "data.jsonl")
     elif (out_dir / "dataset").is_dir():
-        from datasets import load_from_disk
-
-        rows = [dict(r) for r in load_from_disk(str(out_dir / "dataset"))]
-    else:
-        rows = []
-    for row in rows:
-        if isinstance(row.get("metadata"), str):
-            try:
-                row["metadata"] = json.loads(row["metadata"])
-            except ValueError:
-                row["metadata"] = {}
-    return rows
+        yield from _dataset_rows(out_dir / "dataset")
 
 
-def _jsonl(path: Path) -> list[dict]:
+def _dataset_rows(path: Path, batch_size: int = 1000) -> Iterator[dict]:
+    """The saved dataset's rows, a batch at a time, reading only the columns the page shows."""
+    from datasets import DatasetDict, load_from_disk
+
+    loaded = load_from_disk(str(path))
+    for ds in (loaded.values() if isinstance(loaded, DatasetDict) else [loaded]):
+        columns = [c for c in ("id", "messages", "metadata") if c in ds.column_names]
+        for batch in _column_batches(ds, columns, batch_size):
+            for values in zip(*(batch[c] for c in columns)):
+                yield dict(zip(columns, values))
+
+
+def _column_batches(ds, columns: list[str], batch_size: int) -> Iterator[dict[str, list]]:
+    """{column: values} a batch at a time. load_from_disk memory-maps the Arrow files, and every
+    page read through the map counts as resident while the map lives, so one pass over it
+    costs the dataset's size in RSS; the same files read as streams cost one batch."""
+    import pyarrow as pa
+
+    if ds.cache_files and getattr(ds, "_indices", None) is None:  # save_to_disk writes its rows in order
+        for file in ds.cache_files:
+            with pa.OSFile(file["filename"]) as source:
+                for batch in pa.ipc.open_stream(source):
+                    yield batch.select(columns).to_pydict()
+    else:  # held in memory, or a view with an indices mapping: let datasets resolve it
+        yield from ds.select_columns(columns).iter(batch_size=batch_size)
+
+
+def _jsonl(path: Path) -> Iterator[dict]:
     if not path.is_file():
-        return []
-    rows = []
+        return
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    yield json.loads(line)
                 except ValueError as err:
                     raise InputDataError(f"{path}:{n}: not valid JSON ({err})") from err
-    return rows
 
 
-def render(info: dict[str, Any], records: list[dict], rejected: list[dict]) -> str:
+def render(info: dict[str, Any], kept: KeptSummary, rejected: RejectedSummary) -> str:
     sections = [_summary(info)]
     funnel = info["funnel"]
     names = ["requested"] + [s["stage"] for s in funnel["stages"]]
     values = [funnel["requested"]] + [s["kept"] for s in funnel["stages"]]
     sections.append(_section("Funnel", "Samples requested, then kept after each stage.",
                              _chart("funnel", charts.bars(names, values, "funnel"))))
-    sections.append(_rejections(funnel, rejected))
+    sections.append(_rejections(rejected))
     judge = next((s for s in funnel["stages"] if s.get("scores")), None)
     if judge:
         sc = judge["scores"]
@@ -89,10 +169,9 @@ def render(info: dict[str, Any], records: list[dict], rejected: list[dict]) -> s
                                  f"{sc['count']} graded (scale {sc['scale'][0]}-{sc['scale'][1]}).",
                                  _chart("judge-scores", charts.bars(list(hist), list(hist.values()), "judge scores",
                                                                     charts.COLORS[2]))))
-    sections.append(_lengths(records))
-    turns = [sum(m["role"] == "user" for m in (r.get("messages") or [])) for r in records]
-    if any(t > 1 for t in turns):
-        counts = collections.Counter(turns)
+    sections.append(_lengths(kept.lengths))
+    counts = kept.turns
+    if counts and max(counts) > 1:
         xs = list(range(min(counts), max(counts) + 1))
         sections.append(_section("Turns per dialogue", "User turns in each kept conversation.",
                                  _chart("turns", charts.bars([str(x) for x in xs], [counts[x] for x in xs], "turns",
@@ -104,7 +183,7 @@ def render(info: dict[str, Any], records: list[dict], rejected: list[dict]) -> s
         sections.append(_section("Embedding map", "Records embedded for diversity sampling, projected to 2-D "
                                  "(PCA): kept versus dropped.",
                                  _chart("embedding-map", charts.scatter(_map_groups(projection), "embedding map"))))
-    sections.append(_samples(records))
+    sections.append(_samples(kept))
     return PAGE.format(title=escape(info.get("name", "run")), body="\n".join(s for s in sections if s), check=CHECK)
 
 
@@ -126,7 +205,8 @@ def _summary(info: dict) -> str:
         facts.append(("input", f"{info['input']['path']} ({info['input']['rows']:,} rows)"))
     usage = info.get("usage")
     if usage:
-        facts.append(("requests", f"{usage['requests']:,} sent, {usage['replayed_from_journal']:,} replayed"))
+        runs = len(info.get("invocations") or [])
+        facts.append(("requests", f"{usage['requests']:,} paid" + (f" over {runs} invocations" if runs > 1 else "")))
     cost = info.get("cost")
     if cost:
         facts.append(("cost", f"{cost['total']:,.4f} {cost['currency']}"))
@@ -138,20 +218,14 @@ def _summary(info: dict) -> str:
     return f"<header><h1>{escape(info.get('name', 'run'))}</h1><div class=facts>{items}</div></header>"
 
 
-def _rejections(funnel: dict, rejected: list[dict]) -> str:
-    reasons = collections.Counter((r.get("stage", "?"), r.get("reason", "?")) for r in rejected)
-    if not reasons:
+def _rejections(rejected: RejectedSummary) -> str:
+    if not rejected.reasons:
         return _section("Rejections", "Nothing was rejected.", "")
-    example = {}
-    for r in rejected:
-        example.setdefault((r.get("stage", "?"), r.get("reason", "?")), r)
-    rows, top = [], reasons.most_common(12)
+    rows, top = [], rejected.reasons.most_common(12)
     for (stage, reason), n in top:
-        ex = example[(stage, reason)]
-        text = next((m["content"] for m in (ex.get("messages") or []) if m.get("role") == "user"), "")
+        detail, text = rejected.examples[(stage, reason)]
         rows.append(f"<tr><td>{escape(stage)}</td><td>{escape(reason)}</td><td class=num>{n:,}</td>"
-                    f"<td>{escape(_clip(ex.get('detail', ''), 160))}<div class=quote>{escape(_clip(text, 200))}</div>"
-                    "</td></tr>")
+                    f"<td>{escape(detail)}<div class=quote>{escape(text)}</div></td></tr>")
     chart = _chart("rejections", charts.bars([f"{s}: {r}" for (s, r), _ in top], [n for _, n in top], "rejections",
                                              charts.COLORS[1]))
     table = ("<table><tr><th>stage</th><th>reason</th><th>count</th><th>an example</th></tr>"
@@ -160,20 +234,26 @@ def _rejections(funnel: dict, rejected: list[dict]) -> str:
                     chart + table)
 
 
-def _lengths(records: list[dict]) -> str:
-    by_role: dict[str, list[int]] = collections.defaultdict(list)
-    for r in records:
-        for m in (r.get("messages") or []):
-            if m.get("role") in ("user", "assistant"):
-                by_role[m["role"]].append(len(m.get("content", "")))
+def _lengths(by_role: dict[str, collections.Counter]) -> str:
     if not by_role:
         return ""
     parts = []
-    for k, (role, lengths) in enumerate(sorted(by_role.items(), reverse=True)):
-        parts.append(f"<h3>{escape(role)} <small>median {sorted(lengths)[len(lengths) // 2]:,} characters</small></h3>")
-        parts.append(_chart(f"length-{role}", charts.histogram(lengths, f"{role} lengths", bins=16,
-                                                               color=charts.COLORS[k % 2])))
+    for k, role in enumerate(sorted(by_role, reverse=True)):
+        lengths = by_role[role]
+        parts.append(f"<h3>{escape(role)} <small>median {_median(lengths):,} characters</small></h3>")
+        parts.append(_chart(f"length-{role}", charts.histogram_of_counts(lengths, f"{role} lengths", bins=16,
+                                                                         color=charts.COLORS[k % 2])))
     return _section("Lengths", "Characters per message of the kept records, per role.", "".join(parts))
+
+
+def _median(counts: Mapping[int, int]) -> int:
+    """The upper median of the values `counts` counts (the value at index n // 2 once sorted)."""
+    middle, seen = sum(counts.values()) // 2, 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen > middle:
+            return value
+    raise ValueError("no values")
 
 
 def _throughput(info: dict) -> str:
@@ -194,33 +274,33 @@ def _tokens(info: dict) -> str:
     usage = info.get("usage")
     if not usage:
         return ""
-    names, values = ["generate: prompt", "generate: completion"], [usage["prompt_tokens"], usage["completion_tokens"]]
+    names, values = ["all: prompt", "all: completion"], [usage["prompt_tokens"], usage["completion_tokens"]]
     for stage in info["funnel"]["stages"]:
         if stage.get("usage"):
             names += [f"{stage['stage']}: prompt", f"{stage['stage']}: completion"]
             values += [stage["usage"]["prompt_tokens"], stage["usage"]["completion_tokens"]]
     cost = info.get("cost")
-    note = "Tokens by stage."
+    note = "Tokens of the whole run (every invocation, every teacher), and of each filter stage in the last invocation."
     if cost:
-        note += (f" Cost {cost['total']:,.4f} {cost['currency']} ({cost['paid_now']:,.4f} paid by this run, "
-                 f"{cost['replayed_from_journal']:,.4f} replayed from the journal)"
+        note += (f" Cost {cost['total']:,.4f} {cost['currency']} ({cost['paid_now']:,.4f} paid by the last "
+                 f"invocation, {cost['replayed_from_journal']:,.4f} by earlier ones)"
                  + (f", cap {cost['max_cost']:g}" if cost.get("max_cost") else "") + ".")
     return _section("Tokens and cost", note, _chart("tokens", charts.bars(names, values, "tokens", charts.COLORS[4])))
 
 
-def _samples(records: list[dict]) -> str:
-    if not records:
+def _samples(kept: KeptSummary) -> str:
+    if not kept.samples:
         return ""
     items = []
-    for r in records[:SAMPLES]:
-        meta = r.get("metadata") or {}
+    for r in kept.samples:
+        meta = r["metadata"]
         score = f" · judge {meta['judge_score']:g}" if isinstance(meta.get("judge_score"), (int, float)) else ""
         turns = "".join(f"<div class='msg {escape(m.get('role', ''))}'><b>{escape(m.get('role', ''))}</b>"
-                        f"<p>{escape(m.get('content', ''))}</p></div>" for m in (r.get("messages") or []))
-        first = next((m["content"] for m in (r.get("messages") or []) if m.get("role") == "user"), r.get("id", ""))
-        items.append(f"<details><summary>{escape(_clip(first, 120))}<small>{escape(str(r.get('id', '')))}{score}"
+                        f"<p>{escape(m.get('content', ''))}</p></div>" for m in r["messages"])
+        first = next((m["content"] for m in r["messages"] if m.get("role") == "user"), r["id"])
+        items.append(f"<details><summary>{escape(_clip(first, 120))}<small>{escape(str(r['id']))}{score}"
                      f"</small></summary>{turns}</details>")
-    return _section("Sample records", f"The first {min(SAMPLES, len(records))} kept records.", "".join(items))
+    return _section("Sample records", f"The first {len(kept.samples)} kept records.", "".join(items))
 
 
 def _section(title: str, note: str, body: str) -> str:

@@ -1,32 +1,45 @@
-"""One run of a pipeline: prepare (sends nothing), generate, filter, export."""
+"""One run of a pipeline: prepare (sends nothing), generate, filter, export.
+
+Everything the run learns goes to the run store first; the outputs are views of it,
+built only when every unit is settled. A run stopped any way (a signal, a teacher
+outage, max_cost, a crash, kill -9) leaves its store consistent, and the same command
+finishes it, replaying what was answered and sending only the rest.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import json
 import platform
 import shutil
+import sys
 import time
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from factory.config import Pipeline
-from factory.constants import JOURNAL_FILE
-from factory.cost import Budget, cost_entry
-from factory.engine import RunStats, run_task, usage
+from factory import constants
+from factory.config import Pipeline, TeacherConfig
+from factory.cost import Budget, BudgetReached, cost_entry
+from factory.engine import RunStats, run_task
 from factory.files import atomic_write_text
 from factory.progress import Progress
-from factory.record import Record
-from factory.results import ResultFiles, records_in_order, rejections_in_order
+from factory.record import Record, Rejection
+from factory.runfolder import RunFolder, whole_run_timeline, whole_run_usage
 from factory.secrets import Redactor
 from factory.session import open_engine
+from factory.stopping import Stop, Stopped, StopNow, handling_signals
+from factory.store import RunStore
 from factory.tasks.base import RoleAsker, Task
 from factory.teachers.base import Teacher
 from filters.base import Stage, StageContext
+
+GENERATE = "generate"  # the units table's scope for generation units
+REFUSED = "refused"  # the rejection reason of a unit whose request the teacher refused for good
 
 
 @dataclass
@@ -42,7 +55,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
 
     Raises a UserError (exit 2) on the first problem; sends nothing, writes nothing.
     """
-    from filters import build_stages
+    from filters import build_stages, check_stage_inputs
 
     from factory.formats import check_formats
     from factory.tasks import make_task
@@ -51,6 +64,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
     check_formats(pipeline.config.output.formats, task.multi_turn, f"{pipeline.path}: output.formats")
     examples = task.check()
     stages = build_stages(pipeline.config.filters, pipeline)
+    check_stage_inputs(stages, task.roles(), task.metadata_fields(), f"the {task.name} task writes")
     return Prepared(pipeline, task, stages, examples)
 
 
@@ -62,45 +76,102 @@ class RunResult:
     rejected: int
     stats: RunStats
     funnel: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
 
 
-def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True) -> RunResult:
+def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
+                 grace: float = constants.DRAIN_GRACE_S) -> RunResult:
+    """Generate, filter and export into `out_dir`; returns what was kept.
+
+    Raises Stopped (exit 3, 130, 143) when the run ended before it was complete, with
+    run.json saying so and no other output; FolderInUse (exit 2) when another process
+    works in `out_dir`."""
+    stop = Stop(grace)
     teacher = prepared.pipeline.config.teacher
-    if teacher.launch is None:
-        return _run(prepared, out_dir, show_progress)
-    from factory.launch import launched
+    with handling_signals(stop), ExitStack() as stack:
+        folder = stack.enter_context(RunFolder(out_dir, "run"))
+        if teacher.launch is not None:
+            from factory.launch import launched
 
-    # The server lives for the whole run: generation and any filter that asks the teacher.
-    with launched(teacher, out_dir) as url:
-        teacher.base_url = url
-        return _run(prepared, out_dir, show_progress)
+            # The server lives for the whole run: generation and any filter that asks the teacher.
+            teacher.base_url = stack.enter_context(
+                launched(teacher, out_dir, on_exit=lambda why: stop.request("server", 3, why)))
+        return _run(prepared, folder, stop, show_progress)
 
 
-def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
+def generation_fingerprint(pipeline: Pipeline, task: Task) -> str:
+    """What decides a unit's results, but the count: a stored unit with another
+    fingerprint is stale (it is generated again, its requests replayed when unchanged)."""
+    cfg = pipeline.config
+    generate = cfg.generate.model_dump(mode="json")
+    generate.pop("count", None)
+    teachers = {"": cfg.teacher, **task.role_teachers(pipeline)}
+    parts = {
+        "name": cfg.name, "seed": cfg.seed, "generate": generate, "data": task.data_digest(),
+        "templates": {role: t.sha256 for role, t in task.templates.items()},
+        "teachers": {role: teacher_identity(t) for role, t in teachers.items()},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def teacher_identity(config: TeacherConfig) -> dict[str, Any]:
+    """The teacher settings that change answers (not where it is served or how fast)."""
+    return {"backend": config.backend, "model": config.model, "sampling": config.sampling.model_dump(),
+            "structured_output": config.structured_output, "send_seed": config.send_seed, "dtype": config.dtype}
+
+
+def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool) -> RunResult:
     pipeline, task = prepared.pipeline, prepared.task
     cfg = pipeline.config
+    store = folder.store
     redact = Redactor.for_config(pipeline.raw)
-    work = out_dir / ".work"
-    stats = RunStats()
+    fingerprint = generation_fingerprint(pipeline, task)
+    total = task.units()
+    settled = {u for u in store.settled_units(GENERATE, fingerprint) if u < total}
+    stats = RunStats(units_done=len(settled), units_before=len(settled))
     started_at = now()
-    progress = Progress(task.units(), stats, enabled=show_progress)
-    budget = Budget(cfg.max_cost)
-    results, teachers, concurrency = asyncio.run(_generate(task, pipeline, stats, out_dir, work, progress, budget))
+    before, _ = whole_run_usage(store)
+    budget = Budget(cfg.max_cost, already=before.get("cost", 0.0))
+    progress = Progress(total, stats, enabled=show_progress)
+    context = StageContext(pipeline, folder.out_dir, show_progress, budget, store=store, stop=stop)
+    folder.stats = {"kind": "run"}
+    teachers: dict = {}
+    concurrency: dict = {}
+    try:
+        teachers, concurrency = asyncio.run(_generate(task, pipeline, store, stats, stop, fingerprint, settled,
+                                                      progress, budget))
+    except BudgetReached as err:
+        _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", str(err))
+        raise Stopped(str(err), 1, "incomplete") from None
+    finally:
+        folder.stats = {"kind": "run", "generate": stats.as_dict()}
+    if stop.requested:
+        raise _stopped(folder, pipeline, task, fingerprint, stats, stop)
     generated_at = time.perf_counter()
 
+    staging = folder.staging()
     requested = task.requested()
-    funnel_stages = [{"stage": "generate", "seen": requested, "kept": results.kept, "dropped": dict(results.reasons)}]
-    kept, examples, filter_rejects = apply_stages(prepared.stages, records_in_order(results.records_path),
-                                                  StageContext(pipeline, out_dir, show_progress, budget), work, redact)
-    funnel_stages += [stage.funnel() for stage in prepared.stages]
-    write_rejected(out_dir / "rejected.jsonl", [rejections_in_order(results.rejected_path)], filter_rejects, redact)
+    generated = _generation_funnel(store, fingerprint, total, requested)
+    try:
+        kept, examples, filter_rejects = apply_stages(prepared.stages, records_from_store(store, fingerprint, total),
+                                                      context, staging, redact)
+    except StopNow:
+        raise
+    if stop.requested:  # a signal while a filter stage asked the teacher
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _stopped(folder, pipeline, task, fingerprint, stats, stop)
+    funnel_stages = [generated] + [stage.funnel() for stage in prepared.stages]
+    write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, total)],
+                   filter_rejects, redact)
     rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
-
+    usage, invocations = whole_run_usage(store, "complete")
     info = {
         "name": cfg.name,
+        "status": "complete",
+        **({"dry_run": True} if pipeline.dry_run else {}),
         "pipeline_file": str(pipeline.path),
-        "config": config_summary(pipeline, out_dir),
-        "teacher": teachers.pop(None).describe(),
+        "config": config_summary(pipeline, folder.out_dir),
+        "teacher": teachers.pop(None).describe() if None in teachers else teacher_identity(cfg.teacher),
         **({"role_teachers": {role: t.describe() for role, t in teachers.items()}} if teachers else {}),
         "sampling": cfg.teacher.sampling.model_dump(),
         "task": task.describe(),
@@ -114,15 +185,118 @@ def _run(prepared: Prepared, out_dir: Path, show_progress: bool) -> RunResult:
             "generate_s": generated_at - stats.started,
             "filter_and_export_s": time.perf_counter() - generated_at,
         },
-        "usage": usage(stats),
-        **cost_entry(budget, cfg),
-        "engine": {**stats.as_dict(), "throttled": concurrency["throttled"], "concurrency": concurrency,
-                   "timeline": stats.timeline_points()},
+        "usage": {**usage, "replayed_from_journal": stats.replayed},
+        "invocations": invocations,
+        **cost_entry(budget, cfg, usage.get("cost", 0.0)),
+        "engine": {**stats.as_dict(), "throttled": concurrency.get("throttled", 0), "concurrency": concurrency,
+                   "timeline": whole_run_timeline(store)},
         "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},
     }
-    write_reports(out_dir, info, examples, redact)
-    shutil.rmtree(work, ignore_errors=True)
-    return RunResult(out_dir, requested, kept, rejected, stats, info["funnel"])
+    write_reports(staging, info, examples, redact)
+    folder.publish(staging)
+    return RunResult(folder.out_dir, requested, kept, rejected, stats, info["funnel"], info["usage"])
+
+
+def _stopped(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: str, stats: RunStats,
+             stop: Stop) -> Stopped:
+    """run.json for a run that stopped early, and the one line that says so."""
+    counts = _unfinished(folder, pipeline, task, fingerprint, stats, stop.status, stop.reason)
+    total = task.units()
+    pending = total - counts["settled"]
+    if stop.kind == "signal":
+        message = f"stopped: {counts['settled']} done, {pending} pending; rerun to resume"
+    else:
+        message = (f"incomplete: {pending} of {total} units pending ({stop.reason}); "
+                   f"rerun the same command to finish")
+    return Stopped(message, stop.exit_code, stop.status)
+
+
+def _unfinished(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: str, stats: RunStats,
+                status: str, reason: str) -> dict[str, int]:
+    store = folder.store
+    store.commit()
+    counts = store.unit_counts(GENERATE, fingerprint, task.units())
+    settled = counts.get("done", 0) + counts.get("rejected", 0)
+    usage, invocations = whole_run_usage(store, status)
+    folder.unfinished({
+        "name": pipeline.config.name, "status": status, "reason": reason,
+        **({"dry_run": True} if pipeline.dry_run else {}),
+        "pipeline_file": str(pipeline.path), "config": config_summary(pipeline, folder.out_dir),
+        "units": {"total": task.units(), "done": counts.get("done", 0), "rejected": counts.get("rejected", 0),
+                  "failed": counts.get("failed", 0), "pending": task.units() - settled - counts.get("failed", 0)},
+        "usage": {**usage, "replayed_from_journal": stats.replayed}, "invocations": invocations,
+        "versions": versions(), "finished_at": now(),
+    })
+    return {**counts, "settled": settled}
+
+
+async def _generate(task: Task, pipeline: Pipeline, store: RunStore, stats: RunStats, stop: Stop,
+                    fingerprint: str, settled: set[int], progress: Progress,
+                    budget: Budget) -> tuple[dict[str | None, Teacher], dict]:
+    """Generate every unit not settled yet; returns the teachers used (None: the pipeline's)
+    and how the in-flight window was sized."""
+    main = pipeline.config.teacher
+    pending = (u for u in range(task.units()) if u not in settled)
+
+    def sink(unit: int, results: list[Record | Rejection]) -> None:
+        rows = [_result_row(r) for r in results]
+        if any(isinstance(r, Record) for r in results):
+            state = "done"
+        elif results and all(r.reason == REFUSED for r in results):
+            state = "failed"
+        else:
+            state = "rejected"
+        store.finish_unit(GENERATE, unit, fingerprint, state, rows)
+        store.commit_soon(asyncio.get_running_loop())
+
+    async with open_engine(main, store, stats, stop, budget) as engine, AsyncExitStack() as stack:
+        by_role = {}
+        for role, config in task.role_teachers(pipeline).items():
+            if config != main:  # a role that changes nothing shares the pipeline's engine
+                by_role[role] = await stack.enter_async_context(open_engine(config, store, stats, stop, budget))
+        try:
+            progress.start()
+            if stats.units_done < task.units():
+                await run_task(task, engine, sink, progress.update, asker=RoleAsker(engine, by_role), units=pending)
+        finally:
+            progress.close()
+            store.commit()
+        teachers = {None: engine.teacher, **{role: e.teacher for role, e in by_role.items()}}
+        return teachers, engine.concurrency()
+
+
+def _result_row(item: Record | Rejection) -> dict[str, Any]:
+    if isinstance(item, Record):
+        return {"id": item.id, "messages": item.messages, "metadata": item.metadata}
+    return {"id": item.id, "stage": item.stage, "reason": item.reason, "detail": item.detail,
+            "messages": item.messages, "metadata": item.metadata}
+
+
+def records_from_store(store: RunStore, fingerprint: str, units: int) -> Iterator[Record]:
+    """The generated records in sample order: the same dataset whatever the timing."""
+    for _, _, rows in store.unit_results(GENERATE, fingerprint, units):
+        for row in rows:
+            if "reason" not in row:
+                yield Record(row["id"], row["messages"], row["metadata"])
+
+
+def rejections_from_store(store: RunStore, fingerprint: str, units: int) -> Iterator[dict]:
+    for _, _, rows in store.unit_results(GENERATE, fingerprint, units):
+        for row in rows:
+            if "reason" in row:
+                yield row
+
+
+def _generation_funnel(store: RunStore, fingerprint: str, units: int, requested: int) -> dict[str, Any]:
+    kept = 0
+    reasons: dict[str, int] = {}
+    for _, _, rows in store.unit_results(GENERATE, fingerprint, units):
+        for row in rows:
+            if "reason" in row:
+                reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+            else:
+                kept += 1
+    return {"stage": "generate", "seen": requested, "kept": kept, "dropped": reasons}
 
 
 def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], redact: Redactor) -> None:
@@ -135,41 +309,16 @@ def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], red
     build_report(out_dir)
 
 
-async def _generate(task: Task, pipeline: Pipeline, stats: RunStats, out_dir: Path, work: Path,
-                    progress: Progress, budget: Budget) -> tuple[ResultFiles, dict[str | None, Teacher], dict]:
-    """Generate every unit; returns the results, the teachers used (None: the pipeline's) and how
-    the in-flight window was sized."""
-    main = pipeline.config.teacher
-    journal_path = out_dir / JOURNAL_FILE
-    # A teacher that cannot be loaded fails before the output folder exists.
-    make_dir = lambda: out_dir.mkdir(parents=True, exist_ok=True)  # noqa: E731
-    async with open_engine(main, journal_path, stats, before_journal=make_dir, budget=budget) as engine, \
-            AsyncExitStack() as stack:
-        by_role = {}
-        for role, config in task.role_teachers(pipeline).items():
-            if config != main:  # a role that changes nothing shares the pipeline's engine
-                by_role[role] = await stack.enter_async_context(
-                    open_engine(config, journal_path, stats, journal=engine.journal, budget=budget))
-        results = ResultFiles(work)
-        try:
-            progress.start()
-            await run_task(task, engine, results, progress.update, asker=RoleAsker(engine, by_role))
-        finally:
-            progress.close()
-            results.close()
-        teachers = {None: engine.teacher, **{role: e.teacher for role, e in by_role.items()}}
-        return results, teachers, engine.concurrency()
-
-
-def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageContext, work: Path,
+def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageContext, staging: Path,
                  redact: Redactor) -> tuple[int, list[dict], Path]:
-    """Run `records` through the filter stages and write the kept ones as the dataset.
+    """Run `records` through the filter stages and write the kept ones as the dataset in `staging`.
 
     Returns the kept count, a few example records for the card, and the file the
     stages' rejections went to.
     """
     from factory.export import write_dataset
 
+    work = staging / ".work"
     work.mkdir(parents=True, exist_ok=True)
     filter_rejects = work / "rejected.filters.jsonl"
     with open(filter_rejects, "w", encoding="utf-8") as rej:
@@ -178,7 +327,7 @@ def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageC
         for stage in stages:
             records = stage(records)
         examples: list[dict] = []
-        kept = write_dataset(_sample(records, examples), context.out_dir, work, context.pipeline.config.output.formats)
+        kept = write_dataset(_sample(records, examples), staging, work, context.pipeline.config.output.formats)
     return kept, examples, filter_rejects
 
 
@@ -198,6 +347,7 @@ def write_rejected(path: Path, earlier: list[Iterable[dict]], filtered: Path, re
         with open(filtered, encoding="utf-8") as f:
             shutil.copyfileobj(f, out)
     tmp.replace(path)
+    shutil.rmtree(filtered.parent, ignore_errors=True)
 
 
 def config_summary(pipeline: Pipeline, out_dir: Path) -> dict[str, Any]:

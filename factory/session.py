@@ -1,35 +1,30 @@
-"""A teacher with its engine: started, journaled, and closed again, in one place.
+"""A teacher with its engine: started, tied to the run store, and closed again, in one place.
 
 Generation and every model-calling filter (the judge) open their teacher this way,
-so each gets the same in-flight window, rate limits, journal and failure handling.
+so each gets the same in-flight window, rate limits, store and failure handling.
 """
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 from factory import constants
 from factory.config import TeacherConfig
 from factory.cost import Budget
-from factory.engine import Engine, RunStats
-from factory.journal import Journal
+from factory.engine import Engine, RunStats, refusal_setting
 from factory.limits import AdaptiveWindow, RateLimiter
+from factory.stopping import Stop
+from factory.store import RunStore
+from factory.teachers.bounds import capped_window
 
 
 @asynccontextmanager
-async def open_engine(config: TeacherConfig, journal_path: Path, stats: RunStats,
-                      before_journal: Callable[[], None] | None = None,
-                      journal: Journal | None = None, budget: Budget | None = None) -> AsyncIterator[Engine]:
-    """Start the teacher, then open the journal; `before_journal` runs in between.
-
-    The teacher comes first so that one which cannot be reached or loaded fails
-    before anything (an output folder, a journal) is created. Engines of one run (a
-    dialogue's user simulator and assistant) share one `journal` when it is given, and
-    every engine of a run shares its `budget` (max_cost).
-    """
+async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, stop: Stop,
+                      budget: Budget | None = None) -> AsyncIterator[Engine]:
+    """Start the teacher and yield its engine; every engine of a run shares the run's
+    `store`, `stop` and `budget` (max_cost)."""
     from factory.teachers import make_teacher
 
     # Rate-limit headers come from hosted APIs: one source of them is mirrored, and with a
@@ -44,25 +39,21 @@ async def open_engine(config: TeacherConfig, journal_path: Path, stats: RunStats
 
     # The window is sized by what the teacher can take; the hook reaches it once it exists.
     teacher = make_teacher(config, on_response=on_response)
-    window = AdaptiveWindow(config.max_concurrency or teacher.default_concurrency)
+    size, capped = capped_window(config, config.max_concurrency or teacher.default_concurrency)
+    window = AdaptiveWindow(size)
+    window.capped = capped  # a socket per request in flight: past the open-file limit, EMFILE
     await teacher.start()
+    if store.setting(refusal_setting(teacher)):
+        teacher.prefer_prompt()  # learned by an earlier invocation: no probe, same keys
     watcher = watching = None
     try:
         watcher = await _watch_server_load(config, teacher, window)
         if watcher is not None:
             watching = asyncio.create_task(watcher.run())
             limiter.answered()  # a server publishing its load is not rate-limiting us: no probe
-        if before_journal is not None:
-            before_journal()
-        own = journal is None
-        journal = Journal(journal_path) if own else journal
-        try:
-            engine = Engine(teacher, journal, window, limiter, stats, budget)
-            engine.watcher = watcher
-            yield engine
-        finally:
-            if own:
-                journal.close()
+        engine = Engine(teacher, store, window, limiter, stats, budget, stop)
+        engine.watcher = watcher
+        yield engine
     finally:
         if watching is not None:
             watching.cancel()
@@ -86,7 +77,7 @@ async def _watch_server_load(config: TeacherConfig, teacher, window: AdaptiveWin
     if not await watcher.detect():
         return None
     if config.max_concurrency is None:  # the server's queue now bounds the window, not a guess
-        window.ceiling = constants.SERVER_METRICS_MAX_CONCURRENCY
+        window.ceiling = capped_window(config, constants.SERVER_METRICS_MAX_CONCURRENCY)[0]
     # Start small and double: a wide first window would pile requests up at the server.
     window.resize(constants.SERVER_METRICS_FIRST_WINDOW)
     return watcher

@@ -26,7 +26,9 @@ class Template:
     source: str
     sha256: str
     compiled: jinja2.Template
-    variables: frozenset[str]
+    variables: frozenset[str]  # the names it needs to render
+    # Every name it reads, optional ones (`is defined`) too: what makes a seed variable used.
+    referenced: frozenset[str] = frozenset()
 
     @property
     def short_hash(self) -> str:
@@ -75,6 +77,13 @@ class TemplateLibrary:
             )
         return template
 
+    def peek(self, name: str, where: str = "") -> Template:
+        """Load `name` without checking its variables: a template the run names but does
+        not render (another mode's), read only for the names it uses."""
+        if name not in self._cache:
+            self._cache[name] = self._load(name, where)
+        return self._cache[name]
+
     def _load(self, name: str, where: str) -> Template:
         label = f"{where}: " if where else ""
         try:
@@ -93,13 +102,16 @@ class TemplateLibrary:
         # A name only tested with `is defined` is optional: the template copes without it.
         optional = {test.node.name for test in ast.find_all(jinja2.nodes.Test)
                     if test.name in ("defined", "undefined") and isinstance(test.node, jinja2.nodes.Name)}
-        variables = set(jinja2.meta.find_undeclared_variables(ast)) - optional
+        referenced = set(jinja2.meta.find_undeclared_variables(ast))
+        variables = referenced - optional
         # Included and imported templates count too: a missing name there fails the same.
         for ref in jinja2.meta.find_referenced_templates(ast):
             if ref is not None and ref != name:
-                variables |= self._load(ref, where).variables
+                included = self._load(ref, where)
+                variables |= included.variables
+                referenced |= included.referenced
         digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
-        return Template(name, path, source, digest, compiled, frozenset(variables))
+        return Template(name, path, source, digest, compiled, frozenset(variables), frozenset(referenced))
 
 
 def _tojson_compact(value: Any) -> str:

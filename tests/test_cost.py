@@ -10,11 +10,11 @@ from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pip
 PRICE = {"input": 1000.0, "output": 2000.0}  # per million tokens: large, so a few requests cost something
 
 
-def paid(journal) -> tuple[int, float]:
-    """Requests in the journal and what they cost at PRICE."""
-    db = sqlite3.connect(str(journal))
+def paid(out_dir) -> tuple[int, float]:
+    """Answers in the run store and what they cost at PRICE."""
+    db = sqlite3.connect(str(out_dir / "run.sqlite"))
     try:
-        rows = [json.loads(v)["completion"] for (v,) in db.execute("SELECT value FROM completions")]
+        rows = [json.loads(v)["completion"] for (v,) in db.execute("SELECT value FROM requests")]
     finally:
         db.close()
     total = sum(r["prompt_tokens"] * PRICE["input"] + r["completion_tokens"] * PRICE["output"] for r in rows) / 1e6
@@ -32,17 +32,19 @@ def test_prices_give_the_cost_of_the_run(tmp_path, loopback):
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     info = json.loads((out / "run.json").read_text())
-    _, expected = paid(out / "journal.sqlite")
+    _, expected = paid(out)
     cost = info["cost"]
     assert cost["currency"] == "USD" and cost["price_per_million"] == {"input": 1000.0, "output": 2000.0}
     assert abs(cost["total"] - expected) < 1e-5 and abs(cost["paid_now"] - expected) < 1e-5
     assert abs(info["usage"]["cost"] - expected) < 1e-5
     assert "Cost" in (out / "README.md").read_text()
-    # Replayed from the journal: the same cost, none of it paid now.
+    # Rerun: every unit is settled in the store: the same cost, none of it paid now.
     again = factory_cli("run", str(path), "--quiet")
     assert again.returncode == 0, again.stderr
-    cost = json.loads((out / "run.json").read_text())["cost"]
+    info = json.loads((out / "run.json").read_text())
+    cost = info["cost"]
     assert cost["paid_now"] == 0 and abs(cost["replayed_from_journal"] - expected) < 1e-5
+    assert abs(cost["total"] - expected) < 1e-5 and abs(info["usage"]["cost"] - expected) < 1e-5
 
 
 def test_max_cost_stops_before_going_over_and_a_rerun_continues(tmp_path, loopback):
@@ -52,7 +54,7 @@ def test_max_cost_stops_before_going_over_and_a_rerun_continues(tmp_path, loopba
     assert stopped.returncode == 1
     lines = stopped.stderr.strip().splitlines()
     assert len(lines) == 1 and "max_cost 2 reached" in lines[0] and "run again" in lines[0], stopped.stderr
-    journal = tmp_path / "out" / "journal.sqlite"
+    journal = tmp_path / "out"
     done, spent = paid(journal)
     assert 0 < done < 40 and spent <= 2.0, (done, spent)
     assert not (tmp_path / "out" / "dataset").exists()

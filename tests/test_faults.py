@@ -1,4 +1,5 @@
-"""A third of requests failing in mixed ways: the run completes and every sample is accounted for."""
+"""Faults: content faults end as rejections with their reason; transport faults are asked
+again until answered, or, when the teacher stays down, stop the run as incomplete."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 
 from factory.cli import main
 from factory.loopback import FAULT_KINDS
-from tests.conftest import read_jsonl, write_pipeline
+from tests.conftest import factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
+from tests.test_resume import start_run, stored, wait_for_rows
 
-KNOWN_REASONS = {"teacher_error", "bad_response", "unparseable", "truncated", "too_few_pairs"}
+KNOWN_REASONS = {"bad_response", "unparseable", "truncated", "too_few_pairs"}
 
 
 def test_mixed_faults_end_kept_or_rejected_with_reasons(tmp_path, loopback):
@@ -33,66 +35,78 @@ def test_mixed_faults_end_kept_or_rejected_with_reasons(tmp_path, loopback):
     assert len(kept) + len(rejected) == requested
     assert len(kept) > requested * 0.6
     assert {r["id"] for r in kept}.isdisjoint({r["id"] for r in rejected})
-    for row in rejected:
+    for row in rejected:  # a transport fault is never a rejection: only unusable answers are
         assert row["stage"] == "generate" and row["reason"] in KNOWN_REASONS and row["detail"], row
     info = json.loads((out / "run.json").read_text())
     generate = info["funnel"]["stages"][0]
+    assert info["status"] == "complete"
     assert generate["kept"] + sum(generate["dropped"].values()) == requested
     assert info["funnel"]["kept"] + info["funnel"]["rejected"] == requested
 
 
 @pytest.mark.parametrize("fault,reason", [("malformed", "bad_response"), ("truncated", "truncated"),
-                                          ("empty", "unparseable"), ("server_error", "teacher_error"),
-                                          ("rate_limit", "teacher_error")])
-def test_each_fault_that_never_clears_is_rejected_with_its_reason(tmp_path, loopback, fault, reason):
+                                          ("empty", "unparseable")])
+def test_a_content_fault_that_never_clears_is_rejected_and_nothing_kept_exits_1(tmp_path, loopback, fault, reason):
     url = loopback(faults={fault: 1.0}, retry_after=0.01)
     path = write_pipeline(tmp_path, url, generate__count=4, teacher__max_retries=1, generate__max_attempts=2)
-    assert main(["run", str(path), "--quiet"]) == 0
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"factory: error: kept 0 of 4 samples (top rejection reasons: {reason} 4); "
+        f"see {tmp_path / 'out'}/rejected.jsonl")
     rejected = read_jsonl(tmp_path / "out" / "rejected.jsonl")
     assert len(rejected) == 4 and {r["reason"] for r in rejected} == {reason}
+    from datasets import load_from_disk
+
+    assert len(load_from_disk(str(tmp_path / "out" / "dataset"))) == 0  # what it writes still loads
 
 
-def test_unreachable_teacher_stops_the_run_with_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("fault", ["server_error", "rate_limit"])
+def test_a_teacher_that_stays_down_stops_the_run_as_incomplete(tmp_path, loopback, fault):
+    url = loopback(faults={fault: 1.0}, retry_after=0.01)
+    path = write_pipeline(tmp_path, url, generate__count=4, teacher__max_retries=0, teacher__outage_timeout=1.5)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 3, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("factory: incomplete: 2 of 2 units pending (teacher unreachable since "), line
+    assert line.endswith("; rerun the same command to finish"), line
+    out = tmp_path / "out"
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "incomplete" and info["units"]["pending"] == 2
+    assert {p.name for p in out.iterdir()} >= {"run.json", "run.sqlite"}
+    assert not (out / "dataset").exists() and not (out / "rejected.jsonl").exists() and not (out / "README.md").exists()
+
+
+def test_unreachable_from_the_start_is_incomplete_with_one_line(tmp_path):
     path = write_pipeline(tmp_path, "http://127.0.0.1:9/v1", generate__count=200, generate__pairs_per_request=1,
-                          teacher__max_retries=0)
-    assert main(["run", str(path), "--quiet"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot reach http://127.0.0.1:9/v1" in err[0]
+                          teacher__max_retries=0, teacher__outage_timeout=1)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "incomplete: 200 of 200 units pending" in lines[0], lines
+    assert "cannot reach http://127.0.0.1:9/v1" in lines[0]
 
 
-def test_rate_limits_shrink_the_window(tmp_path, loopback):
-    url = loopback(faults={"rate_limit": 0.3}, retry_after=0.01, seed=5)
-    path = write_pipeline(tmp_path, url, generate__count=60, generate__pairs_per_request=1, teacher__max_retries=8)
-    assert main(["run", str(path), "--quiet"]) == 0
+def test_a_teacher_dying_mid_run_is_incomplete_and_a_rerun_finishes_without_resending(tmp_path):
+    count = 80
+    with loopback_process("--slots", "4", "--latency-median", "0.05") as first:
+        path = write_pipeline(tmp_path, first, generate__count=count, generate__pairs_per_request=1,
+                              teacher__max_retries=1, teacher__outage_timeout=2)
+        proc = start_run(path)
+        wait_for_rows(tmp_path / "out", 20, proc)
+    # The teacher is gone here, with requests in flight.
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "rerun the same command to finish" in err.strip().splitlines()[-1]
+    done = stored(tmp_path / "out")
+    assert 20 <= done < count
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "incomplete"
+    assert factory_cli("push", str(tmp_path / "out"), "--repo-id", "me/x").returncode == 2  # nothing partial goes out
+
+    with loopback_process("--slots", "4") as second:  # the teacher is back, at another address
+        rerun = factory_cli("run", str(path), "--quiet", "--set", f"teacher.base_url={second}")
+        assert rerun.returncode == 0, rerun.stderr
+        assert sum(server_stats(second)["received"].values()) == count - done  # nothing answered is asked again
     info = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert info["engine"]["throttled"] > 0
-    assert info["funnel"]["kept"] == 60
-
-
-def test_rpm_limit_paces_requests(tmp_path, loopback):
-    url = loopback()
-    path = write_pipeline(tmp_path, url, generate__count=30, generate__pairs_per_request=1, teacher__rpm=600)
-    assert main(["run", str(path), "--quiet"]) == 0
-    t = loopback.teacher
-    # 10 requests a second with a one-second bucket: 30 requests cannot finish in under 2 s.
-    assert t.last_answer - t.first_request >= 1.8
-    assert sum(t.received.values()) == 30
-
-
-def test_rate_limit_headers_teach_the_limits_of_a_paid_api(tmp_path, loopback, monkeypatch):
-    # 300 requests a minute (5 a second) with a minute's bucket, told in OpenAI's headers.
-    # 320 requests: a blind 512-wide window would send them all at once and 20 would
-    # come back 429; reading the headers (the first request alone, as the key says a
-    # paid API) spends the 300 at once and paces the other 20 at the refill rate.
-    url = loopback(rate_limits={"requests": 300}, metrics=False)
-    monkeypatch.setenv("LOOPBACK_KEY", "sk-loopback")
-    path = write_pipeline(tmp_path, url, generate__count=320, generate__pairs_per_request=1,
-                          teacher__api_key_env="LOOPBACK_KEY")
-    assert main(["run", str(path), "--quiet"]) == 0
-    t = loopback.teacher
-    assert t.outcomes["over_rate_limit"] == 0 and t.outcomes["ok"] == 320, t.outcomes
-    assert t.last_answer - t.first_request >= 3.0  # 20 beyond the bucket at 5 a second
-    limits = json.loads((tmp_path / "out" / "run.json").read_text())["engine"]["concurrency"]["rate_limits"]
-    assert limits["from_headers"]["requests"]["limit"] == 300
-    assert 270 <= limits["from_headers"]["requests"]["per_minute"] <= 330
-    assert limits["waited_for_refill_s"] > 2
+    assert info["status"] == "complete" and len(read_jsonl(tmp_path / "out" / "data.jsonl")) == count
+    assert info["usage"]["requests"] == count and [i["status"] for i in info["invocations"]] == ["incomplete", "complete"]

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
 import socket
+import subprocess
 import sys
+import textwrap
+import time
+from urllib.parse import urlparse
 
+import pytest
 import yaml
 
 from factory.config import LaunchConfig, TeacherConfig
-from factory.launch import command_for
+from factory.errors import TeacherError
+from factory.launch import command_for, launched
 from tests.conftest import factory_cli, read_jsonl, write_pipeline
 
 LOOPBACK = [sys.executable, "-m", "factory", "loopback", "--port", "{port}"]
@@ -28,6 +37,83 @@ def launch_pipeline(folder, command, **changes):
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def closes_within(port: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not port_open(port):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def recording_pid(pid_file, command):
+    """The command, run by a shell that writes its pid first and then becomes the command."""
+    return ["sh", "-c", f'echo $$ > "{pid_file}" && exec "$0" "$@"', *command]
+
+
+def loopback_teacher(pid_file) -> TeacherConfig:
+    return TeacherConfig(backend="openai", model="loopback",
+                         launch={"command": recording_pid(pid_file, LOOPBACK), "startup_timeout": 60})
+
+
+def kill_quietly(pid_file) -> None:
+    try:
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+def test_on_exit_hears_of_a_server_killed_from_outside_and_an_error_after_names_the_log(tmp_path):
+    pid_file, heard = tmp_path / "server.pid", queue.Queue()
+    with pytest.raises(TeacherError, match="teacher-server.log") as raised:
+        with launched(loopback_teacher(pid_file), tmp_path, on_exit=heard.put) as url:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            message = heard.get(timeout=3)
+            raise ConnectionError("the run's next request fails")
+    assert "exited (code -9) during the run" in message and "teacher-server.log" in message
+    assert "listening on" in message and "\n" not in message  # one line, ending with the log's tail
+    assert "rerun to resume" in str(raised.value) and isinstance(raised.value.__cause__, ConnectionError)
+    assert heard.empty() and not port_open(urlparse(url).port)
+
+
+def test_on_exit_is_not_called_when_the_block_ends_normally(tmp_path):
+    pid_file, heard = tmp_path / "server.pid", queue.Queue()
+    with launched(loopback_teacher(pid_file), tmp_path, on_exit=heard.put) as url:
+        assert port_open(urlparse(url).port)
+    time.sleep(0.5)  # long enough for a watcher that wrongly took the stop for a death
+    assert heard.empty() and not port_open(urlparse(url).port)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_server_dies_with_a_factory_killed_by_sigkill(tmp_path):
+    pid_file = tmp_path / "server.pid"
+    holder = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from factory.config import TeacherConfig
+        from factory.launch import launched
+        teacher = TeacherConfig(backend="openai", model="loopback",
+                                launch={{"command": {recording_pid(pid_file, LOOPBACK)!r}, "startup_timeout": 60}})
+        with launched(teacher, Path({str(tmp_path)!r})) as url:
+            print(url, flush=True)
+            time.sleep(600)
+    """)
+    factory = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        url = factory.stdout.readline().strip()
+        assert url, "the holder exited before the server was ready"
+        port = urlparse(url).port
+        assert port_open(port)
+        factory.kill()  # no finally runs in the holder: only the kernel can stop the server now
+        factory.wait()
+        assert closes_within(port, 5), "the server outlived the process that launched it"
+    finally:
+        factory.kill()
+        factory.wait()
+        factory.stdout.close()
+        kill_quietly(pid_file)
 
 
 def test_the_launched_server_serves_the_run_and_is_stopped_after(tmp_path):

@@ -12,36 +12,38 @@ import time
 from tests.conftest import ROOT, factory_cli, loopback_process, server_stats, write_pipeline
 
 
-def journaled(path) -> set[str]:
-    db = sqlite3.connect(str(path))
+def stored(out_dir) -> int:
+    """Answers in the run's store."""
+    db = sqlite3.connect(str(out_dir / "run.sqlite"))
     try:
-        return {json.loads(v)["sent"] for (v,) in db.execute("SELECT value FROM completions")}
+        return db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     finally:
         db.close()
 
 
-def wait_for_rows(path, rows: int, proc, limit: float = 60) -> None:
+def wait_for_rows(out_dir, rows: int, proc, limit: float = 60) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-        if path.exists():
+        if (out_dir / "run.sqlite").exists():
             try:
-                db = sqlite3.connect(str(path))
-                count = db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
-                db.close()
-                if count >= rows:
+                if stored(out_dir) >= rows:
                     return
             except sqlite3.OperationalError:
                 pass  # the table is not there yet
         time.sleep(0.01)
-    raise AssertionError("journal never reached the expected size")
+    raise AssertionError("the store never reached the expected size")
 
 
-def kill_after(path, journal, rows: int) -> None:
-    """Run the pipeline at `path` in its own process and SIGKILL it once `rows` requests are journaled."""
-    proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_rows(journal, rows, proc)
+def start_run(path, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet", *extra], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_after(path, out_dir, rows: int) -> None:
+    """Run the pipeline at `path` in its own process and SIGKILL it once `rows` answers are stored."""
+    proc = start_run(path)
+    wait_for_rows(out_dir, rows, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -50,25 +52,27 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
     count = 120
     with loopback_process("--slots", "4", "--latency-median", "0.08", "--latency-sigma", "0.3") as url:
         path = write_pipeline(tmp_path / "killed", url, generate__count=count, generate__pairs_per_request=1)
-        journal = tmp_path / "killed" / "out" / "journal.sqlite"
-        kill_after(path, journal, 40)
-        before = server_stats(url)["received"]
-        done_before_kill = journaled(journal)
-        assert 40 <= len(done_before_kill) < count
+        out = tmp_path / "killed" / "out"
+        kill_after(path, out, 40)
+        before = sum(server_stats(url)["received"].values())
+        done_before_kill = stored(out)
+        assert 40 <= done_before_kill < count
 
         rerun = factory_cli("run", str(path), "--quiet")
         assert rerun.returncode == 0, rerun.stderr
-        after = server_stats(url)["received"]
-        resent = [k for k in done_before_kill if after.get(k, 0) > before.get(k, 0)]
-        assert resent == [], f"{len(resent)} journaled requests were sent again"
-        info = json.loads((tmp_path / "killed" / "out" / "run.json").read_text())
-        assert info["usage"]["replayed_from_journal"] >= len(done_before_kill)
-        assert info["usage"]["requests"] + info["usage"]["replayed_from_journal"] == count
+        # Every answer stored before the kill is replayed: only the rest goes out.
+        assert sum(server_stats(url)["received"].values()) - before == count - done_before_kill
+        info = json.loads((out / "run.json").read_text())
+        assert info["status"] == "complete" and info["usage"]["requests"] == count
+        runs = info["invocations"]
+        assert [r["status"] for r in runs] == ["killed", "complete"]
+        assert runs[0]["usage"]["requests"] == done_before_kill
+        assert runs[1]["usage"]["requests"] == count - done_before_kill
 
         whole = write_pipeline(tmp_path / "whole", url, generate__count=count, generate__pairs_per_request=1)
         assert factory_cli("run", str(whole), "--quiet").returncode == 0
 
-    resumed = (tmp_path / "killed" / "out" / "data.jsonl").read_text()
+    resumed = (out / "data.jsonl").read_text()
     uninterrupted = (tmp_path / "whole" / "out" / "data.jsonl").read_text()
     assert resumed == uninterrupted and len(resumed.splitlines()) == count
 

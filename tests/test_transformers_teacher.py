@@ -20,9 +20,10 @@ def test_local_model_runs_the_pipeline_end_to_end(tmp_path, tiny_model):
     path = write_pipeline(tmp_path, teacher__backend="transformers", teacher__model=str(tiny_model),
                           teacher__batch_size=4, teacher__sampling={"max_tokens": 12, "temperature": 0.7},
                           generate__count=6, generate__pairs_per_request=1, generate__max_attempts=1)
-    assert main(["run", str(path), "--quiet"]) == 0
+    code = main(["run", str(path), "--quiet"])
     out = tmp_path / "out"
     info = json.loads((out / "run.json").read_text())
+    assert code == (0 if info["funnel"]["kept"] else 1)  # nothing kept is a failure, said so
     # A random model writes no JSON: every sample is accounted for, with the reason.
     assert info["funnel"]["kept"] + info["funnel"]["rejected"] == 6
     rejected = read_jsonl(out / "rejected.jsonl")
@@ -31,10 +32,10 @@ def test_local_model_runs_the_pipeline_end_to_end(tmp_path, tiny_model):
     assert info["usage"]["requests"] == 6 and info["usage"]["completion_tokens"] > 0
     assert info["teacher"]["backend"] == "transformers" and info["teacher"]["device"] == "cpu"
 
-    # The rerun replays the journal instead of generating again.
-    assert main(["run", str(path), "--quiet"]) == 0
+    # The rerun generates nothing again: every unit is settled in the run store.
+    assert main(["run", str(path), "--quiet"]) == code
     again = json.loads((out / "run.json").read_text())
-    assert again["usage"]["requests"] == 0 and again["usage"]["replayed_from_journal"] == 6
+    assert again["usage"]["requests"] == 6 and again["invocations"][-1]["usage"]["requests"] == 0
 
 
 def test_model_that_cannot_be_had_says_so_in_one_line(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 
 from factory import constants
 from factory.config import apply_overrides, parse_overrides
-from factory.journal import Journal, request_key
+from factory.store import request_key
 from factory.limits import AdaptiveWindow
 from factory.seeds import SeedSpace, read_seed_file
 from factory.structured import JSONNotFound, extract_json, with_schema_instructions
@@ -119,15 +119,6 @@ def test_window_never_lets_more_than_its_size_in_flight():
 def test_request_key_ignores_key_order_but_not_content():
     assert request_key({"a": 1, "b": [1, 2]}) == request_key({"b": [1, 2], "a": 1})
     assert request_key({"a": 1}) != request_key({"a": 2})
-
-
-def test_journal_survives_reopen_and_migrates_once(tmp_path):
-    j = Journal(tmp_path / "j.sqlite")
-    j.store("k", {"completion": {"text": "hi"}})
-    j.close()
-    j = Journal(tmp_path / "j.sqlite")
-    assert j.lookup("k") == {"completion": {"text": "hi"}} and j.lookup("nope") is None and len(j) == 1
-    j.close()
 
 
 def test_overrides_build_nested_keys_and_parse_yaml():

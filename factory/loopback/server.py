@@ -4,7 +4,8 @@ It answers chat completions in the requested JSON schema with varied determinist
 content, serves a models list and a health check, and behaves like a real server
 where it matters for the engine: a fixed number of decode slots (requests beyond
 them queue), a lognormal service time, and injected faults (429 with Retry-After,
-500, dropped connections, hangs, malformed bodies, truncated or empty content).
+500, dropped connections, hangs, malformed bodies, truncated or empty content; and,
+only when asked for, stalls and oversized answers).
 `GET /metrics` publishes vLLM's gauges (running, waiting, KV-cache use), as a vLLM
 server does; `GET /stats` tells what it saw, so tests can check what the client sent.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import math
 import random
 import re
@@ -24,10 +26,14 @@ from typing import Iterator
 
 from aiohttp import web
 
-from factory.journal import request_key
+from factory.store import request_key
 from factory.loopback.content import answer
 
 FAULT_KINDS = ("rate_limit", "server_error", "reset", "hang", "malformed", "truncated", "empty")
+# Faults injected only when named, never by a spread over all kinds: `stall` sends 200 and
+# its headers, then nothing for hang_s (or until the client leaves), then an empty body;
+# `oversized` streams an answer of oversize_bytes whatever max_tokens says (a runaway server).
+EXTRA_FAULT_KINDS = ("stall", "oversized")
 
 
 @dataclass
@@ -38,6 +44,9 @@ class LoopbackOptions:
     faults: dict[str, float] = field(default_factory=dict)
     retry_after: float = 0.05
     hang_s: float = 3600.0
+    # The `oversized` fault's body, and whether it declares its length (else chunked).
+    oversize_bytes: int = 20 * 1024 * 1024
+    oversize_declared: bool = False
     seed: int = 0
     refuse_response_format: bool = False
     model: str = "loopback"
@@ -56,9 +65,10 @@ class LoopbackOptions:
     rate_limits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = set(self.faults) - set(FAULT_KINDS)
+        unknown = set(self.faults) - set(FAULT_KINDS) - set(EXTRA_FAULT_KINDS)
         if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+            known = ", ".join(FAULT_KINDS + EXTRA_FAULT_KINDS)
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {known}")
         if sum(self.faults.values()) > 1:
             raise ValueError("fault probabilities add up to more than 1")
         if self.slots < 1:
@@ -105,6 +115,7 @@ class LoopbackTeacher:
         self.first_request: float | None = None
         self.last_answer: float | None = None
         self.bodies: list[dict] = []
+        self.oversize_sent = 0  # bytes of oversized answers actually written before the client left
         self.buckets = {kind: [float(limit), time.monotonic()] for kind, limit in self.options.rate_limits.items()}
 
     def app(self) -> web.Application:
@@ -194,6 +205,10 @@ class LoopbackTeacher:
             raise asyncio.CancelledError  # nothing more to say on a dropped connection
         if fault == "hang":
             await asyncio.sleep(self.options.hang_s)
+        if fault == "stall":
+            return await self._stall(request)
+        if fault == "oversized":
+            return await self._flood(request, body)
 
         self._queue(+1)
         self.most_waiting = max(self.most_waiting, self.waiting)
@@ -248,6 +263,47 @@ class LoopbackTeacher:
             }
         )
 
+    async def _stall(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        # Until hang_s is up or the client gives up, so no handler outlives its connection.
+        deadline = time.monotonic() + self.options.hang_s
+        while time.monotonic() < deadline and request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(min(0.05, deadline - time.monotonic()))
+        if request.transport is not None and not request.transport.is_closing():
+            await response.write_eof()
+        return response
+
+    async def _flood(self, request: web.Request, body: dict) -> web.StreamResponse:
+        """A valid completion whose content alone is oversize_bytes, written as fast as it is read."""
+        head = ('{"id": "chatcmpl-flood", "object": "chat.completion", "model": ' + json.dumps(body.get("model"))
+                + ', "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "')
+        tail = '"}}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}'
+        size = max(self.options.oversize_bytes, len(head) + len(tail))
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        if self.options.oversize_declared:
+            response.content_length = size
+        else:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        block = b"x" * 65536
+        left = size - len(head) - len(tail)
+        try:
+            await self._send(response, head.encode())
+            while left > 0:
+                await self._send(response, block[:left])
+                left -= len(block)
+            await self._send(response, tail.encode())
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading: what it was sent is counted
+        return response
+
+    async def _send(self, response: web.StreamResponse, data: bytes) -> None:
+        await response.write(data)
+        self.oversize_sent += len(data)
+
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response(
             {"object": "list", "data": [{"id": self.options.model, "object": "model", "owned_by": "factory"}]}
@@ -284,6 +340,7 @@ class LoopbackTeacher:
                 "slots": self.options.slots,
                 "most_waiting": self.most_waiting,
                 "waiting_area": self.waiting_area,
+                "oversize_sent": self.oversize_sent,
             }
         )
 

@@ -15,11 +15,45 @@ def make_task(pipeline):
     if kind == "dialogue":
         from factory.tasks.dialogue import DialogueTask
 
-        return DialogueTask(pipeline, seeds, library)
-    if kind == "grounded_qa":
+        task = DialogueTask(pipeline, seeds, library)
+    elif kind == "grounded_qa":
         from factory.tasks.grounded_qa import GroundedQATask
 
-        return GroundedQATask(pipeline, seeds, library)
-    from factory.tasks.qa import QATask
+        task = GroundedQATask(pipeline, seeds, library)
+    else:
+        from factory.tasks.qa import QATask
 
-    return QATask(pipeline, seeds, library)
+        task = QATask(pipeline, seeds, library)
+    check_seeds_used(task, pipeline, library)
+    return task
+
+
+def check_seeds_used(task, pipeline, library) -> None:
+    """Every seed variable reaches a prompt. One that none reads is nearly always a typo
+    (of the name the template uses) or a template not edited yet: its values would only
+    be copied into metadata.seed, and the data would not vary with them.
+
+    A template counts when the pipeline names it, rendered in this mode or not (a dialogue
+    pipeline may switch `mode` and keep its seeds). Raises ConfigError naming the seed.
+    """
+    from factory.errors import ConfigError, TemplateError
+
+    where = f"{pipeline.path}: seeds"
+    own = task.template_variables()
+    for name in task.seeds.names:
+        if name in own:
+            raise ConfigError(f"{where}.{name}: the {task.name} task sets {name!r} itself, so these values would "
+                              f"never reach a template; rename the seed variable")
+    templates = {t.name: t for t in task.templates.values()}
+    for name in pipeline.config.generate.templates.values():
+        if name not in templates:
+            try:
+                templates[name] = library.peek(name)
+            except TemplateError:
+                pass  # not rendered in this mode: its problems are not this run's
+    used = set().union(*(t.referenced for t in templates.values()))
+    for name in task.seeds.names:
+        if name not in used:
+            raise ConfigError(f"{where}.{name}: not used by any template (templates: "
+                              f"{', '.join(sorted(templates))}); rename it to the variable a template uses, "
+                              f"or use it in one")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import json
 from typing import Any, Protocol
 
 from factory.record import Record, Rejection
@@ -65,6 +66,43 @@ class Task(abc.ABC):
     @abc.abstractmethod
     async def run_unit(self, unit: int, asker: Asker) -> list[Record | Rejection]:
         """Every sample of the unit, each as a Record or a Rejection with its reason."""
+
+    def template_variables(self) -> set[str]:
+        """Variables the task itself gives its templates (a seed of the same name would be hidden)."""
+        return set()
+
+    def roles(self) -> set[str]:
+        """The roles of the messages in the task's records (what a filter's `roles` may name)."""
+        return {"user", "assistant"}
+
+    def metadata_fields(self) -> set[str]:
+        """The metadata its records carry, as dotted paths (`seed.topic`, `usage.prompt_tokens`).
+
+        A path with no listed path below it may hold anything (a seed value read from a JSONL
+        file is an object), so names below it are not checked. Subclasses add theirs.
+        """
+        fields = {"task", "seed", "sample_index", "templates", "usage", "usage.prompt_tokens",
+                  "usage.completion_tokens"}
+        fields |= {f"seed.{name}" for name in self.seeds.names}
+        for role in self.templates:
+            fields |= {f"templates.{role}", f"templates.{role}.name", f"templates.{role}.sha256"}
+        return fields
+
+    def unit_failure(self, unit: int, reason: str, detail: str) -> list[Rejection]:
+        """The unit's samples as rejections, when the teacher refused its request for good."""
+        return [Rejection(sample_id, "generate", reason, detail, metadata={"sample_index": index})
+                for index, sample_id in self.sample_ids(unit)]
+
+    def sample_ids(self, unit: int) -> list[tuple[int, str]]:
+        """(sample index, record id) of each sample the unit makes."""
+        from factory.record import record_id
+
+        return [(unit, record_id(self.pipeline_name, self.name, unit))]
+
+    def data_digest(self) -> str:
+        """A hash of the data the units are made from beyond the pipeline file (seed
+        files' values, documents): part of what makes a stored unit current."""
+        return hashlib.sha256(json.dumps(self.seeds.lists, sort_keys=True, default=str).encode()).hexdigest()
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.name}

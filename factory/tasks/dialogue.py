@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from factory.config import Pipeline, derived_teacher
-from factory.errors import BadResponse, TeacherError
 from factory.generate_config import DialogueGenerate
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
-from factory.tasks.base import RoleAsker, Task, request_seed
+from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
+from factory.tasks.base import RoleAsker, Task
 from factory.tasks.guards import Guards, strip_own_label
 from factory.teachers.base import Completion, Request
 from factory.templates import TemplateLibrary
@@ -130,6 +130,24 @@ class DialogueTask(Task):
     def requested(self) -> int:
         return self.cfg.count
 
+    def template_variables(self) -> set[str]:
+        return set(TEMPLATE_VARIABLES)
+
+    def roles(self) -> set[str]:
+        saves_system = self.cfg.save_system and (self.cfg.system_prompt or "assistant_system" in self.templates)
+        return {"user", "assistant"} | ({"system"} if saves_system else set())
+
+    def metadata_fields(self) -> set[str]:
+        fields = super().metadata_fields() | {"mode", "turns", "planned_turns", "ended", "teacher_models",
+                                              "turn_usage"}
+        # Who wrote the turns: each side in `turns` mode, one request in `single_call`.
+        writers = ("conversation",) if self.cfg.mode == "single_call" else ("user", "assistant")
+        fields |= {f"teacher_models.{role}" for role in writers}
+        fields |= {name for name in ("persona", "goal") if name in self.seeds.names}
+        if self.cfg.mode == "turns" and self.cfg.end_marker:
+            fields.add("closing_message")  # the user's last words when they end the chat
+        return fields
+
     def role_teachers(self, pipeline: Pipeline) -> dict[str, Any]:
         return {role: derived_teacher(pipeline, overrides, f"{self.where}.teachers.{role}")
                 for role, overrides in self.cfg.teachers.items()}
@@ -216,49 +234,37 @@ class DialogueTask(Task):
     async def _turn(self, c: Conversation, role: str, turn: int, messages: list[dict[str, str]],
                     previous: list[str], asker: RoleAsker) -> tuple[str, bool]:
         """One turn's text (and whether the user ended there), retried until it passes the guards."""
-        reason, detail = "bad_response", ""
-        for attempt in range(self.cfg.max_attempts):
-            step = f"{role}:{turn}:{attempt}"
-            request = Request(list(messages), None, f"dialogue_{role}", request_seed(self.pipeline_seed, c.unit, step))
-            try:
-                completion = await asker.ask(request, c.unit, step, role=role)
-            except BadResponse as err:
-                reason, detail = "bad_response", str(err)
-                continue
-            except TeacherError as err:
-                raise Rejected("teacher_error", f"turn {turn} ({role}): {err}") from err
+
+        def use(completion: Completion, attempt: int) -> tuple[str, bool]:
             c.note(turn, role, attempt, completion)
             if completion.finish_reason == "length":
-                reason, detail = "truncated", "the answer hit max_tokens"
-                continue
+                raise Unusable("truncated", "the answer hit max_tokens")
             text = strip_own_label(completion.text, role)
             marker = self.cfg.end_marker
             if role == "user" and marker and marker.lower() in text.lower():
                 if len(c.turns) >= self.cfg.min_turns:
                     return _without(text, marker), True
-                reason, detail = "ended_too_early", f"the user ended after {len(c.turns)} of at least {self.cfg.min_turns} turns"
-                continue
+                raise Unusable("ended_too_early",
+                               f"the user ended after {len(c.turns)} of at least {self.cfg.min_turns} turns")
             problem = self.guards.check(text, role, previous)
-            if problem is None:
-                return text, False
-            reason, detail = problem
-        raise Rejected(reason, f"turn {turn} ({role}), {self.cfg.max_attempts} attempts: {detail}")
+            if problem is not None:
+                raise Unusable(*problem)
+            return text, False
+
+        try:
+            answer = await ask_until_usable(
+                _AsRole(asker, role), list(messages), use, unit=c.unit, pipeline_seed=self.pipeline_seed,
+                max_attempts=self.cfg.max_attempts, schema_name=f"dialogue_{role}",
+                step=lambda attempt: f"{role}:{turn}:{attempt}")
+        except NoUsableAnswer as err:
+            raise Rejected(err.reason, f"turn {turn} ({role}), {err.attempts} attempts: {err.detail}") from err
+        return answer.value
 
     async def _single_call(self, c: Conversation, values: dict[str, Any], asker: RoleAsker) -> None:
         lo, hi = self.cfg.turn_range
         messages = [{"role": "user", "content": self.templates["single_call"].render(values)}]
-        schema = conversation_schema(lo, hi)
-        reason, detail = "bad_response", ""
-        for attempt in range(self.cfg.max_attempts):
-            step = f"conversation:{attempt}"
-            request = Request(messages, schema, "conversation", request_seed(self.pipeline_seed, c.unit, step))
-            try:
-                completion = await asker.ask(request, c.unit, step)  # the pipeline's teacher writes both sides
-            except BadResponse as err:
-                reason, detail = "bad_response", str(err)
-                continue
-            except TeacherError as err:
-                raise Rejected("teacher_error", str(err)) from err
+
+        def use(completion: Completion, attempt: int) -> list[tuple[str, str]]:
             c.note(0, "conversation", attempt, completion)
             try:
                 turns = parse_conversation(completion.text)
@@ -267,11 +273,18 @@ class DialogueTask(Task):
                 self._check_all(turns)
             except Rejected as r:
                 truncated = completion.finish_reason == "length" and r.reason in ("unparseable", "bad_structure")
-                reason, detail = ("truncated" if truncated else r.reason), f"attempt {attempt + 1}: {r.detail}"
-                continue
-            c.turns, c.ended = turns, "single_call"
-            return
-        raise Rejected(reason, detail)
+                raise Unusable("truncated" if truncated else r.reason, f"attempt {attempt + 1}: {r.detail}") from r
+            return turns
+
+        try:
+            # The pipeline's teacher writes both sides.
+            answer = await ask_until_usable(
+                asker, messages, use, unit=c.unit, pipeline_seed=self.pipeline_seed,
+                max_attempts=self.cfg.max_attempts, schema=conversation_schema(lo, hi), schema_name="conversation",
+                step=lambda attempt: f"conversation:{attempt}")
+        except NoUsableAnswer as err:
+            raise Rejected(err.reason, err.detail) from err
+        c.turns, c.ended = answer.value, "single_call"
 
     def _check_all(self, turns: list[tuple[str, str]]) -> None:
         previous = {"user": "", "assistant": ""}
@@ -316,6 +329,16 @@ class DialogueTask(Task):
         if c.closing:
             meta["closing_message"] = c.closing
         return meta
+
+
+class _AsRole:
+    """A conversation's RoleAsker seen as a plain Asker whose requests all go to `role`'s teacher."""
+
+    def __init__(self, asker: RoleAsker, role: str):
+        self.asker, self.role = asker, role
+
+    async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion:
+        return await self.asker.ask(request, unit, step, role=self.role)
 
 
 def _without(text: str, marker: str) -> str:

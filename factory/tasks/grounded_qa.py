@@ -12,6 +12,8 @@ character offsets).
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from typing import Any
 
@@ -97,6 +99,12 @@ class GroundedQATask(QATask):
             raise DocumentError(f"{where}.documents: no document has text to ask about ({reasons})")
         super().__init__(pipeline, seeds, library)
 
+    def data_digest(self) -> str:
+        digest = hashlib.sha256(super().data_digest().encode())
+        for doc in self.documents:
+            digest.update(f"\x1f{doc.id}\x1f{doc.text}".encode())
+        return digest.hexdigest()
+
     def pairs_per_unit(self) -> int:
         return self.cfg.pairs_per_chunk
 
@@ -146,6 +154,11 @@ class GroundedQATask(QATask):
 
     def pair_metadata(self, pair: dict[str, Any]) -> dict[str, Any]:
         return {"quote": pair["quote"]} if self.cfg.quote_support else {}
+
+    def metadata_fields(self) -> set[str]:
+        source = {"document", "path", "chunk_id", "chunk_index", "start", "end", "line"}
+        return (super().metadata_fields() | {"context", "source"} | {f"source.{key}" for key in source}
+                | ({"quote"} if self.cfg.quote_support else set()))
 
     def describe(self) -> dict[str, Any]:
         c = self.cfg.chunking

@@ -6,12 +6,12 @@ import math
 from typing import Any
 
 from factory.config import Pipeline
-from factory.errors import BadResponse, TeacherError
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
-from factory.tasks.base import Asker, Task, request_seed
-from factory.teachers.base import Request
+from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
+from factory.tasks.base import Asker, Task
+from factory.teachers.base import Completion
 from factory.templates import Template, TemplateLibrary
 
 
@@ -19,20 +19,16 @@ def qa_schema(k: int) -> dict[str, Any]:
     return list_answer("pairs", strict_object({"question": {"type": "string"}, "answer": {"type": "string"}}), k, k)
 
 
-class Unusable(ValueError):
-    """The answer came but holds no usable pairs; the message is the rejection reason."""
-
-
 def pair_items(text: str) -> list[dict[str, Any]]:
     """The answer's pair objects that have a non-empty question and answer (both stripped);
-    any other keys they carry (a quote, a support flag) are kept."""
+    any other keys they carry (a quote, a support flag) are kept. Raises Unusable ("unparseable")."""
     try:
         value = extract_json(text)
     except JSONNotFound as err:
-        raise Unusable(str(err)) from err
+        raise Unusable("unparseable", str(err)) from err
     items = value.get("pairs") if isinstance(value, dict) else value
     if not isinstance(items, list):
-        raise Unusable("JSON has no 'pairs' list")
+        raise Unusable("unparseable", "JSON has no 'pairs' list")
     pairs = []
     for item in items:
         if not isinstance(item, dict):
@@ -41,7 +37,7 @@ def pair_items(text: str) -> list[dict[str, Any]]:
         if isinstance(q, str) and isinstance(a, str) and q.strip() and a.strip():
             pairs.append({**item, "question": q.strip(), "answer": a.strip()})
     if not pairs:
-        raise Unusable("no pair with a non-empty question and answer")
+        raise Unusable("unparseable", "no pair with a non-empty question and answer")
     return pairs
 
 
@@ -97,6 +93,12 @@ class QATask(Task):
     def pair_metadata(self, pair: dict[str, Any]) -> dict[str, Any]:
         return {}
 
+    def roles(self) -> set[str]:
+        return {"user", "assistant"} | ({"system"} if self.cfg.system_prompt else set())
+
+    def metadata_fields(self) -> set[str]:
+        return super().metadata_fields() | {"teacher_model", "finish_reason", "attempts"}
+
     # -- the common work -----------------------------------------------------------------
 
     def units(self) -> int:
@@ -120,6 +122,9 @@ class QATask(Task):
         return [{"seed": self.seeds.values(u), "messages": self._prompt(self.variables(u))}
                 for u in range(min(3, self.units()))]
 
+    def sample_ids(self, unit: int) -> list[tuple[int, str]]:
+        return [(i, record_id(self.pipeline_name, self.name, i)) for i in self._samples(unit)]
+
     def _samples(self, unit: int) -> range:
         first = unit * self.k
         return range(first, min(first + self.k, self.requested()))
@@ -134,51 +139,48 @@ class QATask(Task):
             **self.unit_metadata(unit),
             "templates": {role: {"name": t.name, "sha256": t.short_hash} for role, t in self.templates.items()},
         }
-        reason, detail = "unparseable", ""
-        for attempt in range(self.cfg.max_attempts):
-            request = Request(messages, self.schema, self.schema_name,
-                              request_seed(self.pipeline_seed, unit, attempt))
-            try:
-                completion = await asker.ask(request, unit, attempt)
-            except BadResponse as err:
-                reason, detail = "bad_response", str(err)
+        try:
+            pairs, completion, attempts = await ask_until_usable(
+                asker, messages, self._use, unit=unit, pipeline_seed=self.pipeline_seed,
+                max_attempts=self.cfg.max_attempts, schema=self.schema, schema_name=self.schema_name)
+        except NoUsableAnswer as err:
+            return [self._reject(i, err.reason, err.detail, meta) for i in wanted]
+        share = len(pairs[: len(wanted)]) or 1
+        common = {
+            **meta,
+            "teacher_model": completion.model,
+            "finish_reason": completion.finish_reason,
+            "attempts": attempts,
+            # The request's usage, split over the pairs it produced.
+            "usage": {
+                "prompt_tokens": completion.prompt_tokens / share,
+                "completion_tokens": completion.completion_tokens / share,
+            },
+        }
+        out: list[Record | Rejection] = []
+        for position, sample in enumerate(wanted):
+            if position >= len(pairs):
+                out.append(self._reject(sample, "too_few_pairs",
+                                        f"teacher returned {len(pairs)} of {self.k} pairs", common))
                 continue
-            except TeacherError as err:
-                return [self._reject(i, "teacher_error", str(err), meta) for i in wanted]
-            try:
-                pairs = self.parse(completion.text)
-            except Unusable as err:
-                reason = "truncated" if completion.finish_reason == "length" else "unparseable"
-                detail = f"{err} (attempt {attempt + 1}, finish_reason={completion.finish_reason})"
-                continue
-            share = len(pairs[: len(wanted)]) or 1
-            common = {
-                **meta,
-                "teacher_model": completion.model,
-                "finish_reason": completion.finish_reason,
-                "attempts": attempt + 1,
-                # The request's usage, split over the pairs it produced.
-                "usage": {
-                    "prompt_tokens": completion.prompt_tokens / share,
-                    "completion_tokens": completion.completion_tokens / share,
-                },
-            }
-            out: list[Record | Rejection] = []
-            for position, sample in enumerate(wanted):
-                if position >= len(pairs):
-                    out.append(self._reject(sample, "too_few_pairs",
-                                            f"teacher returned {len(pairs)} of {self.k} pairs", common))
-                    continue
-                pair = pairs[position]
-                record = self._record(sample, pair, {**common, **self.pair_metadata(pair)})
-                problem = self.verdict(pair, unit)
-                if problem is None:
-                    out.append(record)
-                else:
-                    out.append(Rejection(record.id, "generate", *problem, messages=record.messages,
-                                         metadata=record.metadata))
-            return out
-        return [self._reject(i, reason, detail, meta) for i in wanted]
+            pair = pairs[position]
+            record = self._record(sample, pair, {**common, **self.pair_metadata(pair)})
+            problem = self.verdict(pair, unit)
+            if problem is None:
+                out.append(record)
+            else:
+                out.append(Rejection(record.id, "generate", *problem, messages=record.messages,
+                                     metadata=record.metadata))
+        return out
+
+    def _use(self, completion: Completion, attempt: int) -> list[dict[str, Any]]:
+        try:
+            return self.parse(completion.text)
+        except Unusable as err:
+            # Cut off at max_tokens rather than malformed: the reason says so.
+            reason = "truncated" if completion.finish_reason == "length" else err.reason
+            raise Unusable(reason, f"{err.detail} (attempt {attempt + 1}, "
+                                   f"finish_reason={completion.finish_reason})") from err
 
     def _record(self, sample: int, pair: dict[str, Any], meta: dict) -> Record:
         messages = []

@@ -46,9 +46,17 @@ class Teacher(abc.ABC):
         """Answer one request; raise TeacherError when the request failed for good, or
         BadResponse when an answer came that cannot be used."""
 
-    def request_payload(self, request: Request) -> dict[str, Any]:
-        """What decides the answer, for the journal key: the model, what is sent, how."""
-        return {"model": self.model, "messages": request.messages, "schema": request.schema, "seed": request.seed}
+    # True once the server has refused json_schema output and the teacher asks in prompt mode.
+    schema_refused: bool = False
+
+    def prefer_prompt(self) -> None:
+        """Ask for structured answers through the prompt from now on (a server that
+        refused json_schema before, as the run store remembers)."""
+
+    def legacy_payloads(self, request: Request) -> list[dict[str, Any]]:
+        """What factory 0.1 hashed into its journal key for `request`, in every mode it
+        may have used: a run begun by 0.1 resumes from its journal."""
+        return [{"model": self.model, "messages": request.messages, "schema": request.schema, "seed": request.seed}]
 
     def secrets(self) -> list[str]:
         """Values that must never be written anywhere (API keys)."""

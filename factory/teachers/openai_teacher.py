@@ -4,6 +4,10 @@ Transport failures (429, 5xx, timeouts, resets) are retried by the openai client
 itself, with its backoff and Retry-After handling; a response hook hands every
 response's status and headers to the engine (`on_response`), so a 429 slows the whole
 run, not just one request, and rate-limit headers tune the request buckets.
+
+Every attempt has a deadline and every answer a size cap, both from max_tokens
+(teachers/bounds.py, enforced while the body is read by teachers/transport.py): a
+server that stalls ends in a TeacherError, one that floods in an `oversized` rejection.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from factory import constants
 from factory.config import TeacherConfig
-from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError
+from factory.errors import BadResponse, ConfigError, OversizedAnswer, RequestRefused, TeacherError, TeacherMisconfigured
 from factory.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request, Teacher
+from factory.teachers.bounds import answer_byte_cap, answer_token_cap, fd_cap, request_timeout
 
 # Servers that cannot do json_schema answer 400 and name the parameter; anything else
 # that is a 400 is a real error and must not silently switch modes.
@@ -27,8 +32,9 @@ class OpenAITeacher(Teacher):
     backend = "openai"
     default_concurrency = constants.DEFAULT_MAX_CONCURRENCY
 
-    def __init__(self, config: TeacherConfig, on_response=None):
+    def __init__(self, config: TeacherConfig, on_response=None, share: int = 1):
         self.config = config
+        self.share = share  # endpoints of one pool, sharing the process's file descriptors
         self.model = config.model
         self.base_url = config.base_url
         self.on_response = on_response
@@ -51,28 +57,35 @@ class OpenAITeacher(Teacher):
         return [self._api_key] if self.config.api_key_env else []
 
     async def start(self) -> None:
+        import httpx2
         import openai  # deferred: importing openai costs a noticeable part of a second
+
+        from factory.teachers.transport import BoundedClient
 
         async def observe(response) -> None:
             if self.on_response is not None:
                 self.on_response(response.status_code, response.headers)
 
-        window = self.config.max_concurrency or self.default_concurrency
-        http_client = openai.DefaultAioHttpClient(
+        window = min(self.config.max_concurrency or self.default_concurrency, fd_cap(self.share))
+        # The read timeout is the whole attempt's deadline (transport.py); connecting has its own.
+        timeout = httpx2.Timeout(request_timeout(self.config), connect=constants.CONNECT_TIMEOUT_S)
+        http_client = BoundedClient(
+            answer_cap=answer_byte_cap(self.config.sampling.max_tokens),
             limits=_limits(window),
-            timeout=self.config.timeout,
+            timeout=timeout,
             event_hooks={"response": [observe]},
         )
         self._client = openai.AsyncOpenAI(
             api_key=self._api_key,
             base_url=self.base_url,
             max_retries=self.config.max_retries,
-            timeout=self.config.timeout,
+            timeout=timeout,
             http_client=http_client,
         )
 
-    def _payload(self, request: Request) -> dict[str, Any]:
+    def _payload(self, request: Request, use_schema: bool | None = None) -> dict[str, Any]:
         s = self.config.sampling
+        use_schema = self.use_schema if use_schema is None else use_schema
         messages = request.messages
         body: dict[str, Any] = {
             "model": self.model,
@@ -86,7 +99,7 @@ class OpenAITeacher(Teacher):
         if request.seed is not None and self.config.send_seed:
             body["seed"] = request.seed
         if request.schema is not None:
-            if self.use_schema:
+            if use_schema:
                 body["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": request.schema_name, "schema": request.schema, "strict": True},
@@ -96,9 +109,14 @@ class OpenAITeacher(Teacher):
         body["messages"] = messages
         return body
 
-    def request_payload(self, request: Request) -> dict[str, Any]:
-        # Exactly what goes over the wire: a switch to prompt mode makes new keys.
-        return self._payload(request)
+    def prefer_prompt(self) -> None:
+        if self.config.structured_output == "auto":
+            self.use_schema, self.schema_refused = False, True
+
+    def legacy_payloads(self, request: Request) -> list[dict[str, Any]]:
+        # 0.1 keyed what went over the wire, in whichever mode the process was in then.
+        modes = [True, False] if request.schema is not None and self.config.structured_output == "auto" else [None]
+        return [self._payload(request, mode) for mode in modes]
 
     async def complete(self, request: Request) -> Completion:
         import openai
@@ -112,26 +130,28 @@ class OpenAITeacher(Teacher):
             response = await self._client.post("/chat/completions", cast_to=object, body=body)
         except openai.BadRequestError as err:
             if "response_format" in body and self.config.structured_output == "auto" and _refuses_schema(err):
-                self.use_schema, self.schema_refused = False, True
+                self.prefer_prompt()
                 return await self.complete(request)
             raise RequestRefused(f"teacher refused the request: {_short(err)}") from err
         except openai.APIResponseValidationError as err:
             raise BadResponse(f"malformed response body: {_short(err)}") from err
         except openai.AuthenticationError as err:
-            raise RequestRefused(f"authentication failed at {self.where()}: check {self.config.api_key_env or 'the API key'}") from err
+            raise TeacherMisconfigured(f"authentication failed at {self.where()}: check {self.config.api_key_env or 'the API key'}") from err
         except openai.NotFoundError as err:
-            raise RequestRefused(f"{self.where()} answered 404 for model {self.model!r}: {_short(err)}") from err
+            raise TeacherMisconfigured(f"{self.where()} answered 404 for model {self.model!r}: {_short(err)}") from err
         except openai.APIStatusError as err:
             raise TeacherError(f"HTTP {err.status_code} after {self.config.max_retries} retries: {_short(err)}") from err
         except openai.APITimeoutError as err:
             if "connect" in type(err.__cause__).__name__.lower():  # refused or unroutable, not slow
                 raise TeacherError(f"cannot reach {self.where()}: {_short(err.__cause__)}") from err
-            raise TeacherError(f"timed out after {self.config.timeout:g}s, {self.config.max_retries} retries") from err
+            raise TeacherError(f"timed out after {request_timeout(self.config):g}s, {self.config.max_retries} retries"
+                               + ("" if self.config.timeout else
+                                  " (derived from max_tokens; a slower server needs teacher.timeout)")) from err
         except openai.APIConnectionError as err:
             raise TeacherError(f"cannot reach {self.where()}: {_short(err.__cause__ or err)}") from err
         except ValueError as err:  # a body that is not JSON at all
             raise BadResponse(f"malformed response body: {_short(err)}") from err
-        return _completion(response, self.model)
+        return _completion(response, self.model, self.config.sampling.max_tokens)
 
     def where(self) -> str:
         return redact_url(self.base_url) if self.base_url else "api.openai.com"
@@ -146,7 +166,7 @@ class OpenAITeacher(Teacher):
             await self._client.close()
 
 
-def _completion(response: Any, model: str) -> Completion:
+def _completion(response: Any, model: str, max_tokens: int) -> Completion:
     if not isinstance(response, dict):
         raise BadResponse(f"response is not a JSON object: {str(response)[:120]!r}")
     choices = response.get("choices")
@@ -156,13 +176,20 @@ def _completion(response: Any, model: str) -> Completion:
     message = choice.get("message") or {}
     text = message.get("content") if isinstance(message, dict) else None
     usage = response.get("usage") or {}
-    return Completion(
+    completion = Completion(
         text=text if isinstance(text, str) else "",
         finish_reason=choice.get("finish_reason") or "unknown",
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         model=response.get("model") or model,
     )
+    # The body was capped on the wire; a compressed one may still decode to more, and a
+    # server's own count says what it generated (and may charge for).
+    if len(completion.text) > answer_byte_cap(max_tokens):
+        raise OversizedAnswer(f"answer of {len(completion.text):,} characters, far beyond max_tokens {max_tokens}")
+    if completion.completion_tokens > answer_token_cap(max_tokens):
+        raise OversizedAnswer(f"answer of {completion.completion_tokens:,} tokens, far beyond max_tokens {max_tokens}")
+    return completion
 
 
 def _limits(window: int):

@@ -66,7 +66,8 @@ class EndpointPool(Teacher):
         # Few transport retries per endpoint: a dead replica should hand its request to a
         # live one quickly, not back off against itself for a minute.
         single = {"max_retries": min(config.max_retries, 1)}
-        self.endpoints = [Endpoint(OpenAITeacher(config.model_copy(update={"base_url": url, **single}), on_response))
+        self.endpoints = [Endpoint(OpenAITeacher(config.model_copy(update={"base_url": url, **single}), on_response,
+                                                 share=len(urls)))
                           for url in urls]
         self.default_concurrency = constants.DEFAULT_MAX_CONCURRENCY * len(urls)
         # Enough tries that every endpoint is tried more than once, and at least as many
@@ -78,8 +79,17 @@ class EndpointPool(Teacher):
         for endpoint in self.endpoints:
             await endpoint.teacher.start()
 
-    def request_payload(self, request: Request) -> dict[str, Any]:
-        return self.endpoints[0].teacher.request_payload(request)
+    @property
+    def schema_refused(self) -> bool:
+        return any(e.teacher.schema_refused for e in self.endpoints)
+
+    def prefer_prompt(self) -> None:
+        # Replicas of one model behind one kind of server: one refusal speaks for all.
+        for endpoint in self.endpoints:
+            endpoint.teacher.prefer_prompt()
+
+    def legacy_payloads(self, request: Request) -> list[dict[str, Any]]:
+        return self.endpoints[0].teacher.legacy_payloads(request)
 
     def secrets(self) -> list[str]:
         return self.endpoints[0].teacher.secrets()

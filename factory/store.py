@@ -1,0 +1,360 @@
+"""The run store: one SQLite database per output folder, the only truth about a run.
+
+- `requests`: the journal, every answered teacher request under the engine's key;
+- `units`: each unit's state and results, written in the transaction that also holds
+  the request that finished it;
+- `invocations`: each start and stop of the run, with its own usage and timeline;
+- `verdicts`: each filter stage's decision per record, under the stage's key;
+- `settings`: what the run learned once and must not re-learn (a refused json_schema).
+
+One process at a time: `RunStore.open` takes an OS advisory lock (flock) on a file
+beside the database, so a second run on the folder fails at once and names the holder.
+WAL with synchronous=FULL: every commit is durable. Writes collect in one open
+transaction that is committed every few milliseconds (a group commit), so a unit's
+row and its last request always land together, and nothing committed is lost to a
+crash, a kill -9 or a power cut.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from factory import constants
+from factory.errors import FactoryError, UserError
+
+STORE_FILE = "run.sqlite"
+LOCK_FILE = "run.lock"
+LEGACY_JOURNAL = "journal.sqlite"  # factory 0.1's journal: adopted by the first run that opens the folder
+
+
+class FolderInUse(UserError):
+    """Another process holds the output folder's lock."""
+
+
+class StoreError(FactoryError):
+    """The store cannot be read or written (damaged, disk full); the message says what to do."""
+
+
+def request_key(payload: dict[str, Any]) -> str:
+    """Hash of the canonical JSON form: key order and whitespace do not matter."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    # factory 0.1's journal; later versions read it only to resume a run it began.
+    db.execute("CREATE TABLE completions (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL) WITHOUT ROWID")
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE requests (key TEXT PRIMARY KEY, value TEXT NOT NULL, invocation INTEGER,"
+               " created REAL NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE TABLE units (scope TEXT NOT NULL, unit INTEGER NOT NULL, fingerprint TEXT NOT NULL,"
+               " state TEXT NOT NULL, results TEXT NOT NULL, updated REAL NOT NULL,"
+               " PRIMARY KEY (scope, unit)) WITHOUT ROWID")
+    db.execute("CREATE TABLE invocations (id INTEGER PRIMARY KEY, command TEXT NOT NULL, pid INTEGER NOT NULL,"
+               " started REAL NOT NULL, ended REAL, status TEXT NOT NULL, stats TEXT)")
+    db.execute("CREATE TABLE verdicts (stage TEXT NOT NULL, position INTEGER NOT NULL, record TEXT NOT NULL,"
+               " keep INTEGER NOT NULL, reason TEXT, detail TEXT, changes TEXT,"
+               " PRIMARY KEY (stage, position)) WITHOUT ROWID")
+    db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+
+
+# Each migration runs once, in order; PRAGMA user_version remembers how far a file got.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+
+UNIT_STATES = ("pending", "done", "rejected", "failed")
+
+
+class RunStore:
+    def __init__(self, folder: Path, db: sqlite3.Connection, lock_fd: int):
+        self.folder = folder
+        self.path = folder / STORE_FILE
+        self.db = db
+        self._lock_fd = lock_fd
+        self._dirty = False
+        self._commit_handle = None
+        self.invocation: int | None = None
+        self.failed: StoreError | None = None  # a group commit that failed, raised by the next write
+        self.has_legacy = self._count("completions") > 0
+        self.legacy_hits = 0
+
+    # -- opening and closing ------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: Path) -> "RunStore":
+        """Lock `folder` for this process and open (or create, or migrate) its store.
+
+        Raises FolderInUse (exit 2) when another process holds it; StoreError when the
+        file is damaged or cannot be written."""
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(folder)
+        try:
+            db = _connect(folder / STORE_FILE)
+            store = cls(folder, db, lock_fd)
+            store._adopt_legacy_journal()
+            return store
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    def close(self) -> None:
+        if self.db is None:
+            return
+        try:
+            self.commit()
+        finally:
+            self.db.close()
+            self.db = None
+            os.close(self._lock_fd)
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _write(self, sql: str, args: tuple = ()) -> None:
+        if self.failed:
+            raise self.failed
+        try:
+            if not self._dirty:
+                self.db.execute("BEGIN IMMEDIATE")
+                self._dirty = True
+            self.db.execute(sql, args)
+        except sqlite3.Error as err:
+            raise _store_error(err, self.path) from err
+
+    def commit(self) -> None:
+        """Make every write so far durable (one fsync for all of them)."""
+        self._commit_handle = None
+        if not self._dirty:
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise _store_error(err, self.path) from err
+        self._dirty = False
+
+    def commit_soon(self, loop) -> None:
+        """Group commit: writes made within the next few milliseconds share one commit."""
+        if self._commit_handle is None and self._dirty:
+            self._commit_handle = loop.call_later(constants.STORE_GROUP_COMMIT_S, self._commit_from_loop)
+
+    def _commit_from_loop(self) -> None:
+        try:
+            self.commit()
+        except StoreError as err:
+            self.failed = err  # a callback has no one to raise to
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        try:
+            row = self.db.execute("SELECT value FROM requests WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as err:
+            raise _store_error(err, self.path) from err
+        return json.loads(row[0]) if row else None
+
+    def lookup_legacy(self, keys: list[str]) -> dict[str, Any] | None:
+        """An answer factory 0.1 journaled under one of its own keys, if any."""
+        for key in keys:
+            row = self.db.execute("SELECT value FROM completions WHERE key = ?", (key,)).fetchone()
+            if row:
+                self.legacy_hits += 1
+                return json.loads(row[0])
+        return None
+
+    def store_request(self, key: str, value: dict[str, Any]) -> None:
+        self._write("INSERT OR REPLACE INTO requests (key, value, invocation, created) VALUES (?, ?, ?, ?)",
+                    (key, json.dumps(value, ensure_ascii=False), self.invocation, time.time()))
+
+    def requests(self) -> int:
+        return self._count("requests")
+
+    # -- units ----------------------------------------------------------------------------
+
+    def finish_unit(self, scope: str, unit: int, fingerprint: str, state: str, results: list[dict]) -> None:
+        assert state in UNIT_STATES
+        self._write("INSERT OR REPLACE INTO units (scope, unit, fingerprint, state, results, updated)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (scope, unit, fingerprint, state, json.dumps(results, ensure_ascii=False), time.time()))
+
+    def settled_units(self, scope: str, fingerprint: str) -> set[int]:
+        """Units finished for good under this fingerprint (done or rejected)."""
+        rows = self.db.execute("SELECT unit FROM units WHERE scope = ? AND fingerprint = ? AND state IN"
+                               " ('done', 'rejected')", (scope, fingerprint))
+        return {unit for (unit,) in rows}
+
+    def unit_results(self, scope: str, fingerprint: str, below: int) -> Iterator[tuple[int, str, list[dict]]]:
+        """(unit, state, results) in unit order, for units below `below` under this fingerprint."""
+        cursor = self.db.execute("SELECT unit, state, results FROM units WHERE scope = ? AND fingerprint = ?"
+                                 " AND unit < ? ORDER BY unit", (scope, fingerprint, below))
+        for unit, state, results in cursor:
+            yield unit, state, json.loads(results)
+
+    def unit_counts(self, scope: str, fingerprint: str, below: int) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, COUNT(*) FROM units WHERE scope = ? AND fingerprint = ?"
+                               " AND unit < ? GROUP BY state", (scope, fingerprint, below))
+        return dict(rows.fetchall())
+
+    # -- verdicts -------------------------------------------------------------------------
+
+    def has_verdicts(self, stage: str) -> bool:
+        return self.db.execute("SELECT 1 FROM verdicts WHERE stage = ? LIMIT 1", (stage,)).fetchone() is not None
+
+    def verdicts(self, stage: str) -> Iterator[tuple[str, bool, str | None, str | None, dict]]:
+        cursor = self.db.execute("SELECT record, keep, reason, detail, changes FROM verdicts WHERE stage = ?"
+                                 " ORDER BY position", (stage,))
+        for record, keep, reason, detail, changes in cursor:
+            yield record, bool(keep), reason, detail, json.loads(changes) if changes else {}
+
+    def clear_verdicts(self, stage: str) -> None:
+        self._write("DELETE FROM verdicts WHERE stage = ?", (stage,))
+
+    def put_verdict(self, stage: str, position: int, record: str, keep: bool, reason: str | None = None,
+                    detail: str | None = None, changes: dict | None = None) -> None:
+        self._write("INSERT OR REPLACE INTO verdicts (stage, position, record, keep, reason, detail, changes)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (stage, position, record, int(keep), reason, detail,
+                     json.dumps(changes, ensure_ascii=False) if changes else None))
+
+    # -- settings -------------------------------------------------------------------------
+
+    def setting(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_setting(self, key: str, value: Any) -> None:
+        self._write("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- invocations ----------------------------------------------------------------------
+
+    def begin_invocation(self, command: str) -> int:
+        self._write("INSERT INTO invocations (command, pid, started, status) VALUES (?, ?, ?, 'running')",
+                    (command, os.getpid(), time.time()))
+        self.invocation = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        self.commit()
+        return self.invocation
+
+    def end_invocation(self, status: str, stats: dict[str, Any]) -> None:
+        self._write("UPDATE invocations SET ended = ?, status = ?, stats = ? WHERE id = ?",
+                    (time.time(), status, json.dumps(stats, ensure_ascii=False), self.invocation))
+        self.commit()
+
+    def invocations(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT id, command, pid, started, ended, status, stats FROM invocations ORDER BY id")
+        return [{"id": i, "command": c, "pid": p, "started": s, "ended": e,
+                 # One that never ended was killed (kill -9, power cut): its usage died with it.
+                 "status": st if st != "running" or i == self.invocation else "killed",
+                 **(json.loads(stats) if stats else {})}
+                for i, c, p, s, e, st, stats in rows]
+
+    # -- the 0.1 journal ------------------------------------------------------------------
+
+    def _adopt_legacy_journal(self) -> None:
+        """Copy a factory 0.1 journal in this folder into the store, so its run resumes."""
+        old = self.folder / LEGACY_JOURNAL
+        if not old.exists():
+            return
+        try:
+            self.db.execute("ATTACH DATABASE ? AS old", (str(old),))
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("INSERT OR IGNORE INTO completions SELECT key, value, created FROM old.completions")
+                paid = self._legacy_usage()
+                self.db.execute("INSERT INTO invocations (command, pid, started, ended, status, stats)"
+                                " VALUES ('(before the run store: factory 0.1 journal)', 0, ?, ?, 'migrated', ?)",
+                                (paid.pop("first"), paid.pop("last"), json.dumps(paid)))
+                self.db.execute("COMMIT")
+            finally:
+                self.db.execute("DETACH DATABASE old")
+        except sqlite3.Error as err:
+            raise StoreError(f"{old}: cannot read the journal of an earlier factory version ({err}); "
+                             f"move it away to start afresh") from err
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{old}{suffix}").unlink(missing_ok=True)
+        self.has_legacy = True
+
+    def _legacy_usage(self) -> dict[str, Any]:
+        requests = prompt = completion = 0
+        first = last = None
+        for value, created in self.db.execute("SELECT value, created FROM old.completions"):
+            done = json.loads(value).get("completion")
+            first = created if first is None else min(first, created)
+            last = created if last is None else max(last, created)
+            if done:
+                requests += 1
+                prompt += done.get("prompt_tokens", 0)
+                completion += done.get("completion_tokens", 0)
+        now = time.time()
+        return {"first": first or now, "last": last or now,
+                "usage": {"requests": requests, "prompt_tokens": prompt, "completion_tokens": completion}}
+
+    def _count(self, table: str) -> int:
+        return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def _lock(folder: Path) -> int:
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise FolderInUse(f"{folder}: in use by another factory process (pid {holder}); wait for it to finish, "
+                          f"or stop it, or choose another --out") from None
+    # The holder's pid, for the message a second process prints; the lock is the flock,
+    # released by the kernel when this process ends however it ends.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # Large pages keep nearly every answer on one page: fewer overflow chains, and a
+        # damaged file's answers can be salvaged page by page (factory salvage).
+        db.execute("PRAGMA page_size=65536")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, migration in enumerate(MIGRATIONS[version:], version + 1):
+            db.execute("BEGIN IMMEDIATE")
+            migration(db)
+            db.execute(f"PRAGMA user_version={number}")
+            db.execute("COMMIT")
+        problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({problem})")
+    except sqlite3.Error as err:
+        raise _store_error(err, path) from err
+    return db
+
+
+def _store_error(err: sqlite3.Error, path: Path) -> StoreError:
+    text = str(err)
+    if isinstance(err, sqlite3.OperationalError) and ("disk is full" in text or "disk I/O" in text):
+        return StoreError(f"{path}: cannot write the run store ({text}); free some space and rerun the same "
+                          f"command: everything committed so far is kept")
+    if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError) or \
+            "malformed" in text or "not a database" in text:
+        return StoreError(f"{path}: the run store is damaged ({text}); `factory salvage {path.parent}` copies "
+                          f"every intact answer into a fresh store, then rerun the same command")
+    return StoreError(f"{path}: {text}")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
