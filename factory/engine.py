@@ -177,7 +177,7 @@ class Engine:
             stored = self.store.lookup_legacy(legacy)
             if stored is not None:
                 stored.pop("sent", None)
-                self.store.store_request(key, stored)  # found under its new key from now on
+                self.store.adopt_legacy(key, stored)  # found under its new key from now on
         return stored
 
     def _replay(self, stored: dict) -> Completion:

@@ -109,9 +109,10 @@ def launched(teacher: TeacherConfig, out_dir: Path,
         try:
             yield f"{root}/v1"
         except Exception as err:
-            # Not BaseException: a SystemExit chosen by on_exit's receiver keeps its code.
+            # Not BaseException: a SystemExit chosen by on_exit's receiver keeps its code,
+            # and so does a run that stopped on purpose (its message already says why).
             # A failed request can be the first sign of the death: give the watcher a moment.
-            if not died.wait(timeout=1):
+            if getattr(err, "status", None) is not None or not died.wait(timeout=1):
                 raise
             raise TeacherError(f"{exit_message()}; completed requests are journaled, rerun to resume") from err
     finally:

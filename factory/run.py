@@ -32,7 +32,7 @@ from factory.record import Record, Rejection
 from factory.runfolder import RunFolder, whole_run_timeline, whole_run_usage
 from factory.secrets import Redactor
 from factory.session import open_engine
-from factory.stopping import Stop, Stopped, StopNow, handling_signals
+from factory.stopping import RunStopping, Stop, Stopped, StopNow, handling_signals
 from factory.store import RunStore
 from factory.tasks.base import RoleAsker, Task
 from factory.teachers.base import Teacher
@@ -96,7 +96,14 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
             # The server lives for the whole run: generation and any filter that asks the teacher.
             teacher.base_url = stack.enter_context(
                 launched(teacher, out_dir, on_exit=lambda why: stop.request("server", 3, why)))
-        return _run(prepared, folder, stop, show_progress)
+        try:
+            return _run(prepared, folder, stop, show_progress)
+        except StopNow:
+            # A second signal, or one while filters or the export ran: what completed is
+            # stored; say so in run.json and leave.
+            task = prepared.task
+            fingerprint = generation_fingerprint(prepared.pipeline, task)
+            raise _stopped(folder, prepared.pipeline, task, fingerprint, RunStats(), stop) from None
 
 
 def generation_fingerprint(pipeline: Pipeline, task: Task) -> str:
@@ -155,11 +162,11 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
     try:
         kept, examples, filter_rejects = apply_stages(prepared.stages, records_from_store(store, fingerprint, total),
                                                       context, staging, redact)
-    except StopNow:
-        raise
-    if stop.requested:  # a signal while a filter stage asked the teacher
+    except (RunStopping, StopNow):  # a signal or an outage while a filter stage asked the teacher
         shutil.rmtree(staging, ignore_errors=True)
-        raise _stopped(folder, pipeline, task, fingerprint, stats, stop)
+        if not stop.requested:
+            raise
+        raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
     funnel_stages = [generated] + [stage.funnel() for stage in prepared.stages]
     write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, total)],
                    filter_rejects, redact)

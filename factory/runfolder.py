@@ -111,7 +111,8 @@ def whole_run_usage(store: RunStore, current: str = "running") -> tuple[dict[str
     for inv in store.invocations():
         used = per.pop(inv["id"], None)
         if inv["status"] == "migrated":
-            used = _add(inv.get("usage", {}), used or {})
+            # What 0.1 paid for, counted when it was adopted; its rows here are those same answers.
+            used = dict(inv.get("usage", {}))
         inv = {k: v for k, v in inv.items() if k not in ("usage", "timeline")}
         inv["usage"] = used or {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
         if inv["id"] == store.invocation:
@@ -138,7 +139,7 @@ def whole_run_timeline(store: RunStore, most: int = 300) -> list[list[float]]:
     offset = 0
     current = first = last = None
     for invocation, second, count, latency in rows:
-        if invocation != current:
+        if first is None or invocation != current:  # salvaged rows: invocation NULL, sorted first
             if last is not None:
                 offset += last - first + 1
             current, first = invocation, second

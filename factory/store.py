@@ -179,6 +179,13 @@ class RunStore:
         self._write("INSERT OR REPLACE INTO requests (key, value, invocation, created) VALUES (?, ?, ?, ?)",
                     (key, json.dumps(value, ensure_ascii=False), self.invocation, time.time()))
 
+    def adopt_legacy(self, key: str, value: dict[str, Any]) -> None:
+        """A 0.1 answer under its new key. It belongs to the migrated invocation, whose
+        usage already counts it: not to this one, which did not pay for it."""
+        row = self.db.execute("SELECT id FROM invocations WHERE status = 'migrated' ORDER BY id LIMIT 1").fetchone()
+        self._write("INSERT OR REPLACE INTO requests (key, value, invocation, created) VALUES (?, ?, ?, ?)",
+                    (key, json.dumps(value, ensure_ascii=False), row[0] if row else None, time.time()))
+
     def requests(self) -> int:
         return self._count("requests")
 

@@ -19,7 +19,7 @@ import yaml
 from factory.config import LaunchConfig, TeacherConfig
 from factory.errors import TeacherError
 from factory.launch import command_for, launched
-from tests.conftest import factory_cli, read_jsonl, write_pipeline
+from tests.conftest import ROOT, factory_cli, read_jsonl, write_pipeline
 
 LOOPBACK = [sys.executable, "-m", "factory", "loopback", "--port", "{port}"]
 
@@ -145,17 +145,46 @@ def test_a_program_that_does_not_exist(tmp_path):
 def test_a_server_dying_mid_run_stops_the_run_and_a_rerun_resumes(tmp_path):
     dying = ["timeout", "3", *LOOPBACK, "--slots", "2", "--latency-median", "0.05"]
     path = launch_pipeline(tmp_path, dying, generate__count=300)
-    result = factory_cli("run", str(path), "--quiet")
-    assert result.returncode == 1, result.stderr
-    assert "exited (code 124) during the run" in result.stderr and "rerun to resume" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    began = time.monotonic()
+    # SIGINT ignored, as under nohup, cron or a CI runner: the death must still stop the run.
+    result = subprocess.run([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - began < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "exited (code 124) during the run" in lines[0] and "teacher-server.log" in lines[0]
+    assert "rerun the same command to finish" in lines[0]
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["status"] == "incomplete" and not (tmp_path / "out" / "dataset").exists()
+    done = info["usage"]["requests"]
+    assert 0 < done < 300
 
     steady = launch_pipeline(tmp_path, LOOPBACK, generate__count=300)
     result = factory_cli("run", str(steady), "--quiet")
     assert result.returncode == 0, result.stderr
     info = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert info["usage"]["replayed_from_journal"] > 0
-    assert info["usage"]["requests"] + info["usage"]["replayed_from_journal"] == 300
+    assert info["usage"]["requests"] == 300 and info["invocations"][-1]["usage"]["requests"] == 300 - done
+
+
+def test_sigterm_stops_the_run_and_its_launched_server(tmp_path):
+    path = launch_pipeline(tmp_path, [*LOOPBACK, "--slots", "2", "--latency-median", "0.2"], generate__count=200)
+    proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "out" / "teacher-server.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "listening on" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    port = int(log.read_text().split("listening on http://127.0.0.1:")[1].split("/")[0])
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("factory: stopped:")
+    assert not port_open(port), "the launched server outlived the run"
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "stopped"
 
 
 def test_the_vllm_preset_carries_the_teachers_settings():
