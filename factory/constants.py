@@ -11,7 +11,6 @@ MIN_CONCURRENCY = 1
 # Seconds between two halvings of the window, so one burst of 429s halves it once.
 THROTTLE_COOLDOWN_S = 1.0
 
-DEFAULT_TIMEOUT_S = 300.0
 # Retries of transport failures (429, 5xx, timeouts, resets), done by the openai client.
 DEFAULT_TRANSPORT_RETRIES = 6
 # Attempts per request for a usable answer (unparseable, schema-violating, malformed).

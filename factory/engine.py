@@ -194,15 +194,13 @@ class Engine:
         estimate = self._token_estimate(request)
         await self.limiter.acquire(estimate)
         await self.window.acquire()
-        worst = 0.0
+        reserved = 0.0
         try:
             self.stop.check()  # the wait may have been long: a stop requested meanwhile starts nothing new
             if self.price is not None:
                 worst = request_cost(self.price, self._prompt_estimate(request), self._max_tokens())
                 self.budget.reserve(worst)
                 reserved = worst
-            else:
-                reserved = 0.0
         except BaseException:
             self.window.release()
             self.limiter.answered()

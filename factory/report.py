@@ -45,8 +45,19 @@ def build_report(out_dir: Path) -> Path:
     return path
 
 
+class _Summary:
+    """A summary built in one pass over rows, holding aggregates, never the rows."""
+
+    @classmethod
+    def of(cls, rows: Iterable[dict]):
+        summary = cls()
+        for row in rows:
+            summary.add(row)
+        return summary
+
+
 @dataclass
-class KeptSummary:
+class KeptSummary(_Summary):
     """What the page shows of the kept records: counts and histograms, and the first few."""
 
     count: int = 0
@@ -54,13 +65,6 @@ class KeptSummary:
     lengths: dict[str, collections.Counter] = field(default_factory=dict)
     turns: collections.Counter = field(default_factory=collections.Counter)  # user turns -> records
     samples: list[dict] = field(default_factory=list)  # the first SAMPLES records
-
-    @classmethod
-    def of(cls, rows: Iterable[dict]) -> KeptSummary:
-        summary = cls()
-        for row in rows:
-            summary.add(row)
-        return summary
 
     def add(self, row: dict) -> None:
         self.count += 1
@@ -75,19 +79,12 @@ class KeptSummary:
 
 
 @dataclass
-class RejectedSummary:
+class RejectedSummary(_Summary):
     """What the page shows of rejected.jsonl: records per (stage, reason), each with its first
     record, clipped to what the table prints."""
 
     reasons: collections.Counter = field(default_factory=collections.Counter)
     examples: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # -> (detail, user text)
-
-    @classmethod
-    def of(cls, rows: Iterable[dict]) -> RejectedSummary:
-        summary = cls()
-        for row in rows:
-            summary.add(row)
-        return summary
 
     def add(self, row: dict) -> None:
         key = (row.get("stage", "?"), row.get("reason", "?"))

@@ -14,7 +14,6 @@ import hashlib
 import json
 import platform
 import shutil
-import sys
 import time
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field

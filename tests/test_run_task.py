@@ -14,7 +14,7 @@ from factory.record import Rejection
 from factory.stopping import Stop
 from factory.store import RunStore
 from factory.tasks.base import Task
-from factory.teachers.base import Completion, Teacher
+from factory.teachers.base import Teacher
 
 
 class Idle(Teacher):
