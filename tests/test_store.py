@@ -354,3 +354,28 @@ def test_a_second_sigint_stops_at_once(tmp_path, loopback):
     info = json.loads((tmp_path / "out" / "run.json").read_text())
     assert info["status"] == "stopped"
     assert not (tmp_path / "out" / "dataset").exists()
+
+
+def test_a_full_disk_is_one_line_and_the_run_finishes_once_there_is_room(tmp_path, loopback):
+    import subprocess as sp
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        url = loopback()
+        out = disk / "out"
+        path = write_pipeline(tmp_path, url, generate__count=400, generate__pairs_per_request=1, filters=[],
+                              output__dir=str(out))
+        full = factory_cli("run", str(path), "--quiet")
+        assert full.returncode == 1, full.stderr
+        lines = full.stderr.strip().splitlines()
+        assert len(lines) == 1 and "disk is full" in lines[0] and "rerun the same command" in lines[0], lines
+        assert sp.run(["mount", "-o", "remount,size=64m", str(disk)]).returncode == 0
+        done = factory_cli("run", str(path), "--quiet")
+        assert done.returncode == 0, done.stderr
+        assert len(read_jsonl(out / "data.jsonl")) == 400
+        assert sum(loopback.teacher.received.values()) <= 400 + 64  # only what was in flight at the failure again
+    finally:
+        sp.run(["umount", "-l", str(disk)])
