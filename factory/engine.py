@@ -53,13 +53,11 @@ class RunStats:
     first_request: float | None = None
     last_answer: float | None = None
     latency_total: float = 0.0
-    # Completed requests per second of the run: {second: [count, latency sum]}, for the report.
-    timeline: dict = field(default_factory=dict)
     cost: float = 0.0  # paid by this invocation, at the teachers' prices
 
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items()
-               if k not in ("started", "first_request", "last_answer", "timeline", "units_before")}
+               if k not in ("started", "first_request", "last_answer", "units_before")}
         out["startup_s"] = (self.first_request - self.started) if self.first_request else None
         out["mean_latency_s"] = self.latency_total / self.sent if self.sent else None
         return out
@@ -67,19 +65,6 @@ class RunStats:
     def usage(self) -> dict:
         return {"requests": self.sent, "replayed_from_journal": self.replayed, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6)}
-
-    def timeline_points(self, most: int = 300) -> list[list[float]]:
-        """[seconds into the invocation, requests/s, mean latency s], in at most `most` even steps."""
-        if not self.timeline:
-            return []
-        last = max(self.timeline) + 1
-        step = max(1, -(-last // most))
-        points = []
-        for start in range(0, last, step):
-            count = sum(self.timeline.get(s, (0, 0.0))[0] for s in range(start, start + step))
-            latency = sum(self.timeline.get(s, (0, 0.0))[1] for s in range(start, start + step))
-            points.append([start, round(count / step, 3), round(latency / count, 4) if count else None])
-        return points
 
 
 class Health:
@@ -246,9 +231,6 @@ class Engine:
         now = time.perf_counter()
         stats.last_answer = now
         stats.latency_total += latency
-        second = stats.timeline.setdefault(int(now - stats.started), [0, 0.0])
-        second[0] += 1
-        second[1] += latency
         stats.sent += 1
         stats.prompt_tokens += completion.prompt_tokens
         stats.completion_tokens += completion.completion_tokens
