@@ -58,7 +58,7 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
             raise Stopped(f"stopped: {stop.reason or err}; rerun the same command to finish "
                           "(grades already made are replayed, not paid again)", code,
                           stop.status if stop.requested else "stopped") from None
-        funnel_stages = [stage.funnel() for stage in stages]
+        funnel_stages = [stage.outcome() for stage in stages]
         write_rejected(staging / "rejected.jsonl", [], filter_rejects, redact)
         rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
         usage, invocations = whole_run_usage(store, "complete")

@@ -166,7 +166,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
         if not stop.requested:
             raise
         raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
-    funnel_stages = [generated] + [stage.funnel() for stage in prepared.stages]
+    funnel_stages = [generated] + [stage.outcome() for stage in prepared.stages]
     write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, total)],
                    filter_rejects, redact)
     rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
@@ -323,6 +323,7 @@ def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageC
     stages' rejections went to.
     """
     from factory.export import write_dataset
+    from filters.verdicts import through_stages
 
     work = staging / ".work"
     work.mkdir(parents=True, exist_ok=True)
@@ -330,8 +331,7 @@ def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageC
     with open(filter_rejects, "w", encoding="utf-8") as rej:
         for stage in stages:
             stage.bind(lambda r: rej.write(redact(r.to_json()) + "\n"), context)
-        for stage in stages:
-            records = stage(records)
+        records = through_stages(stages, records, context.store, work)
         examples: list[dict] = []
         kept = write_dataset(_sample(records, examples), staging, work, context.pipeline.config.output.formats)
     return kept, examples, filter_rejects

@@ -217,8 +217,13 @@ class RunStore:
 
     # -- verdicts -------------------------------------------------------------------------
 
-    def has_verdicts(self, stage: str) -> bool:
-        return self.db.execute("SELECT 1 FROM verdicts WHERE stage = ? LIMIT 1", (stage,)).fetchone() is not None
+    def verdict_summary(self, stage: str) -> dict | None:
+        """A stage key's summary (its funnel beyond the counts), written after its last
+        verdict: None means the stage has not run to the end under this key."""
+        return self.setting(f"verdicts/{stage}")
+
+    def put_verdict_summary(self, stage: str, summary: dict) -> None:
+        self.put_setting(f"verdicts/{stage}", summary)
 
     def verdicts(self, stage: str) -> Iterator[tuple[str, bool, str | None, str | None, dict]]:
         cursor = self.db.execute("SELECT record, keep, reason, detail, changes FROM verdicts WHERE stage = ?"
@@ -228,13 +233,28 @@ class RunStore:
 
     def clear_verdicts(self, stage: str) -> None:
         self._write("DELETE FROM verdicts WHERE stage = ?", (stage,))
+        self._write("DELETE FROM settings WHERE key = ?", (f"verdicts/{stage}",))
 
-    def put_verdict(self, stage: str, position: int, record: str, keep: bool, reason: str | None = None,
-                    detail: str | None = None, changes: dict | None = None) -> None:
-        self._write("INSERT OR REPLACE INTO verdicts (stage, position, record, keep, reason, detail, changes)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (stage, position, record, int(keep), reason, detail,
-                     json.dumps(changes, ensure_ascii=False) if changes else None))
+    def put_verdicts(self, rows: list[tuple]) -> None:
+        """(stage, position, record, keep, reason, detail, changes) rows; `changes` a dict or None."""
+        if not rows:
+            return
+        self._write("SELECT 1")  # opens the transaction
+        try:
+            self.db.executemany("INSERT OR REPLACE INTO verdicts (stage, position, record, keep, reason, detail,"
+                                " changes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [(s, p, r, int(k), reason, detail,
+                                  json.dumps(c, ensure_ascii=False) if c else None)
+                                 for s, p, r, k, reason, detail, c in rows])
+        except sqlite3.Error as err:
+            raise _store_error(err, self.path) from err
+
+    def keep_verdicts(self, stages: list[str]) -> None:
+        """Forget the verdicts of every stage key but these (configurations no longer run)."""
+        marks = ",".join("?" * len(stages))
+        self._write(f"DELETE FROM verdicts WHERE stage NOT IN ({marks})", tuple(stages))
+        self._write(f"DELETE FROM settings WHERE key LIKE 'verdicts/%' AND substr(key, 10) NOT IN ({marks})",
+                    tuple(stages))
 
     # -- settings -------------------------------------------------------------------------
 

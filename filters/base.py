@@ -62,6 +62,8 @@ class Stage(abc.ABC):
         self._reject: Callable[[Rejection], None] = lambda rejection: None
         self.context: StageContext | None = None
         self.where = ""  # the stage's place in the pipeline file, for messages; set by build_stages
+        # The funnel as the run store's verdicts tell it (filters/verdicts.py), once the stage ran or replayed.
+        self.summary: dict[str, Any] | None = None
 
     def prepare(self, pipeline: Pipeline, where: str) -> None:
         """Check what can be checked before the run (templates, teacher settings);
@@ -93,6 +95,10 @@ class Stage(abc.ABC):
 
     def funnel(self) -> dict[str, Any]:
         return {"stage": self.name, "seen": self.seen, "kept": self.kept, "dropped": dict(self.dropped)}
+
+    def outcome(self) -> dict[str, Any]:
+        """What the run reports for this stage: the replayed summary when there is one."""
+        return self.summary if self.summary is not None else self.funnel()
 
 
 class RecordFilter(Stage):

@@ -1,0 +1,180 @@
+"""Each filter stage's decisions, kept in the run store and replayed.
+
+A stage's verdicts are stored under a key made of the stage's type, its options and
+a digest of exactly the records that reached it, in order. A rerun whose key matches
+replays the stored decisions instead of running the stage; a changed threshold
+changes that stage's key (it runs again) and, through what it keeps, the input
+digest of the stages after it, while the stages before it replay. A judge that runs
+again asks through the journal, so nothing it graded is paid twice.
+
+Every stage's output is a replay: the first time, the stage runs over a spool of its
+input and each decision is written to the store as it is made (a kept record's
+changes are stored as a difference from its input, not a copy); the records then
+come back from the spool with the decisions applied. One path for both cases means a
+replayed run cannot differ from a computed one. Memory stays flat: the input goes to
+a file, and only an id -> offset map is held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from factory.record import Record, Rejection
+from filters.base import Stage
+
+# Part of every stage key: bump it when a stage's decisions change meaning.
+VERDICTS_VERSION = 1
+BASE_FUNNEL = ("stage", "seen", "kept", "dropped")
+
+
+def through_stages(stages: list[Stage], records: Iterator[Record], store, work: Path) -> Iterator[Record]:
+    """`records` through every stage, each one replayed from the store when it can be.
+    Verdicts of stage configurations no longer in the pipeline are dropped at the end."""
+    keys: list[str] = []
+    for position, stage in enumerate(stages):
+        records = _through(stage, position, records, store, work, keys)
+    yield from records
+    store.keep_verdicts(keys)
+    store.commit()
+
+
+def _through(stage: Stage, position: int, records: Iterator[Record], store, work: Path,
+             keys: list[str]) -> Iterator[Record]:
+    spool = _Spool(work / f"stage-{position}.jsonl")
+    try:
+        for record in records:
+            spool.add(record)
+        spool.seal()
+        key = stage_key(stage, spool.digest())
+        keys.append(key)
+        summary = store.verdict_summary(key)
+        if summary is None:
+            summary = _compute(stage, spool, store, key)
+            replayed = False
+        else:
+            replayed = True
+        yield from _replay(stage, spool, store, key, summary, replayed)
+    finally:
+        spool.close()
+
+
+def stage_key(stage: Stage, inputs: str) -> str:
+    options = stage.config.model_dump(mode="json")
+    text = json.dumps([VERDICTS_VERSION, stage.name, options, inputs], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _compute(stage: Stage, spool: "_Spool", store, key: str) -> dict[str, Any]:
+    """Run the stage over its spooled input and store each decision as it is made."""
+    store.clear_verdicts(key)  # what an interrupted earlier attempt left
+    position = 0
+    rows: list[tuple] = []
+
+    def decided(record_id: str, keep: bool, reason: str | None, detail: str | None, messages, metadata) -> None:
+        nonlocal position
+        rows.append((key, position, record_id, keep, reason, detail,
+                     _difference(spool.get(record_id), messages, metadata)))
+        position += 1
+        if len(rows) >= 1000:
+            store.put_verdicts(rows)
+            rows.clear()
+
+    reject = stage._reject
+    stage._reject = lambda r: decided(r.id, False, r.reason, r.detail, r.messages, r.metadata)
+    try:
+        for record in stage(spool.records()):
+            decided(record.id, True, None, None, record.messages, record.metadata)
+    finally:
+        stage._reject = reject
+    store.put_verdicts(rows)
+    funnel = stage.funnel()
+    summary = {k: v for k, v in funnel.items() if k not in BASE_FUNNEL}
+    store.put_verdict_summary(key, summary)  # last: a summary means every decision is stored
+    store.commit()
+    return summary
+
+
+def _replay(stage: Stage, spool: "_Spool", store, key: str, summary: dict[str, Any],
+            replayed: bool) -> Iterator[Record]:
+    seen, kept = spool.count, 0
+    dropped: dict[str, int] = {}
+    for record_id, keep, reason, detail, changes in store.verdicts(key):
+        record = _apply(spool.get(record_id), changes)
+        if keep:
+            kept += 1
+            yield record
+        else:
+            dropped[reason] = dropped.get(reason, 0) + 1
+            stage._reject(Rejection(record.id, stage.name, reason, detail or "", record.messages, record.metadata))
+    stage.summary = {"stage": stage.name, "seen": seen, "kept": kept, "dropped": dropped, **summary,
+                     "verdicts": "replayed" if replayed else "computed"}
+
+
+def _difference(before: Record, messages, metadata: dict[str, Any]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    if messages is not None and messages != before.messages:
+        out["messages"] = messages
+    changed = {k: v for k, v in metadata.items() if k not in before.metadata or before.metadata[k] != v}
+    if changed:
+        out["set"] = changed
+    removed = [k for k in before.metadata if k not in metadata]
+    if removed:
+        out["unset"] = removed
+    return out or None
+
+
+def _apply(record: Record, changes: dict[str, Any]) -> Record:
+    if not changes:
+        return record
+    if "messages" in changes:
+        record.messages = changes["messages"]
+    record.metadata.update(changes.get("set", {}))
+    for k in changes.get("unset", ()):
+        record.metadata.pop(k, None)
+    return record
+
+
+class _Spool:
+    """A stage's input on disk, in order, readable again by record id."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "w+b")
+        self.offsets: dict[str, int] = {}
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def add(self, record: Record) -> None:
+        line = json.dumps([record.id, record.messages, record.metadata], ensure_ascii=False,
+                          sort_keys=True).encode() + b"\n"
+        self.offsets[record.id] = self.file.tell()
+        self.file.write(line)
+        self.hash.update(line)
+        self.count += 1
+
+    def seal(self) -> None:
+        self.file.flush()
+
+    def digest(self) -> str:
+        return self.hash.hexdigest()
+
+    def records(self) -> Iterator[Record]:
+        with open(self.path, "rb") as f:
+            for line in f:
+                yield _record(line)
+
+    def get(self, record_id: str) -> Record:
+        self.file.seek(self.offsets[record_id])
+        return _record(self.file.readline())
+
+    def close(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _record(line: bytes) -> Record:
+    record_id, messages, metadata = json.loads(line)
+    return Record(record_id, messages, metadata)
