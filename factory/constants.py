@@ -99,3 +99,7 @@ RETRY_FIRST_PAUSE_S = 0.5
 RETRY_MAX_PAUSE_S = 10.0
 # After the first SIGINT/SIGTERM, requests in flight get this long to land.
 DRAIN_GRACE_S = 30.0
+
+# The judge grades this many records at a time over one engine: memory holds one chunk
+# of records rather than the whole dataset, and the window drains only between chunks.
+JUDGE_CHUNK = 4096

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from contextlib import ExitStack
@@ -27,51 +28,138 @@ def features():
 
 
 def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, formats: list[str]) -> int:
-    """Write `dataset/` (save_to_disk) and the requested extra formats; returns the row count.
+    """Write `dataset/` (the layout `save_to_disk` writes) and the requested extra formats;
+    returns the row count.
 
-    Rows stream through a JSONL file into Arrow on disk, so memory stays flat; every
-    output is built beside its final place and moved in when complete.
+    Rows stream, a batch at a time, into every output at once: the Arrow shards, the
+    Parquet file, the JSONL and training formats. Nothing reads a whole file back, so
+    memory stays flat however many rows there are (converting a finished JSONL with
+    `datasets` maps every page of the result into the process). Every output is built
+    beside its final place and moved in when complete.
     """
-    import datasets
-
     staging = work_dir / "export"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    rows_path = staging / "data.jsonl"
     extra = [f for f in formats if f in FILES]
+    text_files = [*extra, *(["jsonl"] if "jsonl" in formats else [])]
     count = 0
     with ExitStack() as files:
-        f = files.enter_context(open(rows_path, "w", encoding="utf-8"))
-        outs = {name: files.enter_context(open(staging / FILES[name], "w", encoding="utf-8")) for name in extra}
+        outs = {name: files.enter_context(open(staging / _file_name(name), "w", encoding="utf-8"))
+                for name in text_files}
+        tables = _TableWriter(staging, with_parquet="parquet" in formats)
+        files.callback(tables.abort)
         for record in records:
-            f.write(json.dumps(record.to_row(), ensure_ascii=False) + "\n")
+            row = record.to_row()
             for name, out in outs.items():
-                try:
-                    row = WRITERS[name](record.id, record.messages)
-                except NotSingleTurn as err:
-                    raise InputDataError(f"output.formats: {err}; alpaca holds single-turn records only "
-                                         "(use sharegpt or openai for conversations)") from err
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.write(json.dumps(_format_row(name, record, row), ensure_ascii=False) + "\n")
+            tables.add(row)
             count += 1
-
-    datasets.disable_progress_bars()
-    if count:
-        ds = datasets.Dataset.from_json(str(rows_path), features=features(), cache_dir=str(staging / "cache"))
-    else:
-        ds = datasets.Dataset.from_dict({"id": [], "messages": [], "metadata": []}, features=features())
-    # With no rows, datasets writes no shard at all unless told, and cannot load the folder back.
-    ds.save_to_disk(str(staging / "dataset"), **({} if count else {"num_shards": 1}))
-    if "parquet" in formats:
-        ds.to_parquet(str(staging / "data.parquet"))
-    del ds
+        tables.finish()
 
     replace_path(staging / "dataset", out_dir / "dataset")
-    if "parquet" in formats:
-        replace_path(staging / "data.parquet", out_dir / "data.parquet")
-    for name in extra:
-        replace_path(staging / FILES[name], out_dir / FILES[name])
-    if "jsonl" in formats:
-        replace_path(rows_path, out_dir / "data.jsonl")
+    for name in (["parquet"] if "parquet" in formats else []) + text_files:
+        replace_path(staging / _file_name(name), out_dir / _file_name(name))
     shutil.rmtree(staging, ignore_errors=True)
     return count
+
+
+def _file_name(name: str) -> str:
+    return {"jsonl": "data.jsonl", "parquet": "data.parquet"}.get(name) or FILES[name]
+
+
+def _format_row(name: str, record: Record, row: dict) -> dict:
+    if name == "jsonl":
+        return row
+    try:
+        return WRITERS[name](record.id, record.messages)
+    except NotSingleTurn as err:
+        raise InputDataError(f"output.formats: {err}; alpaca holds single-turn records only "
+                             "(use sharegpt or openai for conversations)") from err
+
+
+class _TableWriter:
+    """Rows into `dataset/` as `datasets` lays it out (Arrow stream shards of at most
+    `datasets.config.MAX_SHARD_SIZE`, state.json, dataset_info.json) and optionally into
+    one Parquet file carrying the same features, a batch at a time."""
+
+    BATCH = 1000
+
+    def __init__(self, staging: Path, with_parquet: bool):
+        import datasets
+        import pyarrow.parquet as pq
+
+        self.features = features()
+        self.schema = self.features.arrow_schema
+        self.folder = staging / "dataset"
+        self.folder.mkdir()
+        self.max_shard = datasets.config.MAX_SHARD_SIZE
+        if isinstance(self.max_shard, str):
+            from datasets.utils.py_utils import convert_file_size_to_int
+
+            self.max_shard = convert_file_size_to_int(self.max_shard)
+        self.parquet = pq.ParquetWriter(str(staging / "data.parquet"), self.schema) if with_parquet else None
+        self.shards: list[Path] = []
+        self.writer = None
+        self.shard_bytes = 0
+        self.batch: list[dict] = []
+        self.digest = hashlib.sha256()
+
+    def add(self, row: dict) -> None:
+        self.batch.append(row)
+        if len(self.batch) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self.batch and self.shards:
+            return
+        table = pa.Table.from_pylist(self.batch, schema=self.schema)
+        self.batch = []
+        if self.writer is None or self.shard_bytes >= self.max_shard:
+            self._next_shard()
+        self.writer.write_table(table)
+        self.shard_bytes += table.nbytes
+        if self.parquet is not None:
+            self.parquet.write_table(table)
+        for column in table.columns:
+            for chunk in column.chunks:
+                for buffer in chunk.buffers():
+                    if buffer is not None:
+                        self.digest.update(buffer)
+
+    def _next_shard(self) -> None:
+        import pyarrow as pa
+
+        if self.writer is not None:
+            self.writer.close()
+        path = self.folder / f"shard-{len(self.shards)}.arrow"
+        self.shards.append(path)
+        self.writer = pa.ipc.new_stream(str(path), self.schema)
+        self.shard_bytes = 0
+
+    def finish(self) -> None:
+        import datasets
+
+        self._flush()  # with no rows at all, one empty shard: load_from_disk needs one
+        self.writer.close()
+        self.writer = None
+        if self.parquet is not None:
+            self.parquet.close()
+            self.parquet = None
+        total = len(self.shards)
+        names = []
+        for i, path in enumerate(self.shards):
+            name = f"data-{i:05d}-of-{total:05d}.arrow"
+            path.rename(self.folder / name)
+            names.append({"filename": name})
+        state = {"_data_files": names, "_fingerprint": self.digest.hexdigest()[:16], "_format_columns": None,
+                 "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}
+        (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+        datasets.DatasetInfo(features=self.features).write_to_directory(str(self.folder), pretty_print=True)
+
+    def abort(self) -> None:
+        for writer in (self.writer, self.parquet):
+            if writer is not None:
+                writer.close()

@@ -112,8 +112,9 @@ def _run_info(out_dir: Path) -> dict[str, Any]:
 
 
 def _files(out_dir: Path, info: dict, target: HubConfig, seed: int) -> dict[str, bytes]:
-    from datasets import DatasetDict, load_from_disk
+    from datasets import DatasetDict, disable_progress_bars, load_from_disk
 
+    disable_progress_bars()  # factory prints its own one line per step
     dataset = load_from_disk(str(out_dir / "dataset"))
     splits = {target.split: dataset}
     if target.test_size and len(dataset) >= 2:

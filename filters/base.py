@@ -64,6 +64,7 @@ class Stage(abc.ABC):
         self.where = ""  # the stage's place in the pipeline file, for messages; set by build_stages
         # The funnel as the run store's verdicts tell it (filters/verdicts.py), once the stage ran or replayed.
         self.summary: dict[str, Any] | None = None
+        self.expected: int | None = None  # how many records will come, when known (for progress)
 
     def prepare(self, pipeline: Pipeline, where: str) -> None:
         """Check what can be checked before the run (templates, teacher settings);

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Literal
 
 from pydantic import Field, model_validator
 
+from factory import constants
 from factory.config import Pipeline, TeacherConfig, derived_teacher
 from factory.engine import RunStats, run_task
 from factory.progress import Progress
@@ -148,39 +149,43 @@ class Judge(Stage):
         return self.rubrics["multi_turn" if users > 1 else "single_turn"]
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
-        # Global: every record is graded at once, so the teacher's window stays full.
-        records = list(records)
-        if not records:
-            return
+        # Records are graded a chunk at a time over one engine, so the teacher's window
+        # stays full while memory holds one chunk, not the dataset. Each request is named
+        # by the record id, so the chunking never changes what is asked.
         context = self.context
         if context is None:
             raise RuntimeError("the judge stage needs a context (bind it before running)")
         teacher = judge_teacher(context.pipeline, self.config.teacher, self.where)
-        task = _GradeTask(self, records, context.pipeline.config.seed)
-        progress = Progress(len(records), self.stats, label="judge", enabled=context.show_progress)
-        outcomes: dict[int, _Outcome] = {}
         stop = context.stop or Stop(0)
+        progress = Progress(self.expected or 0, self.stats, label="judge", enabled=context.show_progress)
         # Used on its own (not inside a run): the stage keeps its own store in out_dir.
         store = context.store or RunStore.open(context.out_dir)
+        engine_cm = open_engine(teacher, store, self.stats, stop, context.budget)
+        runner = asyncio.Runner()
+        engine = None
         try:
-            asyncio.run(self._grade(task, teacher, store, stop, progress, outcomes, context.budget))
+            for chunk in _chunks(records, constants.JUDGE_CHUNK):
+                if engine is None:
+                    engine = runner.run(engine_cm.__aenter__())
+                    progress.start()
+                task = _GradeTask(self, chunk, context.pipeline.config.seed)
+                outcomes: dict[int, _Outcome] = {}
+                try:
+                    runner.run(run_task(task, engine, lambda unit, results: outcomes.update(results),
+                                        progress.update))
+                finally:
+                    store.commit()
+                if stop.requested:  # a signal or an outage: the grades so far are stored, the rest wait
+                    raise RunStopping(stop.reason)
+                for i, record in enumerate(chunk):
+                    yield from self._verdict(record, outcomes[i], teacher.model)
         finally:
+            progress.close()
+            if engine is not None:
+                runner.run(engine_cm.__aexit__(None, None, None))
+            runner.close()
             if context.store is None:
                 store.close()
-        if stop.requested:  # a signal or an outage: the grades so far are stored, the rest wait for a rerun
-            raise RunStopping(stop.reason)
-        for i, record in enumerate(records):
-            yield from self._verdict(record, outcomes[i], teacher.model)
-
-    async def _grade(self, task: "_GradeTask", teacher: TeacherConfig, store, stop: Stop, progress: Progress,
-                     outcomes: dict[int, "_Outcome"], budget) -> None:
-        async with open_engine(teacher, store, self.stats, stop, budget) as engine:
-            progress.start()
-            try:
-                await run_task(task, engine, lambda unit, results: outcomes.update(results), progress.update)
-            finally:
-                progress.close()
-                store.commit()
 
     def _verdict(self, record: Record, outcome: "_Outcome", model: str) -> Iterator[Record]:
         c = self.config
@@ -214,6 +219,17 @@ class Judge(Stage):
             out["scores"] = {"count": len(self.scores), "mean": round(statistics.fmean(self.scores), 4),
                              "median": statistics.median(self.scores), "scale": [lo, hi], "histogram": histogram}
         return out
+
+
+def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class _Outcome:

@@ -82,6 +82,7 @@ def _compute(stage: Stage, spool: "_Spool", store, key: str) -> dict[str, Any]:
             store.put_verdicts(rows)
             rows.clear()
 
+    stage.expected = spool.count
     reject = stage._reject
     stage._reject = lambda r: decided(r.id, False, r.reason, r.detail, r.messages, r.metadata)
     try:

@@ -57,6 +57,19 @@ def test_scores_rationales_and_min_score(tmp_path, loopback):
     assert funnel["usage"]["requests"] == 4 + 2 * 2
 
 
+def test_grading_in_chunks_changes_nothing(tmp_path, loopback, monkeypatch):
+    from factory import constants
+
+    url = loopback(replies=SCRIPT)
+    whole, whole_rejected = judge_stage(tmp_path / "whole", url, min_score=6, max_attempts=2)
+    expected = [(r.id, r.metadata["judge_score"]) for r in whole(RECORDS)]
+    monkeypatch.setattr(constants, "JUDGE_CHUNK", 4)
+    chunked, chunked_rejected = judge_stage(tmp_path / "chunked", url, min_score=6, max_attempts=2)
+    assert [(r.id, r.metadata["judge_score"]) for r in chunked(RECORDS)] == expected
+    assert [(r.id, r.reason) for r in chunked_rejected] == [(r.id, r.reason) for r in whole_rejected]
+    assert chunked.funnel()["usage"]["requests"] == whole.funnel()["usage"]["requests"]
+
+
 def test_rerun_replays_every_grade_from_the_journal(tmp_path, loopback):
     url = loopback(replies=SCRIPT)
     first, _ = judge_stage(tmp_path, url, min_score=6, max_attempts=2)
