@@ -50,7 +50,7 @@ def metadata(row: dict) -> dict:
 
 
 def modes(info) -> list[str]:
-    return [stage["verdicts"] for stage in info["funnel"]["stages"]]
+    return [stage["verdicts"] for stage in info["funnel"]["stages"] if stage["stage"] != "generate"]
 
 
 def test_a_rerun_replays_every_stage_and_gives_the_same_outputs(tmp_path, loopback):
@@ -98,3 +98,16 @@ def test_a_dropped_copy_is_rejected_with_its_reason_on_replay(tmp_path, loopback
     assert by_id["copy"]["reason"]
     assert "copy" not in {r["id"] for r in data}
     assert len(data) + len(rejected) == len(rows())
+
+
+def test_a_finished_run_rerun_replays_generation_and_filters(tmp_path, loopback):
+    url = loopback()
+    path = write_pipeline(tmp_path, url, filters=[{"type": "exact_dedup"}, {"type": "minhash_dedup"}])
+    assert main(["run", str(path), "--quiet"]) == 0
+    first = json.loads((tmp_path / "out" / "run.json").read_text())
+    served = loopback.teacher.served
+    assert main(["run", str(path), "--quiet"]) == 0
+    second = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert loopback.teacher.served == served
+    assert modes(first) == ["computed"] * 2 and modes(second) == ["replayed"] * 2
+    assert read_jsonl(tmp_path / "out" / "data.jsonl") and second["funnel"]["kept"] == first["funnel"]["kept"]
