@@ -67,6 +67,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "Every dropped sample is listed with its stage and reason in `rejected.jsonl`.",
         "",
         *_judge_scores(info),
+        *_quota(info),
         *_usage_and_cost(info),
         "## Format",
         "",
@@ -106,6 +107,20 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _quota(info: dict) -> list[str]:
+    """Requested versus kept per cell, when the run was sized with generate.keep."""
+    quota = info.get("quota")
+    if not quota:
+        return []
+    by = ", ".join(f"`{v}`" for v in quota["variables"]) or "none"
+    lines = ["## Size and balance", "",
+             f"The dataset was sized to exactly {quota['keep']:,} kept samples (`generate.keep`), balanced by {by},"
+             f" in {quota['rounds']} generation round(s); samples over a quota were dropped as `surplus`.", "",
+             "| cell | quota | requested | kept |", "| --- | --- | --- | --- |"]
+    lines += [f"| {c['cell']} | {c['quota']} | {c['requested']} | {c['kept']} |" for c in quota["cells"]]
+    return lines + [""]
 
 
 def _judge_scores(info: dict) -> list[str]:

@@ -103,3 +103,6 @@ DRAIN_GRACE_S = 30.0
 # The judge grades this many records at a time over one engine: memory holds one chunk
 # of records rather than the whole dataset, and the window drains only between chunks.
 JUDGE_CHUNK = 4096
+
+# A top-up round looks at most this many unit indices for seed values in short cells.
+TOP_UP_SCAN_LIMIT = 10_000_000

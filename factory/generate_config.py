@@ -17,9 +17,37 @@ def _fill_defaults(given: dict[str, str], defaults: dict[str, str]) -> dict[str,
     return {**defaults, **given}
 
 
-class QAGenerate(Strict):
+class Sizing(Strict):
+    """How big the dataset is: `count` samples requested, or `keep` samples kept.
+
+    With `keep`, generation tops up in rounds (at most `max_rounds`) until the filters
+    have kept exactly that many; `count` is then the first round's size (default: keep).
+    `balance` gives each value of a seed variable (a list: each combination; a mapping
+    {VAR: {value: weight}}: weighted shares) its quota of `keep` (see factory/quota.py).
+    """
+
+    count: int | None = Field(None, gt=0)
+    keep: int | None = Field(None, gt=0)
+    balance: str | list[str] | dict[str, dict[str, float] | None] | None = None
+    max_rounds: int = Field(5, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _size(self):
+        if self.count is None and self.keep is None and self.needs_count():
+            raise ValueError("give count (samples to request) or keep (samples the dataset must end with)")
+        if self.balance is not None and self.keep is None:
+            raise ValueError("balance needs keep (the total to divide among the cells)")
+        if self.count is None and self.keep is not None:
+            self.__dict__["count"] = self.keep  # not through validate_assignment: no revalidation loop
+        return self
+
+    @classmethod
+    def needs_count(cls) -> bool:
+        return True
+
+
+class QAGenerate(Sizing):
     task: Literal["qa"] = "qa"
-    count: int = Field(gt=0, description="samples (question/answer pairs) to request")
     pairs_per_request: int = Field(3, ge=1, le=50)
     combine: Literal["product", "sample"] = "sample"
     templates: dict[Literal["system", "user"], str] = Field(
@@ -67,9 +95,8 @@ DIALOGUE_TEMPLATES = {
 }
 
 
-class DialogueGenerate(Strict):
+class DialogueGenerate(Sizing):
     task: Literal["dialogue"]
-    count: int = Field(gt=0, description="conversations to request")
     # turns: one request per turn, user simulator and assistant in alternation;
     # single_call: the whole conversation as JSON in one request (cheaper, less varied).
     mode: Literal["turns", "single_call"] = "turns"
@@ -136,7 +163,7 @@ class Chunking(Strict):
         return self
 
 
-class GroundedQAGenerate(Strict):
+class GroundedQAGenerate(Sizing):
     task: Literal["grounded_qa"]
     # A folder (read recursively), a file, or a glob, or a list of them; relative paths
     # are taken from the pipeline file's folder.
@@ -144,8 +171,7 @@ class GroundedQAGenerate(Strict):
     # .jsonl documents: one document per line, its text in this field.
     text_field: str = "text"
     id_field: str | None = None
-    # Pairs to request; by default pairs_per_chunk for every chunk of every document.
-    count: int | None = Field(None, gt=0)
+    # Pairs to request (`count`): by default pairs_per_chunk for every chunk of every document.
     pairs_per_chunk: int = Field(3, ge=1, le=20)
     chunking: Chunking = Field(default_factory=Chunking)
     # Ask each answer to quote the chunk; a quote not found in the chunk rejects the pair.
@@ -161,6 +187,10 @@ class GroundedQAGenerate(Strict):
     def _defaults(cls, value: Any) -> Any:
         defaults = {"system": "grounded_qa/system.j2", "user": "grounded_qa/user.j2"}
         return _fill_defaults(value, defaults) if isinstance(value, dict) else value
+
+    @classmethod
+    def needs_count(cls) -> bool:
+        return False
 
     @field_validator("documents")
     @classmethod

@@ -166,6 +166,7 @@ def render(info: dict[str, Any], kept: KeptSummary, rejected: RejectedSummary) -
                                  f"{sc['count']} graded (scale {sc['scale'][0]}-{sc['scale'][1]}).",
                                  _chart("judge-scores", charts.bars(list(hist), list(hist.values()), "judge scores",
                                                                     charts.COLORS[2]))))
+    sections.append(_quota(info))
     sections.append(_lengths(kept.lengths))
     counts = kept.turns
     if counts and max(counts) > 1:
@@ -229,6 +230,19 @@ def _rejections(rejected: RejectedSummary) -> str:
              + "".join(rows) + "</table>")
     return _section("Rejections", "Top reasons, with one rejected record each (all are in rejected.jsonl).",
                     chart + table)
+
+
+def _quota(info: dict[str, Any]) -> str:
+    quota = info.get("quota")
+    if not quota:
+        return ""
+    rows = "".join(f"<tr><td>{escape(c['cell'])}</td><td class=num>{c['quota']:,}</td>"
+                   f"<td class=num>{c['requested']:,}</td><td class=num>{c['kept']:,}</td></tr>" for c in quota["cells"])
+    chart = _chart("quota", charts.bars([c["cell"] for c in quota["cells"]], [c["requested"] for c in quota["cells"]],
+                                        "requested per cell", charts.COLORS[3]))
+    return _section("Size and balance", f"generate.keep {quota['keep']:,} in {quota['rounds']} round(s): "
+                    "requested and kept per cell.", chart + "<table><tr><th>cell</th><th>quota</th><th>requested</th>"
+                    "<th>kept</th></tr>" + rows + "</table>")
 
 
 def _lengths(by_role: dict[str, collections.Counter]) -> str:

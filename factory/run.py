@@ -12,9 +12,11 @@ import asyncio
 import datetime
 import hashlib
 import json
+import os
 import platform
 import shutil
 import time
+from collections import Counter
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -27,6 +29,7 @@ from factory.cost import Budget, BudgetReached, cost_entry
 from factory.engine import RunStats, run_task
 from factory.files import atomic_write_text
 from factory.progress import Progress
+from factory.quota import Quotas, Surplus, build_quotas, kept_by_cell, plan_round
 from factory.record import Record, Rejection
 from factory.runfolder import RunFolder, whole_run_timeline, whole_run_usage
 from factory.secrets import Redactor
@@ -64,6 +67,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
     examples = task.check()
     stages = build_stages(pipeline.config.filters, pipeline)
     check_stage_inputs(stages, task.roles(), task.metadata_fields(), f"the {task.name} task writes")
+    build_quotas(pipeline.config.generate, task.seeds, str(pipeline.path))  # a bad balance is exit 2 here
     return Prepared(pipeline, task, stages, examples)
 
 
@@ -132,42 +136,70 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
     store = folder.store
     redact = Redactor.for_config(pipeline.raw)
     fingerprint = generation_fingerprint(pipeline, task)
-    total = task.units()
-    settled = {u for u in store.settled_units(GENERATE, fingerprint) if u < total}
-    stats = RunStats(units_done=len(settled), units_before=len(settled))
+    quotas = build_quotas(cfg.generate, task.seeds, str(pipeline.path))
+    rounds_key = f"generate/rounds/{fingerprint}"
+    rounds: list[list[int]] = store.setting(rounds_key) or []
+    task.extra_units = [u for r in rounds for u in r]
+    stats = RunStats()
     started_at = now()
     before, _ = whole_run_usage(store)
     budget = Budget(cfg.max_cost, already=before.get("cost", 0.0))
-    progress = Progress(total, stats, enabled=show_progress)
     context = StageContext(pipeline, folder.out_dir, show_progress, budget, store=store, stop=stop)
     folder.stats = {"kind": "run"}
     teachers: dict = {}
     concurrency: dict = {}
-    try:
-        teachers, concurrency = asyncio.run(_generate(task, pipeline, store, stats, stop, fingerprint, settled,
-                                                      progress, budget))
-    except BudgetReached as err:
-        _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", str(err))
-        raise Stopped(str(err), 1, "incomplete") from None
-    finally:
-        folder.stats = {"kind": "run", "generate": stats.as_dict()}
-    if stop.requested:
-        raise _stopped(folder, pipeline, task, fingerprint, stats, stop)
+    while True:
+        units = task.unit_list()
+        wanted = set(units)
+        settled = store.settled_units(GENERATE, fingerprint) & wanted
+        stats.units_done = stats.units_before = len(settled)
+        progress = Progress(len(units), stats, enabled=show_progress)
+        try:
+            teachers, concurrency = asyncio.run(_generate(task, pipeline, store, stats, stop, fingerprint,
+                                                          [u for u in units if u not in settled], progress,
+                                                          budget))
+        except BudgetReached as err:
+            _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", str(err))
+            raise Stopped(str(err), 1, "incomplete") from None
+        finally:
+            folder.stats = {"kind": "run", "generate": stats.as_dict()}
+        if stop.requested:
+            raise _stopped(folder, pipeline, task, fingerprint, stats, stop)
+        if quotas is None:
+            break
+        try:
+            kept_cells = _kept_by_cell(prepared, quotas, store, fingerprint, units, context)
+        except (RunStopping, StopNow):
+            if not stop.requested:
+                raise
+            raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
+        if not quotas.short(kept_cells):
+            break
+        new = _next_round(task, quotas, kept_cells, units, len(rounds) + 1, cfg.generate.max_rounds)
+        if not new:
+            message = _short_message(quotas, kept_cells, len(rounds) + 1, cfg.generate.max_rounds)
+            _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", message)
+            raise Stopped(message, 1, "incomplete")
+        rounds.append(new)
+        store.put_setting(rounds_key, rounds)
+        store.commit()
+        task.extra_units = [*task.extra_units, *new]
     generated_at = time.perf_counter()
 
     staging = folder.staging()
-    requested = task.requested()
-    generated = _generation_funnel(store, fingerprint, total, requested)
+    requested = task.requested_total()
+    generated = _generation_funnel(store, fingerprint, units, requested)
+    stages = prepared.stages + ([Surplus(quotas)] if quotas is not None else [])
     try:
-        kept, examples, filter_rejects = apply_stages(prepared.stages, records_from_store(store, fingerprint, total),
+        kept, examples, filter_rejects = apply_stages(stages, records_from_store(store, fingerprint, units),
                                                       context, staging, redact)
     except (RunStopping, StopNow):  # a signal or an outage while a filter stage asked the teacher
         shutil.rmtree(staging, ignore_errors=True)
         if not stop.requested:
             raise
         raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
-    funnel_stages = [generated] + [stage.outcome() for stage in prepared.stages]
-    write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, total)],
+    funnel_stages = [generated] + [stage.outcome() for stage in stages]
+    write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, units)],
                    filter_rejects, redact)
     rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
     usage, invocations = whole_run_usage(store, "complete")
@@ -197,6 +229,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
         "engine": {**stats.as_dict(), "throttled": concurrency.get("throttled", 0), "concurrency": concurrency,
                    "timeline": whole_run_timeline(store)},
         "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},
+        **({"quota": _quota_summary(task, quotas, stages[-1], units, len(rounds) + 1)} if quotas else {}),
     }
     write_reports(staging, info, examples, redact)
     folder.publish(staging)
@@ -207,7 +240,7 @@ def _stopped(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: str
              stop: Stop) -> Stopped:
     """run.json for a run that stopped early, and the one line that says so."""
     counts = _unfinished(folder, pipeline, task, fingerprint, stats, stop.status, stop.reason)
-    total = task.units()
+    total = len(task.unit_list())
     pending = total - counts["settled"]
     if stop.kind == "signal":
         message = f"stopped: {counts['settled']} done, {pending} pending; rerun to resume"
@@ -221,15 +254,16 @@ def _unfinished(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: 
                 status: str, reason: str) -> dict[str, int]:
     store = folder.store
     store.commit()
-    counts = store.unit_counts(GENERATE, fingerprint, task.units())
+    units = task.unit_list()
+    counts = store.unit_counts(GENERATE, fingerprint, set(units))
     settled = counts.get("done", 0) + counts.get("rejected", 0)
     usage, invocations = whole_run_usage(store, status)
     folder.unfinished({
         "name": pipeline.config.name, "status": status, "reason": reason,
         **({"dry_run": True} if pipeline.dry_run else {}),
         "pipeline_file": str(pipeline.path), "config": config_summary(pipeline, folder.out_dir),
-        "units": {"total": task.units(), "done": counts.get("done", 0), "rejected": counts.get("rejected", 0),
-                  "failed": counts.get("failed", 0), "pending": task.units() - settled - counts.get("failed", 0)},
+        "units": {"total": len(units), "done": counts.get("done", 0), "rejected": counts.get("rejected", 0),
+                  "failed": counts.get("failed", 0), "pending": len(units) - settled - counts.get("failed", 0)},
         "usage": {**usage, "replayed_from_journal": stats.replayed}, "invocations": invocations,
         "versions": versions(), "finished_at": now(),
     })
@@ -237,12 +271,11 @@ def _unfinished(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: 
 
 
 async def _generate(task: Task, pipeline: Pipeline, store: RunStore, stats: RunStats, stop: Stop,
-                    fingerprint: str, settled: set[int], progress: Progress,
+                    fingerprint: str, pending: list[int], progress: Progress,
                     budget: Budget) -> tuple[dict[str | None, Teacher], dict]:
-    """Generate every unit not settled yet; returns the teachers used (None: the pipeline's)
-    and how the in-flight window was sized."""
+    """Generate the `pending` units; returns the teachers used (None: the pipeline's) and
+    how the in-flight window was sized."""
     main = pipeline.config.teacher
-    pending = (u for u in range(task.units()) if u not in settled)
 
     def sink(unit: int, results: list[Record | Rejection]) -> None:
         rows = [_result_row(r) for r in results]
@@ -262,8 +295,9 @@ async def _generate(task: Task, pipeline: Pipeline, store: RunStore, stats: RunS
                 by_role[role] = await stack.enter_async_context(open_engine(config, store, stats, stop, budget))
         try:
             progress.start()
-            if stats.units_done < task.units():
-                await run_task(task, engine, sink, progress.update, asker=RoleAsker(engine, by_role), units=pending)
+            if pending:
+                await run_task(task, engine, sink, progress.update, asker=RoleAsker(engine, by_role),
+                               units=iter(pending))
         finally:
             progress.close()
             store.commit()
@@ -278,31 +312,91 @@ def _result_row(item: Record | Rejection) -> dict[str, Any]:
             "messages": item.messages, "metadata": item.metadata}
 
 
-def records_from_store(store: RunStore, fingerprint: str, units: int) -> Iterator[Record]:
-    """The generated records in sample order: the same dataset whatever the timing."""
-    for _, _, rows in store.unit_results(GENERATE, fingerprint, units):
-        for row in rows:
-            if "reason" not in row:
-                yield Record(row["id"], row["messages"], row["metadata"])
+def _unit_rows(store: RunStore, fingerprint: str, units: list[int]) -> Iterator[dict]:
+    """The stored rows of these units, in unit order: the same dataset whatever the timing."""
+    wanted = set(units)
+    for unit, _, rows in store.unit_results(GENERATE, fingerprint, max(units, default=-1) + 1):
+        if unit in wanted:
+            yield from rows
 
 
-def rejections_from_store(store: RunStore, fingerprint: str, units: int) -> Iterator[dict]:
-    for _, _, rows in store.unit_results(GENERATE, fingerprint, units):
-        for row in rows:
-            if "reason" in row:
-                yield row
+def records_from_store(store: RunStore, fingerprint: str, units: list[int]) -> Iterator[Record]:
+    for row in _unit_rows(store, fingerprint, units):
+        if "reason" not in row:
+            yield Record(row["id"], row["messages"], row["metadata"])
 
 
-def _generation_funnel(store: RunStore, fingerprint: str, units: int, requested: int) -> dict[str, Any]:
+def rejections_from_store(store: RunStore, fingerprint: str, units: list[int]) -> Iterator[dict]:
+    for row in _unit_rows(store, fingerprint, units):
+        if "reason" in row:
+            yield row
+
+
+def _generation_funnel(store: RunStore, fingerprint: str, units: list[int], requested: int) -> dict[str, Any]:
     kept = 0
     reasons: dict[str, int] = {}
-    for _, _, rows in store.unit_results(GENERATE, fingerprint, units):
-        for row in rows:
-            if "reason" in row:
-                reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
-            else:
-                kept += 1
+    for row in _unit_rows(store, fingerprint, units):
+        if "reason" in row:
+            reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+        else:
+            kept += 1
     return {"stage": "generate", "seen": requested, "kept": kept, "dropped": reasons}
+
+
+# -- generate.keep: top-up rounds -----------------------------------------------------------
+
+def _kept_by_cell(prepared: Prepared, quotas: Quotas, store: RunStore, fingerprint: str, units: list[int],
+                  context: StageContext) -> Counter:
+    """What the filters keep of the units so far, per cell. The stages' verdicts are
+    stored, so the final pass over the same records replays them."""
+    from filters import build_stages
+    from filters.verdicts import through_stages
+
+    stages = build_stages(prepared.pipeline.config.filters, prepared.pipeline)  # fresh counters
+    for stage in stages:
+        stage.bind(lambda rejection: None, context)
+    work = context.out_dir / f".rounds-{os.getpid()}"
+    work.mkdir(exist_ok=True)
+    try:
+        return kept_by_cell(quotas, through_stages(stages, records_from_store(store, fingerprint, units),
+                                                   store, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _next_round(task: Task, quotas: Quotas, kept: Counter, units: list[int], done_rounds: int,
+                max_rounds: int) -> list[int]:
+    """The next top-up round's units; [] when max_rounds is reached or no unit can fill a short cell."""
+    if done_rounds >= max_rounds:
+        return []
+    requested: Counter = Counter()
+    for unit in units:
+        requested[quotas.cell(task.unit_seed(unit))] += len(task.sample_ids(unit))
+    start = max(units, default=-1) + 1
+    per_unit = max(1, len(task.sample_ids(start)))
+    short = sum(quotas.short(kept).values())
+    scan = min(constants.TOP_UP_SCAN_LIMIT, 1000 * short + 10 * task.seeds.size)
+    return plan_round(quotas, kept, requested, per_unit, task.unit_seed, start, scan)
+
+
+def _short_message(quotas: Quotas, kept: Counter, rounds: int, max_rounds: int) -> str:
+    short = quotas.short(kept)
+    cells = "; ".join(f"{quotas.label(c)}: {n} short" for c, n in list(short.items())[:5])
+    got = sum(min(kept[c], t) for c, t in quotas.targets.items())
+    why = (f"generate.max_rounds ({max_rounds}) reached" if rounds >= max_rounds
+           else "no seed combination left for the short cells")
+    return (f"incomplete: kept {got} of generate.keep {quotas.keep} after {rounds} round(s): {why} ({cells}); "
+            "raise generate.max_rounds (or lower keep) and rerun the same command: nothing answered is paid again")
+
+
+def _quota_summary(task: Task, quotas: Quotas, surplus: Surplus, units: list[int], rounds: int) -> dict[str, Any]:
+    requested: Counter = Counter()
+    for unit in units:
+        requested[quotas.cell(task.unit_seed(unit))] += len(task.sample_ids(unit))
+    kept = surplus.outcome().get("cells", {})
+    return {"keep": quotas.keep, "rounds": rounds, "variables": quotas.variables,
+            "cells": [{"cell": quotas.label(c), "quota": t, "requested": requested[c], "kept": kept.get(quotas.label(c), 0)}
+                      for c, t in quotas.targets.items()]}
 
 
 def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], redact: Redactor) -> None:

@@ -210,10 +210,15 @@ class RunStore:
         for unit, state, results in cursor:
             yield unit, state, json.loads(results)
 
-    def unit_counts(self, scope: str, fingerprint: str, below: int) -> dict[str, int]:
-        rows = self.db.execute("SELECT state, COUNT(*) FROM units WHERE scope = ? AND fingerprint = ?"
-                               " AND unit < ? GROUP BY state", (scope, fingerprint, below))
-        return dict(rows.fetchall())
+    def unit_counts(self, scope: str, fingerprint: str, units: set[int]) -> dict[str, int]:
+        """How many of these units are in each state."""
+        rows = self.db.execute("SELECT unit, state FROM units WHERE scope = ? AND fingerprint = ?",
+                               (scope, fingerprint))
+        counts: dict[str, int] = {}
+        for unit, state in rows:
+            if unit in units:
+                counts[state] = counts.get(state, 0) + 1
+        return counts
 
     # -- verdicts -------------------------------------------------------------------------
 

@@ -50,7 +50,21 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def requested(self) -> int:
-        """How many samples the run asks for: each ends kept or rejected."""
+        """How many samples the first round asks for: each ends kept or rejected."""
+
+    # Units of top-up rounds (`generate.keep`), after the first round's range(units()).
+    extra_units: list[int] = []
+
+    def unit_list(self) -> list[int]:
+        """Every unit the run generates: the first round's, then the top-up rounds'."""
+        return [*range(self.units()), *self.extra_units]
+
+    def requested_total(self) -> int:
+        return self.requested() + sum(len(self.sample_ids(u)) for u in self.extra_units)
+
+    def unit_seed(self, unit: int) -> dict[str, Any]:
+        """The seed values a unit is made from (its cell, for `generate.balance`)."""
+        return self.seeds.values(unit)
 
     def role_teachers(self, pipeline) -> dict[str, Any]:
         """Roles with a teacher of their own: role -> TeacherConfig (a RoleAsker routes them)."""

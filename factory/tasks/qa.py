@@ -127,7 +127,9 @@ class QATask(Task):
 
     def _samples(self, unit: int) -> range:
         first = unit * self.k
-        return range(first, min(first + self.k, self.requested()))
+        # Only the first round's last unit is cut to the count; a top-up unit is whole.
+        last = first + self.k if unit >= self.units() else min(first + self.k, self.requested())
+        return range(first, last)
 
     async def run_unit(self, unit: int, asker: Asker) -> list[Record | Rejection]:
         seed_values = self.seeds.values(unit)
