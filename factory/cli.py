@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("--hang-s", type=float, default=3600.0)
     loop.add_argument("--seed", type=int, default=0)
     loop.add_argument("--refuse-response-format", action="store_true")
+    loop.add_argument("--exit-after", type=int, default=None, metavar="N",
+                      help="crash (exit 75) on the request after N answered ones")
     loop.add_argument("--no-metrics", dest="metrics", action="store_false",
                       help="serve no /metrics page (a server that is not vLLM)")
     return parser
@@ -278,7 +280,7 @@ def _loopback(args) -> int:
         options = LoopbackOptions(
             slots=args.slots, latency_median=args.latency_median, latency_sigma=args.latency_sigma,
             faults=faults, retry_after=args.retry_after, hang_s=args.hang_s, seed=args.seed,
-            refuse_response_format=args.refuse_response_format, metrics=args.metrics,
+            refuse_response_format=args.refuse_response_format, metrics=args.metrics, exit_after=args.exit_after,
         )
     except ValueError as err:
         raise UserError(f"loopback: {err}") from err

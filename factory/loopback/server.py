@@ -16,6 +16,7 @@ import asyncio
 import collections
 import json
 import math
+import os
 import random
 import re
 import threading
@@ -59,6 +60,9 @@ class LoopbackOptions:
     keep_bodies: bool = False
     # Serve vLLM's Prometheus gauges at /metrics (off: a server without them).
     metrics: bool = True
+    # Die (exit code 75, no answer) on the request after this many answered: a server
+    # that crashes mid-run, at a point fixed by the work done rather than by a clock.
+    exit_after: int | None = None
     # A paid API's limits per minute ({"requests": n, "tokens": n}): buckets of that
     # size refilled evenly, reported in OpenAI's x-ratelimit-* headers on every answer,
     # 429 when a request does not fit (tokens counted as OpenAI does: prompt + max_tokens).
@@ -224,6 +228,8 @@ class LoopbackTeacher:
                 await asyncio.sleep(service)
             self.intervals.append((began, time.time()))
             self.busy_time += service
+            if self.options.exit_after is not None and self.served >= self.options.exit_after:
+                os._exit(75)
             self.served += 1
         finally:
             self.busy -= 1
