@@ -32,7 +32,8 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "language": out["language"],
         "task_categories": TASK_CATEGORIES.get(task, ["text-generation"]),
         "size_categories": [size_category(kept)],
-        "tags": sorted({"factory", *out.get("tags", []), *(() if "input" in info else ("synthetic", task))}),
+        "tags": sorted({"factory", *out.get("tags", []), *(() if "input" in info else ("synthetic", task)),
+                        *(("dpo",) if task == "preference" else ())}),
         "pretty_name": out.get("pretty_name") or cfg["name"],
     }
     if "parquet" in out["formats"]:
@@ -69,27 +70,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         *_judge_scores(info),
         *_quota(info),
         *_usage_and_cost(info),
-        "## Format",
-        "",
-        "Each row has `id` (stable across reruns), `messages` (a list of `{role, content}` in the",
-        "OpenAI / TRL chat format) and `metadata` (JSON text: seed values, templates, teacher, usage).",
-        "",
-        "```python",
-        "from datasets import load_from_disk",
-        "ds = load_from_disk(\"dataset\")  # or load_dataset(\"parquet\", data_files=\"data.parquet\")",
-        "print(ds[0][\"messages\"])",
-        "```",
-        "",
-        "Fine-tune on it with TRL's SFT trainer, which reads the `messages` column and applies the",
-        "student model's chat template:",
-        "",
-        "```python",
-        "from trl import SFTConfig, SFTTrainer",
-        "trainer = SFTTrainer(model=\"Qwen/Qwen2.5-0.5B\", train_dataset=ds.remove_columns([\"metadata\"]),",
-        "                     args=SFTConfig(output_dir=\"student\"))",
-        "trainer.train()",
-        "```",
-        "",
+        *(_pair_format() if task == "preference" else _messages_format()),
         *_other_files(out["formats"]),
     ]
     if examples:
@@ -189,6 +170,53 @@ def _teacher(teacher: dict) -> str:
     else:
         kind = {"transformers": "transformers, in process", "vllm": "vLLM, in process"}.get(backend, backend)
     return f"`{teacher.get('model')}` through {kind}"
+
+
+def _messages_format() -> list[str]:
+    return [
+        "## Format",
+        "",
+        "Each row has `id` (stable across reruns), `messages` (a list of `{role, content}` in the",
+        "OpenAI / TRL chat format) and `metadata` (JSON text: seed values, templates, teacher, usage).",
+        "",
+        "```python",
+        "from datasets import load_from_disk",
+        "ds = load_from_disk(\"dataset\")  # or load_dataset(\"parquet\", data_files=\"data.parquet\")",
+        "print(ds[0][\"messages\"])",
+        "```",
+        "",
+        "Fine-tune on it with TRL's SFT trainer, which reads the `messages` column and applies the",
+        "student model's chat template:",
+        "",
+        "```python",
+        "from trl import SFTConfig, SFTTrainer",
+        "trainer = SFTTrainer(model=\"Qwen/Qwen2.5-0.5B\", train_dataset=ds.remove_columns([\"metadata\"]),",
+        "                     args=SFTConfig(output_dir=\"student\"))",
+        "trainer.train()",
+        "```",
+        "",
+    ]
+
+
+def _pair_format() -> list[str]:
+    return [
+        "## Format",
+        "",
+        "Each row is a preference pair in TRL's explicit conversational form: `prompt` (the messages",
+        "before the answer, `{role, content}`), `chosen` and `rejected` (one assistant message each),",
+        "plus `id` and `metadata` (JSON text: both answers' judge scores, the margin, models and",
+        "temperatures, the judge's rationale).",
+        "",
+        "```python",
+        "from datasets import load_from_disk",
+        "from trl import DPOConfig, DPOTrainer",
+        "ds = load_from_disk(\"dataset\").remove_columns([\"id\", \"metadata\"])",
+        "trainer = DPOTrainer(model=\"Qwen/Qwen2.5-0.5B-Instruct\", train_dataset=ds,",
+        "                     args=DPOConfig(output_dir=\"student\"))",
+        "trainer.train()",
+        "```",
+        "",
+    ]
 
 
 def _other_files(formats: list[str]) -> list[str]:

@@ -7,29 +7,43 @@ import json
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from factory.errors import InputDataError
 from factory.files import replace_path
-from factory.formats import FILES, WRITERS, NotSingleTurn
+from factory.formats import FILES, PAIR_WRITERS, WRITERS, NotSingleTurn
 from factory.record import Record
 
 
-def features():
+def features(pairs: bool = False):
     import datasets
 
-    return datasets.Features(
-        {
-            "id": datasets.Value("string"),
-            "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-            "metadata": datasets.Value("string"),
-        }
-    )
+    messages = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+    # Preference rows in TRL's explicit conversational form, without `messages`: TRL reads a
+    # row with both as neither kind and refuses it.
+    columns = ("prompt", "chosen", "rejected") if pairs else ("messages",)
+    return datasets.Features({"id": datasets.Value("string"), **{c: messages for c in columns},
+                              "metadata": datasets.Value("string")})
 
 
-def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, formats: list[str]) -> int:
+def pair_row(record: Record) -> dict[str, Any]:
+    """A preference record (messages = prompt + chosen; metadata.rejected holds the other
+    answer) as a dataset row: `prompt` the messages before the answer, `chosen` and
+    `rejected` one assistant message each. The rejected text leaves the metadata, which
+    keeps its scores, model and temperature."""
+    meta = dict(record.metadata)
+    rejected = dict(meta.get("rejected") or {})
+    content = rejected.pop("content", "")
+    meta["rejected"] = rejected
+    return {"id": record.id, "prompt": record.messages[:-1], "chosen": record.messages[-1:],
+            "rejected": [{"role": "assistant", "content": content}],
+            "metadata": json.dumps(meta, ensure_ascii=False)}
+
+
+def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, formats: list[str],
+                  pairs: bool = False) -> int:
     """Write `dataset/` (the layout `save_to_disk` writes) and the requested extra formats;
-    returns the row count.
+    returns the row count. `pairs`: the records are preference pairs (see `pair_row`).
 
     Rows stream, a batch at a time, into every output at once: the Arrow shards, the
     Parquet file, the JSONL and training formats. Nothing reads a whole file back, so
@@ -47,10 +61,10 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     with ExitStack() as files:
         outs = {name: files.enter_context(open(staging / _file_name(name), "w", encoding="utf-8"))
                 for name in text_files}
-        tables = _TableWriter(staging, with_parquet="parquet" in formats)
+        tables = _TableWriter(staging, with_parquet="parquet" in formats, pairs=pairs)
         files.callback(tables.abort)
         for record in records:
-            row = record.to_row()
+            row = pair_row(record) if pairs else record.to_row()
             for name, out in outs.items():
                 out.write(json.dumps(_format_row(name, record, row), ensure_ascii=False) + "\n")
             tables.add(row)
@@ -71,6 +85,8 @@ def _file_name(name: str) -> str:
 def _format_row(name: str, record: Record, row: dict) -> dict:
     if name == "jsonl":
         return row
+    if "chosen" in row:  # a preference pair: only PAIR_WRITERS' formats are let through (formats.py)
+        return PAIR_WRITERS[name](row["prompt"], *row["chosen"], *row["rejected"])
     try:
         return WRITERS[name](record.id, record.messages)
     except NotSingleTurn as err:
@@ -85,11 +101,11 @@ class _TableWriter:
 
     BATCH = 1000
 
-    def __init__(self, staging: Path, with_parquet: bool):
+    def __init__(self, staging: Path, with_parquet: bool, pairs: bool = False):
         import datasets
         import pyarrow.parquet as pq
 
-        self.features = features()
+        self.features = features(pairs)
         self.schema = self.features.arrow_schema
         self.folder = staging / "dataset"
         self.folder.mkdir()

@@ -2,7 +2,12 @@
 
 - `sharegpt`: {"id", "conversations": [{"from": "system"|"human"|"gpt", "value"}]}
 - `alpaca`: {"id", "instruction", "input", "output", "system"}: single-turn records only
-- `openai`: {"messages": [...]}, exactly what OpenAI's fine-tuning upload accepts
+- `openai`: {"messages": [...]}, exactly what OpenAI's fine-tuning upload accepts; for
+  preference pairs, its DPO form {"input": {"messages"}, "preferred_output",
+  "non_preferred_output"}
+
+Preference pairs fit only the formats in PAIR_WRITERS (and jsonl / parquet, which hold
+the dataset's own prompt / chosen / rejected columns); the others are refused before the run.
 
 Each has a reader (`from_*`) that gives the messages back, so a file can be checked
 against the rows it came from.
@@ -60,8 +65,23 @@ WRITERS: dict[str, Callable[[str, list[dict[str, str]]], dict[str, Any]]] = {
 READERS = {"sharegpt": from_sharegpt, "alpaca": from_alpaca, "openai": from_openai}
 
 
-def check_formats(formats: list[str], multi_turn: bool, where: str) -> None:
+def to_openai_preference(prompt: list[dict[str, str]], chosen: dict[str, str],
+                         rejected: dict[str, str]) -> dict[str, Any]:
+    return {"input": {"messages": [{"role": m["role"], "content": m["content"]} for m in prompt]},
+            "preferred_output": [{"role": "assistant", "content": chosen["content"]}],
+            "non_preferred_output": [{"role": "assistant", "content": rejected["content"]}]}
+
+
+# The formats that can carry a chosen and a rejected answer: (prompt, chosen, rejected) -> row.
+PAIR_WRITERS: dict[str, Callable[..., dict[str, Any]]] = {"openai": to_openai_preference}
+
+
+def check_formats(formats: list[str], multi_turn: bool, where: str, pairs: bool = False) -> None:
     """Refuse, before anything runs, a format that cannot hold the task's records."""
+    unpaired = [f for f in formats if f in WRITERS and f not in PAIR_WRITERS]
+    if pairs and unpaired:
+        raise ConfigError(f"{where}: {unpaired[0]} holds one answer per prompt, and these records are preference "
+                          f"pairs (chosen and rejected); use jsonl, parquet or openai (its DPO form) instead")
     if "alpaca" in formats and multi_turn:
         raise ConfigError(f"{where}: alpaca holds one instruction and one answer per row, and these records "
                           "are multi-turn conversations; use sharegpt or openai instead")

@@ -200,4 +200,61 @@ class GroundedQAGenerate(Sizing):
         return value
 
 
-TASKS = {"qa": QAGenerate, "dialogue": DialogueGenerate, "grounded_qa": GroundedQAGenerate}
+class PreferenceJudge(Strict):
+    """The judge that scores a prompt's candidates side by side, for the preference task."""
+
+    # A template under prompts/ that shows the candidates and asks for one score each.
+    rubric: str = "preference/judge.j2"
+    scale: tuple[int, int] = (1, 10)
+    # Judge each prompt twice, the second time with the candidates in reverse order, and
+    # average each candidate's scores: a judge that favours a position favours both ends.
+    both_orders: bool = False
+    max_attempts: int = Field(3, ge=1, le=10)
+    # Keys of `teacher:` to change for the judge: model, base_url, api_key_env, sampling ...
+    teacher: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _scale(self):
+        lo, hi = self.scale
+        if lo >= hi:
+            raise ValueError(f"scale: low end {lo} must be below high end {hi}")
+        return self
+
+
+PREFERENCE_TEMPLATES = {"user": "preference/user.j2"}
+
+
+class PreferenceGenerate(Strict):
+    task: Literal["preference"]
+    count: int = Field(gt=0, description="prompts to request, each one chosen/rejected pair")
+    # 2-4 candidate answers per prompt, each written by the pipeline's teacher with these
+    # `teacher:` keys changed: a temperature of its own, or another model or endpoint.
+    candidates: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"sampling": {"temperature": 0.5}}, {"sampling": {"temperature": 1.1}}],
+        min_length=2, max_length=4)
+    judge: PreferenceJudge = Field(default_factory=PreferenceJudge)
+    # The chosen answer's score must beat the rejected one's by at least this much; a tie
+    # (margin 0) is always rejected, since it says nothing about which answer is better.
+    min_margin: float = Field(1.0, ge=0)
+    combine: Literal["product", "sample"] = "sample"
+    # `system` (optional) and `user` render the prompt: sent to every candidate as is, and
+    # saved as the row's `prompt`.
+    templates: dict[Literal["system", "user"], str] = Field(default_factory=lambda: dict(PREFERENCE_TEMPLATES))
+    # Attempts per candidate for an answer that is not cut off or empty.
+    max_attempts: int = Field(constants.DEFAULT_CONTENT_ATTEMPTS, ge=1, le=20)
+
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _defaults(cls, value: Any) -> Any:
+        return _fill_defaults(value, PREFERENCE_TEMPLATES) if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _margin_on_scale(self):
+        lo, hi = self.judge.scale
+        if self.min_margin > hi - lo:
+            raise ValueError(f"min_margin {self.min_margin:g} is more than the judge's scale spans ({lo}-{hi})")
+        return self
+
+
+TASKS = {"qa": QAGenerate, "dialogue": DialogueGenerate, "grounded_qa": GroundedQAGenerate,
+         "preference": PreferenceGenerate}

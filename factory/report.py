@@ -68,7 +68,8 @@ class KeptSummary(_Summary):
 
     def add(self, row: dict) -> None:
         self.count += 1
-        messages = row.get("messages") or []
+        # A preference row shows its prompt and chosen answer (the rejected one is in metadata).
+        messages = row.get("messages") or [*(row.get("prompt") or []), *(row.get("chosen") or [])]
         self.turns[sum(m.get("role") == "user" for m in messages)] += 1
         for m in messages:
             if m.get("role") in ("user", "assistant"):
@@ -117,7 +118,7 @@ def _dataset_rows(path: Path, batch_size: int = 1000) -> Iterator[dict]:
 
     loaded = load_from_disk(str(path))
     for ds in (loaded.values() if isinstance(loaded, DatasetDict) else [loaded]):
-        columns = [c for c in ("id", "messages", "metadata") if c in ds.column_names]
+        columns = [c for c in ("id", "messages", "prompt", "chosen", "metadata") if c in ds.column_names]
         for batch in _column_batches(ds, columns, batch_size):
             for values in zip(*(batch[c] for c in columns)):
                 yield dict(zip(columns, values))

@@ -63,7 +63,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
     from factory.tasks import make_task
 
     task = make_task(pipeline)
-    check_formats(pipeline.config.output.formats, task.multi_turn, f"{pipeline.path}: output.formats")
+    check_formats(pipeline.config.output.formats, task.multi_turn, f"{pipeline.path}: output.formats", task.pairs)
     examples = task.check()
     stages = build_stages(pipeline.config.filters, pipeline)
     check_stage_inputs(stages, task.roles(), task.metadata_fields(), f"the {task.name} task writes")
@@ -192,7 +192,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
     stages = prepared.stages + ([Surplus(quotas)] if quotas is not None else [])
     try:
         kept, examples, filter_rejects = apply_stages(stages, records_from_store(store, fingerprint, units),
-                                                      context, staging, redact)
+                                                      context, staging, redact, pairs=task.pairs)
     except (RunStopping, StopNow):  # a signal or an outage while a filter stage asked the teacher
         shutil.rmtree(staging, ignore_errors=True)
         if not stop.requested:
@@ -410,8 +410,9 @@ def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], red
 
 
 def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageContext, staging: Path,
-                 redact: Redactor) -> tuple[int, list[dict], Path]:
-    """Run `records` through the filter stages and write the kept ones as the dataset in `staging`.
+                 redact: Redactor, pairs: bool = False) -> tuple[int, list[dict], Path]:
+    """Run `records` through the filter stages and write the kept ones as the dataset in `staging`
+    (as preference rows when `pairs`).
 
     Returns the kept count, a few example records for the card, and the file the
     stages' rejections went to.
@@ -427,7 +428,8 @@ def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageC
             stage.bind(lambda r: rej.write(redact(r.to_json()) + "\n"), context)
         records = through_stages(stages, records, context.store, work)
         examples: list[dict] = []
-        kept = write_dataset(_sample(records, examples), staging, work, context.pipeline.config.output.formats)
+        kept = write_dataset(_sample(records, examples), staging, work, context.pipeline.config.output.formats,
+                             pairs=pairs)
     return kept, examples, filter_rejects
 
 

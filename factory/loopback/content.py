@@ -24,6 +24,7 @@ _TOKEN = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
 _SCHEMA_BLOCK = re.compile(r"```json\s*(\{.*?\})\s*```", re.S)
 _PASSAGE = re.compile(r"<(passage|document|context)>(.*?)</\1>", re.S)
 _SENTENCE = re.compile(r"[^.!?\n]{12,}[.!?]")
+_CANDIDATE = re.compile(r'<candidate id="([A-Z])">\n?(.*?)\n?</candidate>', re.S)
 
 
 def seed_of(messages: list[dict], seed: Any) -> int:
@@ -43,10 +44,26 @@ def answer(messages: list[dict], seed: Any, schema: dict | None) -> str:
         found = _schema_in_prompt(prompt)
         if found is not None:
             # Prompt-mode clients get the JSON wrapped the way real models wrap it.
-            body = json.dumps(_value(found, rng, vocab, "", quotable), indent=1)
+            body = json.dumps(_judged(_value(found, rng, vocab, "", quotable), found, prompt), indent=1)
             return f"Here is the JSON you asked for:\n```json\n{body}\n```"
         return " ".join(_sentence(rng, vocab) for _ in range(rng.randint(2, 4)))
-    return json.dumps(_value(schema, rng, vocab, "", quotable), ensure_ascii=False)
+    return json.dumps(_judged(_value(schema, rng, vocab, "", quotable), schema, prompt), ensure_ascii=False)
+
+
+def _judged(value: Any, schema: dict, prompt: str) -> Any:
+    """A preference verdict scores each `<candidate id="X">` in the prompt by its text alone,
+    as a consistent judge would: the same answer gets the same score in any position, so
+    shuffled and reversed orders agree."""
+    candidates = dict(_CANDIDATE.findall(prompt))
+    scores = schema.get("properties", {}).get("scores", {}).get("properties", {})
+    if not candidates or not isinstance(value, dict) or not isinstance(value.get("scores"), dict):
+        return value
+    for label, rule in scores.items():
+        if label in candidates:
+            lo, hi = rule.get("minimum", 1), rule.get("maximum", 10)
+            digest = hashlib.blake2b(candidates[label].strip().encode(), digest_size=4).digest()
+            value["scores"][label] = lo + int.from_bytes(digest, "big") % (hi - lo + 1)
+    return value
 
 
 def _schema_in_prompt(prompt: str) -> dict | None:

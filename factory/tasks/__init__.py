@@ -1,4 +1,4 @@
-"""Generation tasks: `qa`, `dialogue`, `grounded_qa`. Each module loads only when chosen."""
+"""Generation tasks: `qa`, `dialogue`, `grounded_qa`, `preference`. Each module loads only when chosen."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ def make_task(pipeline):
         from factory.tasks.grounded_qa import GroundedQATask
 
         task = GroundedQATask(pipeline, seeds, library)
+    elif kind == "preference":
+        from factory.tasks.preference import PreferenceTask
+
+        task = PreferenceTask(pipeline, seeds, library)
     else:
         from factory.tasks.qa import QATask
 

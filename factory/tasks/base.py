@@ -34,12 +34,27 @@ class RoleAsker:
     async def ask(self, request: Request, unit: int | str, step: int | str, role: str | None = None) -> Completion:
         return await self.by_role.get(role, self.default).ask(request, unit, step)
 
+    def for_role(self, role: str) -> Asker:
+        """A plain Asker whose every request goes to `role`'s teacher."""
+        return _RoleBound(self, role)
+
+
+class _RoleBound:
+    def __init__(self, asker: RoleAsker, role: str):
+        self.asker, self.role = asker, role
+
+    async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion:
+        return await self.asker.ask(request, unit, step, role=self.role)
+
 
 class Task(abc.ABC):
     name: str = ""
     samples_per_unit: int = 1
     # Records with several user turns: formats that hold one exchange (alpaca) refuse them.
     multi_turn: bool = False
+    # Records that are preference pairs (messages = prompt + chosen, metadata.rejected the
+    # other answer): exported as prompt / chosen / rejected, and only to formats that hold pairs.
+    pairs: bool = False
     # Set by each task: the templates it renders and the seed space it walks (for run.json).
     templates: dict[str, Template]
     seeds: SeedSpace

@@ -23,7 +23,7 @@ from factory.structured import JSONNotFound, extract_json, list_answer, strict_o
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import RoleAsker, Task
 from factory.tasks.guards import Guards, strip_own_label
-from factory.teachers.base import Completion, Request
+from factory.teachers.base import Completion
 from factory.templates import TemplateLibrary
 
 # What the dialogue templates may use besides the seed variables.
@@ -253,7 +253,7 @@ class DialogueTask(Task):
 
         try:
             answer = await ask_until_usable(
-                _AsRole(asker, role), list(messages), use, unit=c.unit, pipeline_seed=self.pipeline_seed,
+                asker.for_role(role), list(messages), use, unit=c.unit, pipeline_seed=self.pipeline_seed,
                 max_attempts=self.cfg.max_attempts, schema_name=f"dialogue_{role}",
                 step=lambda attempt: f"{role}:{turn}:{attempt}")
         except NoUsableAnswer as err:
@@ -329,16 +329,6 @@ class DialogueTask(Task):
         if c.closing:
             meta["closing_message"] = c.closing
         return meta
-
-
-class _AsRole:
-    """A conversation's RoleAsker seen as a plain Asker whose requests all go to `role`'s teacher."""
-
-    def __init__(self, asker: RoleAsker, role: str):
-        self.asker, self.role = asker, role
-
-    async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion:
-        return await self.asker.ask(request, unit, step, role=self.role)
 
 
 def _without(text: str, marker: str) -> str:
