@@ -130,33 +130,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from factory.run import prepare, run_pipeline
+    from factory.api import Pipeline
 
-    if args.dry_run:
-        args.overrides += ["teacher.backend=openai", "teacher.base_url=http://dry-run.invalid/v1",
-                           "teacher.api_key_env=null", "teacher.model=loopback-dry-run",
-                           "teacher.launch=null"]
-    pipeline = _load(args)
-    prepared = prepare(pipeline)
-    out = pipeline.output_dir(args.out)
-    hub = pipeline.config.output.hub
+    pipe = Pipeline.from_yaml(args.pipeline, args.overrides, dry_run=args.dry_run, formats=args.formats)
+    hub = pipe.pipeline.config.output.hub
     if hub is not None and not args.dry_run:
         from factory.push import find_token
 
         find_token()  # no token: say so now, before anything is spent
-    options = {"show_progress": not args.quiet, **({"grace": args.grace} if args.grace is not None else {})}
-    if args.dry_run:
-        from factory.loopback import LoopbackOptions, serve_in_thread
-
-        if not args.out:
-            out = out.with_name(out.name + "-dry-run")
-        with serve_in_thread(LoopbackOptions(latency_median=0.02, latency_sigma=0.5)) as (url, _):
-            pipeline.config.teacher.base_url = url
-            pipeline.dry_run = True
-            print(f"factory: dry run against the loopback teacher at {url}", file=sys.stderr)
-            result = run_pipeline(prepared, out, **options)
-    else:
-        result = run_pipeline(prepared, out, **options)
+    result = pipe.execute(args.out, show_progress=not args.quiet, grace=args.grace)
     _summary(result)
     if not result.kept:
         return _nothing_kept(result)

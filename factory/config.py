@@ -234,10 +234,12 @@ class PipelineConfig(Strict):
 class Pipeline:
     """A validated pipeline file plus where it came from."""
 
-    def __init__(self, config: PipelineConfig, path: Path, raw: dict):
+    def __init__(self, config: PipelineConfig, path: Path, raw: dict, base_dir: Path | None = None):
         self.config = config
         self.path = path
-        self.base_dir = path.parent
+        # Relative paths resolve against the file's folder; a pipeline given as a dict (the
+        # Python API) names its folder, or takes the current one.
+        self.base_dir = base_dir if base_dir is not None else path.parent
         self.raw = raw
         # Set by `--dry-run`: every teacher of the run, the judge's too, is the loopback.
         self.dry_run = False
@@ -276,6 +278,17 @@ def parse_overrides(pairs: list[str]) -> list[tuple[list[str], Any]]:
     return parsed
 
 
+def mapping_overrides(overrides: dict[str, Any]) -> list[tuple[list[str], Any]]:
+    """The Python API's overrides, {"generate.count": 10}: the keys `--set` takes, values as given."""
+    parsed = []
+    for key, value in overrides.items():
+        path = str(key).split(".")
+        if not all(part.strip() for part in path):
+            raise ConfigError(f"overrides[{key!r}]: expected a dotted key, like 'teacher.model'")
+        parsed.append(([p.strip() for p in path], value))
+    return parsed
+
+
 def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
     for path, value in overrides:
         node = raw
@@ -293,6 +306,11 @@ def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
 
 def load_pipeline(path: str | Path, overrides: list[str] = ()) -> Pipeline:
     path = Path(path)
+    return build_pipeline(read_pipeline_file(path), path, parse_overrides(list(overrides)))
+
+
+def read_pipeline_file(path: Path) -> Any:
+    """The pipeline file's YAML (a mapping, when it is right); raises ConfigError naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
@@ -308,15 +326,21 @@ def load_pipeline(path: str | Path, overrides: list[str] = ()) -> Pipeline:
         raise ConfigError(f"{where}: malformed YAML: {problem}") from err
     if raw is None:
         raise ConfigError(f"{path}: pipeline file is empty")
+    return raw
+
+
+def build_pipeline(raw: dict, path: Path, overrides: list[tuple[list[str], Any]] = (),
+                   base_dir: Path | None = None) -> Pipeline:
+    """`raw` with the overrides applied, validated; `path` names it in messages."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top, got {type(raw).__name__}")
-    raw = apply_overrides(raw, parse_overrides(list(overrides)))
+    raw = apply_overrides(raw, list(overrides))
     try:
         config = PipelineConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: {describe_validation_error(err)}") from err
     require_key(config.teacher, f"{path}: teacher")
-    return Pipeline(config, path, raw)
+    return Pipeline(config, path, raw, base_dir)
 
 
 def require_key(teacher: TeacherConfig, label: str) -> None:

@@ -5,6 +5,8 @@ each row in one of the common shapes:
 - `messages`: a list of {role, content} (OpenAI / TRL chat format);
 - `instruction` (+ optional `input`) and `output` (Alpaca);
 - `prompt` and `completion`;
+- `prompt`, `chosen` and `rejected` as message lists (a preference pair): the prompt and
+  the chosen answer are the messages, the rejected answer goes to `metadata.rejected.content`;
 - `text`: one document, kept as a single assistant message.
 An `id` column is kept; a `metadata` column (JSON text or a mapping, as factory writes
 it) is carried over, so judge scores survive a second filtering; any other columns go
@@ -23,6 +25,11 @@ from factory.record import Record, record_id
 
 SHAPES = "messages, instruction/output, prompt/completion or text"
 ROLES = {"system", "user", "assistant", "tool"}
+
+
+def is_dataset(value: Any) -> bool:
+    """A `datasets.Dataset` (checked by shape, so datasets need not be imported to ask)."""
+    return hasattr(value, "to_list") and hasattr(value, "column_names")
 
 
 def read_records(path: Path) -> list[Record]:
@@ -46,6 +53,9 @@ def read_records(path: Path) -> list[Record]:
 def to_record(row: dict[str, Any], label: str, default_id: str) -> Record:
     messages, used = _messages(row, label)
     meta = _metadata(row.get("metadata"), label)
+    if "chosen" in used:
+        rejected = _chat(row["rejected"], label)
+        meta["rejected"] = {**(meta.get("rejected") or {}), "content": rejected[-1]["content"]}
     extra = {k: v for k, v in row.items() if k not in used | {"id", "metadata"} and v is not None}
     if extra:
         meta.setdefault("input_columns", {}).update(_jsonable(extra))
@@ -68,6 +78,10 @@ def _messages(row: dict[str, Any], label: str) -> tuple[list[dict[str, str]], se
             chat.insert(0, {"role": "system", "content": row["system"].strip()})
             return chat, {"instruction", "input", "output", "system"}
         return chat, {"instruction", "input", "output"}
+    if isinstance(row.get("prompt"), list) and row.get("chosen") is not None and row.get("rejected") is not None:
+        # A preference pair (TRL's explicit conversational form): read as the prompt and the
+        # chosen answer, as the preference task's records are; to_record keeps the rejected one.
+        return _chat(row["prompt"], label) + _chat(row["chosen"], label), {"prompt", "chosen", "rejected"}
     if row.get("prompt") is not None and row.get("completion") is not None:
         return [{"role": "user", "content": _text(row, "prompt", label)},
                 {"role": "assistant", "content": _text(row, "completion", label)}], {"prompt", "completion"}

@@ -83,13 +83,14 @@ class RunResult:
 
 
 def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
-                 grace: float = constants.DRAIN_GRACE_S) -> RunResult:
+                 grace: float = constants.DRAIN_GRACE_S, stop: Stop | None = None) -> RunResult:
     """Generate, filter and export into `out_dir`; returns what was kept.
 
     Raises Stopped (exit 3, 130, 143) when the run ended before it was complete, with
     run.json saying so and no other output; FolderInUse (exit 2) when another process
-    works in `out_dir`."""
-    stop = Stop(grace)
+    works in `out_dir`. `stop`: the caller's own, when it stops the run some other way
+    than by a signal to this thread (the Python API running it on a worker thread)."""
+    stop = stop or Stop(grace)
     teacher = prepared.pipeline.config.teacher
     with handling_signals(stop), ExitStack() as stack:
         folder = stack.enter_context(RunFolder(out_dir, "run"))

@@ -125,4 +125,13 @@ def _paths(metadata: dict[str, Any], prefix: str = "") -> set[str]:
     return out
 
 
+def __getattr__(name: str):
+    """The stage classes by name (`filters.MinHashDedup`), imported when first asked for."""
+    for path in REGISTRY.values():
+        module, _, cls_name = path.partition(":")
+        if cls_name == name:
+            return getattr(importlib.import_module(module), cls_name)
+    raise AttributeError(f"module 'filters' has no attribute {name!r}")
+
+
 __all__ = ["REGISTRY", "RecordFilter", "Stage", "StageContext", "build_stages", "check_fields", "check_stage_inputs"]

@@ -54,7 +54,13 @@ class Stage(abc.ABC):
             anything is sent (a misspelt one would silently match nothing)."""
             return []
 
-    def __init__(self, config: Strict | None = None) -> None:
+    def __init__(self, config: Strict | None = None, **options: Any) -> None:
+        """`config`, or the same options as keywords (`MinHashDedup(threshold=0.9)`), as the
+        pipeline file's entry gives them; raises ConfigError naming the bad key."""
+        if options:
+            if config is not None:
+                raise TypeError("give the stage's options as a Config or as keywords, not both")
+            config = _validated(self, options)
         self.config = config if config is not None else self.Config()
         self.seen = 0
         self.kept = 0
@@ -84,7 +90,19 @@ class Stage(abc.ABC):
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         """Yield the kept records; call `drop` for each one not kept."""
 
-    def __call__(self, records: Iterable[Record]) -> Iterator[Record]:
+    def __call__(self, records: Iterable[Record] | Any, **options: Any) -> Iterator[Record] | Any:
+        """Records in, the kept ones out (a generator). A `datasets.Dataset` in: the stage runs
+        on its rows alone and returns a Dataset of the kept rows (see filters/on_dataset.py;
+        `options` go there)."""
+        from factory.inputs import is_dataset
+
+        if is_dataset(records):
+            from filters.on_dataset import run_on_dataset
+
+            return run_on_dataset(self, records, **options)
+        return self._kept(records)
+
+    def _kept(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in self.process(self._count(records)):
             self.kept += 1
             yield record
@@ -100,6 +118,17 @@ class Stage(abc.ABC):
     def outcome(self) -> dict[str, Any]:
         """What the run reports for this stage: the replayed summary when there is one."""
         return self.summary if self.summary is not None else self.funnel()
+
+
+def _validated(stage: Stage, options: dict[str, Any]) -> Strict:
+    from pydantic import ValidationError
+
+    from factory.config import describe_validation_error
+
+    try:
+        return stage.Config.model_validate(options)
+    except ValidationError as err:
+        raise ConfigError(f"{type(stage).__name__}: {describe_validation_error(err)}") from err
 
 
 class RecordFilter(Stage):

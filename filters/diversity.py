@@ -45,8 +45,8 @@ class Diversity(Stage):
                 raise ValueError("method kcenter needs a budget (how many records to keep)")
             return self
 
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
+    def __init__(self, config=None, **options) -> None:
+        super().__init__(config, **options)
         self.embedded = 0
         self.method_used = ""
         self.projection: dict[str, list] = {}

@@ -61,8 +61,8 @@ class Heuristics(RecordFilter):
             return [(key, "role", role) for key in ("min_chars", "max_chars", "min_tokens", "max_tokens")
                     for role in getattr(self, key)]
 
-    def __init__(self, config: "Heuristics.Config | None" = None):
-        super().__init__(config)
+    def __init__(self, config: "Heuristics.Config | None" = None, **options):
+        super().__init__(config, **options)
         phrases: Iterable[str] = ()
         if self.config.refusals is True:
             phrases = DEFAULT_REFUSALS

@@ -131,8 +131,8 @@ class Judge(Stage):
                 raise ValueError(f"min_score {self.min_score:g} is outside the scale {lo}-{hi}")
             return self
 
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
+    def __init__(self, config=None, **options) -> None:
+        super().__init__(config, **options)
         self.stats = RunStats()
         self.scores: list[float] = []  # every graded record's score, for the card and report
         self.rubrics: dict[str, Template] = {}
