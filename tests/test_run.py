@@ -102,7 +102,7 @@ def test_validate_renders_examples_and_sends_nothing(tmp_path, loopback):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", ["qa.yaml", "dialogue.yaml", "grounded-qa.yaml"])
+@pytest.mark.parametrize("name", ["qa.yaml", "dialogue.yaml", "grounded-qa.yaml", "preference.yaml"])
 def test_every_shipped_pipeline_runs_end_to_end_on_the_dry_run_teacher(tmp_path, name):
     out = tmp_path / "out"
     done = factory_cli("run", str(ROOT / "pipelines" / name), "--dry-run", "--quiet", "--out", str(out),

@@ -1,0 +1,123 @@
+"""The Python API as a notebook or script meets it: inside a running event loop, the same
+rows as the CLI, seeds from a Dataset, filters on a Dataset alone, errors as exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import datasets
+import pytest
+
+import factory
+import filters
+from factory.errors import ConfigError, TemplateError
+from tests.conftest import factory_cli, write_pipeline
+
+SCRIPT = [(r"grade-(\d+)", r'{"rationale": "fine", "score": \1}')]
+
+
+def rows(ds) -> list[dict]:
+    return [{"id": r["id"], "messages": r["messages"], "metadata": json.loads(r["metadata"])} for r in ds]
+
+
+def test_run_inside_a_running_event_loop_returns_the_cli_rows(tmp_path, loopback):
+    url = loopback()
+    path = write_pipeline(tmp_path, url, filters=[{"type": "exact_dedup"}])
+    done = factory_cli("run", str(path), "--quiet", "--out", str(tmp_path / "cli"), "--set", "generate.count=8")
+    assert done.returncode == 0, done.stderr
+    ticks = []
+
+    async def notebook_cell():
+        async def ticking():
+            while True:
+                ticks.append(1)
+                await asyncio.sleep(0.01)
+
+        clock = asyncio.create_task(ticking())
+        pipe = factory.Pipeline.from_yaml(path, overrides={"generate.count": 8})
+        ds = pipe.run(out=tmp_path / "api")  # blocking, as in a notebook cell
+        waited = len(ticks)
+        again = await pipe.arun(out=tmp_path / "api")  # awaited: the loop keeps running
+        clock.cancel()
+        return pipe, ds, again, waited
+
+    pipe, ds, again, waited = asyncio.run(notebook_cell())
+    assert isinstance(ds, datasets.Dataset)
+    assert rows(ds) == rows(datasets.load_from_disk(str(tmp_path / "cli" / "dataset")))
+    assert ds.run_dir == tmp_path / "api" and (ds.run_dir / "run.json").exists()
+    assert pipe.result.kept == len(ds) and pipe.result.funnel["requested"] == 8
+    # The second run replays everything from the run store, and ran while the loop ticked.
+    assert rows(again) == rows(ds) and pipe.result.stats.sent == 0
+    assert len(ticks) > waited
+
+
+def test_seeds_from_a_dataset_or_a_list_of_dicts(tmp_path, loopback):
+    url = loopback(keep_bodies=True)
+    (tmp_path / "prompts" / "qa").mkdir(parents=True)
+    (tmp_path / "prompts" / "qa" / "user.j2").write_text(
+        'Write {{ k }} question/answer pairs about "{{ row.topic }}" for {{ row.reader }}.')
+    table = [{"topic": "tides", "reader": "a sailor"}, {"topic": "moss", "reader": "a gardener"},
+             {"topic": "comets", "reader": "a child"}]
+    config = {"name": "from-dict", "seed": 1,
+              "teacher": {"backend": "openai", "model": "loopback", "base_url": url, "timeout": 10},
+              "seeds": {"row": datasets.Dataset.from_list(table)},
+              "generate": {"task": "qa", "count": 6, "pairs_per_request": 1, "combine": "product",
+                           "templates": {"user": "qa/user.j2"}}}
+    ds = factory.Pipeline.from_dict(config, base_dir=tmp_path).run(out=tmp_path / "a")
+    assert [json.loads(m)["seed"]["row"] for m in ds["metadata"]] == table * 2
+    sent = [body["messages"][-1]["content"] for body in loopback.teacher.bodies]
+    assert all(any(f'"{row["topic"]}" for {row["reader"]}' in prompt for prompt in sent) for row in table)
+    # The same rows as a plain list of dicts, given as an override: the same dataset.
+    listed = factory.Pipeline.from_dict({**config, "seeds": {}}, overrides={"seeds.row": table},
+                                        base_dir=tmp_path).run(out=tmp_path / "b")
+    assert listed["messages"] == ds["messages"]
+
+
+def test_mistakes_raise_clear_exceptions_before_anything_is_sent(tmp_path, loopback):
+    url = loopback()
+    path = write_pipeline(tmp_path, url)
+    with pytest.raises(ConfigError, match="generate.cuont"):
+        factory.Pipeline.from_yaml(path, overrides={"generate.cuont": 3})
+    with pytest.raises(ConfigError, match="pipeline file not found"):
+        factory.Pipeline.from_yaml(tmp_path / "missing.yaml")
+    with pytest.raises(TemplateError, match="nope.j2"):
+        factory.Pipeline.from_dict({"name": "x", "generate": {"task": "qa", "count": 1,
+                                                              "templates": {"user": "nope.j2"}}})
+    with pytest.raises(ConfigError, match="<dict>"):
+        factory.Pipeline.from_dict({"generate": {"task": "qa", "count": 1}})
+    assert loopback.teacher.received == {}
+
+
+def test_dedup_and_heuristics_on_a_dataset_alone():
+    ds = datasets.Dataset.from_list(
+        [{"id": f"r{i}", "instruction": "How do bees make wax for the comb?", "output": f"Glands under the abdomen "
+          f"secrete wax flakes{'!' * (i % 2)}"} for i in range(4)]
+        + [{"id": "other", "instruction": "Why do bees swarm?", "output": "A colony splits when it outgrows its hive."}])
+    dedup = filters.MinHashDedup(threshold=0.7)
+    kept = dedup(ds)
+    assert isinstance(kept, datasets.Dataset) and kept.column_names[:3] == ["id", "instruction", "output"]
+    assert list(kept["id"]) == ["r0", "other"] and dedup.funnel()["dropped"] == {"near_duplicate": 3}
+    assert {r.reason for r in dedup.rejections} == {"near_duplicate"}
+    short = filters.Heuristics(min_chars={"assistant": 43})(kept)  # the second answer has 42
+    assert list(short["id"]) == ["r0"]
+    with pytest.raises(ConfigError, match="MinHashDedup: treshold"):
+        filters.MinHashDedup(treshold=0.7)
+
+
+def test_the_judge_on_a_dataset_inside_a_running_loop(tmp_path, loopback):
+    url = loopback(replies=SCRIPT)
+    ds = datasets.Dataset.from_list([{"prompt": f"Question {i}?", "completion": f"grade-{s} answer"}
+                                     for i, s in enumerate([9, 3, 7])])
+    judge = filters.Judge(min_score=5, teacher={"backend": "openai", "base_url": url, "model": "loopback"})
+
+    async def cell():
+        return judge(ds, work_dir=tmp_path / "judge")
+
+    kept = asyncio.run(cell())
+    assert list(kept["completion"]) == ["grade-9 answer", "grade-7 answer"]
+    assert list(kept["judge_score"]) == [9, 7]
+    # Judged again from the same folder: every grade is replayed from its run store.
+    again = filters.Judge(min_score=5, teacher={"backend": "openai", "base_url": url, "model": "loopback"})
+    assert list(again(ds, work_dir=tmp_path / "judge")["judge_score"]) == [9, 7]
+    assert again.stats.sent == 0 and again.stats.replayed == 3
