@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from factory import constants
-from factory.config import build_pipeline, mapping_overrides, parse_overrides, read_pipeline_file
+from factory.config import (
+    build_pipeline,
+    mapping_overrides,
+    parse_overrides,
+    read_pipeline_file,
+)
 from factory.offloop import call_blocking
 
 # What a dry run changes: every teacher is the loopback, started for the run.
@@ -52,7 +57,7 @@ class Pipeline:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | list[str] | None = None, *,
-                  dry_run: bool = False, formats: list[str] = ()) -> "Pipeline":
+                  dry_run: bool = False, formats: list[str] = ()) -> Pipeline:
         """The pipeline file at `path`; `overrides` take the keys `--set` takes, as a dict
         ({"generate.count": 10}) or as `KEY=VALUE` strings. Relative paths in the file are
         taken from its folder. `dry_run`: every teacher is the built-in loopback (free).
@@ -62,7 +67,7 @@ class Pipeline:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any], overrides: dict[str, Any] | None = None, *,
-                  base_dir: str | Path | None = None, dry_run: bool = False) -> "Pipeline":
+                  base_dir: str | Path | None = None, dry_run: bool = False) -> Pipeline:
         """A pipeline from a dict of the pipeline file's keys, with no file. Relative paths
         (seed files, documents, prompts_dir) and the `prompts/` folder are taken from
         `base_dir`, by default the current folder; templates are also found in the

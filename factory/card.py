@@ -71,7 +71,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         *_quota(info),
         *_usage_and_cost(info),
         *(_pair_format() if task == "preference" else _messages_format()),
-        *_other_files(out["formats"]),
+        *_other_files(out["formats"], task == "preference"),
     ]
     if examples:
         lines += ["## Examples", ""]
@@ -219,10 +219,11 @@ def _pair_format() -> list[str]:
     ]
 
 
-def _other_files(formats: list[str]) -> list[str]:
+def _other_files(formats: list[str], pairs: bool = False) -> list[str]:
     from factory.formats import FILES
 
-    lines = [f"- `{FILES[f]}`: {_FORMAT_NOTES[f]}" for f in formats if f in FILES]
+    notes = {**_FORMAT_NOTES, **(_PAIR_FORMAT_NOTES if pairs else {})}
+    lines = [f"- `{FILES[f]}`: {notes[f]}" for f in formats if f in FILES]
     return ["The same rows also come as:", "", *lines, ""] if lines else []
 
 
@@ -231,6 +232,8 @@ _FORMAT_NOTES = {
     "alpaca": "Alpaca (`instruction`, `input`, `output`, `system`)",
     "openai": "OpenAI fine-tuning JSONL (`messages` only)",
 }
+_PAIR_FORMAT_NOTES = {"openai": "OpenAI DPO fine-tuning JSONL (`input.messages`, `preferred_output`, "
+                                "`non_preferred_output`)"}
 
 
 def _filtered_from(info: dict) -> list[str]:

@@ -16,7 +16,7 @@ from factory.config import Pipeline
 from factory.cost import Budget, cost_entry
 from factory.engine import RunStats
 from factory.formats import check_formats
-from factory.inputs import read_records
+from factory.inputs import is_pair, read_records
 from factory.run import RunResult, apply_stages, config_summary, now, versions, write_rejected, write_reports
 from factory.runfolder import RunFolder, whole_run_usage
 from factory.secrets import Redactor
@@ -36,7 +36,9 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
     records = read_records(input_path)
     check_fields(stages, records)
     multi_turn = any(sum(m["role"] == "user" for m in r.messages) > 1 for r in records)
-    check_formats(pipeline.config.output.formats, multi_turn, f"{input_path}: output.formats")
+    # Preference pairs (read from prompt/chosen/rejected rows) are written back as pairs.
+    pairs = bool(records) and all(is_pair(r) for r in records)
+    check_formats(pipeline.config.output.formats, multi_turn, f"{input_path}: output.formats", pairs)
     redact = Redactor.for_config(pipeline.raw)
     cfg = pipeline.config
     stop = Stop(grace)
@@ -48,7 +50,7 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
         staging = folder.staging()
         context = StageContext(pipeline, out_dir, show_progress, budget, store=store, stop=stop)
         try:
-            kept, examples, filter_rejects = apply_stages(stages, iter(records), context, staging, redact)
+            kept, examples, filter_rejects = apply_stages(stages, iter(records), context, staging, redact, pairs)
         except (RunStopping, StopNow) as err:
             store.commit()
             folder.unfinished({"name": cfg.name, "status": stop.status if stop.requested else "stopped",

@@ -32,6 +32,13 @@ def is_dataset(value: Any) -> bool:
     return hasattr(value, "to_list") and hasattr(value, "column_names")
 
 
+def is_pair(record: Record) -> bool:
+    """A preference pair: the prompt and the chosen answer, the rejected one in metadata."""
+    rejected = record.metadata.get("rejected")
+    return (isinstance(rejected, dict) and isinstance(rejected.get("content"), str)
+            and bool(record.messages) and record.messages[-1]["role"] == "assistant")
+
+
 def read_records(path: Path) -> list[Record]:
     """All rows of `path` as records; raises InputDataError naming the file and row."""
     rows, where = _rows(path)

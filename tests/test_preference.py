@@ -195,3 +195,21 @@ def test_unusable_verdicts_say_why(text, reason):
     with pytest.raises(Unusable) as err:
         parse_verdict(text, "AB", 1, 10)
     assert err.value.reason == reason
+
+
+def test_factory_filter_reads_pairs_and_writes_them_back_as_pairs(tmp_path, loopback):
+    url = loopback()
+    path = write_preference(tmp_path, url, min_margin=0)
+    assert main(["run", str(path), "--quiet"]) == 0
+    source = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    config = yaml.safe_load(path.read_text())
+    config["filters"] = [{"type": "exact_dedup", "fields": ["rejected.content"]}]
+    path.write_text(yaml.safe_dump(config))
+    done = factory_cli("filter", str(path), "--input", str(tmp_path / "out" / "dataset"),
+                       "--out", str(tmp_path / "filtered"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    filtered = datasets.load_from_disk(str(tmp_path / "filtered" / "dataset"))
+    assert set(filtered.column_names) == {"id", "prompt", "chosen", "rejected", "metadata"}
+    assert [(r["id"], r["prompt"], r["chosen"], r["rejected"]) for r in filtered] == \
+           [(r["id"], r["prompt"], r["chosen"], r["rejected"]) for r in source]
+    assert json.loads(filtered[0]["metadata"])["margin"] == json.loads(source[0]["metadata"])["margin"]

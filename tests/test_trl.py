@@ -64,11 +64,15 @@ def test_dpo_trainer_takes_a_step_on_the_preference_dataset(tmp_path, loopback, 
     # At the first step the policy is the reference: the DPO loss is -log(sigmoid(0)) = ln 2.
     assert math.isclose(result.training_loss, math.log(2), rel_tol=1e-3)
     row, processed = ds[0], trainer.train_dataset[0]
-    prompt = tokenizer.decode(processed["prompt_ids"])
+
+    def ids(name):  # TRL 1.x names the columns prompt_ids ...; earlier versions prompt_input_ids ...
+        return processed[f"{name}_ids"] if f"{name}_ids" in processed else processed[f"{name}_input_ids"]
+
+    prompt = tokenizer.decode(ids("prompt"))
     # TRL read the explicit prompt: the chat template up to the assistant's header, then
     # each answer alone as the completion.
     assert row["prompt"][-1]["content"].split()[0] in prompt and prompt.rstrip().endswith("<|assistant|>")
-    assert tokenizer.decode(processed["chosen_ids"]).split()[:3] == row["chosen"][0]["content"].split()[:3]
-    assert tokenizer.decode(processed["rejected_ids"]).split()[:3] == row["rejected"][0]["content"].split()[:3]
+    assert tokenizer.decode(ids("chosen")).split()[:3] == row["chosen"][0]["content"].split()[:3]
+    assert tokenizer.decode(ids("rejected")).split()[:3] == row["rejected"][0]["content"].split()[:3]
     logged = trainer.state.log_history[0]
     assert logged["logps/chosen"] != logged["logps/rejected"]

@@ -39,7 +39,7 @@ from factory.templates import TemplateLibrary
 LABELS = "ABCD"
 # What the judge's rubric may use.
 RUBRIC_VARIABLES = frozenset({"prompt", "system", "messages", "candidates", "scale_min", "scale_max", "seed"})
-_LABELLED_SCORE = re.compile(r"(?:candidate|answer|response)?\s*\b([A-D])\b\s*[:=)\]-]\s*\**\s*(-?\d+(?:\.\d+)?)", re.I)
+_LABELLED_SCORE = re.compile(r"(?:candidate|answer|response)?\s*\b([A-D])\b\s*[:=)\]-]\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 
 
