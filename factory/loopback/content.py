@@ -32,7 +32,7 @@ def seed_of(messages: list[dict], seed: Any) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
-def answer(messages: list[dict], seed: Any, schema: dict | None) -> str:
+def answer(messages: list[dict], seed: Any, schema: dict | None, position_bias: int = 0) -> str:
     rng = random.Random(seed_of(messages, seed))
     prompt = " ".join(str(m.get("content", "")) for m in messages)
     prose = _SCHEMA_BLOCK.sub(" ", prompt)  # schema keywords are not the topic
@@ -44,25 +44,31 @@ def answer(messages: list[dict], seed: Any, schema: dict | None) -> str:
         found = _schema_in_prompt(prompt)
         if found is not None:
             # Prompt-mode clients get the JSON wrapped the way real models wrap it.
-            body = json.dumps(_judged(_value(found, rng, vocab, "", quotable), found, prompt), indent=1)
+            body = json.dumps(_judged(_value(found, rng, vocab, "", quotable), found, prompt, position_bias), indent=1)
             return f"Here is the JSON you asked for:\n```json\n{body}\n```"
         return " ".join(_sentence(rng, vocab) for _ in range(rng.randint(2, 4)))
-    return json.dumps(_judged(_value(schema, rng, vocab, "", quotable), schema, prompt), ensure_ascii=False)
+    return json.dumps(_judged(_value(schema, rng, vocab, "", quotable), schema, prompt, position_bias),
+                      ensure_ascii=False)
 
 
-def _judged(value: Any, schema: dict, prompt: str) -> Any:
+def _judged(value: Any, schema: dict, prompt: str, position_bias: int = 0) -> Any:
     """A preference verdict scores each `<candidate id="X">` in the prompt by its text alone,
     as a consistent judge would: the same answer gets the same score in any position, so
-    shuffled and reversed orders agree."""
-    candidates = dict(_CANDIDATE.findall(prompt))
+    shuffled and reversed orders agree. `position_bias` adds that many points to whichever
+    candidate is shown first (within the scale), as judges that favour a position do."""
+    candidates = _CANDIDATE.findall(prompt)
     scores = schema.get("properties", {}).get("scores", {}).get("properties", {})
     if not candidates or not isinstance(value, dict) or not isinstance(value.get("scores"), dict):
         return value
-    for label, rule in scores.items():
-        if label in candidates:
-            lo, hi = rule.get("minimum", 1), rule.get("maximum", 10)
-            digest = hashlib.blake2b(candidates[label].strip().encode(), digest_size=4).digest()
-            value["scores"][label] = lo + int.from_bytes(digest, "big") % (hi - lo + 1)
+    first = candidates[0][0]
+    for label, text in candidates:
+        rule = scores.get(label)
+        if rule is None:
+            continue
+        lo, hi = rule.get("minimum", 1), rule.get("maximum", 10)
+        digest = hashlib.blake2b(text.strip().encode(), digest_size=4).digest()
+        score = lo + int.from_bytes(digest, "big") % (hi - lo + 1)
+        value["scores"][label] = min(hi, score + position_bias) if label == first else score
     return value
 
 

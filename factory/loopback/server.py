@@ -63,6 +63,8 @@ class LoopbackOptions:
     # Die (exit code 75, no answer) on the request after this many answered: a server
     # that crashes mid-run, at a point fixed by the work done rather than by a clock.
     exit_after: int | None = None
+    # A preference judge's bias for the first candidate shown: points added to its score.
+    judge_position_bias: int = 0
     # A paid API's limits per minute ({"requests": n, "tokens": n}): buckets of that
     # size refilled evenly, reported in OpenAI's x-ratelimit-* headers on every answer,
     # 429 when a request does not fit (tokens counted as OpenAI does: prompt + max_tokens).
@@ -239,7 +241,7 @@ class LoopbackTeacher:
             return web.Response(status=200, text='{"id": "x", "choices": [{"message": ', content_type="application/json")
         text = self.options.scripted_reply(messages)
         if text is None:
-            text = answer(messages, body.get("seed"), schema)
+            text = answer(messages, body.get("seed"), schema, self.options.judge_position_bias)
         finish = "stop"
         if fault == "truncated":
             text, finish = text[: len(text) // 2], "length"
