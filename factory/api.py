@@ -98,8 +98,9 @@ class Pipeline:
         def work():
             return self._execute(self.output_dir(out), show_progress, stop)
 
-        # Ctrl-C reaches the waiting thread only: it asks the run to drain, as a SIGINT does.
-        self.result = call_blocking(work, on_interrupt=lambda: stop.request("signal", 130, "SIGINT received"))
+        # On a worker thread (inside a running loop), signals reach the waiting thread, which
+        # passes them to the run through `stop`: the first drains, a second stops at once.
+        self.result = call_blocking(work, stop)
         return self.result
 
     def _execute(self, out: Path, show_progress: bool, stop):

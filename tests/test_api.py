@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import datasets
 import pytest
@@ -12,7 +17,7 @@ import pytest
 import factory
 import filters
 from factory.errors import ConfigError, TemplateError
-from tests.conftest import factory_cli, write_pipeline
+from tests.conftest import ROOT, factory_cli, write_pipeline
 
 SCRIPT = [(r"grade-(\d+)", r'{"rationale": "fine", "score": \1}')]
 
@@ -135,3 +140,46 @@ def test_exact_dedup_and_diversity_on_a_dataset_alone(tmp_path, monkeypatch):
     stage = filters.Diversity(model=str(gt.get_model_path()), budget=2, method="kcenter")
     spread = stage(exact, work_dir=tmp_path)
     assert len(spread) == 2 and stage.funnel()["dropped"] == {"over_budget": 1}
+
+
+SIGNALLED_NOTEBOOK = """
+import asyncio, sys
+import factory
+from factory.stopping import Stopped
+
+async def cell():
+    pipe = factory.Pipeline.from_yaml(sys.argv[1])
+    try:
+        pipe.run(out=sys.argv[2])
+    except Stopped as err:
+        print("stopped", err.exit_code, err.status, flush=True)
+        return
+    print("complete", flush=True)
+
+asyncio.run(cell())
+"""
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_drains_a_run_inside_a_running_loop_and_the_same_call_resumes(tmp_path, loopback, signum, code):
+    url = loopback(latency_median=0.3, slots=2)
+    path = write_pipeline(tmp_path, url, generate__count=16, generate__pairs_per_request=1,
+                          teacher__max_concurrency=2)
+    script = tmp_path / "cell.py"
+    script.write_text(SIGNALLED_NOTEBOOK)
+    child = subprocess.Popen([sys.executable, str(script), str(path), str(tmp_path / "run")], cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while sum(loopback.teacher.received.values()) < 2 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert out.split() == ["stopped", str(code), "stopped"], err
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "stopped" and 0 < info["units"]["done"] < 16
+    pipe = factory.Pipeline.from_yaml(path)
+    ds = pipe.run(out=tmp_path / "run")
+    # The units done before the signal are kept from the store; only the rest are asked for.
+    assert len(ds) + pipe.result.rejected == 16 and pipe.result.stats.sent == 16 - info["units"]["done"]
