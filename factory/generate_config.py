@@ -224,9 +224,9 @@ class PreferenceJudge(Strict):
 PREFERENCE_TEMPLATES = {"user": "preference/user.j2"}
 
 
-class PreferenceGenerate(Strict):
+class PreferenceGenerate(Sizing):
     task: Literal["preference"]
-    count: int = Field(gt=0, description="prompts to request, each one chosen/rejected pair")
+    # count: prompts to request, each ending as one chosen/rejected pair or one rejection.
     # 2-4 candidate answers per prompt, each written by the pipeline's teacher with these
     # `teacher:` keys changed: a temperature of its own, or another model or endpoint.
     candidates: list[dict[str, Any]] = Field(

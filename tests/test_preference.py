@@ -256,3 +256,16 @@ def test_a_candidate_that_keeps_failing_leaves_the_others_to_pair(tmp_path, loop
     assert main(["run", str(path), "--quiet"]) == 1
     reasons = {r["reason"] for r in rejected_rows(tmp_path / "two")}
     assert reasons == {"truncated"}
+
+
+def test_keep_tops_up_until_the_dataset_has_that_many_pairs(tmp_path, loopback):
+    url = loopback()
+    path = write_preference(tmp_path, url, min_margin=3)
+    config = yaml.safe_load(path.read_text())
+    del config["generate"]["count"]
+    config["generate"]["keep"] = 5
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--quiet"]) == 0
+    ds = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    assert len(ds) == 5 and set(ds.column_names) >= {"prompt", "chosen", "rejected"}
+    assert all(json.loads(m)["margin"] >= 3 for m in ds["metadata"])
