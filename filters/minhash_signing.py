@@ -179,7 +179,7 @@ class OnePermutation:
         return out.reshape(docs, k)
 
 
-def _batches(texts: Sequence[str], docs: int, chars: int):
+def text_batches(texts: Sequence[str], docs: int, chars: int):
     """Consecutive slices of `texts` with at most `docs` documents and, past the first
     document, `chars` characters: batch arrays (and the cached powers) stay small
     whatever the documents' lengths."""
@@ -198,7 +198,7 @@ def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: 
     """MinHash signatures of `texts`, shape (len(texts), num_perm), dtype uint32."""
     perm = OnePermutation(num_perm, seed)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    for start, end in _batches(texts, batch, batch_chars):
+    for start, end in text_batches(texts, batch, batch_chars):
         words, counts = word_hashes(texts[start:end])
         shingles, offsets = shingle_hashes(words, counts, ngram)
         out[start:end] = perm.sign(shingles, offsets)
