@@ -25,8 +25,7 @@ from factory.constants import DECONTAMINATION_INDEX_DIR
 from factory.record import Record
 from filters.base import Stage, TextConfig
 from filters.benchmarks import Benchmark, BenchmarkSource, load_benchmark
-from filters.minhash_signing import normalise
-from filters.ngram_index import NgramIndex, cache_key
+from filters.ngram_index import NgramIndex, cache_key, words_at
 
 QUOTE_WORDS = 20  # words of the shared text quoted in a rejection
 
@@ -100,7 +99,7 @@ class Decontaminate(Stage):
                 continue
             bench_no, item_no = self.index.locate(match.item)
             bench = self.loaded[bench_no]
-            words = normalise(text).split()[match.position: match.position + match.length]
+            words = words_at(text, match.position, match.length)
             shared = " ".join(words[:QUOTE_WORDS]) + (" ..." if len(words) > QUOTE_WORDS else "")
             self.per_benchmark[bench.name] += 1
             self.drop(record, "contaminated",

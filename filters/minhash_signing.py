@@ -66,7 +66,7 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
 _power_cache: dict[int, np.ndarray] = {}
 
 
-def _cached_powers(base: np.uint64, n: int) -> np.ndarray:
+def cached_powers(base: np.uint64, n: int) -> np.ndarray:
     """base**0 .. base**(n-1), kept between batches (each batch needs about as many)."""
     known = _power_cache.get(int(base))
     if known is None or len(known) < n:
@@ -93,8 +93,8 @@ def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         # scaled[i] = sum_{j<i} c_j * B^-j, so a word's polynomial hash
         # sum_{start<=j<end} c_j * B^(end-1-j) is (scaled[end] - scaled[start]) * B^(end-1).
         scaled = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(folded * _cached_powers(_B_INV, n), dtype=np.uint64, out=scaled[1:])
-        hashes = (scaled[ends] - scaled[starts]) * _cached_powers(_B, n)[ends - 1]
+        np.cumsum(folded * cached_powers(_B_INV, n), dtype=np.uint64, out=scaled[1:])
+        hashes = (scaled[ends] - scaled[starts]) * cached_powers(_B, n)[ends - 1]
         hashes = (hashes + (ends - starts).astype(np.uint64)) * _C  # length mixed in, bits spread
     return hashes, counts
 
