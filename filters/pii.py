@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from factory.config import Pipeline
 from factory.record import Record
 from filters.base import Stage
-from filters.pii_detect import KINDS, PATTERN_FINDERS, Span, phone_finder, resolve
+from filters.pii_detect import KINDS, LOOK_ALIKE_FINDERS, PATTERN_FINDERS, Span, phone_finder, resolve
 
 NER_KINDS = ("name", "address")
 PLACEHOLDERS = {kind: f"[{kind.upper()}]" for kind in (*KINDS, *NER_KINDS)}
@@ -95,7 +95,8 @@ class Pii(Stage):
         super().__init__(config)
         kinds = self.config.chosen_kinds()
         self.kinds = kinds
-        self._finders: list[Callable[[str], Iterable[Span]]] = [f for k, f in PATTERN_FINDERS.items() if k in kinds]
+        self._finders: list[Callable[[str], Iterable[Span]]] = [
+            *LOOK_ALIKE_FINDERS, *(f for k, f in PATTERN_FINDERS.items() if k in kinds or k == "iban")]
         if "phone" in kinds:
             self._finders.append(phone_finder(self.config.regions))
         self._ner = None
@@ -121,7 +122,7 @@ class Pii(Stage):
             found.extend(finder(text))
         if self._ner is not None:
             found.extend(self._ner(text))
-        return resolve(found)
+        return [s for s in resolve(found) if s.kind in self.kinds]
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         self._load_ner(self.where or "pii")  # a stage built directly, not from a pipeline file

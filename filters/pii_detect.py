@@ -29,7 +29,7 @@ KINDS = ("email", "phone", "card", "iban", "ssn", "ip", "secret")
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    kind: str
+    kind: str  # "" for a look-alike claimed so that no other kind reads it (an ISBN is not a phone)
     start: int
     end: int
 
@@ -49,7 +49,7 @@ def emails(text: str) -> Iterable[Span]:
 
 # -- payment cards --------------------------------------------------------------------
 
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_CARD = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){12,18}(?![\d-])")
 # (first digits, allowed lengths) of the networks whose numbers people write down.
 _ISSUERS: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = (
     (("4",), (13, 16, 19)),  # Visa
@@ -59,7 +59,7 @@ _ISSUERS: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...] = (
     (tuple(str(p) for p in range(3528, 3590)), (16, 17, 18, 19)),  # JCB
     (("36", "38", "39") + tuple(str(p) for p in range(300, 306)), (14, 16, 19)),  # Diners Club
     (("62",), (16, 17, 18, 19)),  # UnionPay
-    (("50", "56", "57", "58", "6"), (12, 13, 14, 15, 16, 17, 18, 19)),  # Maestro
+    (("5018", "5020", "5038", "5893", "6304", "6759", "6761", "6762", "6763"), (12, 13, 14, 15, 16, 17, 18, 19)),  # Maestro
 )
 
 
@@ -124,8 +124,50 @@ def ibans(text: str) -> Iterable[Span]:
             if text[end] != " ":
                 seen += 1
             end += 1
-        if (end == len(text) or not text[end].isalnum()) and iban_valid(compact[:want]):
-            yield Span("iban", m.start(), end)
+        if end == len(text) or not text[end].isalnum():
+            # An IBAN-shaped string with a wrong check digit is a mistyped account number:
+            # not redacted, and not read again as a phone or card number either.
+            yield Span("iban" if iban_valid(compact[:want]) else "", m.start(), end)
+
+
+# -- ISBNs (look-alikes only) -------------------------------------------------------
+
+_ISBN = re.compile(r"(?<![\w-])(?:ISBN(?:-1[03])?:?\s*)?((?:97[89][- ]?)?\d{1,5}[- ]?\d{1,7}[- ]?\d{1,7}[- ]?[\dX])(?![\w-])")
+
+
+def isbn_valid(digits: str) -> bool:
+    if len(digits) == 13 and digits.isdigit():
+        return sum(int(d) * (1 if i % 2 == 0 else 3) for i, d in enumerate(digits)) % 10 == 0
+    if len(digits) == 10 and digits[:9].isdigit():
+        return sum((10 - i) * (10 if d == "X" else int(d)) for i, d in enumerate(digits)) % 11 == 0
+    return False
+
+
+def isbns(text: str) -> Iterable[Span]:
+    """Book numbers, claimed so that no other kind reads them: after "ISBN", or a
+    hyphenated 978/979 number with a valid ISBN-13 check digit (not a bare ISBN-10: one
+    in eleven dashed phone numbers would pass its check)."""
+    for m in _ISBN.finditer(text):
+        digits = re.sub(r"[- ]", "", m.group(1))
+        named = m.group(0).upper().startswith("ISBN")
+        if (named and len(digits) in (10, 13)) or ("-" in m.group(1) and digits[:3] in ("978", "979")
+                                                   and isbn_valid(digits)):
+            yield Span("", m.start(), m.end())
+
+
+# -- dates (look-alikes only) --------------------------------------------------------
+
+_DATE = re.compile(r"(?<![\d.])(?:(\d{1,2})([./-])(\d{1,2})\2(\d{4}|\d{2})|(\d{4})([./-])(\d{1,2})\6(\d{1,2}))(?![\d.]?\d)")
+
+
+def dates(text: str) -> Iterable[Span]:
+    """Numeric dates (13.10.2008, 10/13/08, 2008-10-13), claimed: libphonenumber reads
+    some as numbers."""
+    for m in _DATE.finditer(text):
+        a, b = (m.group(1), m.group(3)) if m.group(1) else (m.group(7), m.group(8))
+        a, b = int(a), int(b)
+        if 1 <= min(a, b) and max(a, b) <= 31 and min(a, b) <= 12:
+            yield Span("", m.start(), m.end())
 
 
 # -- US SSN ---------------------------------------------------------------------------
@@ -221,12 +263,15 @@ def phone_finder(regions: list[str]) -> Callable[[str], Iterable[Span]]:
 
 # Earlier kinds win where two overlap: a key or a card number is never re-read as a phone.
 PATTERN_FINDERS: dict[str, Callable[[str], Iterable[Span]]] = {
-    "secret": secrets, "card": cards, "iban": ibans, "ssn": ssns, "email": emails, "ip": ips,
+    "secret": secrets, "iban": ibans, "card": cards, "ssn": ssns, "email": emails, "ip": ips,
 }
+# Run first whatever kinds are chosen: what they claim is no kind of personal data.
+LOOK_ALIKE_FINDERS: tuple[Callable[[str], Iterable[Span]], ...] = (isbns, dates)
 
 
 def resolve(spans: Iterable[Span]) -> list[Span]:
-    """The spans that do not overlap one found before them, in text order."""
+    """The spans that do not overlap one found before them, in text order (claimed
+    look-alikes included: the caller leaves those alone)."""
     taken: list[Span] = []
     for span in spans:
         if all(span.end <= t.start or span.start >= t.end for t in taken):
