@@ -55,6 +55,9 @@ class Pii(Stage):
         roles: list[str] | None = None
         # Also redact the strings of each record's metadata (a grounded answer's passage and quote).
         metadata: bool = True
+        # Values that are public on purpose and stay (a support address, a company switchboard);
+        # compared as written, case aside.
+        allow: list[str] = Field(default_factory=list)
         ner: NerConfig | None = None
 
         @field_validator("kinds")
@@ -99,6 +102,7 @@ class Pii(Stage):
             *LOOK_ALIKE_FINDERS, *(f for k, f in PATTERN_FINDERS.items() if k in kinds or k == "iban")]
         if "phone" in kinds:
             self._finders.append(phone_finder(self.config.regions))
+        self._allowed = {value.casefold() for value in self.config.allow}
         self._ner = None
         self.found: collections.Counter[str] = collections.Counter()  # values found, per kind
         self.records_with: collections.Counter[str] = collections.Counter()  # records holding each kind
@@ -122,7 +126,7 @@ class Pii(Stage):
             found.extend(finder(text))
         if self._ner is not None:
             found.extend(self._ner(text))
-        return [s for s in resolve(found) if s.kind in self.kinds]
+        return [s for s in resolve(found) if s.kind in self.kinds and text[s.start:s.end].casefold() not in self._allowed]
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         self._load_ner(self.where or "pii")  # a stage built directly, not from a pipeline file

@@ -91,6 +91,11 @@ def test_national_numbers_are_read_in_the_configured_regions():
     assert redacted == "Appelez le [PHONE] ou le [PHONE]." and found == {"phone": 2}
 
 
+def test_allowed_values_stay():
+    text = "Write to Support@Shop.example, not to jane@shop.example."
+    assert redact(text, allow=["support@shop.example"])[0] == "Write to Support@Shop.example, not to [EMAIL]."
+
+
 def test_only_the_chosen_kinds_are_looked_for():
     text = "Mail a@b.example or call (415) 555-2671."
     assert redact(text, kinds=["email"])[0] == "Mail [EMAIL] or call (415) 555-2671."
