@@ -202,3 +202,38 @@ def test_grounded_run_redacts_answers_quotes_and_the_passage_in_metadata(tmp_pat
     assert "[IBAN]" in meta["context"] and "help@orbit.example" not in meta["context"]
     assert meta["pii_redacted"] == {"email": 3, "iban": 1, "phone": 3}
     assert "help@orbit.example" not in (tmp_path / "out" / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_ner(tmp_path_factory):
+    from tests.tiny_ner import build_tiny_ner_model
+
+    return build_tiny_ner_model(tmp_path_factory.mktemp("ner"))
+
+
+def test_names_and_addresses_come_from_a_local_ner_model(tiny_ner, tmp_path):
+    # Name pairs the model never saw together, beside pattern kinds it does not know.
+    rows = [{"id": "a", "prompt": "Who signed ?", "completion": "Yesterday Grace Knuth wrote from 221 Mill Avenue about "
+                                                               "the order . Card 4111 1111 1111 1111 ."},
+            {"id": "b", "prompt": "Who comes ?", "completion": "Our meeting with Edsger Curie moved to Tuesday ."},
+            {"id": "c", "prompt": "When ?", "completion": "Call the shop before noon about the delivery ."}]
+    source = write_input(tmp_path, "jsonl", rows)
+    pipeline = write_pipeline(tmp_path, filters=[{"type": "pii", "ner": {"model": str(tiny_ner)}}])
+    out = tmp_path / "out"
+    result = factory_cli("filter", str(pipeline), "--input", str(source), "--out", str(out), "--quiet",
+                         env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    answers = {r["id"]: r["messages"][1]["content"] for r in read_jsonl(out / "data.jsonl")}
+    assert answers == {"a": "Yesterday [NAME] wrote from [ADDRESS] about the order . Card [CARD] .",
+                       "b": "Our meeting with [NAME] moved to Tuesday .",
+                       "c": "Call the shop before noon about the delivery ."}
+    stage = json.loads((out / "run.json").read_text())["funnel"]["stages"][0]
+    assert stage["found"] == {"address": 1, "card": 1, "name": 2}
+    assert stage["kinds"][-2:] == ["name", "address"]
+
+
+def test_ner_kinds_can_be_chosen_alone(tiny_ner):
+    stage = Pii(Pii.Config(kinds=["name"], ner={"model": str(tiny_ner)}))
+    text = "Please ask Alan Hopper about the invoice . He lives at 7 Elm Road near the park ."
+    out = list(stage([Record("r", [{"role": "user", "content": text}])]))
+    assert out[0].messages[0]["content"] == "Please ask [NAME] about the invoice . He lives at 7 Elm Road near the park ."
