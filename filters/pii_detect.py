@@ -219,7 +219,7 @@ _PROVIDER_KEYS = re.compile(
     r")(?![A-Za-z0-9_-])")
 # `api_key = "..."`, `token: ...`, `the secret is ...`: the value after the name is the secret.
 _NAMED_VALUE = re.compile(
-    r"(?i)\b(?:[a-z0-9]+[_-])*(?:api[_-]?key|access[_-]?key|secret(?:[_-]?key)?|token|password|passwd|pwd|key)"
+    r"(?i)(?<![a-z])(?:api[_-]?key|access[_-]?key|secret(?:[_-]?key)?|token|password|passwd|pwd|key)"
     r"\b[\"']?\s*(?:[:=]|=>|\bis\b)\s*[\"']?([A-Za-z0-9_\-+/=.~]{16,})")
 MIN_ENTROPY_BITS = 3.0  # per character; English words and repeated digits stay below it
 
@@ -252,7 +252,7 @@ def phone_finder(regions: list[str]) -> Callable[[str], Iterable[Span]]:
     import phonenumbers
 
     def phones(text: str) -> Iterable[Span]:
-        if sum(ch.isdigit() for ch in text) < 5:
+        if sum(map(text.count, "0123456789")) < 5:  # no phone number has fewer digits
             return
         for region in regions:
             for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
