@@ -191,7 +191,7 @@ def ssns(text: str) -> Iterable[Span]:
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 # A dotted number right after these words is a version or a section, not an address.
-_VERSION_BEFORE = re.compile(r"(?:\bv|version|release|build|ver\.?|rev\.?|firmware|§|section|chapter|\bv\.)\s*$", re.I)
+_VERSION_BEFORE = re.compile(r"(?:\bv|version|release|build|ver\.?|rev\.?|firmware|§|section|chapter|\bv\.)\s*$", re.IGNORECASE)
 
 
 def ips(text: str) -> Iterable[Span]:
