@@ -67,6 +67,12 @@ class Decontaminate(Stage):
         self.loaded = [load_benchmark(source, base_dir, f"{where}.benchmarks[{i}]")
                        for i, source in enumerate(self.config.benchmarks)]
 
+    def data_digest(self) -> str:
+        # The benchmarks' content: a changed test file must not replay the old verdicts.
+        if not self.loaded:
+            self.load(Path.cwd())
+        return cache_key(self.loaded, self.config.ngram, self.config.min_ngram)
+
     def build_index(self, cache_dir: Path | None) -> NgramIndex:
         c = self.config
         path = cache_dir / f"{cache_key(self.loaded, c.ngram, c.min_ngram)}.npz" if cache_dir else None

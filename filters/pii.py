@@ -11,6 +11,7 @@ configured and on this machine (`ner`).
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -118,6 +119,17 @@ class Pii(Stage):
 
             self._ner = EntityFinder(ner.model, {**DEFAULT_NER_LABELS, **ner.labels}, ner.min_score, ner.device,
                                      [k for k in self.kinds if k in NER_KINDS], f"{where}.ner.model")
+
+    def data_digest(self) -> str:
+        # libphonenumber's rules change between releases, and a model folder can be replaced.
+        import phonenumbers
+
+        parts = [phonenumbers.__version__]
+        if self.config.ner is not None:
+            folder = Path(self.config.ner.model).expanduser()
+            if folder.is_dir():
+                parts += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.iterdir()) if f.is_file()]
+        return "\n".join(parts)
 
     def spans(self, text: str) -> list[Span]:
         """Every kind found in `text`, overlaps resolved in the detectors' order of precedence."""

@@ -200,24 +200,26 @@ def test_the_index_is_built_once_and_reused_until_the_benchmark_changes(tmp_path
     items = make_items(20)
     bench = tmp_path / "bench.jsonl"
     bench.write_text("".join(json.dumps(i) + "\n" for i in items))
-    source = write_input(tmp_path, "jsonl", [{"id": "a", "prompt": items[0]["question"], "completion": "x"},
-                                             {"id": "b", "prompt": "Fine?", "completion": "Fine."}])
+    rows = [{"id": "a", "prompt": items[0]["question"], "completion": "x"}, {"id": "b", "prompt": "Fine?", "completion": "Fine."}]
     pipeline = write_pipeline(tmp_path, filters=[{"type": "decontaminate", "benchmarks": ["bench.jsonl"]}])
     out = tmp_path / "out"
 
-    def run() -> dict:
+    def run(rows) -> dict:
+        source = write_input(tmp_path, "jsonl", rows)
         assert main(["filter", str(pipeline), "--input", str(source), "--out", str(out), "--quiet"]) == 0
         return json.loads((out / "run.json").read_text())["funnel"]["stages"][0]
 
-    assert run()["index"] == "built"
-    cached = list((out / "decontamination-index").glob("*.npz"))
-    assert len(cached) == 1
-    again = run()
-    assert again["index"] == "cached" and again["dropped"] == {"contaminated": 1}
+    first = run(rows)
+    assert first["index"] == "built" and first["verdicts"] == "computed"
+    assert len(list((out / "decontamination-index").glob("*.npz"))) == 1
+    assert run(rows)["verdicts"] == "replayed"  # the same records and benchmark: decisions replayed
+    grown = run([*rows, {"id": "c", "prompt": items[3]["question"], "completion": "y"}])
+    assert grown["index"] == "cached" and grown["verdicts"] == "computed" and grown["dropped"] == {"contaminated": 2}
+    # Another benchmark under the same file name: a new index, and no stale verdict replayed.
     items[0]["question"] = "Something else entirely now."
     bench.write_text("".join(json.dumps(i) + "\n" for i in items))
-    changed = run()
-    assert changed["index"] == "built" and changed["dropped"] == {}
+    changed = run(rows)
+    assert changed["index"] == "built" and changed["verdicts"] == "computed" and changed["dropped"] == {}
     assert len(list((out / "decontamination-index").glob("*.npz"))) == 2
 
 
