@@ -194,6 +194,7 @@ def test_factory_filter_drops_contaminated_rows_from_every_benchmark_form(tmp_pa
         "copy": ("contaminated", "b", "q7"), "inside": ("contaminated", "b", "q9")}
     card = (out / "README.md").read_text()
     assert "## Decontamination" in card and "| b | 30 | 13 | 0 | 2 |" in card
+    assert "<td>b</td><td class=num>30</td><td class=num>13</td><td class=num>2</td>" in (out / "report.html").read_text()
 
 
 def test_the_index_is_built_once_and_reused_until_the_benchmark_changes(tmp_path):

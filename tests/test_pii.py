@@ -147,6 +147,8 @@ def test_factory_filter_redacts_and_counts_per_kind_in_the_funnel_and_card(tmp_p
     assert stage["stage"] == "pii" and stage["found"] == {"email": 1, "phone": 1, "secret": 1}
     card = (out / "README.md").read_text()
     assert "## Personal data" in card and "| email | 1 | 1 |" in card and "| secret | 1 | 1 |" in card
+    report = (out / "report.html").read_text()
+    assert "<h2>Personal data</h2>" in report and "<td>secret</td><td class=num>1</td>" in report
 
 
 def test_drop_mode_rejects_with_the_kinds_and_publishes_no_raw_value(tmp_path):
