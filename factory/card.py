@@ -143,10 +143,10 @@ def _personal_data(info: dict) -> list[str]:
     stage = next((s for s in info["funnel"]["stages"] if s.get("stage") == "pii" and "found" in s), None)
     if stage is None:
         return []
-    did = ("replaced by a typed placeholder such as `[EMAIL]`" if stage["action"] == "redact"
-           else "dropped (listed, redacted, in `rejected.jsonl`)")
+    did = ("each value found was replaced by a typed placeholder such as `[EMAIL]`" if stage["action"] == "redact"
+           else "records holding any were dropped (listed, redacted, in `rejected.jsonl`)")
     lines = ["## Personal data", "",
-             f"Checked for: {', '.join(stage['kinds'])}. Records holding any were {did}."]
+             f"Checked for: {', '.join(stage['kinds'])}; {did}."]
     if stage["found"]:
         lines += ["", "| kind | found | records |", "| --- | --- | --- |",
                   *(f"| {kind} | {n} | {stage['records_with'].get(kind, 0)} |" for kind, n in stage["found"].items())]
