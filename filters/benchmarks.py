@@ -1,8 +1,8 @@
 """Benchmark items read for decontamination: local files, or datasets on this machine.
 
 A file is JSONL, JSON (a list of rows), CSV or Parquet; a dataset is a folder written
-by `save_to_disk`, or a Hugging Face dataset in the local datasets cache (loaded
-offline: nothing is downloaded). Each row is one item, whose text is every string
+by `save_to_disk`, a dataset repository on disk (its data files), or a Hugging Face
+dataset in the local datasets cache (loaded offline: nothing is downloaded). Each row is one item, whose text is every string
 value of the row (inside lists and mappings too), in column order, or only those of
 `columns`. An item is named by its `id_column` (default `id` when rows have one),
 else by its row number.
@@ -150,20 +150,20 @@ def _dataset_rows(source: BenchmarkSource, base_dir: Path, where: str) -> Iterab
 
     folder = Path(source.dataset).expanduser()
     folder = folder if folder.is_absolute() else base_dir / folder
-    if folder.is_dir():
-        try:
-            loaded = datasets.load_from_disk(str(folder))
-        except FileNotFoundError as err:
-            raise ConfigError(f"{where}: {folder} is not a folder written by save_to_disk") from err
-        if isinstance(loaded, datasets.DatasetDict):
-            if source.split not in loaded:
-                raise ConfigError(f"{where}: {folder} has no split {source.split!r} (splits: {', '.join(loaded)})")
-            loaded = loaded[source.split]
-        return loaded.to_list()
-    return _cached_dataset(source, where).to_list()
+    if not folder.is_dir():
+        return _load_offline(source.dataset, source, where).to_list()
+    if not any((folder / marker).exists() for marker in ("dataset_dict.json", "state.json")):
+        # A dataset repository on disk (a clone, a snapshot): its data files, read as the Hub would.
+        return _load_offline(str(folder), source, where).to_list()
+    loaded = datasets.load_from_disk(str(folder))
+    if isinstance(loaded, datasets.DatasetDict):
+        if source.split not in loaded:
+            raise ConfigError(f"{where}: {folder} has no split {source.split!r} (splits: {', '.join(loaded)})")
+        loaded = loaded[source.split]
+    return loaded.to_list()
 
 
-def _cached_dataset(source: BenchmarkSource, where: str):
+def _load_offline(path: str, source: BenchmarkSource, where: str):
     import datasets
     import datasets.config
 
@@ -172,8 +172,11 @@ def _cached_dataset(source: BenchmarkSource, where: str):
     was = datasets.config.HF_HUB_OFFLINE
     datasets.config.HF_HUB_OFFLINE = True
     try:
-        return datasets.load_dataset(source.dataset, source.config, split=source.split)
+        return datasets.load_dataset(path, source.config, split=source.split)
     except (ConnectionError, FileNotFoundError) as err:
+        if Path(path).is_dir():
+            raise ConfigError(f"{where}: {path} holds no data files datasets can read, and is not a save_to_disk "
+                              f"folder ({' '.join(str(err).split())[:200]})") from err
         raise ConfigError(f"{where}: {source.dataset!r} is not on this machine (not a folder, and not in the datasets "
                           f"cache {datasets.config.HF_DATASETS_CACHE}); load it once with datasets.load_dataset "
                           "where the Hub can be reached, or give the benchmark as a file") from err

@@ -144,6 +144,12 @@ def write_benchmark(folder, form: str, items: list[dict]):
     elif form == "parquet":
         path = folder / "b.parquet"
         pq.write_table(pa.Table.from_pylist(items), path)
+    elif form == "repo":
+        path = folder / "quiz-repo"
+        (path / "data").mkdir(parents=True)
+        (path / "data" / "test.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+        (path / "data" / "train.jsonl").write_text(json.dumps({"id": "t0", "question": "unrelated", "answer": "x"}) + "\n")
+        return {"dataset": str(path), "split": "test", "name": "b"}
     elif form == "saved":
         path = folder / "saved"
         datasets.DatasetDict({"test": datasets.Dataset.from_list(items)}).save_to_disk(str(path))
@@ -169,7 +175,7 @@ def cache_hub_dataset(cache, repo: str, items: list[dict]) -> None:
     built.rename(target)
 
 
-@pytest.mark.parametrize("form", ["jsonl", "json", "csv", "parquet", "saved", "hub"])
+@pytest.mark.parametrize("form", ["jsonl", "json", "csv", "parquet", "saved", "repo", "hub"])
 def test_factory_filter_drops_contaminated_rows_from_every_benchmark_form(tmp_path, form):
     items = make_items(30, seed=3)
     env = {}
@@ -257,6 +263,7 @@ def test_decontaminate_runs_in_factory_run(tmp_path, loopback):
     ({"benchmarks": ["bench.txt"]}, ["filters[0].benchmarks[0].file", "unsupported"]),
     ({"benchmarks": [{"file": "bench.jsonl", "columns": ["questoin"]}]}, ["filters[0].benchmarks[0].columns", "'questoin'"]),
     ({"benchmarks": [{"dataset": "acme/not-here"}]}, ["filters[0].benchmarks[0].dataset", "'acme/not-here'", "not on this machine"]),
+    ({"benchmarks": [{"dataset": "empty-repo"}]}, ["filters[0].benchmarks[0].dataset", "empty-repo holds no data files"]),
     ({"benchmarks": [{"file": "bench.jsonl", "dataset": "x/y"}]}, ["filters[0].benchmarks[0]", "either file"]),
     ({"benchmarks": []}, ["filters[0].benchmarks"]),
     ({"benchmarks": ["bench.jsonl"], "ngram": 5, "min_ngram": 8}, ["filters[0]", "min_ngram"]),
@@ -266,6 +273,7 @@ def test_a_bad_benchmark_is_one_line_before_anything_is_sent(tmp_path, loopback,
     (tmp_path / "bench.jsonl").write_text(json.dumps(make_items(1)[0]) + "\n")
     (tmp_path / "bench.txt").write_text("hello\n")
     (tmp_path / "broken.jsonl").write_text('{"q": "a"}\n{"q": \n')
+    (tmp_path / "empty-repo").mkdir()
     url = loopback()
     pipeline = write_pipeline(tmp_path, url, filters=[{"type": "decontaminate", **entry}])
     result = factory_cli("run", str(pipeline), "--quiet", env={"HF_DATASETS_CACHE": str(tmp_path / "empty-cache")})
