@@ -69,6 +69,8 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "",
         *_judge_scores(info),
         *_quota(info),
+        *_personal_data(info),
+        *_decontamination(info),
         *_usage_and_cost(info),
         *(_pair_format() if task == "preference" else _messages_format()),
         *_other_files(out["formats"], task == "preference"),
@@ -115,6 +117,41 @@ def _judge_scores(info: dict) -> list[str]:
                     f" (scale {scores['scale'][0]}-{scores['scale'][1]}).", "",
                     "| score | records |", "| --- | --- |", *rows, ""]
     return []
+
+
+def _personal_data(info: dict) -> list[str]:
+    """What the pii stage found, per kind, and what it did about it."""
+    stage = next((s for s in info["funnel"]["stages"] if s.get("stage") == "pii" and "found" in s), None)
+    if stage is None:
+        return []
+    did = ("each value found was replaced by a typed placeholder such as `[EMAIL]`" if stage["action"] == "redact"
+           else "records holding any were dropped (listed, redacted, in `rejected.jsonl`)")
+    lines = ["## Personal data", "",
+             f"Checked for: {', '.join(stage['kinds'])}; {did}."]
+    if stage["found"]:
+        lines += ["", "| kind | found | records |", "| --- | --- | --- |",
+                  *(f"| {kind} | {n} | {stage['records_with'].get(kind, 0)} |" for kind, n in stage["found"].items())]
+    else:
+        lines += ["", "None was found."]
+    lines += ["", "Detection is automatic (patterns with checksums and validators"
+              + (", and a named-entity model" if any(k in stage["kinds"] for k in ("name", "address")) else "")
+              + "): it lowers the risk, it does not prove the data free of personal information.", ""]
+    return lines
+
+
+def _decontamination(info: dict) -> list[str]:
+    """The benchmarks the records were checked against, and how many each removed."""
+    stage = next((s for s in info["funnel"]["stages"] if s.get("stage") == "decontaminate" and "benchmarks" in s), None)
+    if stage is None:
+        return []
+    rows = [f"| {b['name']} | {b['items']:,} | {b.get('ngram', '')} | {b.get('items_too_short', '')} | {b['dropped']} |"
+            for b in stage["benchmarks"]]
+    return ["## Decontamination", "",
+            "Records sharing a run of n words (case, punctuation and spacing ignored) with an item of these",
+            "benchmarks were dropped; items shorter than n were matched whole, and items too short to tell",
+            "from ordinary prose were not checked.", "",
+            "| benchmark | items | n | items not checked | records dropped |", "| --- | --- | --- | --- | --- |",
+            *rows, ""]
 
 
 def _usage_and_cost(info: dict) -> list[str]:

@@ -29,6 +29,8 @@ PROGRESS_LOG_INTERVAL_S = 5.0
 OUTPUTS_DIR = "outputs"
 # Embeddings of record texts, kept beside the journal so reruns do not re-embed.
 EMBEDDING_CACHE_FILE = "embeddings.sqlite"
+# The decontaminate stage's n-gram indexes of benchmarks, one file per content and settings.
+DECONTAMINATION_INDEX_DIR = "decontamination-index"
 # The templates shipped with factory (judge rubrics, task defaults): searched after the
 # pipeline's own prompts folder, so a pipeline only carries the templates it changes.
 BUILTIN_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"

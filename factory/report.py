@@ -168,6 +168,7 @@ def render(info: dict[str, Any], kept: KeptSummary, rejected: RejectedSummary) -
                                  _chart("judge-scores", charts.bars(list(hist), list(hist.values()), "judge scores",
                                                                     charts.COLORS[2]))))
     sections.append(_quota(info))
+    sections.append(_privacy_and_contamination(info))
     sections.append(_lengths(kept.lengths))
     counts = kept.turns
     if counts and max(counts) > 1:
@@ -244,6 +245,26 @@ def _quota(info: dict[str, Any]) -> str:
     return _section("Size and balance", f"generate.keep {quota['keep']:,} in {quota['rounds']} round(s): "
                     "requested and kept per cell.", chart + "<table><tr><th>cell</th><th>quota</th><th>requested</th>"
                     "<th>kept</th></tr>" + rows + "</table>")
+
+
+def _privacy_and_contamination(info: dict[str, Any]) -> str:
+    """The pii stage's findings per kind and the decontaminate stage's benchmarks, as tables."""
+    parts = []
+    for stage in info["funnel"]["stages"]:
+        if stage.get("stage") == "pii" and "found" in stage:
+            rows = "".join(f"<tr><td>{escape(kind)}</td><td class=num>{n:,}</td>"
+                           f"<td class=num>{stage['records_with'].get(kind, 0):,}</td></tr>"
+                           for kind, n in stage["found"].items()) or "<tr><td colspan=3>none found</td></tr>"
+            parts.append(_section("Personal data", f"Values found per kind ({stage['action']}).",
+                                  "<table><tr><th>kind</th><th>found</th><th>records</th></tr>" + rows + "</table>"))
+        if stage.get("stage") == "decontaminate" and "benchmarks" in stage:
+            rows = "".join(f"<tr><td>{escape(b['name'])}</td><td class=num>{b['items']:,}</td>"
+                           f"<td class=num>{b.get('ngram', '')}</td><td class=num>{b['dropped']:,}</td></tr>"
+                           for b in stage["benchmarks"])
+            parts.append(_section("Decontamination", "Records dropped for sharing a run of n words with a benchmark item.",
+                                  "<table><tr><th>benchmark</th><th>items</th><th>n</th><th>dropped</th></tr>" + rows
+                                  + "</table>"))
+    return "".join(parts)
 
 
 def _lengths(by_role: dict[str, collections.Counter]) -> str:

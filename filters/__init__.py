@@ -24,6 +24,8 @@ REGISTRY: dict[str, str] = {
     "minhash_dedup": "filters.minhash_dedup:MinHashDedup",
     "judge": "filters.judge:Judge",
     "diversity": "filters.diversity:Diversity",
+    "pii": "filters.pii:Pii",
+    "decontaminate": "filters.decontaminate:Decontaminate",
 }
 
 

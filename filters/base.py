@@ -76,6 +76,12 @@ class Stage(abc.ABC):
         """Check what can be checked before the run (templates, teacher settings);
         raise a UserError naming `where` and the key. Sends nothing."""
 
+    def data_digest(self) -> str:
+        """What decides this stage's verdicts besides its options and its input (the
+        content of a file its options name, say): part of its verdict key, so a rerun
+        replays its decisions only while this is unchanged."""
+        return ""
+
     def bind(self, reject: Callable[[Rejection], None], context: StageContext | None = None) -> None:
         self._reject = reject
         self.context = context

@@ -66,7 +66,7 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
 _power_cache: dict[int, np.ndarray] = {}
 
 
-def _cached_powers(base: np.uint64, n: int) -> np.ndarray:
+def cached_powers(base: np.uint64, n: int) -> np.ndarray:
     """base**0 .. base**(n-1), kept between batches (each batch needs about as many)."""
     known = _power_cache.get(int(base))
     if known is None or len(known) < n:
@@ -93,8 +93,8 @@ def word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         # scaled[i] = sum_{j<i} c_j * B^-j, so a word's polynomial hash
         # sum_{start<=j<end} c_j * B^(end-1-j) is (scaled[end] - scaled[start]) * B^(end-1).
         scaled = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(folded * _cached_powers(_B_INV, n), dtype=np.uint64, out=scaled[1:])
-        hashes = (scaled[ends] - scaled[starts]) * _cached_powers(_B, n)[ends - 1]
+        np.cumsum(folded * cached_powers(_B_INV, n), dtype=np.uint64, out=scaled[1:])
+        hashes = (scaled[ends] - scaled[starts]) * cached_powers(_B, n)[ends - 1]
         hashes = (hashes + (ends - starts).astype(np.uint64)) * _C  # length mixed in, bits spread
     return hashes, counts
 
@@ -179,7 +179,7 @@ class OnePermutation:
         return out.reshape(docs, k)
 
 
-def _batches(texts: Sequence[str], docs: int, chars: int):
+def text_batches(texts: Sequence[str], docs: int, chars: int):
     """Consecutive slices of `texts` with at most `docs` documents and, past the first
     document, `chars` characters: batch arrays (and the cached powers) stay small
     whatever the documents' lengths."""
@@ -198,7 +198,7 @@ def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: 
     """MinHash signatures of `texts`, shape (len(texts), num_perm), dtype uint32."""
     perm = OnePermutation(num_perm, seed)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    for start, end in _batches(texts, batch, batch_chars):
+    for start, end in text_batches(texts, batch, batch_chars):
         words, counts = word_hashes(texts[start:end])
         shingles, offsets = shingle_hashes(words, counts, ngram)
         out[start:end] = perm.sign(shingles, offsets)

@@ -63,7 +63,8 @@ def _through(stage: Stage, position: int, records: Iterator[Record], store, work
 
 def stage_key(stage: Stage, inputs: str) -> str:
     options = stage.config.model_dump(mode="json")
-    text = json.dumps([VERDICTS_VERSION, stage.name, options, inputs], sort_keys=True, ensure_ascii=False)
+    text = json.dumps([VERDICTS_VERSION, stage.name, options, inputs, stage.data_digest()], sort_keys=True,
+                      ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
