@@ -67,8 +67,28 @@ class Price(Strict):
     currency: str = "USD"
 
 
+class BatchSettings(Strict):
+    """`teacher.mode: batch`: requests go through the provider's batch API (OpenAI Batch,
+    Anthropic Message Batches) at its batch price, answered within 24 hours."""
+
+    # Requests and bytes in one batch (one input file for OpenAI); null: the provider's
+    # limit (OpenAI 50,000 requests and 200 MB a file, Anthropic 100,000 and 256 MB).
+    max_requests: int | None = Field(None, gt=0)
+    max_bytes: int | None = Field(None, gt=0)
+    # Seconds between two looks at the batches in progress.
+    poll_interval: float = Field(constants.BATCH_POLL_INTERVAL_S, gt=0)
+    # Seconds without a new request before the requests waiting go out as a batch
+    # smaller than max_requests.
+    gather: float = Field(constants.BATCH_GATHER_S, gt=0)
+    # Share taken off teacher.price for batch requests (OpenAI and Anthropic: half).
+    discount: float = Field(constants.BATCH_DISCOUNT, ge=0, lt=1)
+    # How many times a request left unanswered (its batch expired, was cancelled or
+    # lost) is submitted again, per invocation, before the run stops as incomplete.
+    resubmits: int = Field(constants.BATCH_RESUBMITS, ge=0)
+
+
 class TeacherConfig(Strict):
-    backend: Literal["openai", "transformers", "vllm"] = "transformers"
+    backend: Literal["openai", "anthropic", "transformers", "vllm"] = "transformers"
     model: str = constants.DEFAULT_LOCAL_MODEL
     # One server, or a list of replicas / providers serving the same model.
     base_url: str | list[str] | None = None
@@ -102,6 +122,10 @@ class TeacherConfig(Strict):
     # vllm backend, and the vllm launch preset
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     launch: LaunchConfig | None = None
+    # online: one request at a time over HTTP; batch: the provider's batch API (openai,
+    # anthropic), half the price, answers within 24 hours (see `batch`).
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @model_validator(mode="after")
     def _openai_needs_an_address(self):
@@ -109,6 +133,23 @@ class TeacherConfig(Strict):
             raise ValueError("launch starts a server, which the openai backend talks to: set backend: openai")
         if self.backend == "openai" and not self.base_url and not self.api_key_env and self.launch is None:
             raise ValueError("the openai backend needs base_url (the server address) or api_key_env (for api.openai.com)")
+        if self.backend == "anthropic" and not self.base_url and not self.api_key_env:
+            raise ValueError("the anthropic backend needs api_key_env (like ANTHROPIC_API_KEY)")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_mode_fits(self):
+        if self.mode != "batch":
+            return self
+        if self.backend not in constants.BATCH_LIMITS:
+            raise ValueError("mode: batch sends requests through a provider's batch API: set backend: openai or anthropic")
+        if isinstance(self.base_url, list) or self.launch is not None:
+            raise ValueError("mode: batch talks to one provider's batch API: give one base_url and no launch")
+        most_requests, most_bytes = constants.BATCH_LIMITS[self.backend]
+        if (self.batch.max_requests or 0) > most_requests:
+            raise ValueError(f"batch.max_requests: {self.backend} takes at most {most_requests:,} requests a batch")
+        if (self.batch.max_bytes or 0) > most_bytes:
+            raise ValueError(f"batch.max_bytes: {self.backend} takes at most {most_bytes:,} bytes a batch")
         return self
 
     @field_validator("base_url")

@@ -108,3 +108,19 @@ JUDGE_CHUNK = 4096
 
 # A top-up round looks at most this many unit indices for seed values in short cells.
 TOP_UP_SCAN_LIMIT = 10_000_000
+
+# Provider batch mode (teacher.mode: batch). Seconds between looks at batches in
+# progress (a batch takes minutes to 24 hours); seconds without a new request before
+# the waiting ones go out as a batch; the share taken off the online price (OpenAI and
+# Anthropic both charge half); how often a request its batch left unanswered (expired,
+# cancelled, lost) is submitted again in one invocation; the most units in flight at
+# once when max_concurrency is not set (each waits in memory for its batch).
+BATCH_POLL_INTERVAL_S = 60.0
+BATCH_GATHER_S = 2.0
+BATCH_DISCOUNT = 0.5
+BATCH_RESUBMITS = 3
+BATCH_MAX_IN_FLIGHT = 50_000
+# Each provider's limits on one batch: requests, and bytes (OpenAI: of the input file).
+BATCH_LIMITS = {"openai": (50_000, 200 * 1024 * 1024), "anthropic": (100_000, 256 * 1024 * 1024)}
+# One call to a batch API (uploading a file of up to 200 MB, reading a result file).
+BATCH_HTTP_TIMEOUT_S = 600.0

@@ -15,6 +15,18 @@ from __future__ import annotations
 from factory.errors import FactoryError
 
 
+def effective_price(config):
+    """What the teacher charges per million tokens: `teacher.price`, less
+    `teacher.batch.discount` in batch mode (both providers charge half for batches).
+    None without a price."""
+    price = getattr(config, "price", None)
+    if price is None or getattr(config, "mode", "online") != "batch":
+        return price
+    factor = 1.0 - config.batch.discount
+    return price.model_copy(update={name: value * factor for name, value in price.model_dump().items()
+                                    if isinstance(value, float)})
+
+
 class BudgetReached(FactoryError):
     """The next request could take the run over max_cost; what completed is stored."""
 
@@ -60,4 +72,5 @@ def cost_entry(budget: Budget, config, total: float | None = None) -> dict:
     return {"cost": {"currency": price.currency if price else "USD", "total": round(total, 6),
             "paid_now": round(budget.spent, 6), "replayed_from_journal": round(max(0.0, total - budget.spent), 6),
             "max_cost": config.max_cost,
-            "price_per_million": {"input": price.input, "output": price.output} if price else None}}
+            "price_per_million": {"input": price.input, "output": price.output} if price else None,
+            **({"batch_discount": config.teacher.batch.discount} if config.teacher.mode == "batch" else {})}}

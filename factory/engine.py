@@ -18,11 +18,11 @@ import asyncio
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from factory import constants
-from factory.cost import Budget, BudgetReached, request_cost
+from factory.cost import Budget, BudgetReached, effective_price, request_cost
 from factory.errors import BadResponse, RequestRefused, TeacherError
 from factory.limits import AdaptiveWindow, RateLimiter
 from factory.secrets import Redactor
@@ -104,7 +104,7 @@ class Engine:
         self.teacher = teacher
         self.config = getattr(teacher, "config", None)
         self.budget = budget or Budget(None)
-        self.price = getattr(self.config, "price", None)
+        self.price = effective_price(self.config)  # in batch mode, at the batch discount
         self.store = store
         self.window = window
         self.limiter = limiter
@@ -195,7 +195,7 @@ class Engine:
         if stats.first_request is None:
             stats.first_request = time.perf_counter()
         try:
-            completion = await self.teacher.complete(request)
+            completion = await self.teacher.complete(replace(request, key=key))
         except BadResponse as err:
             # The server answered (and may have charged): stored, so a rerun moves on.
             self.store.store_request(key, {"error": str(err), "reason": getattr(err, "reason", "bad_response")})

@@ -20,6 +20,8 @@ class Progress:
         self._last_log = time.monotonic()
         self._began = time.perf_counter()
         self.started = False
+        # More of the line from whoever has something to show (a batch teacher's batches).
+        self.parts: list = []
 
     def line(self) -> str:
         s = self.stats
@@ -42,7 +44,17 @@ class Progress:
             parts.append(f"replayed {s.replayed}")
         if s.cost:
             parts.append(f"cost {s.cost:,.4f}")
+        parts.extend(part() for part in self.parts)
         return " | ".join(parts)
+
+    def event(self, text: str) -> None:
+        """Something that happened (a batch submitted or ended): its own line, at once."""
+        if not self.enabled:
+            return
+        if self.live is not None:
+            self.live.console.print(f"[factory] {text}", markup=False, highlight=False)
+        else:
+            print(f"[factory] {text} | {self.line()}", file=self.stream, flush=True)
 
     def __rich__(self):
         from rich.text import Text

@@ -294,6 +294,10 @@ async def _generate(task: Task, pipeline: Pipeline, store: RunStore, stats: RunS
         for role, config in task.role_teachers(pipeline).items():
             if config != main:  # a role that changes nothing shares the pipeline's engine
                 by_role[role] = await stack.enter_async_context(open_engine(config, store, stats, stop, budget))
+        for opened in (engine, *by_role.values()):
+            if hasattr(opened.teacher, "progress_part"):  # batch mode: batches and the requests in them
+                progress.parts.append(opened.teacher.progress_part)
+                opened.teacher.on_event = progress.event
         try:
             progress.start()
             if pending:

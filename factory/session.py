@@ -29,7 +29,9 @@ async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, s
 
     # Rate-limit headers come from hosted APIs: one source of them is mirrored, and with a
     # key (a paid API, most likely) the first request goes alone to read them.
-    single_http = config.backend == "openai" and not isinstance(config.base_url, list)
+    # A batch API queues requests itself: no per-minute buckets, no probe, no /metrics.
+    online = config.mode == "online"
+    single_http = online and config.backend == "openai" and not isinstance(config.base_url, list)
     limiter = RateLimiter(config.rpm, config.tpm, learn=single_http, probe=single_http and bool(config.api_key_env))
 
     def on_response(status: int, headers) -> None:
@@ -38,7 +40,7 @@ async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, s
         limiter.observe(headers)
 
     # The window is sized by what the teacher can take; the hook reaches it once it exists.
-    teacher = make_teacher(config, on_response=on_response)
+    teacher = make_teacher(config, on_response=on_response, store=store, stop=stop)
     size, capped = capped_window(config, config.max_concurrency or teacher.default_concurrency)
     window = AdaptiveWindow(size)
     window.capped = capped  # a socket per request in flight: past the open-file limit, EMFILE
@@ -68,7 +70,7 @@ async def _watch_server_load(config: TeacherConfig, teacher, window: AdaptiveWin
     """A watcher steering `window` by the server's /metrics, when the server has them."""
     from factory.teachers.server_load import LoadWatcher, metrics_url, server_urls
 
-    urls = server_urls(teacher) if config.server_metrics else []
+    urls = server_urls(teacher) if config.server_metrics and config.mode == "online" else []
     if not urls:
         return None
     keys = teacher.secrets()

@@ -5,7 +5,10 @@
   the request that finished it;
 - `invocations`: each start and stop of the run, with its own usage and timeline;
 - `verdicts`: each filter stage's decision per record, under the stage's key;
-- `settings`: what the run learned once and must not re-learn (a refused json_schema).
+- `settings`: what the run learned once and must not re-learn (a refused json_schema);
+- `batches`, `batch_requests`: provider batches (teacher.mode: batch), with the keys in
+  each and, once collected, each request's outcome, so a rerun polls what was submitted
+  instead of submitting it again.
 
 One process at a time: `RunStore.open` takes an OS advisory lock (flock) on a file
 beside the database, so a second run on the folder fails at once and names the holder.
@@ -68,8 +71,19 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    # state: submitting (recorded before the provider was asked), submitted, collected
+    # (outcomes stored), lost (the provider no longer knows it).
+    db.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, provider TEXT NOT NULL, remote TEXT, file TEXT,"
+               " state TEXT NOT NULL, status TEXT, requests INTEGER NOT NULL, counts TEXT,"
+               " submitted REAL NOT NULL, updated REAL NOT NULL)")
+    # outcome: null while the batch runs; then {"completion": ...}, {"error", "reason"} or {"missing": why}.
+    db.execute("CREATE TABLE batch_requests (key TEXT NOT NULL, batch INTEGER NOT NULL, outcome TEXT,"
+               " PRIMARY KEY (key, batch)) WITHOUT ROWID")
+
+
 # Each migration runs once, in order; PRAGMA user_version remembers how far a file got.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 
 UNIT_STATES = ("pending", "done", "rejected", "failed")
 
@@ -269,6 +283,68 @@ class RunStore:
 
     def put_setting(self, key: str, value: Any) -> None:
         self._write("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- provider batches -----------------------------------------------------------------
+
+    def add_batch(self, provider: str, keys: list[str], file: str | None = None) -> int:
+        """Record a batch about to be created (durably: a crash after the provider took
+        it must not lose it); returns its local id."""
+        now = time.time()
+        self._write("INSERT INTO batches (provider, file, state, requests, submitted, updated)"
+                    " VALUES (?, ?, 'submitting', ?, ?, ?)", (provider, file, len(keys), now, now))
+        local = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        for key in keys:
+            self._write("INSERT OR REPLACE INTO batch_requests (key, batch, outcome) VALUES (?, ?, NULL)",
+                        (key, local))
+        self.commit()
+        return local
+
+    def update_batch(self, local: int, **fields: Any) -> None:
+        """Set `remote`, `state`, `status` or `counts` of a batch, durably."""
+        if "counts" in fields:
+            fields["counts"] = json.dumps(fields["counts"])
+        names = ", ".join(f"{name} = ?" for name in fields)
+        self._write(f"UPDATE batches SET {names}, updated = ? WHERE id = ?", (*fields.values(), time.time(), local))
+        self.commit()
+
+    def forget_batch(self, local: int) -> None:
+        """A batch recorded as submitting that the provider never created."""
+        self._write("DELETE FROM batch_requests WHERE batch = ?", (local,))
+        self._write("DELETE FROM batches WHERE id = ?", (local,))
+        self.commit()
+
+    def batches(self, states: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, provider, remote, file, state, status, requests, counts, submitted FROM batches"
+        args: tuple = ()
+        if states:
+            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
+            args = states
+        rows = self.db.execute(sql + " ORDER BY id", args)
+        return [{"id": i, "provider": p, "remote": r, "file": f, "state": st, "status": status, "requests": n,
+                 "counts": json.loads(counts) if counts else {}, "submitted": submitted}
+                for i, p, r, f, st, status, n, counts, submitted in rows]
+
+    def batch_keys(self, local: int) -> list[str]:
+        return [k for (k,) in self.db.execute("SELECT key FROM batch_requests WHERE batch = ?", (local,))]
+
+    def collect_batch(self, local: int, outcomes: dict[str, dict[str, Any]], state: str, status: str,
+                      counts: dict) -> None:
+        """Every request's outcome and the batch's end, in one durable transaction."""
+        for key, outcome in outcomes.items():
+            self._write("UPDATE batch_requests SET outcome = ? WHERE key = ? AND batch = ?",
+                        (json.dumps(outcome, ensure_ascii=False), key, local))
+        self._write("UPDATE batches SET state = ?, status = ?, counts = ?, updated = ? WHERE id = ?",
+                    (state, status, json.dumps(counts), time.time(), local))
+        self.commit()
+
+    def batch_outcome(self, key: str) -> tuple[int, str, dict[str, Any] | None] | None:
+        """(batch, the batch's state, the request's outcome or None) from the latest batch
+        that holds `key`; None when no batch ever held it."""
+        row = self.db.execute("SELECT r.batch, b.state, r.outcome FROM batch_requests r JOIN batches b"
+                              " ON b.id = r.batch WHERE r.key = ? ORDER BY r.batch DESC LIMIT 1", (key,)).fetchone()
+        if row is None:
+            return None
+        return row[0], row[1], json.loads(row[2]) if row[2] else None
 
     # -- invocations ----------------------------------------------------------------------
 

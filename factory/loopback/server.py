@@ -28,6 +28,7 @@ from typing import Iterator
 from aiohttp import web
 
 from factory.store import request_key
+from factory.loopback.batches import BatchDesk, BatchOptions
 from factory.loopback.content import answer
 
 FAULT_KINDS = ("rate_limit", "server_error", "reset", "hang", "malformed", "truncated", "empty")
@@ -69,6 +70,8 @@ class LoopbackOptions:
     # size refilled evenly, reported in OpenAI's x-ratelimit-* headers on every answer,
     # 429 when a request does not fit (tokens counted as OpenAI does: prompt + max_tokens).
     rate_limits: dict[str, int] = field(default_factory=dict)
+    # The batch APIs' behaviour (loopback/batches.py BatchOptions: delay, expire, lose, error).
+    batches: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS) - set(EXTRA_FAULT_KINDS)
@@ -123,6 +126,18 @@ class LoopbackTeacher:
         self.bodies: list[dict] = []
         self.oversize_sent = 0  # bytes of oversized answers actually written before the client left
         self.buckets = {kind: [float(limit), time.monotonic()] for kind, limit in self.options.rate_limits.items()}
+        self.desk = BatchDesk(BatchOptions(**self.options.batches), self.reply, self.options.model)
+
+    def reply(self, body: dict) -> tuple[str, int, int]:
+        """(text, prompt tokens, completion tokens) for an OpenAI-shaped body: what a
+        batch row is answered with."""
+        messages = body["messages"]
+        fmt = body.get("response_format") or {}
+        schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
+        text = self.options.scripted_reply(messages)
+        if text is None:
+            text = answer(messages, body.get("seed"), schema)
+        return text, sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1, len(text) // 4 + 1
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -132,6 +147,7 @@ class LoopbackTeacher:
         app.router.add_get("/stats", self.stats)
         if self.options.metrics:
             app.router.add_get("/metrics", self.metrics)
+        self.desk.routes(app)
         return app
 
     def _fault(self) -> str | None:
@@ -349,6 +365,7 @@ class LoopbackTeacher:
                 "most_waiting": self.most_waiting,
                 "waiting_area": self.waiting_area,
                 "oversize_sent": self.oversize_sent,
+                "batches": self.desk.stats(),
             }
         )
 

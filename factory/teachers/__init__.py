@@ -8,8 +8,20 @@ from factory.config import TeacherConfig
 from factory.teachers.base import Completion, Request, Teacher
 
 
-def make_teacher(config: TeacherConfig, on_response: Callable[..., None] | None = None) -> Teacher:
-    """`on_response(status, headers)` sees every HTTP response (HTTP backends)."""
+def make_teacher(config: TeacherConfig, on_response: Callable[..., None] | None = None,
+                 store=None, stop=None) -> Teacher:
+    """`on_response(status, headers)` sees every HTTP response (HTTP backends). Batch mode
+    keeps its batches in the run `store` and submits nothing once `stop` is requested."""
+    if config.mode == "batch":
+        from factory.teachers.batch import BatchTeacher
+
+        if store is None:
+            raise ValueError("batch mode keeps its batches in the run store: pass store")
+        return BatchTeacher(config, store, stop)
+    if config.backend == "anthropic":
+        from factory.teachers.anthropic_teacher import AnthropicTeacher
+
+        return AnthropicTeacher(config, on_response=on_response)
     if config.backend == "openai" and isinstance(config.base_url, list):
         from factory.teachers.pool import EndpointPool
 

@@ -14,6 +14,9 @@ class Request:
     schema: dict[str, Any] | None = None
     schema_name: str = "answer"
     seed: int | None = None
+    # The engine's key for the request (its journal key): a batch teacher names the
+    # request by it at the provider, so a rerun finds it in a batch already submitted.
+    key: str = ""
 
 
 @dataclass(slots=True)

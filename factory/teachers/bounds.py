@@ -79,8 +79,8 @@ def capped_window(config: TeacherConfig, wanted: int) -> tuple[int, str | None]:
 
     Only HTTP teachers hold a socket per request; in-process ones are not capped.
     """
-    if config.backend != "openai":
-        return wanted, None
+    if config.backend not in ("openai", "anthropic") or config.mode == "batch":
+        return wanted, None  # a batch request waits in memory, holding no socket
     cap = fd_cap()
     if wanted <= cap:
         return wanted, None

@@ -1,0 +1,253 @@
+"""Anthropic's native API through the official `anthropic` package: the Messages API
+online (`backend: anthropic`), and Message Batches (`mode: batch`) at half the price.
+
+The chat-format messages become a Messages request: system messages go to `system`,
+the sampling maps to Claude's (temperature, max_tokens, stop_sequences; Claude models
+take temperature or top_p, not both, so top_p is not sent; there is no seed). A
+schema goes as `output_config.format` (structured outputs), or into the prompt with
+`structured_output: prompt`. Thinking blocks never reach the answer: only text blocks do.
+
+base_url is the API's root (https://api.anthropic.com by default); a trailing /v1, as
+OpenAI-style addresses have, is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, AsyncIterator, Callable
+
+from factory import constants
+from factory.config import TeacherConfig
+from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
+from factory.structured import with_schema_instructions
+from factory.teachers.base import Completion, Request, Teacher
+from factory.teachers.batch import BATCH_ERROR, BatchProvider, BatchStatus, provider_errors
+from factory.teachers.bounds import answer_byte_cap, request_timeout
+from factory.teachers.openai_teacher import _short, redact_url
+
+# Claude's stop reasons in the chat-completions words the tasks read.
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
+# Error types of a batch row that say "not now" rather than "never": the row goes out again.
+TRANSIENT_ERRORS = ("api_error", "overloaded_error", "rate_limit_error", "timeout_error")
+
+
+def _import_anthropic():
+    try:
+        import anthropic
+    except ImportError as err:
+        raise ConfigError("teacher.backend anthropic needs the anthropic package: pip install 'factory[anthropic]'") from err
+    return anthropic
+
+
+class AnthropicAPI:
+    """What the online teacher and the batch provider share: the key, the client, the request shape."""
+
+    def __init__(self, config: TeacherConfig):
+        _import_anthropic()
+        self.config = config
+        if config.sampling.presence_penalty is not None or config.sampling.frequency_penalty is not None:
+            raise ConfigError("teacher.sampling: the anthropic backend has no presence or frequency penalty; unset them")
+        if config.sampling.temperature > 1:
+            raise ConfigError("teacher.sampling.temperature: the anthropic backend takes 0 to 1")
+        self.api_key = "not-needed"  # the loopback teacher takes any key
+        if config.api_key_env:
+            key = os.environ.get(config.api_key_env)
+            if not key:
+                raise ConfigError(f"teacher.api_key_env: environment variable {config.api_key_env} is not set "
+                                  f"(export {config.api_key_env}=... before running)")
+            self.api_key = key
+        self.base_url = config.base_url.removesuffix("/").removesuffix("/v1") if config.base_url else None
+        self.client = None
+
+    def where(self) -> str:
+        return redact_url(self.base_url) if self.base_url else "api.anthropic.com"
+
+    def secrets(self) -> list[str]:
+        return [self.api_key] if self.config.api_key_env else []
+
+    def connect(self, timeout: float, on_response: Callable[..., None] | None = None) -> None:
+        anthropic = _import_anthropic()
+        import httpx2
+
+        async def observe(response) -> None:
+            if on_response is not None:
+                on_response(response.status_code, response.headers)
+
+        limit = httpx2.Timeout(timeout, connect=constants.CONNECT_TIMEOUT_S)
+        http_client = anthropic.DefaultAsyncHttpxClient(timeout=limit, event_hooks={"response": [observe]})
+        self.client = anthropic.AsyncAnthropic(api_key=self.api_key, base_url=self.base_url,
+                                               max_retries=self.config.max_retries, timeout=limit,
+                                               http_client=http_client)
+
+    def payload(self, request: Request, use_schema: bool = True) -> dict[str, Any]:
+        s = self.config.sampling
+        messages = request.messages
+        body: dict[str, Any] = {"model": self.config.model, "max_tokens": s.max_tokens, "temperature": s.temperature}
+        if s.stop:
+            body["stop_sequences"] = s.stop
+        if request.schema is not None:
+            if use_schema and self.config.structured_output != "prompt":
+                body["output_config"] = {"format": {"type": "json_schema", "schema": request.schema}}
+            else:
+                messages = with_schema_instructions(messages, request.schema)
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        if system:
+            body["system"] = system
+        body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
+        return body
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def completion_from_message(message: Any, model: str, max_tokens: int) -> Completion:
+    """A Messages API answer (a dict) as a Completion; BadResponse when it is not one."""
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        raise BadResponse(f"response is not a message: {str(message)[:120]!r}")
+    text = "".join(block.get("text", "") for block in message["content"]
+                   if isinstance(block, dict) and block.get("type") == "text")
+    usage = message.get("usage") or {}
+    prompt = sum(int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens",
+                                                  "cache_creation_input_tokens"))
+    if len(text) > answer_byte_cap(max_tokens):
+        raise BadResponse(f"answer of {len(text):,} characters, far beyond max_tokens {max_tokens}")
+    stop = message.get("stop_reason") or "unknown"
+    return Completion(text=text, finish_reason=FINISH.get(stop, stop), prompt_tokens=prompt,
+                      completion_tokens=int(usage.get("output_tokens") or 0), model=message.get("model") or model)
+
+
+class AnthropicTeacher(Teacher):
+    backend = "anthropic"
+    default_concurrency = 64  # a hosted API: the adaptive window and the rate limits take it from there
+
+    def __init__(self, config: TeacherConfig, on_response: Callable[..., None] | None = None):
+        self.config = config
+        self.model = config.model
+        self.api = AnthropicAPI(config)
+        self.on_response = on_response
+        self.use_schema = config.structured_output != "prompt"
+        self.schema_refused = False
+
+    def secrets(self) -> list[str]:
+        return self.api.secrets()
+
+    async def start(self) -> None:
+        self.api.connect(request_timeout(self.config), self.on_response)
+
+    def prefer_prompt(self) -> None:
+        if self.config.structured_output == "auto":
+            self.use_schema, self.schema_refused = False, True
+
+    async def complete(self, request: Request) -> Completion:
+        anthropic = _import_anthropic()
+        body = self.api.payload(request, self.use_schema)
+        try:
+            message = await self.api.client.post("/v1/messages", cast_to=object, body=body)
+        except anthropic.BadRequestError as err:
+            if "output_config" in body and self.config.structured_output == "auto" and _names_schema(err):
+                self.prefer_prompt()
+                return await self.complete(request)
+            raise RequestRefused(f"teacher refused the request: {_short(err)}") from err
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as err:
+            raise TeacherMisconfigured(f"{self.api.where()} refused the key: check {self.config.api_key_env}") from err
+        except anthropic.NotFoundError as err:
+            raise TeacherMisconfigured(f"{self.api.where()} answered 404 for model {self.model!r}: {_short(err)}") from err
+        except anthropic.APIStatusError as err:
+            raise TeacherError(f"HTTP {err.status_code} after {self.config.max_retries} retries: {_short(err)}") from err
+        except anthropic.APIConnectionError as err:
+            raise TeacherError(f"cannot reach {self.api.where()}: {_short(err.__cause__ or err)}") from err
+        except ValueError as err:
+            raise BadResponse(f"malformed response body: {_short(err)}") from err
+        return completion_from_message(message, self.model, self.config.sampling.max_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model, "base_url": self.api.where(),
+                "structured_output": "prompt (server refused output_config)" if self.schema_refused
+                else self.config.structured_output}
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+def _names_schema(err: Exception) -> bool:
+    text = str(err).lower()
+    return any(word in text for word in ("output_config", "output_format", "json_schema", "schema"))
+
+
+class AnthropicBatches(BatchProvider):
+    """Message Batches: POST /v1/messages/batches with every request inline, polled
+    (GET /v1/messages/batches/{id}) until `ended`, then its results_url read (JSONL,
+    result.type succeeded, errored, canceled or expired)."""
+
+    name = "anthropic"
+    limits = constants.BATCH_LIMITS["anthropic"]
+
+    def __init__(self, config: TeacherConfig):
+        self.config = config
+        self.api = AnthropicAPI(config)
+
+    def where(self) -> str:
+        return self.api.where()
+
+    def secrets(self) -> list[str]:
+        return self.api.secrets()
+
+    async def start(self) -> None:
+        self.api.connect(constants.BATCH_HTTP_TIMEOUT_S)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    @staticmethod
+    def _sdk():
+        return _import_anthropic()
+
+    def entry(self, key: str, request: Request) -> bytes:
+        return json.dumps({"custom_id": key, "params": self.api.payload(request)}, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+
+    async def submit(self, entries: list[bytes], record_file: Callable[[str], None]) -> tuple[str, str]:
+        body = {"requests": [json.loads(entry) for entry in entries]}
+        async with provider_errors(self._sdk(), self.where()):
+            # A raw post: the typed-params walk over 100,000 requests would take seconds.
+            batch = await self.api.client.post("/v1/messages/batches", cast_to=object, body=body)
+        return batch["id"], batch.get("processing_status", "in_progress")
+
+    async def find(self, batch: dict[str, Any]) -> str | None:
+        # Message Batches carry nothing of ours but the requests: a batch created in the
+        # moment between asking and storing its id cannot be told apart. Not found: its
+        # requests go out again (the window is one HTTP round trip).
+        return None
+
+    async def status(self, remote: str) -> BatchStatus:
+        async with provider_errors(self._sdk(), self.where()):
+            batch = await self.api.client.messages.batches.retrieve(remote)
+        counts = batch.request_counts.model_dump() if batch.request_counts else {}
+        return BatchStatus(batch.processing_status, batch.processing_status == "ended", counts)
+
+    async def outcomes(self, remote: str, status: BatchStatus) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        max_tokens = self.config.sampling.max_tokens
+        async with provider_errors(self._sdk(), self.where()):
+            async for item in await self.api.client.messages.batches.results(remote):
+                row = item.model_dump(mode="json")
+                yield row.get("custom_id", ""), result_outcome(row.get("result") or {}, self.config.model, max_tokens)
+
+
+def result_outcome(result: dict[str, Any], model: str, max_tokens: int) -> dict[str, Any]:
+    """One result line's `result`, as the run store keeps it."""
+    kind = result.get("type")
+    if kind == "succeeded":
+        try:
+            return {"completion": completion_from_message(result.get("message"), model, max_tokens).to_dict()}
+        except BadResponse as err:
+            return {"error": str(err), "reason": err.reason}
+    if kind == "errored":
+        error = ((result.get("error") or {}).get("error")) or {}
+        kind_of = error.get("type") or "error"
+        if kind_of in TRANSIENT_ERRORS:
+            return {"missing": f"{kind_of}: {error.get('message', '')}"}
+        return {"error": f"the provider refused the request ({kind_of}): {error.get('message', '')}",
+                "reason": BATCH_ERROR}
+    return {"missing": kind or "no result"}  # canceled, expired
