@@ -30,6 +30,8 @@ from factory.teachers.openai_teacher import _short, redact_url
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter"}
 # Error types of a batch row that say "not now" rather than "never": the row goes out again.
 TRANSIENT_ERRORS = ("api_error", "overloaded_error", "rate_limit_error", "timeout_error")
+# Seconds around the moment a batch was recorded within which its creation is looked for.
+FIND_SLACK_S = 300.0
 
 
 def _import_anthropic():
@@ -215,11 +217,22 @@ class AnthropicBatches(BatchProvider):
             batch = await self.api.client.post("/v1/messages/batches", cast_to=object, body=body)
         return batch["id"], batch.get("processing_status", "in_progress")
 
-    async def find(self, batch: dict[str, Any]) -> str | None:
-        # Message Batches carry nothing of ours but the requests: a batch created in the
-        # moment between asking and storing its id cannot be told apart. Not found: its
-        # requests go out again (the window is one HTTP round trip).
-        return None
+    async def find(self, batch: dict[str, Any], known: set[str]) -> str | None:
+        # Message Batches carry nothing of ours but the requests: the batch created in the
+        # moment between asking and storing its id is the one of the same size created
+        # then that the run store does not know. Should it be another's after all, its
+        # rows are not ours, ours count as unanswered and go out again.
+        since, until = batch["submitted"] - FIND_SLACK_S, batch["submitted"] + FIND_SLACK_S
+        found = []
+        async with provider_errors(self._sdk(), self.where()):
+            async for candidate in self.api.client.messages.batches.list(limit=100):
+                created = candidate.created_at.timestamp()
+                if created < since:
+                    break  # newest first
+                total = sum(candidate.request_counts.model_dump().values())
+                if created <= until and total == batch["requests"] and candidate.id not in known:
+                    found.append(candidate.id)
+        return found[0] if len(found) == 1 else None
 
     async def status(self, remote: str) -> BatchStatus:
         async with provider_errors(self._sdk(), self.where()):

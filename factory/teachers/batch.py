@@ -78,9 +78,10 @@ class BatchProvider:
         called with an uploaded input file's id before the batch is created."""
         raise NotImplementedError
 
-    async def find(self, batch: dict[str, Any]) -> str | None:
+    async def find(self, batch: dict[str, Any], known: set[str]) -> str | None:
         """The id of a batch recorded as submitting (created, then a crash before its id
-        was stored), or None when the provider never created it."""
+        was stored), or None when the provider never created it. `known`: the ids the run
+        store holds already."""
         return None
 
     async def status(self, remote: str) -> BatchStatus:
@@ -184,6 +185,8 @@ class BatchTeacher(Teacher):
         key = request.key
         if not key:
             raise ValueError("batch mode needs the engine's request key")
+        if self.stop is not None:
+            self.stop.check()  # nothing new is queued once the run stops
         if key not in self.waiting:
             settled = self._settled(key)
             if settled is not None:
@@ -329,10 +332,13 @@ class BatchTeacher(Teacher):
         self._wake_poller.set()
         return True
 
+    def _known(self) -> set[str]:
+        return {b["remote"] for b in self.store.batches() if b["remote"]}
+
     async def _find_quietly(self, local: int) -> str | None:
         row = next((b for b in self.store.batches(("submitting",)) if b["id"] == local), None)
         try:
-            return await self.provider.find(row) if row else None
+            return await self.provider.find(row, self._known()) if row else None
         except TeacherError:
             return None
 
@@ -341,9 +347,11 @@ class BatchTeacher(Teacher):
     async def _resume(self) -> None:
         """Take up the batches an earlier invocation left at the provider."""
         for batch in self.store.batches(("submitting", "submitted")):
+            if batch["provider"] != self.provider.name:
+                continue  # another teacher's (a judge on another provider): it polls its own
             local, remote = batch["id"], batch["remote"]
             if batch["state"] == "submitting":
-                remote = await self.provider.find(batch)
+                remote = await self.provider.find(batch, self._known())
                 if remote is None:
                     self.store.forget_batch(local)  # never created: its requests are asked again
                     continue

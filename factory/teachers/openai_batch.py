@@ -76,7 +76,7 @@ class OpenAIBatches(BatchProvider):
                                                       completion_window="24h")
         return batch.id, batch.status
 
-    async def find(self, batch: dict[str, Any]) -> str | None:
+    async def find(self, batch: dict[str, Any], known: set[str]) -> str | None:
         if not batch.get("file"):
             return None  # the file never came back: no batch can read it
         async with provider_errors(self._sdk(), self.where()):

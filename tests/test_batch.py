@@ -1,0 +1,159 @@
+"""Provider batch mode against the loopback teacher's batch endpoints (OpenAI and Anthropic shapes).
+
+A run split into several batches, one expiring half done, one row refused, killed with
+SIGKILL while its batches run and rerun: every sample ends kept or rejected with the
+provider's reason, and nothing submitted before the kill is submitted again but the
+rows the expired batch left unanswered.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, assert_user_error, factory_cli, read_jsonl, write_pipeline
+
+pytest.importorskip("anthropic", reason="backend: anthropic needs the anthropic package (the test extra installs it)")
+
+PRICE = {"input": 1000.0, "output": 2000.0}
+TOPICS = 600  # x 2 personas, combined as a product: 1,200 different prompts
+REFUSED_TOPIC = "topic 0050"  # the one prompt the provider refuses, whichever attempt
+
+
+def batch_pipeline(tmp_path, url, backend: str, count: int, mode: str = "batch", **batch):
+    path = write_pipeline(tmp_path, url, generate__count=count, generate__pairs_per_request=1,
+                          generate__combine="product", teacher__backend=backend, teacher__mode=mode,
+                          teacher__price=PRICE,
+                          teacher__batch={"poll_interval": 0.05, "gather": 0.3, **batch})
+    (tmp_path / "topics.txt").write_text("".join(f"topic {i:04d}\n" for i in range(TOPICS)))
+    return path
+
+
+def start_run(path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, proc, limit: float = 120) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.02)
+
+
+def journal(out_dir) -> list[dict]:
+    db = sqlite3.connect(str(out_dir / "run.sqlite"))
+    try:
+        return [json.loads(v) for (v,) in db.execute("SELECT value FROM requests")]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_killed_while_batches_run_then_rerun_submits_nothing_twice(tmp_path, loopback, backend):
+    # Each batch ends 3 s after it is created; the second expires with half its rows done.
+    url = loopback(batches={"delay": 3.0, "expire": {2: 0.5}, "error": f'"{REFUSED_TOPIC}" for a ship captain'})
+    desk = loopback.teacher.desk
+    path = batch_pipeline(tmp_path, url, backend, 1200, max_requests=400)
+    out = tmp_path / "out"
+
+    proc = start_run(path)
+    wait_for(lambda: desk.created == 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # Split into three files of 400, all at the provider and none ended when the run died.
+    assert [len(b.rows) for b in desk.batches.values()] == [400, 400, 400]
+    assert all(b.results is None for b in desk.batches.values())
+    before = dict(desk.submitted)
+    assert len(before) == 1200 and set(before.values()) == {1}
+
+    rerun = factory_cli("run", str(path), "--quiet", timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+
+    expired = next(b for b in desk.batches.values() if b.ordinal == 2)
+    unanswered = {row["custom_id"] for row, result in zip(expired.rows, expired.results) if "not_run" in result}
+    assert len(unanswered) == 200
+    # Polled, not resubmitted: only what the expired batch left unanswered went out again.
+    for key, times in before.items():
+        assert desk.submitted[key] == times + (key in unanswered), key
+    new = {k: n for k, n in desk.submitted.items() if k not in before}
+    assert len(new) == 2 and set(new.values()) == {1}  # the refused prompt's second and third attempts
+
+    kept = read_jsonl(out / "data.jsonl")
+    rejected = read_jsonl(out / "rejected.jsonl")
+    assert len(kept) == 1199 and len(rejected) == 1
+    refusal = rejected[0]
+    assert refusal["stage"] == "generate" and refusal["reason"] == "batch_error"
+    assert "refuses (injected)" in refusal["detail"]  # the provider's own message
+    assert REFUSED_TOPIC in json.dumps(refusal["metadata"])
+    assert len({r["id"] for r in kept} | {refusal["id"]}) == 1200
+
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "complete"
+    assert [i["status"] for i in info["invocations"]] == ["killed", "complete"]
+    statuses = [b["status"] for b in info["teacher"]["batches"]]
+    assert statuses.count("expired" if backend == "openai" else "ended") >= 1 and len(statuses) == desk.created
+    # Cost at the batch price: half of what the same tokens cost online.
+    answers = [v["completion"] for v in journal(out) if "completion" in v]
+    assert len(answers) == 1199
+    online = sum(a["prompt_tokens"] * PRICE["input"] + a["completion_tokens"] * PRICE["output"] for a in answers) / 1e6
+    assert info["cost"]["batch_discount"] == 0.5
+    assert info["cost"]["total"] == pytest.approx(online / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_a_batch_the_provider_lost_is_submitted_again(tmp_path, loopback, backend):
+    url = loopback(batches={"delay": 0.2, "lose": [1]})
+    desk = loopback.teacher.desk
+    path = batch_pipeline(tmp_path, url, backend, 30, max_requests=10)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    lost = next(b for b in desk.batches.values() if b.ordinal == 1)
+    for row in lost.rows:
+        assert desk.submitted[row["custom_id"]] == 2
+    assert sum(desk.submitted.values()) == 40
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 30
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["teacher"]["batch"]["lost"] == 1
+
+
+def test_the_same_dataset_online_and_in_batches(tmp_path, loopback):
+    url = loopback(batches={"delay": 0.1})
+    online = batch_pipeline(tmp_path / "online", url, "openai", 24, mode="online")
+    batched = batch_pipeline(tmp_path / "batch", url, "openai", 24, max_requests=7)
+    for path in (online, batched):
+        result = factory_cli("run", str(path), "--quiet")
+        assert result.returncode == 0, result.stderr
+    assert loopback.teacher.desk.created == 4  # 24 requests, 7 a batch
+    first = [r["messages"] for r in read_jsonl(tmp_path / "online" / "out" / "data.jsonl")]
+    second = [r["messages"] for r in read_jsonl(tmp_path / "batch" / "out" / "data.jsonl")]
+    assert first == second
+
+
+def test_the_anthropic_backend_online(tmp_path, loopback):
+    url = loopback()
+    path = write_pipeline(tmp_path, url, generate__count=8, teacher__backend="anthropic")
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(tmp_path / "out" / "data.jsonl")
+    assert len(records) == 8 and all(r["messages"][-1]["content"] for r in records)
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["teacher"]["backend"] == "anthropic"
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"teacher__backend": "transformers", "teacher__mode": "batch"}, ["teacher", "mode: batch", "backend"]),
+    ({"teacher__mode": "batch", "teacher__batch": {"max_requests": 60000}}, ["batch.max_requests", "50,000"]),
+    ({"teacher__backend": "anthropic", "teacher__mode": "batch", "teacher__batch": {"max_bytes": 300 * 2**20}},
+     ["batch.max_bytes", "anthropic"]),
+    ({"teacher__mode": "batch", "teacher__batch": {"poll_every": 5}}, ["teacher.batch.poll_every", "unknown key"]),
+])
+def test_batch_settings_that_cannot_work_are_refused_before_anything_is_sent(tmp_path, changes, words):
+    path = write_pipeline(tmp_path, **changes)
+    result = factory_cli("validate", str(path))
+    assert_user_error(result.returncode, result.stderr, words)
