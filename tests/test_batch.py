@@ -9,6 +9,7 @@ rows the expired batch left unanswered.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -157,3 +158,30 @@ def test_batch_settings_that_cannot_work_are_refused_before_anything_is_sent(tmp
     path = write_pipeline(tmp_path, **changes)
     result = factory_cli("validate", str(path))
     assert_user_error(result.returncode, result.stderr, words)
+
+
+def test_stopped_while_batches_run_then_resumed_with_another_key(tmp_path, loopback):
+    url = loopback(batches={"delay": 2.0})
+    desk = loopback.teacher.desk
+    path = batch_pipeline(tmp_path, url, "openai", 40, max_requests=20)
+    text = path.read_text().replace("backend: openai", "backend: openai\n  api_key_env: BATCH_TEST_KEY")
+    path.write_text(text)
+
+    proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "BATCH_TEST_KEY": "sk-first-key-0123456789"})
+    wait_for(lambda: desk.created == 2, proc)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    # A batch may take hours: the stop does not wait for it (nor for the 30 s grace).
+    assert proc.returncode == 130, err
+    assert time.monotonic() - began < 10
+    assert all(b.results is None for b in desk.batches.values())
+
+    rerun = factory_cli("run", str(path), "--quiet", env={"BATCH_TEST_KEY": "sk-second-key-9876543210"})
+    assert rerun.returncode == 0, rerun.stderr
+    assert desk.created == 2 and set(desk.submitted.values()) == {1} and len(desk.submitted) == 40
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 40
+    stored = (tmp_path / "out" / "run.sqlite").read_bytes() + (tmp_path / "out" / "run.json").read_bytes()
+    assert b"sk-first-key" not in stored and b"sk-second-key" not in stored
