@@ -22,6 +22,7 @@ from factory.store import LEGACY_JOURNAL, STORE_FILE, RunStore
 
 # A journal row's key and the start of its value, as SQLite lays them out in a page:
 # the key's text, then (after the record header) the value's JSON text.
+BATCH_COLUMNS = "id, provider, remote, file, state, status, requests, counts, submitted, updated"
 _ROW = re.compile(rb"([0-9a-f]{64})(?:[\x00-\xff]{0,16}?)(\{\"(?:completion|error)\")")
 
 
@@ -34,6 +35,10 @@ def salvage(out_dir: Path) -> str:
     table = "requests" if damaged.name == STORE_FILE else "completions"
     _readable(damaged, table, rows)
     _readable(damaged, "settings", settings)
+    # Batches at the provider were paid for, or will be: salvaged too, so a rerun polls
+    # them instead of submitting their requests again.
+    batches = _rows(damaged, f"SELECT {BATCH_COLUMNS} FROM batches") if table == "requests" else []
+    members = _rows(damaged, "SELECT key, batch, outcome FROM batch_requests") if table == "requests" else []
     for path in (damaged, Path(f"{damaged}-wal")):
         if path.exists():
             _scan(path.read_bytes(), rows)
@@ -52,6 +57,10 @@ def salvage(out_dir: Path) -> str:
                          f" VALUES (?, ?, ?{', NULL' if target == 'requests' else ''})", (key, value, time.time()))
         for key, value in settings.items():
             store._write("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+        for row in batches:
+            store._write(f"INSERT OR REPLACE INTO batches ({BATCH_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
+        for row in members:
+            store._write("INSERT OR REPLACE INTO batch_requests (key, batch, outcome) VALUES (?, ?, ?)", row)
         store.end_invocation("salvage", {"salvaged_answers": len(rows)})
     finally:
         store.close()
@@ -72,6 +81,23 @@ def _readable(path: Path, table: str, into: dict[str, str]) -> None:
         pass
     finally:
         db.close()
+
+
+def _rows(path: Path, sql: str) -> list[tuple]:
+    """The rows `sql` can still read, up to the first damaged page."""
+    rows: list[tuple] = []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows
+    try:
+        for row in db.execute(sql):
+            rows.append(row)
+    except sqlite3.Error:
+        pass
+    finally:
+        db.close()
+    return rows
 
 
 def _scan(data: bytes, into: dict[str, str]) -> None:

@@ -32,7 +32,8 @@ async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, s
     # A batch API queues requests itself: no per-minute buckets, no probe, no /metrics.
     online = config.mode == "online"
     single_http = online and config.backend == "openai" and not isinstance(config.base_url, list)
-    limiter = RateLimiter(config.rpm, config.tpm, learn=single_http, probe=single_http and bool(config.api_key_env))
+    limiter = RateLimiter(config.rpm if online else None, config.tpm if online else None, learn=single_http,
+                          probe=single_http and bool(config.api_key_env))
 
     def on_response(status: int, headers) -> None:
         if status == 429:

@@ -185,3 +185,18 @@ def test_stopped_while_batches_run_then_resumed_with_another_key(tmp_path, loopb
     assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 40
     stored = (tmp_path / "out" / "run.sqlite").read_bytes() + (tmp_path / "out" / "run.json").read_bytes()
     assert b"sk-first-key" not in stored and b"sk-second-key" not in stored
+
+
+def test_salvage_keeps_the_batches_in_progress(tmp_path, loopback):
+    url = loopback(batches={"delay": 2.0})
+    desk = loopback.teacher.desk
+    path = batch_pipeline(tmp_path, url, "openai", 40, max_requests=20)
+    proc = start_run(path)
+    wait_for(lambda: desk.created == 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    salvaged = factory_cli("salvage", str(tmp_path / "out"))
+    assert salvaged.returncode == 0, salvaged.stderr
+    rerun = factory_cli("run", str(path), "--quiet")
+    assert rerun.returncode == 0, rerun.stderr
+    assert desk.created == 2 and len(desk.submitted) == 40 and set(desk.submitted.values()) == {1}

@@ -191,6 +191,11 @@ class BatchTeacher(Teacher):
             settled = self._settled(key)
             if settled is not None:
                 return _resolve(settled)
+            if key not in self.in_batch and self.submissions.get(key, 0) > self.config.batch.resubmits:
+                # Asked again after its last resubmission went unanswered: not once more in
+                # this invocation (the engine stops the run as incomplete; a rerun tries again).
+                raise TeacherError(f"no answer after {self.submissions[key]} batches; rerun the same command "
+                                   "to try again")
             self.waiting[key] = Waiting(self.provider.entry(key, request))
             if key not in self.in_batch:
                 self._enqueue(key)
@@ -202,10 +207,12 @@ class BatchTeacher(Teacher):
             waiter = self.waiting.get(key)
             if waiter is not None and future in waiter.futures:
                 waiter.futures.remove(future)
-                if not waiter.futures and key in self.queue:
-                    # Nobody waits for it any more (a stop): it need not go out.
-                    self.queued_bytes -= len(self.queue.pop(key)) + 1
+                if not waiter.futures:
+                    # Nobody waits for it any more (a stop): a queued one need not go out; one
+                    # in a batch has its outcome stored when the batch ends.
                     del self.waiting[key]
+                    if key in self.queue:
+                        self.queued_bytes -= len(self.queue.pop(key)) + 1
 
     def _settled(self, key: str) -> dict[str, Any] | None:
         """The stored outcome of `key` from a batch of an earlier invocation, when it has
