@@ -32,7 +32,9 @@ from factory.offloop import call_blocking
 
 # What a dry run changes: every teacher is the loopback, started for the run.
 DRY_RUN = {"teacher.backend": "openai", "teacher.base_url": "http://dry-run.invalid/v1",
-           "teacher.api_key_env": None, "teacher.model": "loopback-dry-run", "teacher.launch": None}
+           "teacher.api_key_env": None, "teacher.model": "loopback-dry-run", "teacher.launch": None,
+           # batch mode stays batch mode, against the loopback's batch API, polled briskly
+           "teacher.batch.poll_interval": 0.2, "teacher.batch.gather": 0.2}
 DICT_PATH = "<dict>"  # how a pipeline given as a dict is named in messages and run.json
 
 

@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="crash (exit 75) on the request after N answered ones")
     loop.add_argument("--no-metrics", dest="metrics", action="store_false",
                       help="serve no /metrics page (a server that is not vLLM)")
+    loop.add_argument("--batch-delay", type=float, default=0.0, help="seconds from a batch's creation to its end")
+    loop.add_argument("--batch-expire", action="append", default=[], metavar="N=SHARE",
+                      help="the N-th batch created expires with SHARE of its rows done")
+    loop.add_argument("--batch-lose", action="append", type=int, default=[], metavar="N",
+                      help="the N-th batch created answers 404 (lost)")
+    loop.add_argument("--batch-error", metavar="REGEX", help="batch rows whose last user message matches are refused")
     return parser
 
 
@@ -259,10 +265,13 @@ def _loopback(args) -> int:
         except ValueError:
             raise UserError(f"--fault {item!r}: expected KIND=PROBABILITY, like rate_limit=0.1") from None
     try:
+        expire = {int(n): float(share) for n, _, share in (item.partition("=") for item in args.batch_expire)}
+        batches = {"delay": args.batch_delay, "expire": expire, "lose": args.batch_lose, "error": args.batch_error}
         options = LoopbackOptions(
             slots=args.slots, latency_median=args.latency_median, latency_sigma=args.latency_sigma,
             faults=faults, retry_after=args.retry_after, hang_s=args.hang_s, seed=args.seed,
             refuse_response_format=args.refuse_response_format, metrics=args.metrics, exit_after=args.exit_after,
+            batches=batches,
         )
     except ValueError as err:
         raise UserError(f"loopback: {err}") from err
