@@ -139,13 +139,19 @@ class RunStore:
     # -- transactions ---------------------------------------------------------------------
 
     def _write(self, sql: str, args: tuple = ()) -> None:
+        self._in_transaction(self.db.execute, sql, args)
+
+    def _write_many(self, sql: str, rows) -> None:
+        self._in_transaction(self.db.executemany, sql, rows)
+
+    def _in_transaction(self, run, sql: str, args) -> None:
         if self.failed:
             raise self.failed
         try:
             if not self._dirty:
                 self.db.execute("BEGIN IMMEDIATE")
                 self._dirty = True
-            self.db.execute(sql, args)
+            run(sql, args)
         except sqlite3.Error as err:
             raise _store_error(err, self.path) from err
 
@@ -293,9 +299,8 @@ class RunStore:
         self._write("INSERT INTO batches (provider, file, state, requests, submitted, updated)"
                     " VALUES (?, ?, 'submitting', ?, ?, ?)", (provider, file, len(keys), now, now))
         local = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
-        for key in keys:
-            self._write("INSERT OR REPLACE INTO batch_requests (key, batch, outcome) VALUES (?, ?, NULL)",
-                        (key, local))
+        self._write_many("INSERT OR REPLACE INTO batch_requests (key, batch, outcome) VALUES (?, ?, NULL)",
+                         ((key, local) for key in keys))
         self.commit()
         return local
 
@@ -330,9 +335,8 @@ class RunStore:
     def collect_batch(self, local: int, outcomes: dict[str, dict[str, Any]], state: str, status: str,
                       counts: dict) -> None:
         """Every request's outcome and the batch's end, in one durable transaction."""
-        for key, outcome in outcomes.items():
-            self._write("UPDATE batch_requests SET outcome = ? WHERE key = ? AND batch = ?",
-                        (json.dumps(outcome, ensure_ascii=False), key, local))
+        self._write_many("UPDATE batch_requests SET outcome = ? WHERE key = ? AND batch = ?",
+                         ((json.dumps(outcome, ensure_ascii=False), key, local) for key, outcome in outcomes.items()))
         self._write("UPDATE batches SET state = ?, status = ?, counts = ?, updated = ? WHERE id = ?",
                     (state, status, json.dumps(counts), time.time(), local))
         self.commit()

@@ -200,3 +200,47 @@ def test_salvage_keeps_the_batches_in_progress(tmp_path, loopback):
     rerun = factory_cli("run", str(path), "--quiet")
     assert rerun.returncode == 0, rerun.stderr
     assert desk.created == 2 and len(desk.submitted) == 40 and set(desk.submitted.values()) == {1}
+
+
+CHAT = {"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2}, "model": "m"}
+MESSAGE = {"type": "message", "role": "assistant", "model": "m", "stop_reason": "max_tokens",
+           "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "fine"}],
+           "usage": {"input_tokens": 3, "cache_read_input_tokens": 2, "output_tokens": 2}}
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"response": {"status_code": 200, "body": CHAT}, "error": None}, "completion"),
+    ({"response": {"status_code": 200, "body": {"choices": []}}, "error": None}, "error"),
+    ({"response": {"status_code": 400, "body": {"error": {"message": "bad"}}}, "error": None}, "error"),
+    ({"response": {"status_code": 429, "body": {"error": {"message": "slow"}}}, "error": None}, "missing"),
+    ({"response": {"status_code": 500, "body": {"error": {"message": "oops"}}}, "error": None}, "missing"),
+    ({"response": None, "error": {"code": "batch_expired", "message": "late"}}, "missing"),
+    ({"response": None, "error": {"code": "batch_cancelled", "message": "cancelled"}}, "missing"),
+])
+def test_openai_batch_rows_are_answers_refusals_or_unanswered(row, expected):
+    from factory.teachers.openai_batch import row_outcome
+
+    outcome = row_outcome({"custom_id": "k", **row}, "m", 100)
+    assert list(outcome)[0] == expected
+    if expected == "error" and row["response"]["status_code"] == 400:
+        assert outcome["reason"] == "batch_error" and "bad" in outcome["error"]
+
+
+@pytest.mark.parametrize("result, expected", [
+    ({"type": "succeeded", "message": MESSAGE}, "completion"),
+    ({"type": "errored", "error": {"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}},
+     "error"),
+    ({"type": "errored", "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}},
+     "missing"),
+    ({"type": "canceled"}, "missing"),
+    ({"type": "expired"}, "missing"),
+])
+def test_anthropic_batch_results_are_answers_refusals_or_unanswered(result, expected):
+    from factory.teachers.anthropic_teacher import result_outcome
+
+    outcome = result_outcome(result, "m", 100)
+    assert list(outcome)[0] == expected
+    if expected == "completion":  # the thinking block stays out of the answer; cached input counts
+        assert outcome["completion"]["text"] == "fine" and outcome["completion"]["finish_reason"] == "length"
+        assert outcome["completion"]["prompt_tokens"] == 5
