@@ -173,6 +173,7 @@ def _usage_and_cost(info: dict) -> list[str]:
         lines += ["", f"**Cost**: {cost['total']:,.4f} {cost['currency']} in all"
                   + (f" at {price['input']:g} / {price['output']:g} {cost['currency']} per million input / output"
                      " tokens" if price else "")
+                  + (f", less the batch discount of {cost['batch_discount']:.0%}" if cost.get("batch_discount") else "")
                   + (f" (cap: {cost['max_cost']:g})" if cost.get("max_cost") else "") + "."]
     return [*lines, ""]
 
@@ -201,11 +202,14 @@ def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
 def _teacher(teacher: dict) -> str:
     url = teacher.get("base_url")
     backend = teacher.get("backend")
-    if backend == "openai":
+    if teacher.get("mode") == "batch":
+        kind = {"openai": "the OpenAI Batch API", "anthropic": "Anthropic's Message Batches"}.get(backend, backend)
+    elif backend == "openai":
         replicas = len(url) if isinstance(url, list) else 1
         kind = "an OpenAI-compatible API" if replicas == 1 else f"{replicas} OpenAI-compatible endpoints"
     else:
-        kind = {"transformers": "transformers, in process", "vllm": "vLLM, in process"}.get(backend, backend)
+        kind = {"transformers": "transformers, in process", "vllm": "vLLM, in process",
+                "anthropic": "Anthropic's Messages API"}.get(backend, backend)
     return f"`{teacher.get('model')}` through {kind}"
 
 

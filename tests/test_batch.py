@@ -107,6 +107,9 @@ def test_killed_while_batches_run_then_rerun_submits_nothing_twice(tmp_path, loo
     online = sum(a["prompt_tokens"] * PRICE["input"] + a["completion_tokens"] * PRICE["output"] for a in answers) / 1e6
     assert info["cost"]["batch_discount"] == 0.5
     assert info["cost"]["total"] == pytest.approx(online / 2, rel=1e-6)
+    card = (out / "README.md").read_text()
+    assert ("the OpenAI Batch API" if backend == "openai" else "Anthropic's Message Batches") in card
+    assert "less the batch discount of 50%" in card
 
 
 @pytest.mark.parametrize("backend", ["openai", "anthropic"])
