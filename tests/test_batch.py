@@ -27,11 +27,13 @@ TOPICS = 600  # x 2 personas, combined as a product: 1,200 different prompts
 REFUSED_TOPIC = "topic 0050"  # the one prompt the provider refuses, whichever attempt
 
 
-def batch_pipeline(tmp_path, url, backend: str, count: int, mode: str = "batch", **batch):
+def batch_pipeline(tmp_path, url, backend: str, count: int, mode: str = "batch", teacher: dict | None = None,
+                   **batch):
+    more = {f"teacher__{key}": value for key, value in (teacher or {}).items()}
     path = write_pipeline(tmp_path, url, generate__count=count, generate__pairs_per_request=1,
                           generate__combine="product", teacher__backend=backend, teacher__mode=mode,
                           teacher__price=PRICE,
-                          teacher__batch={"poll_interval": 0.05, "gather": 0.3, **batch})
+                          teacher__batch={"poll_interval": 0.05, "gather": 0.3, **batch}, **more)
     (tmp_path / "topics.txt").write_text("".join(f"topic {i:04d}\n" for i in range(TOPICS)))
     return path
 
@@ -166,9 +168,7 @@ def test_batch_settings_that_cannot_work_are_refused_before_anything_is_sent(tmp
 def test_stopped_while_batches_run_then_resumed_with_another_key(tmp_path, loopback):
     url = loopback(batches={"delay": 2.0})
     desk = loopback.teacher.desk
-    path = batch_pipeline(tmp_path, url, "openai", 40, max_requests=20)
-    text = path.read_text().replace("backend: openai", "backend: openai\n  api_key_env: BATCH_TEST_KEY")
-    path.write_text(text)
+    path = batch_pipeline(tmp_path, url, "openai", 40, teacher={"api_key_env": "BATCH_TEST_KEY"}, max_requests=20)
 
     proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -247,3 +247,14 @@ def test_anthropic_batch_results_are_answers_refusals_or_unanswered(result, expe
     if expected == "completion":  # the thinking block stays out of the answer; cached input counts
         assert outcome["completion"]["text"] == "fine" and outcome["completion"]["finish_reason"] == "length"
         assert outcome["completion"]["prompt_tokens"] == 5
+
+
+def test_requests_no_batch_answers_go_out_a_bounded_number_of_times_then_the_run_is_incomplete(tmp_path, loopback):
+    url = loopback(batches={"delay": 0.1, "expire": {"*": 0.0}})
+    desk = loopback.teacher.desk
+    path = batch_pipeline(tmp_path, url, "openai", 4, teacher={"outage_timeout": 1}, resubmits=2)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 3, result.stderr
+    assert "incomplete" in result.stderr and "no answer after 3 batches" in result.stderr
+    assert len(desk.submitted) == 4 and set(desk.submitted.values()) == {3}  # once, then twice more
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "incomplete"

@@ -10,7 +10,7 @@ errored, canceled or expired), POST .../{id}/cancel.
 
 Rows are answered as the online endpoint answers the same body. A batch ends
 `delay` seconds after it was created; faults on demand: the n-th batch created expires
-with a share of its rows done (`expire: {n: share}`), answers 404 from its first look on
+with a share of its rows done (`expire: {n: share}`, n "*" for every batch), answers 404 from its first look on
 (`lose: [n]`), a row whose last user message matches `error` is refused (400
 invalid_request_error). `submitted` counts every custom id each time a batch carries
 it, `created` the batches; GET /stats reports both under "batches".
@@ -39,7 +39,8 @@ class BatchOptions:
     error: str | None = None
 
     def __post_init__(self) -> None:
-        self.expire = {int(n): float(share) for n, share in self.expire.items()}
+        # "*": every batch.
+        self.expire = {n if n == "*" else int(n): float(share) for n, share in self.expire.items()}
         if any(not 0 <= share <= 1 for share in self.expire.values()):
             raise ValueError("batch expire: the share of rows done is between 0 and 1")
         self.error_pattern = re.compile(self.error) if self.error else None
@@ -113,7 +114,7 @@ class BatchDesk:
             return True
         if not batch.cancelled and time.time() < batch.created + self.options.delay:
             return False
-        share = self.options.expire.get(batch.ordinal)
+        share = self.options.expire.get(batch.ordinal, self.options.expire.get("*"))
         done = len(batch.rows) if share is None else int(len(batch.rows) * share)
         if batch.cancelled:
             done, batch.ended_status = 0, "cancelled"

@@ -176,8 +176,8 @@ class BatchTeacher(Teacher):
     async def start(self) -> None:
         await self.provider.start()
         await self._resume()
-        self._tasks = [asyncio.create_task(self._submitter(), name="batch-submitter"),
-                       asyncio.create_task(self._poller(), name="batch-poller")]
+        self._tasks = [asyncio.create_task(self._guarded(self._submitter()), name="batch-submitter"),
+                       asyncio.create_task(self._guarded(self._poller()), name="batch-poller")]
         if self.stop is not None:
             self._tasks.append(asyncio.create_task(self._stopper(), name="batch-stopper"))
 
@@ -402,8 +402,9 @@ class BatchTeacher(Teacher):
         self._succeeded()
         mine = set(batch.keys)
         outcomes = {k: v for k, v in outcomes.items() if k in mine}  # a row that is not ours is ignored
+        why = f"batch {batch.remote} {status.status}" + "".join(f"; {e}" for e in status.detail.get("errors", [])[:3])
         for key in batch.keys:
-            outcomes.setdefault(key, {"missing": f"batch {batch.remote} {status.status}"})
+            outcomes.setdefault(key, {"missing": why})
         self.store.collect_batch(batch.local, outcomes, state, status.status, status.counts)
         del self.open[batch.local]
         self.counts[state] += 1
@@ -464,6 +465,20 @@ class BatchTeacher(Teacher):
                 for future in waiter.futures:
                     if not future.done():
                         future.set_exception(err)
+
+    async def _guarded(self, loop) -> None:
+        """A bug in the submitter or the poller must not leave callers waiting for ever:
+        they get the error, and the run stops with it."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            for waiter in self.waiting.values():
+                for future in waiter.futures:
+                    if not future.done():
+                        future.set_exception(err)
+            raise
 
     async def _stopper(self) -> None:
         """On a stop, callers stop waiting at once: a batch may take hours, and what is
