@@ -164,7 +164,7 @@ class Judge(Stage):
         runner = asyncio.Runner()
         engine = None
         try:
-            for chunk in _chunks(records, constants.JUDGE_CHUNK):
+            for chunk in _chunks(records, _chunk_size(teacher)):
                 if engine is None:
                     engine = runner.run(engine_cm.__aenter__())
                     progress.start()
@@ -219,6 +219,14 @@ class Judge(Stage):
             out["scores"] = {"count": len(self.scores), "mean": round(statistics.fmean(self.scores), 4),
                              "median": statistics.median(self.scores), "scale": [lo, hi], "histogram": histogram}
         return out
+
+
+def _chunk_size(teacher) -> int:
+    """Records graded at a time. In batch mode a chunk is a batch round (up to 24 h), so a
+    chunk fills a whole batch: one round per batch, not one per JUDGE_CHUNK records."""
+    if teacher.mode != "batch":
+        return constants.JUDGE_CHUNK
+    return max(constants.JUDGE_CHUNK, teacher.batch.max_requests or constants.BATCH_LIMITS[teacher.backend][0])
 
 
 def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

@@ -28,8 +28,10 @@ REFUSED_TOPIC = "topic 0050"  # the one prompt the provider refuses, whichever a
 
 
 def batch_pipeline(tmp_path, url, backend: str, count: int, mode: str = "batch", teacher: dict | None = None,
-                   **batch):
+                   filters: list | None = None, **batch):
     more = {f"teacher__{key}": value for key, value in (teacher or {}).items()}
+    if filters is not None:
+        more["filters"] = filters
     path = write_pipeline(tmp_path, url, generate__count=count, generate__pairs_per_request=1,
                           generate__combine="product", teacher__backend=backend, teacher__mode=mode,
                           teacher__price=PRICE,
@@ -258,3 +260,16 @@ def test_requests_no_batch_answers_go_out_a_bounded_number_of_times_then_the_run
     assert "incomplete" in result.stderr and "no answer after 3 batches" in result.stderr
     assert len(desk.submitted) == 4 and set(desk.submitted.values()) == {3}  # once, then twice more
     assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "incomplete"
+
+
+def test_the_judge_grades_through_batches_too(tmp_path, loopback):
+    url = loopback(batches={"delay": 0.1})
+    desk = loopback.teacher.desk
+    path = batch_pipeline(tmp_path, url, "openai", 30, filters=[{"type": "judge", "min_score": 1}])
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    # One batch of the 30 requests, then one of the 30 gradings: nothing went online.
+    assert desk.created == 2 and len(desk.submitted) == 60
+    assert sum(loopback.teacher.received.values()) == 0
+    records = read_jsonl(tmp_path / "out" / "data.jsonl")
+    assert len(records) == 30 and all("judge_score" in r["metadata"] for r in records)
