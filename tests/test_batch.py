@@ -8,6 +8,7 @@ rows the expired batch left unanswered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -83,7 +84,7 @@ def test_killed_while_batches_run_then_rerun_submits_nothing_twice(tmp_path, loo
     assert rerun.returncode == 0, rerun.stderr
 
     expired = next(b for b in desk.batches.values() if b.ordinal == 2)
-    unanswered = {row["custom_id"] for row, result in zip(expired.rows, expired.results) if "not_run" in result}
+    unanswered = {row["custom_id"] for row, result in zip(expired.rows, expired.results, strict=True) if "not_run" in result}
     assert len(unanswered) == 200
     # Polled, not resubmitted: only what the expired batch left unanswered went out again.
     for key, times in before.items():
@@ -273,3 +274,42 @@ def test_the_judge_grades_through_batches_too(tmp_path, loopback):
     assert sum(loopback.teacher.received.values()) == 0
     records = read_jsonl(tmp_path / "out" / "data.jsonl")
     assert len(records) == 30 and all("judge_score" in r["metadata"] for r in records)
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_a_batch_created_the_moment_before_a_crash_is_found_again(tmp_path, loopback, backend):
+    from factory.config import TeacherConfig
+    from factory.store import RunStore
+    from factory.teachers.base import Request
+    from factory.teachers.batch import BatchTeacher, make_provider
+
+    url = loopback(batches={"delay": 0.2})
+    desk = loopback.teacher.desk
+    config = TeacherConfig(backend=backend, model="loopback", base_url=url, mode="batch",
+                           batch={"poll_interval": 0.05})
+    requests = [Request([{"role": "user", "content": f"Say something about tides, take {i}."}], seed=i,
+                        key=f"{i:064x}") for i in range(5)]
+
+    async def crash_then_rerun(store):
+        # The first process records the batch, the provider creates it, and the process
+        # dies before the batch's id reaches the store.
+        provider = make_provider(config)
+        await provider.start()
+        local = store.add_batch(provider.name, [r.key for r in requests])
+        await provider.submit([provider.entry(r.key, r) for r in requests],
+                              lambda file: store.update_batch(local, file=file))
+        await provider.close()
+        assert store.batches()[0]["state"] == "submitting"
+        teacher = BatchTeacher(config, store)
+        await teacher.start()
+        try:
+            return await asyncio.gather(*(teacher.complete(r) for r in requests))
+        finally:
+            await teacher.close()
+
+    with RunStore.open(tmp_path) as store:
+        store.begin_invocation("test")
+        answers = asyncio.run(crash_then_rerun(store))
+        assert store.batches()[0]["state"] == "collected"
+    assert desk.created == 1 and set(desk.submitted.values()) == {1}
+    assert len(answers) == 5 and all(a.text for a in answers)

@@ -212,7 +212,7 @@ class BatchDesk:
 
     def _write_openai_files(self, batch: Batch) -> None:
         output, errors = [], []
-        for row, result in zip(batch.rows, batch.results):
+        for row, result in zip(batch.rows, batch.results, strict=True):
             line = {"id": "batch_req_" + uuid.uuid4().hex[:20], "custom_id": row["custom_id"]}
             if "ok" in result:
                 output.append({**line, "response": {"status_code": 200, "request_id": uuid.uuid4().hex,
@@ -270,7 +270,7 @@ class BatchDesk:
         if not self._ended(batch):
             return _anthropic_error(400, "invalid_request_error", f"batch {batch.id} is still in progress")
         lines = []
-        for row, result in zip(batch.rows, batch.results):
+        for row, result in zip(batch.rows, batch.results, strict=True):
             if "ok" in result:
                 choice = result["ok"]
                 usage = choice["usage"]
