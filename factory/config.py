@@ -135,6 +135,14 @@ class TeacherConfig(Strict):
             raise ValueError("the openai backend needs base_url (the server address) or api_key_env (for api.openai.com)")
         if self.backend == "anthropic" and not self.base_url and not self.api_key_env:
             raise ValueError("the anthropic backend needs api_key_env (like ANTHROPIC_API_KEY)")
+        if self.backend == "anthropic" and isinstance(self.base_url, list):
+            raise ValueError("base_url: the anthropic backend talks to one address (a list is for openai replicas)")
+        if self.backend == "anthropic":
+            s = self.sampling
+            if s.temperature > 1:
+                raise ValueError("sampling.temperature: the anthropic backend takes 0 to 1")
+            if s.presence_penalty is not None or s.frequency_penalty is not None:
+                raise ValueError("sampling: the anthropic backend has no presence or frequency penalty; unset them")
         return self
 
     @model_validator(mode="after")

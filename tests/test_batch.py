@@ -161,6 +161,8 @@ def test_the_anthropic_backend_online(tmp_path, loopback):
     ({"teacher__backend": "anthropic", "teacher__mode": "batch", "teacher__batch": {"max_bytes": 300 * 2**20}},
      ["batch.max_bytes", "anthropic"]),
     ({"teacher__mode": "batch", "teacher__batch": {"poll_every": 5}}, ["teacher.batch.poll_every", "unknown key"]),
+    ({"teacher__backend": "anthropic", "teacher__base_url": ["http://a:1", "http://b:1"]}, ["base_url", "anthropic"]),
+    ({"teacher__backend": "anthropic", "teacher__sampling": {"temperature": 1.5}}, ["temperature", "0 to 1"]),
 ])
 def test_batch_settings_that_cannot_work_are_refused_before_anything_is_sent(tmp_path, changes, words):
     path = write_pipeline(tmp_path, **changes)
