@@ -89,16 +89,15 @@ def test_killed_while_batches_run_then_rerun_submits_nothing_twice(tmp_path, loo
     # Polled, not resubmitted: only what the expired batch left unanswered went out again.
     for key, times in before.items():
         assert desk.submitted[key] == times + (key in unanswered), key
-    new = {k: n for k, n in desk.submitted.items() if k not in before}
-    assert len(new) == 2 and set(new.values()) == {1}  # the refused prompt's second and third attempts
+    assert set(desk.submitted) == set(before)  # a refused request is not asked again
 
     kept = read_jsonl(out / "data.jsonl")
     rejected = read_jsonl(out / "rejected.jsonl")
     assert len(kept) == 1199 and len(rejected) == 1
     refusal = rejected[0]
-    assert refusal["stage"] == "generate" and refusal["reason"] == "batch_error"
+    assert refusal["stage"] == "generate" and refusal["reason"] == "refused"
     assert "refuses (injected)" in refusal["detail"]  # the provider's own message
-    assert REFUSED_TOPIC in json.dumps(refusal["metadata"])
+    assert refusal["metadata"]["sample_index"] == 50 * 2 + 1  # topic 50, the second persona (a product)
     assert len({r["id"] for r in kept} | {refusal["id"]}) == 1200
 
     info = json.loads((out / "run.json").read_text())
@@ -220,7 +219,7 @@ MESSAGE = {"type": "message", "role": "assistant", "model": "m", "stop_reason": 
 @pytest.mark.parametrize("row, expected", [
     ({"response": {"status_code": 200, "body": CHAT}, "error": None}, "completion"),
     ({"response": {"status_code": 200, "body": {"choices": []}}, "error": None}, "error"),
-    ({"response": {"status_code": 400, "body": {"error": {"message": "bad"}}}, "error": None}, "error"),
+    ({"response": {"status_code": 400, "body": {"error": {"message": "bad"}}}, "error": None}, "refused"),
     ({"response": {"status_code": 429, "body": {"error": {"message": "slow"}}}, "error": None}, "missing"),
     ({"response": {"status_code": 500, "body": {"error": {"message": "oops"}}}, "error": None}, "missing"),
     ({"response": None, "error": {"code": "batch_expired", "message": "late"}}, "missing"),
@@ -231,14 +230,14 @@ def test_openai_batch_rows_are_answers_refusals_or_unanswered(row, expected):
 
     outcome = row_outcome({"custom_id": "k", **row}, "m", 100)
     assert list(outcome)[0] == expected
-    if expected == "error" and row["response"]["status_code"] == 400:
-        assert outcome["reason"] == "batch_error" and "bad" in outcome["error"]
+    if expected == "refused":
+        assert "bad" in outcome["refused"]
 
 
 @pytest.mark.parametrize("result, expected", [
     ({"type": "succeeded", "message": MESSAGE}, "completion"),
     ({"type": "errored", "error": {"type": "error", "error": {"type": "invalid_request_error", "message": "no"}}},
-     "error"),
+     "refused"),
     ({"type": "errored", "error": {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}},
      "missing"),
     ({"type": "canceled"}, "missing"),

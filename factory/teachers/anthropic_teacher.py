@@ -22,7 +22,7 @@ from factory.config import TeacherConfig
 from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
 from factory.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request, Teacher
-from factory.teachers.batch import BATCH_ERROR, BatchProvider, BatchStatus, provider_errors
+from factory.teachers.batch import BatchProvider, BatchStatus, provider_errors
 from factory.teachers.bounds import answer_byte_cap, request_timeout
 from factory.teachers.openai_teacher import _short, redact_url
 
@@ -257,6 +257,5 @@ def result_outcome(result: dict[str, Any], model: str, max_tokens: int) -> dict[
         kind_of = error.get("type") or "error"
         if kind_of in TRANSIENT_ERRORS:
             return {"missing": f"{kind_of}: {error.get('message', '')}"}
-        return {"error": f"the provider refused the request ({kind_of}): {error.get('message', '')}",
-                "reason": BATCH_ERROR}
+        return {"refused": f"the provider refused the request in a batch ({kind_of}): {error.get('message', '')}"}
     return {"missing": kind or "no result"}  # canceled, expired

@@ -12,8 +12,9 @@ crash, a kill -9 or with another key of the same organisation, polls the batches
 finds there instead of submitting their requests again.
 
 An ended batch (completed, expired, cancelled) gives up both its results and its
-errors: every answer is kept; a row the provider refused becomes a rejection with the
-provider's message (`batch_error`); a request left unanswered (expired, cancelled, a
+errors: every answer is kept; a row the provider refused ends its unit as `refused`
+with the provider's message, as an online refusal does (stored: a rerun does not send
+it again); a request left unanswered (expired, cancelled, a
 transient error, a batch the provider lost) is submitted again, at most
 `batch.resubmits` times per invocation, after which the run stops as incomplete.
 """
@@ -28,12 +29,11 @@ from typing import Any, AsyncIterator, Callable
 
 from factory import constants
 from factory.config import TeacherConfig
-from factory.errors import BadResponse, TeacherError, TeacherMisconfigured
+from factory.errors import BadResponse, RequestRefused, TeacherError, TeacherMisconfigured
 from factory.stopping import RunStopping, Stop
 from factory.store import RunStore
 from factory.teachers.base import Completion, Request, Teacher
 
-BATCH_ERROR = "batch_error"  # the rejection reason of a request the provider refused inside a batch
 
 
 class BatchLost(TeacherError):
@@ -50,8 +50,9 @@ class BatchStatus:
 
 class BatchProvider:
     """One provider's batch API. Outcomes are dicts, as the run store keeps them:
-    {"completion": ...}; {"error": message, "reason": BATCH_ERROR} for a row the
-    provider refused; {"missing": why} for a row it did not answer."""
+    {"completion": ...}; {"refused": the provider's message} for a row it refused;
+    {"error": message, "reason": ...} for an answer that cannot be used (malformed,
+    oversized); {"missing": why} for a row it did not answer."""
 
     name = ""
     limits: tuple[int, int] = (0, 0)  # most requests, most bytes in one batch
@@ -431,7 +432,7 @@ class BatchTeacher(Teacher):
         else:
             try:
                 result, error = _resolve(outcome), None
-            except BadResponse as err:
+            except (BadResponse, RequestRefused) as err:
                 result, error = None, err
         del self.waiting[key]
         for future in waiter.futures:
@@ -496,6 +497,8 @@ class BatchTeacher(Teacher):
 def _resolve(outcome: dict[str, Any]) -> Completion:
     if "completion" in outcome:
         return Completion.from_dict(outcome["completion"])
+    if "refused" in outcome:
+        raise RequestRefused(outcome["refused"])
     err = BadResponse(outcome["error"])
-    err.reason = outcome.get("reason", BATCH_ERROR)
+    err.reason = outcome.get("reason", BadResponse.reason)
     raise err

@@ -16,7 +16,7 @@ from factory import constants
 from factory.config import TeacherConfig
 from factory.errors import BadResponse, TeacherError
 from factory.teachers.base import Request
-from factory.teachers.batch import BATCH_ERROR, BatchLost, BatchProvider, BatchStatus, provider_errors
+from factory.teachers.batch import BatchLost, BatchProvider, BatchStatus, provider_errors
 from factory.teachers.openai_teacher import OpenAITeacher, _completion, _short, redact_url
 
 ENDED = ("completed", "expired", "cancelled", "failed")
@@ -132,4 +132,4 @@ def row_outcome(row: dict[str, Any], model: str, max_tokens: int) -> dict[str, A
     message = (error or {}).get("message") or str(body)[:300]
     if code in TRANSIENT_STATUS or code >= 500:
         return {"missing": f"HTTP {code}: {message}"}
-    return {"error": f"the provider refused the request (HTTP {code}): {message}", "reason": BATCH_ERROR}
+    return {"refused": f"the provider refused the request in a batch (HTTP {code}): {message}"}
