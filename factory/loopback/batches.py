@@ -127,6 +127,9 @@ class BatchDesk:
     def _outcome(self, row: dict) -> dict:
         """{"ok": chat completion body} or {"refused": message} for one row."""
         body = row.get("body") or _openai_body(row.get("params") or {})
+        refused = _refused_schema(row["params"]) if "params" in row else None
+        if refused:
+            return {"refused": refused}
         pattern = self.options.error_pattern
         last_user = next((str(m.get("content")) for m in reversed(body.get("messages", []))
                           if m.get("role") == "user"), "")
@@ -237,6 +240,9 @@ class BatchDesk:
         body = await request.json()
         if not isinstance(body.get("messages"), list) or not body.get("max_tokens"):
             return _anthropic_error(400, "invalid_request_error", "messages and max_tokens are required")
+        refused = _refused_schema(body)
+        if refused:
+            return _anthropic_error(400, "invalid_request_error", refused)
         text, prompt_tokens, completion_tokens = self.answer(_openai_body(body))
         return web.json_response(_anthropic_message(body, text, prompt_tokens, completion_tokens))
 
@@ -302,6 +308,53 @@ class BatchDesk:
                 "results_url": f"{root}/v1/messages/batches/{batch.id}/results" if ended else None}
 
 
+# What Claude's structured outputs take (the anthropic package's transform_schema keeps
+# these and moves the rest into descriptions); anything else is refused with a 400.
+_CLAUDE_KEYS = {"type", "anyOf", "allOf", "enum", "const", "description", "title", "$ref", "$defs", "properties",
+                "additionalProperties", "required", "format", "items", "minItems"}
+
+
+def unsupported_by_claude(schema) -> str | None:
+    """The first keyword of `schema` Claude's structured outputs refuse, or None."""
+    if isinstance(schema, list):
+        return next((found for s in schema if (found := unsupported_by_claude(s))), None)
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if key not in _CLAUDE_KEYS or (key == "minItems" and value not in (0, 1)) or (
+                key == "additionalProperties" and value is not False):
+            return key
+        if key in ("properties", "$defs"):
+            found = unsupported_by_claude(list(value.values()))
+        elif key in ("items", "anyOf", "allOf"):
+            found = unsupported_by_claude(value)
+        else:
+            found = None
+        if found:
+            return found
+    return None
+
+
+_NOTED = re.compile(r"\{((?:\w+: -?\d+(?:, )?)+)\}")
+
+
+def _as_noted(schema):
+    """A schema whose constraints were moved into descriptions (anthropic.transform_schema
+    writes "{minItems: 2, maxItems: 2}") with them back in place: the loopback follows
+    them, as Claude follows what the description says."""
+    if isinstance(schema, list):
+        return [_as_noted(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _as_noted(v) for k, v in schema.items()}
+    found = _NOTED.search(str(out.get("description", "")))
+    if found:
+        for pair in found.group(1).split(", "):
+            name, value = pair.split(": ")
+            out.setdefault(name, int(value))
+    return out
+
+
 def _openai_body(params: dict) -> dict:
     """An Anthropic Messages request as the OpenAI-shaped body the answer generator reads."""
     messages = ([{"role": "system", "content": params["system"]}] if params.get("system") else []) + [
@@ -310,8 +363,14 @@ def _openai_body(params: dict) -> dict:
     body = {"model": params.get("model"), "messages": messages, "max_tokens": params.get("max_tokens")}
     schema = ((params.get("output_config") or {}).get("format") or {}).get("schema")
     if schema is not None:
-        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": _as_noted(schema)}}
     return body
+
+
+def _refused_schema(params: dict) -> str | None:
+    schema = ((params.get("output_config") or {}).get("format") or {}).get("schema")
+    keyword = unsupported_by_claude(schema) if schema is not None else None
+    return f"output_config.format.schema: keyword '{keyword}' is not supported" if keyword else None
 
 
 def _anthropic_message(params: dict, text: str, prompt_tokens: int, completion_tokens: int) -> dict:

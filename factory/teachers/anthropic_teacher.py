@@ -4,8 +4,10 @@ online (`backend: anthropic`), and Message Batches (`mode: batch`) at half the p
 The chat-format messages become a Messages request: system messages go to `system`,
 the sampling maps to Claude's (temperature, max_tokens, stop_sequences; Claude models
 take temperature or top_p, not both, so top_p is not sent; there is no seed). A
-schema goes as `output_config.format` (structured outputs), or into the prompt with
-`structured_output: prompt`. Thinking blocks never reach the answer: only text blocks do.
+schema goes as `output_config.format` (structured outputs), in the subset Claude
+takes (the package's transform_schema moves other constraints, like an array's
+length, into the description; the task checks them as always), or into the prompt
+with `structured_output: prompt`. Thinking blocks never reach the answer: only text blocks do.
 
 base_url is the API's root (https://api.anthropic.com by default); a trailing /v1, as
 OpenAI-style addresses have, is dropped.
@@ -57,6 +59,7 @@ class AnthropicAPI:
             self.api_key = key
         self.base_url = config.base_url.removesuffix("/").removesuffix("/v1") if config.base_url else None
         self.client = None
+        self._schemas: dict[int, tuple[dict, dict]] = {}  # id(schema) -> (schema, Claude's form of it)
 
     def where(self) -> str:
         return redact_url(self.base_url) if self.base_url else "api.anthropic.com"
@@ -86,7 +89,7 @@ class AnthropicAPI:
             body["stop_sequences"] = s.stop
         if request.schema is not None:
             if use_schema and self.config.structured_output != "prompt":
-                body["output_config"] = {"format": {"type": "json_schema", "schema": request.schema}}
+                body["output_config"] = {"format": {"type": "json_schema", "schema": self._claude_schema(request.schema)}}
             else:
                 messages = with_schema_instructions(messages, request.schema)
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
@@ -94,6 +97,13 @@ class AnthropicAPI:
             body["system"] = system
         body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"]
         return body
+
+    def _claude_schema(self, schema: dict) -> dict:
+        # A task asks with one schema object for all its requests: transformed once.
+        cached = self._schemas.get(id(schema))
+        if cached is None or cached[0] is not schema:
+            cached = self._schemas[id(schema)] = (schema, _import_anthropic().transform_schema(schema))
+        return cached[1]
 
     async def close(self) -> None:
         if self.client is not None:
