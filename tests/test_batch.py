@@ -316,3 +316,13 @@ def test_a_batch_created_the_moment_before_a_crash_is_found_again(tmp_path, loop
         assert store.batches()[0]["state"] == "collected"
     assert desk.created == 1 and set(desk.submitted.values()) == {1}
     assert len(answers) == 5 and all(a.text for a in answers)
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_a_server_without_a_batch_api_is_one_line(tmp_path, loopback, backend):
+    url = loopback().replace("/v1", "/no-batches/v1")  # every path 404s, as on a server with no batch API
+    path = batch_pipeline(tmp_path, url, backend, 4)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has no batch API" in lines[0] and "mode: online" in lines[0], result.stderr

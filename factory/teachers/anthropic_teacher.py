@@ -24,7 +24,7 @@ from factory.config import TeacherConfig
 from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
 from factory.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request, Teacher
-from factory.teachers.batch import BatchProvider, BatchStatus, provider_errors
+from factory.teachers.batch import BatchLost, BatchProvider, BatchStatus, no_batch_api, provider_errors
 from factory.teachers.bounds import answer_byte_cap, request_timeout
 from factory.teachers.openai_teacher import _short, redact_url
 
@@ -218,9 +218,12 @@ class AnthropicBatches(BatchProvider):
 
     async def submit(self, entries: list[bytes], record_file: Callable[[str], None]) -> tuple[str, str]:
         body = {"requests": [json.loads(entry) for entry in entries]}
-        async with provider_errors(self._sdk(), self.where()):
-            # A raw post: the typed-params walk over 100,000 requests would take seconds.
-            batch = await self.api.client.post("/v1/messages/batches", cast_to=object, body=body)
+        try:
+            async with provider_errors(self._sdk(), self.where()):
+                # A raw post: the typed-params walk over 100,000 requests would take seconds.
+                batch = await self.api.client.post("/v1/messages/batches", cast_to=object, body=body)
+        except BatchLost as err:
+            raise no_batch_api(self.where()) from err
         return batch["id"], batch.get("processing_status", "in_progress")
 
     async def find(self, batch: dict[str, Any], known: set[str]) -> str | None:

@@ -40,6 +40,12 @@ class BatchLost(TeacherError):
     """The provider no longer knows a batch (404): its unanswered requests go out again."""
 
 
+def no_batch_api(where: str) -> TeacherMisconfigured:
+    """A 404 when creating a batch: the server has no batch API (a vLLM server, a proxy)."""
+    return TeacherMisconfigured(f"{where} has no batch API (404 when creating a batch); "
+                                "use teacher.mode: online with this server")
+
+
 @dataclass
 class BatchStatus:
     status: str  # the provider's own word (in_progress, expired, ended ...)
@@ -453,10 +459,11 @@ class BatchTeacher(Teacher):
         incomplete (the batches stay recorded: a rerun polls them)."""
         now = time.monotonic()
         self._failing_since = self._failing_since or now
-        if self._last_error != str(err):
+        fatal = getattr(err, "fatal", False)
+        if self._last_error != str(err) and not fatal:
             self._last_error = str(err)
             print(f"factory: the batch API did not answer ({err}); trying again", file=sys.stderr, flush=True)
-        if getattr(err, "fatal", False) or now - self._failing_since >= self.config.outage_timeout:
+        if fatal or now - self._failing_since >= self.config.outage_timeout:
             for key in keys:
                 waiter = self.waiting.pop(key, None)
                 if waiter is None:

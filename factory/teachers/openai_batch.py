@@ -16,7 +16,7 @@ from factory import constants
 from factory.config import TeacherConfig
 from factory.errors import BadResponse, TeacherError
 from factory.teachers.base import Request
-from factory.teachers.batch import BatchLost, BatchProvider, BatchStatus, provider_errors
+from factory.teachers.batch import BatchLost, BatchProvider, BatchStatus, no_batch_api, provider_errors
 from factory.teachers.openai_teacher import OpenAITeacher, _completion, _short, redact_url
 
 ENDED = ("completed", "expired", "cancelled", "failed")
@@ -68,12 +68,15 @@ class OpenAIBatches(BatchProvider):
 
     async def submit(self, entries: list[bytes], record_file: Callable[[str], None]) -> tuple[str, str]:
         data = b"\n".join(entries) + b"\n"
-        async with provider_errors(self._sdk(), self.where()):
-            file = await self._client.files.create(file=("factory-batch.jsonl", data, "application/jsonl"),
-                                                   purpose="batch")
-            record_file(file.id)
-            batch = await self._client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
-                                                      completion_window="24h")
+        try:
+            async with provider_errors(self._sdk(), self.where()):
+                file = await self._client.files.create(file=("factory-batch.jsonl", data, "application/jsonl"),
+                                                       purpose="batch")
+                record_file(file.id)
+                batch = await self._client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions",
+                                                          completion_window="24h")
+        except BatchLost as err:
+            raise no_batch_api(self.where()) from err
         return batch.id, batch.status
 
     async def find(self, batch: dict[str, Any], known: set[str]) -> str | None:
