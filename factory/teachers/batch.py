@@ -35,7 +35,6 @@ from factory.store import RunStore
 from factory.teachers.base import Completion, Request, Teacher
 
 
-
 class BatchLost(TeacherError):
     """The provider no longer knows a batch (404): its unanswered requests go out again."""
 
