@@ -326,3 +326,19 @@ def test_a_server_without_a_batch_api_is_one_line(tmp_path, loopback, backend):
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "has no batch API" in lines[0] and "mode: online" in lines[0], result.stderr
+
+
+def test_a_batch_over_the_providers_queue_waits_for_room_instead_of_failing_the_run(tmp_path, loopback):
+    # Room for two batches of 200 at a time (OpenAI's enqueued token limit, in requests).
+    url = loopback(batches={"delay": 1.0, "queue_limit": 400})
+    desk = loopback.teacher.desk
+    path = batch_pipeline(tmp_path, url, "openai", 600, max_requests=200, resubmits=0)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    refused = [b for b in desk.batches.values() if b.refused]
+    assert len(refused) == 1 and desk.created == 4
+    # The refused batch's requests went out once more (not counted against resubmits: 0),
+    # after a batch in progress ended; all the others once.
+    again = {row["custom_id"] for row in refused[0].rows}
+    assert all(desk.submitted[k] == (2 if k in again else 1) for k in desk.submitted) and len(desk.submitted) == 600
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 600

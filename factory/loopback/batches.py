@@ -12,7 +12,9 @@ Rows are answered as the online endpoint answers the same body. A batch ends
 `delay` seconds after it was created; faults on demand: the n-th batch created expires
 with a share of its rows done (`expire: {n: share}`, n "*" for every batch), answers 404 from its first look on
 (`lose: [n]`), a row whose last user message matches `error` is refused (400
-invalid_request_error). `submitted` counts every custom id each time a batch carries
+invalid_request_error), an OpenAI batch that would take the requests in batches not yet
+ended over `queue_limit` fails at once (token_limit_exceeded), as over OpenAI's
+enqueued token limit. `submitted` counts every custom id each time a batch carries
 it, `created` the batches; GET /stats reports both under "batches".
 """
 
@@ -37,6 +39,9 @@ class BatchOptions:
     expire: dict[int, float] = field(default_factory=dict)
     lose: list[int] = field(default_factory=list)
     error: str | None = None
+    # The most requests in OpenAI batches not yet ended, standing in for its enqueued
+    # token limit: a batch over it fails at once (token_limit_exceeded) and never runs.
+    queue_limit: int | None = None
 
     def __post_init__(self) -> None:
         # "*": every batch.
@@ -59,6 +64,7 @@ class Batch:
     ended_status: str = ""
     output_file_id: str | None = None
     error_file_id: str | None = None
+    refused: str | None = None  # why it failed without running (a full queue)
 
 
 class BatchDesk:
@@ -107,6 +113,9 @@ class BatchDesk:
         if batch is None or batch.ordinal in self.options.lose:
             raise _not_found(f"no batch {request.match_info['id']}", batch.provider if batch else "openai")
         return batch
+
+    def _over(self, batch: Batch) -> bool:
+        return batch.results is not None or batch.cancelled or time.time() >= batch.created + self.options.delay
 
     def _ended(self, batch: Batch) -> bool:
         """Whether the batch has ended; on its first look past the end, its rows are answered."""
@@ -173,7 +182,14 @@ class BatchDesk:
         ids = [r.get("custom_id") for r in rows]
         if len(set(ids)) != len(ids):
             return _openai_error(400, "custom_id values must be unique within a batch")
+        waiting = sum(len(b.rows) for b in self.batches.values()
+                      if b.provider == "openai" and b.refused is None and not self._over(b))
         batch = self._new("openai", rows, body["input_file_id"])
+        limit = self.options.queue_limit
+        if limit is not None and waiting + len(rows) > limit:
+            batch.refused = (f"Enqueued token limit reached for {self.model} in organization org-loopback. Limit: "
+                             f"{limit:,} enqueued requests. Please try again once some in_progress batches have "
+                             "been completed.")
         return web.json_response(self._openai_object(batch))
 
     async def get_openai(self, request: web.Request) -> web.Response:
@@ -192,6 +208,11 @@ class BatchDesk:
         return web.json_response(self._openai_object(batch))
 
     def _openai_object(self, batch: Batch) -> dict:
+        if batch.refused is not None:
+            return {**self._openai_fields(batch), "status": "failed", "failed_at": int(batch.created),
+                    "errors": {"object": "list", "data": [{"code": "token_limit_exceeded", "message": batch.refused,
+                                                           "line": None, "param": None}]},
+                    "request_counts": {"total": len(batch.rows), "completed": 0, "failed": 0}}
         ended = self._ended(batch)
         status = batch.ended_status if ended else self._running_status(batch)
         completed = failed = 0
@@ -200,12 +221,15 @@ class BatchDesk:
         if ended:
             completed = sum("ok" in r for r in batch.results)
             failed = len(batch.results) - completed
-        return {"id": batch.id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
-                "input_file_id": batch.input_file_id, "completion_window": "24h", "status": status,
-                "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
-                "created_at": int(batch.created), "in_progress_at": int(batch.created),
-                "expires_at": int(batch.created) + 86400, "metadata": None,
+        return {**self._openai_fields(batch), "status": status, "output_file_id": batch.output_file_id,
+                "error_file_id": batch.error_file_id, "in_progress_at": int(batch.created),
                 "request_counts": {"total": len(batch.rows), "completed": completed, "failed": failed}}
+
+    @staticmethod
+    def _openai_fields(batch: Batch) -> dict:
+        return {"id": batch.id, "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
+                "input_file_id": batch.input_file_id, "completion_window": "24h", "created_at": int(batch.created),
+                "expires_at": int(batch.created) + 86400, "metadata": None}
 
     def _running_status(self, batch: Batch) -> str:
         """What OpenAI says of a batch before it ends: its file is checked, it runs, its

@@ -176,6 +176,9 @@ class BatchTeacher(Teacher):
         self._tasks: list[asyncio.Task] = []
         self._failing_since: float | None = None
         self._last_error = ""
+        # The provider refused a batch because its queue was full (OpenAI's enqueued
+        # token limit): nothing goes out until one of the batches in progress ends.
+        self._held = False
 
     # -- the Teacher contract -------------------------------------------------------------
 
@@ -280,8 +283,9 @@ class BatchTeacher(Teacher):
         self._wake_submitter.set()
 
     def _due(self) -> float | None:
-        """Seconds until the queue should go out (0: now); None when it is empty."""
-        if not self.queue:
+        """Seconds until the queue should go out (0: now); None when it is empty or the
+        provider's queue is full until one of our batches ends."""
+        if not self.queue or (self._held and self.open):
             return None
         if len(self.queue) >= self.max_requests or self.queued_bytes >= self.max_bytes:
             return 0.0
@@ -409,11 +413,19 @@ class BatchTeacher(Teacher):
         mine = set(batch.keys)
         outcomes = {k: v for k, v in outcomes.items() if k in mine}  # a row that is not ours is ignored
         why = f"batch {batch.remote} {status.status}" + "".join(f"; {e}" for e in status.detail.get("errors", [])[:3])
+        queue_full = bool(status.detail.get("queue_full")) and len(self.open) > 1
         for key in batch.keys:
-            outcomes.setdefault(key, {"missing": why})
+            outcomes.setdefault(key, {"missing": why, **({"queue_full": True} if queue_full else {})})
         self.store.collect_batch(batch.local, outcomes, state, status.status, status.counts)
         del self.open[batch.local]
         self.counts[state] += 1
+        if queue_full:
+            self._held = True
+            self._event(f"batch {batch.remote} refused: the provider's queue is full; its {len(batch.keys)} requests "
+                        f"go out again when one of the {len(self.open)} batches in progress ends")
+        else:
+            self._held = False  # a batch ended: room in the provider's queue
+            self._wake_submitter.set()
         kept = sum("completion" in o for o in outcomes.values())
         self._event(f"batch {batch.remote} {status.status}: {kept} of {len(batch.keys)} answered")
         for key, outcome in outcomes.items():
@@ -426,6 +438,9 @@ class BatchTeacher(Teacher):
         if waiter is None:
             return  # no caller now: a later complete() finds the outcome in the store
         if "missing" in outcome:
+            if outcome.get("queue_full"):
+                # Never run, and not for a fault of its own: not counted.
+                self.submissions[key] = max(0, self.submissions.get(key, 0) - 1)
             if self.submissions.get(key, 0) <= self.config.batch.resubmits:
                 self.counts["resubmitted"] += 1
                 self._enqueue(key)

@@ -20,6 +20,9 @@ from factory.teachers.batch import BatchLost, BatchProvider, BatchStatus, no_bat
 from factory.teachers.openai_teacher import OpenAITeacher, _completion, _short, redact_url
 
 ENDED = ("completed", "expired", "cancelled", "failed")
+# A batch that failed with this code never ran: the organisation's enqueued tokens were
+# at their limit, and it fits once a batch in progress ends.
+QUEUE_FULL = "token_limit_exceeded"
 # A row answered with one of these, or a 5xx, was not refused: it goes out again.
 TRANSIENT_STATUS = (408, 409, 429)
 # How far back (seconds) the batch list is searched for one created just before a crash.
@@ -94,9 +97,11 @@ class OpenAIBatches(BatchProvider):
         async with provider_errors(self._sdk(), self.where()):
             batch = await self._client.batches.retrieve(remote)
         counts = batch.request_counts.model_dump() if batch.request_counts else {}
-        errors = [e.message for e in (batch.errors.data or [])] if batch.errors else []
+        errors = list(batch.errors.data or []) if batch.errors else []
         return BatchStatus(batch.status, batch.status in ENDED, counts,
-                           {"output": batch.output_file_id, "error": batch.error_file_id, "errors": errors})
+                           {"output": batch.output_file_id, "error": batch.error_file_id,
+                            "errors": [e.message for e in errors],
+                            "queue_full": any(e.code == QUEUE_FULL for e in errors)})
 
     async def outcomes(self, remote: str, status: BatchStatus) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         import openai
