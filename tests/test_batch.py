@@ -342,3 +342,17 @@ def test_a_batch_over_the_providers_queue_waits_for_room_instead_of_failing_the_
     again = {row["custom_id"] for row in refused[0].rows}
     assert all(desk.submitted[k] == (2 if k in again else 1) for k in desk.submitted) and len(desk.submitted) == 600
     assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 600
+
+
+def test_progress_shows_the_batches_and_the_requests_in_them(tmp_path, loopback):
+    url = loopback(batches={"delay": 2.0})  # the three are submitted before the first ends
+    path = batch_pipeline(tmp_path, url, "openai", 12, max_requests=5)
+    result = factory_cli("run", str(path))  # not a terminal: plain progress lines on stderr
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert sum("submitted: 5 requests" in line for line in lines) == 2
+    assert any("submitted: 2 requests" in line for line in lines)
+    assert sum(" completed: 5 of 5 answered" in line for line in lines) == 2
+    assert any("batches 3 submitted, 3 in progress, 0 done; requests 0 queued, 12 in batches" in line
+               for line in lines)
+    assert "batches 3 submitted, 0 in progress, 3 done; requests 0 queued, 0 in batches" in lines[-2] + lines[-1]
