@@ -56,21 +56,23 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def load_model(name: str, device: str | None):
+def load_model(name: str, device: str | None, hint: str = "set the diversity filter's `model` to a local folder"):
     from sentence_transformers import SentenceTransformer
 
-    return hub.load("embedding model", name, lambda source: SentenceTransformer(source, device=device),
-                    "set the diversity filter's `model` to a local folder")
+    return hub.load("embedding model", name, lambda source: SentenceTransformer(source, device=device), hint)
 
 
 def embed(texts: list[str], model_name: str, cache: EmbeddingCache | None, device: str | None = None,
-          batch_size: int = 64) -> tuple[np.ndarray, int]:
-    """Unit-length float32 embeddings of `texts`, and how many had to be computed."""
+          batch_size: int = 64, model=None) -> tuple[np.ndarray, int]:
+    """Unit-length float32 embeddings of `texts`, and how many had to be computed.
+
+    `model`: the loaded `model_name`, when the caller has it already (loaded up front to
+    refuse a bad name before any work); otherwise it is loaded only if a text is new."""
     keys = [text_key(t) for t in texts]
     known = cache.get(model_name, list(dict.fromkeys(keys))) if cache is not None else {}
     missing = list(dict.fromkeys(k for k in keys if k not in known))
     if missing:
-        model = load_model(model_name, device)
+        model = model if model is not None else load_model(model_name, device)
         first_text = dict(zip(keys, texts))
         vectors = model.encode([first_text[k] for k in missing], batch_size=batch_size, convert_to_numpy=True,
                                normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
