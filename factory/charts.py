@@ -69,9 +69,11 @@ def bars(labels: list[str], values: list[float], label: str, color: str = COLORS
 
 
 def grouped_bars(labels: list[str], series: dict[str, list[float]], label: str) -> str:
-    """Bars side by side, one group per label and one colour per series, with a legend."""
-    height = H
-    plot_w, plot_h = W - LEFT - RIGHT, height - TOP - BOTTOM
+    """Bars side by side, one group per label and one colour per series; the legend sits
+    above the plot, where no bar reaches."""
+    legend = 20
+    height = H + legend
+    plot_w, plot_h = W - LEFT - RIGHT, height - TOP - legend - BOTTOM
     top_value = _nice_max(max((v for values in series.values() for v in values), default=0))
     body = _y_axis(top_value, plot_h, height)
     slot = plot_w / max(1, len(labels))
@@ -84,8 +86,7 @@ def grouped_bars(labels: list[str], series: dict[str, list[float]], label: str) 
             body.append(f'<rect class="mark" x="{x:.1f}" y="{height - BOTTOM - h:.1f}" width="{width:.1f}" '
                         f'height="{max(h, 0.5):.1f}" fill="{color}"><title>{escape(group)}, {escape(name)}: '
                         f'{_fmt(v)}</title></rect>')
-        body.append(f'<text x="{W - RIGHT}" y="{TOP + 12 + 14 * k}" text-anchor="end" font-size="12" '
-                    f'fill="{color}">\u25a0 {escape(name)}</text>')
+        body.append(f'<text x="{LEFT + 110 * k}" y="{TOP}" font-size="12" fill="{color}">\u25a0 {escape(name)}</text>')
     if len(labels) <= 24:
         for i, group in enumerate(labels):
             body.append(f'<text x="{LEFT + (i + 0.5) * slot:.1f}" y="{height - BOTTOM + 16}" text-anchor="middle" '

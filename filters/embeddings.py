@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -57,22 +58,25 @@ def text_key(text: str) -> str:
 
 
 def load_model(name: str, device: str | None, hint: str = "set the diversity filter's `model` to a local folder"):
-    from sentence_transformers import SentenceTransformer
+    def loader(source: str):
+        from sentence_transformers import SentenceTransformer  # seconds to import: only for a model that can load
 
-    return hub.load("embedding model", name, lambda source: SentenceTransformer(source, device=device), hint)
+        return SentenceTransformer(source, device=device)
+
+    return hub.load("embedding model", name, loader, hint)
 
 
 def embed(texts: list[str], model_name: str, cache: EmbeddingCache | None, device: str | None = None,
-          batch_size: int = 64, model=None) -> tuple[np.ndarray, int]:
+          batch_size: int = 64, loader: Callable[[], Any] | None = None) -> tuple[np.ndarray, int]:
     """Unit-length float32 embeddings of `texts`, and how many had to be computed.
 
-    `model`: the loaded `model_name`, when the caller has it already (loaded up front to
-    refuse a bad name before any work); otherwise it is loaded only if a text is new."""
+    The model is loaded only when a text is not in the cache, by `loader` when given (a
+    caller that words its own errors), else by `load_model`."""
     keys = [text_key(t) for t in texts]
     known = cache.get(model_name, list(dict.fromkeys(keys))) if cache is not None else {}
     missing = list(dict.fromkeys(k for k in keys if k not in known))
     if missing:
-        model = model if model is not None else load_model(model_name, device)
+        model = loader() if loader is not None else load_model(model_name, device)
         first_text = dict(zip(keys, texts))
         vectors = model.encode([first_text[k] for k in missing], batch_size=batch_size, convert_to_numpy=True,
                                normalize_embeddings=True, show_progress_bar=False).astype(np.float32)

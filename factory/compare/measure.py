@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from factory import hub
 from factory.compare import metrics, text_stats, topics
 from factory.compare.settings import CompareConfig
 from factory.compare.sides import Side, read_side
@@ -38,16 +39,23 @@ def compare_files(synthetic: Path, reference: Path, settings: CompareConfig, out
         check_input(path)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out is a file, not a folder")
-    model = load(settings, where)
+    check_model(settings.model, where)
     result, embedded = measure(iter_records(synthetic), synthetic, iter_records(reference), reference, settings,
-                               out_dir, model)
+                               out_dir, where)
     atomic_write_text(out_dir / JSON_FILE, to_json(result))
     atomic_write_text(out_dir / HTML_FILE, render_page(result))
     return result, embedded
 
 
+def check_model(name: str, where: str) -> None:
+    """A model that is neither a folder, nor cached, nor on a reachable Hub: say so before any work."""
+    if not hub.obtainable(name):
+        raise UserError(f"{where}: cannot load embedding model {name!r}: it is not a local folder, not in the local "
+                        "Hugging Face cache, and the Hub is out of reach; give a local folder or a cached model")
+
+
 def load(settings: CompareConfig, where: str):
-    """The embedding model, loaded before any work: a name that cannot be had is the user's to fix."""
+    """The embedding model; one that cannot load (a misspelt name) is the user's to fix."""
     from filters.embeddings import load_model
 
     try:
@@ -57,13 +65,16 @@ def load(settings: CompareConfig, where: str):
 
 
 def measure(synthetic: Iterable[tuple[str, Record]], synthetic_path: Path, reference: Iterable[tuple[str, Record]],
-            reference_path: Path, settings: CompareConfig, cache_dir: Path | None, model=None
+            reference_path: Path, settings: CompareConfig, cache_dir: Path | None, where: str
             ) -> tuple[dict[str, Any], int]:
+    from threadpoolctl import threadpool_limits
+
     from factory.constants import EMBEDDING_CACHE_FILE
     from filters.base import TextConfig
     from filters.embeddings import EmbeddingCache, embed
 
     text = TextConfig(roles=settings.roles).text
+    # Each side is read (and checked) before the model loads: a bad row costs no model load.
     sides = [read_side(path, records, text, settings.max_samples, settings.seed)
              for path, records in ((synthetic_path, synthetic), (reference_path, reference))]
     n = min(len(side.sample) for side in sides)
@@ -76,10 +87,20 @@ def measure(synthetic: Iterable[tuple[str, Record]], synthetic_path: Path, refer
     cache = EmbeddingCache(cache_dir / EMBEDDING_CACHE_FILE) if cache_dir is not None else None
     try:
         vectors, embedded = embed(texts[0] + texts[1], settings.model, cache, settings.device, settings.batch_size,
-                                  model=model)
+                                  loader=lambda: load(settings, where))
     finally:
         if cache is not None:
             cache.close()
+    # The measures run on one thread: the same numbers whatever the machine's thread count
+    # (k-means sums per-thread partial centroids in the order threads finish), and a BLAS
+    # that spins its threads on a busy machine is slower than one thread at these sizes.
+    with threadpool_limits(limits=1):
+        return _measure(sides, texts, vectors, settings), embedded
+
+
+def _measure(sides: list[Side], texts: list[list[str]], vectors: np.ndarray, settings: CompareConfig
+             ) -> dict[str, Any]:
+    n, k = len(texts[0]), settings.neighbours
     syn, ref = vectors[:n], vectors[n:]
     tokens = [[text_stats.words(t) for t in side] for side in texts]
     clusters = settings.topics or topics.default_topics(n)
@@ -102,7 +123,7 @@ def measure(synthetic: Iterable[tuple[str, Record]], synthetic_path: Path, refer
     result["phrases"] = text_stats.phrases(*tokens)
     result["topics"] = topics.topic_clusters(syn, ref, texts[0], texts[1], min(clusters, 2 * n), settings.seed)
     result["map"] = _map(syn, ref, settings.seed)
-    return result, embedded
+    return result
 
 
 def _describe(side: Side, n: int) -> dict[str, Any]:

@@ -12,8 +12,9 @@
 - Vendi score: Friedman and Dieng 2023, the exponential of the entropy of the
   eigenvalues of the cosine-similarity matrix over n, from the d x d dual (n x n never forms).
 
-k-means runs on one thread: scikit-learn sums its threads' partial centroids in the
-order they finish, so more threads could move a borderline point between runs.
+Callers run these on one thread (measure.py): scikit-learn's k-means sums its threads'
+partial centroids in the order they finish, so more threads could move a borderline
+point from one run to the next.
 """
 
 from __future__ import annotations
@@ -109,9 +110,7 @@ def _kl(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, restarts: int):
-    """A fitted scikit-learn KMeans, the same for the same data and seed (one thread)."""
+    """A fitted scikit-learn KMeans (the same for the same data and seed, on one thread)."""
     from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return KMeans(n_clusters=k, n_init=restarts, max_iter=KMEANS_MAX_ITER, random_state=seed).fit(x)
+    return KMeans(n_clusters=k, n_init=restarts, max_iter=KMEANS_MAX_ITER, random_state=seed).fit(x)

@@ -83,7 +83,8 @@ def _lengths(lengths: dict[str, Any]) -> str:
     syn, ref = lengths["synthetic"], lengths["reference"]
     note = (f"Words per record, every record of each side. Median {syn['median']:g} synthetic, {ref['median']:g} "
             f"reference; Wasserstein-1 distance {lengths['wasserstein']:g} words, Jensen-Shannon distance "
-            f"{lengths['js_distance']:.3f} (0 = same, 1 = disjoint) over the bins drawn.")
+            f"{lengths['js_distance']:.3f} (0 = same, 1 = disjoint) over the bins drawn (each labelled by where it "
+            "starts; the last holds the longest 1%).")
     return "<h3>Lengths</h3>" + f"<p class=note>{escape(note)}</p>" + _chart(
         "compare-lengths", _shares_chart(lengths["histogram"], "lengths"))
 
@@ -120,5 +121,5 @@ def _phrases(phrases: dict[str, list[dict]]) -> str:
 
 def _shares_chart(histogram: dict[str, list[float]], label: str) -> str:
     edges = histogram["edges"]
-    names = [f"{edges[i]:.4g}-{edges[i + 1]:.4g}" for i in range(len(edges) - 1)]
+    names = [f"{edges[i]:.3g}" for i in range(len(edges) - 1)]  # each bin by where it starts
     return charts.grouped_bars(names, {side: histogram[side] for side in ("synthetic", "reference")}, label)
