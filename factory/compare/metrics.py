@@ -97,8 +97,10 @@ def mauve_of_histograms(p: np.ndarray, q: np.ndarray, scaling: float = MAUVE_SCA
         points.append((np.exp(-scaling * _kl(q, r)), np.exp(-scaling * _kl(p, r))))
     points.append((1.0, 0.0))
     x, y = np.array(points).T
-    # The frontier is monotone; the area is taken both ways round and averaged, as the paper's code does.
-    by_x, by_y = np.argsort(x, kind="stable"), np.argsort(y, kind="stable")
+    # The frontier falls from (0, 1) to (1, 0): walked along x with ties by falling y (and
+    # along y with ties by falling x), the area is taken both ways round and averaged, as
+    # the paper's code does. Ties are real: for p == q every mixture gives (1, 1).
+    by_x, by_y = np.lexsort((-y, x)), np.lexsort((-x, y))
     return float(0.5 * (auc(x[by_x], y[by_x]) + auc(y[by_y], x[by_y])))
 
 

@@ -7,8 +7,9 @@ every row, the model's availability); the measuring happens once the dataset is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from factory import hub
 from factory.compare.measure import JSON_FILE, measure, to_json
@@ -56,4 +57,5 @@ def compare_kept(pipeline: Pipeline, staging: Path, cache_dir: Path, kept: int,
     result, _ = measure(iter_records(synthetic), Path("dataset"), iter_records(path), path, settings, cache_dir,
                         f"{pipeline.path}: {KEY}.model")
     (staging / JSON_FILE).write_text(redact(to_json(result)), encoding="utf-8")
-    return {"path": str(path), **{name: result[name] for name in SUMMARY}, "file": JSON_FILE}
+    return {"path": str(path), **{name: result[name] for name in SUMMARY}, "file": JSON_FILE,
+            **{status: [t["label"] for t in result["topics"] if t["status"] == status] for status in ("over", "under")}}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import collections
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from factory.compare.text_stats import NGRAM_SIZES, record_distinct, words
 from factory.errors import InputDataError

@@ -15,8 +15,8 @@ from __future__ import annotations
 import collections
 import math
 import re
-from collections.abc import Mapping
-from typing import Any, Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
