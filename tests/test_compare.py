@@ -322,3 +322,22 @@ def test_a_bad_reference_stops_the_run_before_anything_is_sent(tmp_path, loopbac
     assert_user_error(result.returncode, result.stderr, words)
     assert sum(loopback.teacher.received.values()) == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_factory_filter_with_a_reference_measures_what_it_kept(tmp_path, minilm, monkeypatch):
+    """No data.jsonl among the formats: the comparison reads the saved dataset itself."""
+    from factory.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    write_jsonl(tmp_path / "real.jsonl", qa_rows(EVEN, 30, seed=7))
+    source = write_jsonl(tmp_path / "mine.jsonl", qa_rows({"astronomy": 1.0}, 30, seed=8))
+    path = write_pipeline(tmp_path, filters=[{"type": "exact_dedup"}],
+                          output__reference={"path": "real.jsonl", "model": minilm}, output__formats=["parquet"])
+    out = tmp_path / "filtered"
+    assert main(["filter", str(path), "--input", str(source), "--out", str(out), "--quiet"]) == 0
+    assert not (out / "data.jsonl").exists()
+    r, info = read(out), json.loads((out / "run.json").read_text())
+    assert r["synthetic"]["rows"] == info["funnel"]["kept"] and r["reference"]["rows"] == 30
+    assert r["precision"] > 0.5 and r["coverage"] < 0.5  # astronomy alone: real-looking, but a quarter of the topics
+    assert {t["status"] for t in r["topics"]} >= {"over", "under"}
+    assert "<h2>Reference comparison</h2>" in (out / "report.html").read_text()
