@@ -201,7 +201,7 @@ def test_compare_html_loads_in_a_browser_with_every_chart_drawn(imbalanced, tmp_
     ("too few records", ["three.jsonl", "3 records", "5 neighbours"]),
     ("bad row", ["bad.jsonl:2", "messages"]),
     ("unknown model", ["--model", "nobody/no-such-embedder"]),
-    ("no text in the roles", ["no record has any text"]),
+    ("no text in the roles", ["no record has any text", "(system)"]),
     ("bad setting", ["--max-samples"]),
     ("out is a file", ["taken", "--out"]),
 ])

@@ -76,7 +76,8 @@ def measure(synthetic: Iterable[tuple[str, Record]], synthetic_path: Path, refer
 
     text = TextConfig(roles=settings.roles).text
     # Each side is read (and checked) before the model loads: a bad row costs no model load.
-    sides = [read_side(path, records, text, settings.max_samples, settings.seed)
+    roles = ", ".join(settings.roles) if settings.roles else "every role but system"
+    sides = [read_side(path, records, text, settings.max_samples, settings.seed, roles)
              for path, records in ((synthetic_path, synthetic), (reference_path, reference))]
     n = min(len(side.sample) for side in sides)
     k = settings.neighbours

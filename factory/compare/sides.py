@@ -52,7 +52,7 @@ class Side:
 
 
 def read_side(path: Path, records: Iterable[tuple[str, Record]], text: Callable[[Record], str], size: int,
-              seed: int) -> Side:
+              seed: int, roles: str = "every role but system") -> Side:
     side = Side(str(path))
     rng = random.Random(seed)
     for _, record in records:
@@ -60,5 +60,5 @@ def read_side(path: Path, records: Iterable[tuple[str, Record]], text: Callable[
     if side.rows == 0:
         raise InputDataError(f"{path}: no records to compare")
     if side.empty == side.rows:
-        raise InputDataError(f"{path}: no record has any text in the compared roles")
+        raise InputDataError(f"{path}: no record has any text in the compared roles ({roles})")
     return side
