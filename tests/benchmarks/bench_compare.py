@@ -61,7 +61,7 @@ def unit(rng, n: int, shift: float = 0.0) -> np.ndarray:
 
 def measuring(sizes: list[int]) -> None:
     rng = np.random.default_rng(0)
-    for n in sizes:
+    for n in [100, *sizes]:  # the first, small, imports scikit-learn and SciPy outside the timings
         syn, ref = unit(rng, n, 0.05), unit(rng, n)
         texts = ["x"] * n
         timings = {}
@@ -73,6 +73,8 @@ def measuring(sizes: list[int]) -> None:
                 t = time.perf_counter()
                 fn()
                 timings[name] = time.perf_counter() - t
+        if n == 100:
+            continue
         print(f"{n:>6,} a side: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
               + f"; all {sum(timings.values()):.1f} s")
 
