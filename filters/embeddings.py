@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,8 @@ def text_key(text: str) -> str:
 
 def load_model(name: str, device: str | None, hint: str = "set the diversity filter's `model` to a local folder"):
     def loader(source: str):
-        from sentence_transformers import SentenceTransformer  # seconds to import: only for a model that can load
+        # Seconds to import: only once the model is known to be obtainable.
+        from sentence_transformers import SentenceTransformer
 
         return SentenceTransformer(source, device=device)
 

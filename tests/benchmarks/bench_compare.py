@@ -29,10 +29,10 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from factory.compare import metrics, topics  # noqa: E402
-from factory.compare.sides import read_side  # noqa: E402
-from factory.inputs import iter_records  # noqa: E402
-from tests.test_compare import EVEN, qa_rows  # noqa: E402
+from factory.compare import metrics, topics
+from factory.compare.sides import read_side
+from factory.inputs import iter_records
+from tests.test_compare import EVEN, qa_rows
 
 
 def reading(rows: list[int], sample: int) -> None:
@@ -62,21 +62,24 @@ def unit(rng, n: int, shift: float = 0.0) -> np.ndarray:
 def measuring(sizes: list[int]) -> None:
     rng = np.random.default_rng(0)
     for n in [100, *sizes]:  # the first, small, imports scikit-learn and SciPy outside the timings
-        syn, ref = unit(rng, n, 0.05), unit(rng, n)
-        texts = ["x"] * n
-        timings = {}
-        with threadpool_limits(limits=1):
-            for name, fn in (("prdc", lambda: metrics.prdc(ref, syn, 5)), ("mauve", lambda: metrics.mauve(syn, ref, 0)),
-                             ("vendi", lambda: (metrics.vendi(syn), metrics.vendi(ref))),
-                             ("topics", lambda: topics.topic_clusters(syn, ref, texts, texts,
-                                                                      topics.default_topics(n), 0))):
-                t = time.perf_counter()
-                fn()
-                timings[name] = time.perf_counter() - t
-        if n == 100:
-            continue
-        print(f"{n:>6,} a side: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
-              + f"; all {sum(timings.values()):.1f} s")
+        timings = timed(unit(rng, n, 0.05), unit(rng, n), n)
+        if n != 100:
+            print(f"{n:>6,} a side: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
+                  + f"; all {sum(timings.values()):.1f} s")
+
+
+def timed(syn: np.ndarray, ref: np.ndarray, n: int) -> dict[str, float]:
+    texts = ["x"] * n
+    steps = {"prdc": lambda: metrics.prdc(ref, syn, 5), "mauve": lambda: metrics.mauve(syn, ref, 0),
+             "vendi": lambda: (metrics.vendi(syn), metrics.vendi(ref)),
+             "topics": lambda: topics.topic_clusters(syn, ref, texts, texts, topics.default_topics(n), 0)}
+    timings = {}
+    with threadpool_limits(limits=1):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            step()
+            timings[name] = time.perf_counter() - t
+    return timings
 
 
 def against_reference() -> None:
