@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -71,6 +72,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         *_quota(info),
         *_personal_data(info),
         *_decontamination(info),
+        *_reference(info),
         *_usage_and_cost(info),
         *(_pair_format() if task == "preference" else _messages_format()),
         *_other_files(out["formats"], task == "preference"),
@@ -152,6 +154,21 @@ def _decontamination(info: dict) -> list[str]:
             "from ordinary prose were not checked.", "",
             "| benchmark | items | n | items not checked | records dropped |", "| --- | --- | --- | --- | --- |",
             *rows, ""]
+
+
+def _reference(info: dict) -> list[str]:
+    """How far the data is from the real data named by output.reference (factory/compare/)."""
+    ref = info.get("reference")
+    if not ref or "skipped" in ref:
+        return []
+    names = ("mauve", "precision", "recall", "density", "coverage")
+    return ["## Compared with real data", "",
+            (f"Measured against `{Path(ref['path']).name}` in sentence-embedding space (details in "
+             f"`{ref['file']}` and the report):"), "",
+            "| " + " | ".join(names) + " |", "|" + " --- |" * len(names),
+            "| " + " | ".join(f"{ref[n]:.3f}" for n in names) + " |", "",
+            "Topics over-represented here: " + ("; ".join(ref.get("over", [])) or "none")
+            + ". Under-represented: " + ("; ".join(ref.get("under", [])) or "none") + ".", ""]
 
 
 def _usage_and_cost(info: dict) -> list[str]:

@@ -14,6 +14,11 @@ LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 44
 COLORS = ["#2f6fdf", "#e0603b", "#3a9d5d", "#8a5cc7", "#c49a12"]
 
 
+def figure(name: str, svg: str) -> str:
+    """A chart as the page holds it: named, and found by the page's self-check."""
+    return f'<figure class=chart data-chart="{escape(name)}">{svg}</figure>'
+
+
 def _frame(body: list[str], label: str, height: int = H) -> str:
     return (f'<svg viewBox="0 0 {W} {height}" width="100%" role="img" aria-label="{escape(label)}" '
             f'xmlns="http://www.w3.org/2000/svg">' + "".join(body) + "</svg>")
@@ -60,6 +65,32 @@ def bars(labels: list[str], values: list[float], label: str, color: str = COLORS
         if n <= 24:
             body.append(f'<text x="{x + slot * 0.35:.1f}" y="{height - BOTTOM + 16}" text-anchor="middle" '
                         f'font-size="11" fill="#333">{escape(_short(name, slot))}</text>')
+    return _frame(body, label, height)
+
+
+def grouped_bars(labels: list[str], series: dict[str, list[float]], label: str) -> str:
+    """Bars side by side, one group per label and one colour per series; the legend sits
+    above the plot, where no bar reaches."""
+    legend = 20
+    height = H + legend
+    plot_w, plot_h = W - LEFT - RIGHT, height - TOP - legend - BOTTOM
+    top_value = _nice_max(max((v for values in series.values() for v in values), default=0))
+    body = _y_axis(top_value, plot_h, height)
+    slot = plot_w / max(1, len(labels))
+    width = slot * 0.8 / max(1, len(series))
+    for k, (name, values) in enumerate(series.items()):
+        color = COLORS[k % len(COLORS)]
+        for i, (group, v) in enumerate(zip(labels, values)):
+            h = plot_h * v / top_value
+            x = LEFT + i * slot + slot * 0.1 + k * width
+            body.append(f'<rect class="mark" x="{x:.1f}" y="{height - BOTTOM - h:.1f}" width="{width:.1f}" '
+                        f'height="{max(h, 0.5):.1f}" fill="{color}"><title>{escape(group)}, {escape(name)}: '
+                        f'{_fmt(v)}</title></rect>')
+        body.append(f'<text x="{LEFT + 110 * k}" y="{TOP}" font-size="12" fill="{color}">\u25a0 {escape(name)}</text>')
+    if len(labels) <= 24:
+        for i, group in enumerate(labels):
+            body.append(f'<text x="{LEFT + (i + 0.5) * slot:.1f}" y="{height - BOTTOM + 16}" text-anchor="middle" '
+                        f'font-size="11" fill="#333">{escape(_short(group, slot))}</text>')
     return _frame(body, label, height)
 
 

@@ -1,4 +1,4 @@
-"""The `factory` command: run, validate, filter, report, push, salvage, loopback.
+"""The `factory` command: run, validate, filter, compare, report, push, salvage, loopback.
 
 Exit codes: 0 complete; 1 runtime failure, or nothing kept; 2 bad input (config,
 template, seed file, an output folder in use); 3 incomplete (the teacher became
@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from factory.compare.settings import CompareConfig as CompareDefaults
 from factory.errors import FactoryError, UserError
 
 
@@ -44,6 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     filt.add_argument("--quiet", action="store_true", help="no progress display")
     _grace_option(filt)
     _format_option(filt)
+
+    comp = sub.add_parser("compare", help="measure how far a synthetic dataset is from real data of the same kind")
+    comp.add_argument("synthetic", type=Path, metavar="SYNTHETIC",
+                      help="the dataset to measure: anything `factory filter --input` reads")
+    comp.add_argument("--reference", required=True, type=Path, metavar="REAL", help="real data of the same kind")
+    comp.add_argument("--out", required=True, type=Path, metavar="DIR", help="where compare.json and compare.html go")
+    defaults = CompareDefaults()
+    comp.add_argument("--model", help=f"sentence-embedding model, a Hub id or a folder (default {defaults.model})")
+    comp.add_argument("--roles", help="comma-separated roles whose text is compared (default: all but system)")
+    comp.add_argument("--max-samples", type=int, metavar="N",
+                      help=f"records drawn from each side, both cut to the same size (default {defaults.max_samples})")
+    comp.add_argument("--neighbours", type=int, metavar="K", help=f"k of the k-NN measures (default {defaults.neighbours})")
+    comp.add_argument("--topics", type=int, metavar="N", help="topic clusters (default: from the sample size, at most 20)")
+    comp.add_argument("--seed", type=int, help=f"seed of the sampling and the clustering (default {defaults.seed})")
+    comp.add_argument("--device", help="device of the embedding model (default: the best available)")
 
     push = sub.add_parser("push", help="push a finished run to the Hugging Face Hub (token: HF_TOKEN or hf auth login)")
     push.add_argument("output_dir", type=Path)
@@ -110,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "filter": _filter, "report": _report, "push": _push,
-                "salvage": _salvage, "loopback": _loopback}[args.command](args)
+        return {"run": _run, "validate": _validate, "filter": _filter, "compare": _compare, "report": _report,
+                "push": _push, "salvage": _salvage, "loopback": _loopback}[args.command](args)
     except Stopped as err:
         print(f"factory: {err}", file=sys.stderr)
         return err.exit_code
@@ -194,6 +210,31 @@ def _filter(args) -> int:
     _summary(result, what="input rows", generated=False)
     if not result.kept:
         return _nothing_kept(result)
+    return 0
+
+
+def _compare(args) -> int:
+    from pydantic import ValidationError
+
+    from factory.compare.measure import HTML_FILE, JSON_FILE, compare_files
+    from factory.config import describe_validation_error
+
+    given = {"model": args.model, "roles": args.roles and [r.strip() for r in args.roles.split(",") if r.strip()],
+             "max_samples": args.max_samples, "neighbours": args.neighbours, "topics": args.topics,
+             "seed": args.seed, "device": args.device}
+    try:
+        settings = CompareDefaults(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        raise UserError(f"compare: --{describe_validation_error(err).replace('_', '-')}") from None
+    result, embedded = compare_files(args.synthetic, args.reference, settings, args.out)
+    n = result["synthetic"]["sampled"]
+    print(f"compared {n:,} records a side ({embedded:,} embedded now, the rest from the cache)")
+    print("  " + "  ".join(f"{k} {result[k]:.3f}" for k in ("mauve", "precision", "recall", "density", "coverage")))
+    over = [t["label"] for t in result["topics"] if t["status"] == "over"]
+    under = [t["label"] for t in result["topics"] if t["status"] == "under"]
+    print(f"  over-represented topics: {'; '.join(over) or 'none'}")
+    print(f"  under-represented topics: {'; '.join(under) or 'none'}")
+    print(f"output: {args.out}/ ({JSON_FILE}, {HTML_FILE})")
     return 0
 
 

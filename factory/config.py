@@ -16,6 +16,7 @@ import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from factory import constants
+from factory.compare.settings import ReferenceConfig
 from factory.errors import ConfigError
 from factory.generate_config import TASKS
 from factory.strict import Strict
@@ -249,6 +250,9 @@ class OutputConfig(Strict):
     pretty_name: str | None = None
     tags: list[str] = Field(default_factory=list)
     hub: HubConfig | None = None
+    # Real data of the same kind: the report gets a section measuring the dataset against
+    # it (factory/compare/), and compare.json is written beside it.
+    reference: ReferenceConfig | None = None
 
 
 class PipelineConfig(Strict):

@@ -31,6 +31,8 @@ OUTPUTS_DIR = "outputs"
 EMBEDDING_CACHE_FILE = "embeddings.sqlite"
 # The decontaminate stage's n-gram indexes of benchmarks, one file per content and settings.
 DECONTAMINATION_INDEX_DIR = "decontamination-index"
+# The sentence-embedding model of the diversity stage and of `factory compare`.
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # The templates shipped with factory (judge rubrics, task defaults): searched after the
 # pipeline's own prompts folder, so a pipeline only carries the templates it changes.
 BUILTIN_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"

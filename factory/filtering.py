@@ -16,8 +16,10 @@ from factory.config import Pipeline
 from factory.cost import Budget, cost_entry
 from factory.engine import RunStats
 from factory.formats import check_formats
+from factory.compare.reference import check_reference
 from factory.inputs import is_pair, read_records
-from factory.run import RunResult, apply_stages, config_summary, now, versions, write_rejected, write_reports
+from factory.run import (RunResult, apply_stages, compare_with_reference, config_summary, now, versions,
+                         write_rejected, write_reports)
 from factory.runfolder import RunFolder, whole_run_usage
 from factory.secrets import Redactor
 from factory.stopping import RunStopping, Stop, Stopped, StopNow, handling_signals
@@ -35,6 +37,7 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
     stages = build_stages(pipeline.config.filters, pipeline)
     records = read_records(input_path)
     check_fields(stages, records)
+    check_reference(pipeline)
     multi_turn = any(sum(m["role"] == "user" for m in r.messages) > 1 for r in records)
     # Preference pairs (read from prompt/chosen/rejected rows) are written back as pairs.
     pairs = bool(records) and all(is_pair(r) for r in records)
@@ -79,6 +82,7 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
             "funnel": {"requested": len(records), "stages": funnel_stages, "kept": kept, "rejected": rejected},
             **cost_entry(budget, cfg, usage.get("cost", 0.0)),
         }
+        compare_with_reference(info, pipeline, staging, out_dir, kept, redact)
         write_reports(staging, info, examples, redact)
         folder.publish(staging)
     return RunResult(out_dir, len(records), kept, rejected, RunStats(), info["funnel"], usage)

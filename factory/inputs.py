@@ -41,20 +41,31 @@ def is_pair(record: Record) -> bool:
 
 def read_records(path: Path) -> list[Record]:
     """All rows of `path` as records; raises InputDataError naming the file and row."""
+    records = []
+    seen_ids: dict[str, str] = {}
+    for label, record in iter_records(path):
+        if record.id in seen_ids:
+            raise InputDataError(f"{label}: id {record.id!r} repeats the id of {seen_ids[record.id]}")
+        seen_ids[record.id] = label
+        records.append(record)
+    return records
+
+
+def check_input(path: Path) -> None:
+    """Raise InputDataError now, reading nothing, when `path` is missing or of a kind not read here."""
+    _rows(path)
+
+
+def iter_records(path: Path) -> Iterator[tuple[str, Record]]:
+    """(a 'file:row' label, the record) for each row of `path`, read as a stream: a caller
+    that keeps aggregates holds one row at a time. Raises InputDataError on a bad row."""
     rows, where = _rows(path)
     stem = path.name
-    records = []
-    seen_ids: dict[str, int] = {}
     for number, row in rows:
         label = where(number)
         if not isinstance(row, dict):
             raise InputDataError(f"{label}: expected an object with {SHAPES}, got {type(row).__name__}")
-        record = to_record(row, label, default_id=record_id(stem, "input", number))
-        if record.id in seen_ids:
-            raise InputDataError(f"{label}: id {record.id!r} repeats the id of {where(seen_ids[record.id])}")
-        seen_ids[record.id] = number
-        records.append(record)
-    return records
+        yield label, to_record(row, label, default_id=record_id(stem, "input", number))
 
 
 def to_record(row: dict[str, Any], label: str, default_id: str) -> Record:

@@ -22,7 +22,9 @@ from factory.files import atomic_write_text
 from factory.secrets import Redactor
 
 REPORT_FILE = "report.html"
+COMPARE_FILE = "compare.json"  # written by a run with output.reference (factory/compare/)
 SAMPLES = 12
+_chart = charts.figure
 
 
 def build_report(out_dir: Path) -> Path:
@@ -38,7 +40,7 @@ def build_report(out_dir: Path) -> Path:
     # a million-row run takes the memory of a thousand-row one.
     kept = KeptSummary.of(_kept_rows(out_dir))
     rejected = RejectedSummary.of(_jsonl(out_dir / "rejected.jsonl"))
-    html = render(info, kept, rejected)
+    html = render(info, kept, rejected, _comparison(out_dir / COMPARE_FILE))
     path = out_dir / REPORT_FILE
     # The page quotes the data; keys never belong in data, but redact as everywhere else.
     atomic_write_text(path, Redactor.for_config(info.get("config", {}))(html))
@@ -151,7 +153,17 @@ def _jsonl(path: Path) -> Iterator[dict]:
                     raise InputDataError(f"{path}:{n}: not valid JSON ({err})") from err
 
 
-def render(info: dict[str, Any], kept: KeptSummary, rejected: RejectedSummary) -> str:
+def _comparison(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputDataError(f"{path}: not valid JSON ({err})") from err
+
+
+def render(info: dict[str, Any], kept: KeptSummary, rejected: RejectedSummary,
+           comparison: dict | None = None) -> str:
     sections = [_summary(info)]
     funnel = info["funnel"]
     names = ["requested"] + [s["stage"] for s in funnel["stages"]]
@@ -183,8 +195,12 @@ def render(info: dict[str, Any], kept: KeptSummary, rejected: RejectedSummary) -
         sections.append(_section("Embedding map", "Records embedded for diversity sampling, projected to 2-D "
                                  "(PCA): kept versus dropped.",
                                  _chart("embedding-map", charts.scatter(_map_groups(projection), "embedding map"))))
+    if comparison:
+        from factory.compare.page import comparison_section
+
+        sections.append(comparison_section(comparison))
     sections.append(_samples(kept))
-    return PAGE.format(title=escape(info.get("name", "run")), body="\n".join(s for s in sections if s), check=CHECK)
+    return PAGE.format(title=escape(info.get("name", "run")) + ": factory run report", body="\n".join(s for s in sections if s), check=CHECK)
 
 
 def _map_groups(projection: dict) -> dict[str, list[list[float]]]:
@@ -341,10 +357,6 @@ def _section(title: str, note: str, body: str) -> str:
         "</section>"
 
 
-def _chart(name: str, svg: str) -> str:
-    return f'<figure class=chart data-chart="{escape(name)}">{svg}</figure>'
-
-
 def _clip(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "\u2026"
@@ -372,7 +384,7 @@ window.addEventListener('load', () => {
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}: factory run report</title>
+<title>{title}</title>
 <style>
 body {{ font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 980px;
        padding: 24px; color: #1d1d1f; background: #fafafa; }}

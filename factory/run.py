@@ -59,6 +59,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
     """
     from filters import build_stages, check_stage_inputs
 
+    from factory.compare.reference import check_reference
     from factory.formats import check_formats
     from factory.tasks import make_task
 
@@ -68,6 +69,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
     stages = build_stages(pipeline.config.filters, pipeline)
     check_stage_inputs(stages, task.roles(), task.metadata_fields(), f"the {task.name} task writes")
     build_quotas(pipeline.config.generate, task.seeds, str(pipeline.path))  # a bad balance is exit 2 here
+    check_reference(pipeline)
     return Prepared(pipeline, task, stages, examples)
 
 
@@ -232,6 +234,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
         "funnel": {"requested": requested, "stages": funnel_stages, "kept": kept, "rejected": rejected},
         **({"quota": _quota_summary(task, quotas, stages[-1], units, len(rounds) + 1)} if quotas else {}),
     }
+    compare_with_reference(info, pipeline, staging, folder.out_dir, kept, redact)
     write_reports(staging, info, examples, redact)
     folder.publish(staging)
     return RunResult(folder.out_dir, requested, kept, rejected, stats, info["funnel"], info["usage"])
@@ -402,6 +405,19 @@ def _quota_summary(task: Task, quotas: Quotas, surplus: Surplus, units: list[int
     return {"keep": quotas.keep, "rounds": rounds, "variables": quotas.variables,
             "cells": [{"cell": quotas.label(c), "quota": t, "requested": requested[c], "kept": kept.get(quotas.label(c), 0)}
                       for c, t in quotas.targets.items()]}
+
+
+def compare_with_reference(info: dict[str, Any], pipeline: Pipeline, staging: Path, out_dir: Path, kept: int,
+                           redact: Redactor) -> None:
+    """With output.reference set: compare.json in `staging` (the report draws it) and its
+    headline numbers in run.json; embeddings cached in the run folder, as the diversity stage's."""
+    from factory.compare.reference import compare_kept
+
+    began = time.perf_counter()
+    summary = compare_kept(pipeline, staging, out_dir, kept, redact)
+    if summary is not None:
+        info["reference"] = summary
+        info["timings"]["compare_s"] = time.perf_counter() - began
 
 
 def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], redact: Redactor) -> None:

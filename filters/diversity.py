@@ -16,11 +16,10 @@ from typing import Any, Iterable, Iterator, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from factory.constants import EMBEDDING_CACHE_FILE
+from factory.constants import DEFAULT_EMBEDDING_MODEL, EMBEDDING_CACHE_FILE
 from factory.record import Record
 from filters.base import Stage, TextConfig
 
-DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PROJECTION_POINTS = 1000  # points of the 2-D kept/dropped map kept for the report
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,21 +58,27 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def load_model(name: str, device: str | None):
-    from sentence_transformers import SentenceTransformer
+def load_model(name: str, device: str | None, hint: str = "set the diversity filter's `model` to a local folder"):
+    def loader(source: str):
+        # Seconds to import: only once the model is known to be obtainable.
+        from sentence_transformers import SentenceTransformer
 
-    return hub.load("embedding model", name, lambda source: SentenceTransformer(source, device=device),
-                    "set the diversity filter's `model` to a local folder")
+        return SentenceTransformer(source, device=device)
+
+    return hub.load("embedding model", name, loader, hint)
 
 
 def embed(texts: list[str], model_name: str, cache: EmbeddingCache | None, device: str | None = None,
-          batch_size: int = 64) -> tuple[np.ndarray, int]:
-    """Unit-length float32 embeddings of `texts`, and how many had to be computed."""
+          batch_size: int = 64, loader: Callable[[], Any] | None = None) -> tuple[np.ndarray, int]:
+    """Unit-length float32 embeddings of `texts`, and how many had to be computed.
+
+    The model is loaded only when a text is not in the cache, by `loader` when given (a
+    caller that words its own errors), else by `load_model`."""
     keys = [text_key(t) for t in texts]
     known = cache.get(model_name, list(dict.fromkeys(keys))) if cache is not None else {}
     missing = list(dict.fromkeys(k for k in keys if k not in known))
     if missing:
-        model = load_model(model_name, device)
+        model = loader() if loader is not None else load_model(model_name, device)
         first_text = dict(zip(keys, texts))
         vectors = model.encode([first_text[k] for k in missing], batch_size=batch_size, convert_to_numpy=True,
                                normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
