@@ -255,6 +255,31 @@ class OutputConfig(Strict):
     reference: ReferenceConfig | None = None
 
 
+class ExecutorConfig(Strict):
+    """Where generation runs: this process, or shards on a Ray cluster (factory/executor.py)."""
+
+    type: Literal["local", "ray"] = "local"
+    # auto: the cluster `ray start` started on this machine; HOST:6379 a head node's
+    # address; ray://HOST:10001 a remote head through Ray Client; null: the cluster this
+    # process is connected to (or RAY_ADDRESS), else a new local one.
+    address: str | None = None
+    # Generation units split into this many shards by index, each a Ray task with its own
+    # run store under <output>/shards/.
+    shards: int = Field(4, ge=1, le=100000)
+
+    @model_validator(mode="after")
+    def _ray_address(self):
+        a = self.address
+        if a is not None and a != "auto" and not a.startswith("ray://") and not _host_port(a):
+            raise ValueError("address: expected auto, HOST:PORT or ray://HOST:PORT")
+        return self
+
+
+def _host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit())
+
+
 class PipelineConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
     description: str = ""
@@ -265,6 +290,7 @@ class PipelineConfig(Strict):
     generate: GenerateConfig
     filters: list[dict[str, Any]] = Field(default_factory=list)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     # The most the run may cost (with teacher prices set): no request starts that could
     # take it over; a rerun with a higher cap continues from the journal.
     max_cost: float | None = Field(None, gt=0)

@@ -158,9 +158,14 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
         stats.units_done = stats.units_before = len(settled)
         progress = Progress(len(units), stats, enabled=show_progress)
         try:
-            teachers, concurrency = asyncio.run(_generate(task, pipeline, store, stats, stop, fingerprint,
-                                                          [u for u in units if u not in settled], progress,
-                                                          budget))
+            if cfg.executor.type == "ray":
+                from factory.executor_ray import generate_on_ray
+
+                generate_on_ray(pipeline, folder, stats, stop, fingerprint, units, progress)
+            else:
+                teachers, concurrency = asyncio.run(generate_units(
+                    task, pipeline, store, stats, stop, fingerprint, [u for u in units if u not in settled], progress,
+                    budget))
         except BudgetReached as err:
             _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", str(err))
             raise Stopped(str(err), 1, "incomplete") from None
@@ -274,9 +279,9 @@ def _unfinished(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: 
     return {**counts, "settled": settled}
 
 
-async def _generate(task: Task, pipeline: Pipeline, store: RunStore, stats: RunStats, stop: Stop,
-                    fingerprint: str, pending: list[int], progress: Progress,
-                    budget: Budget) -> tuple[dict[str | None, Teacher], dict]:
+async def generate_units(task: Task, pipeline: Pipeline, store: RunStore, stats: RunStats, stop: Stop,
+                         fingerprint: str, pending: list[int], progress: Progress,
+                         budget: Budget) -> tuple[dict[str | None, Teacher], dict]:
     """Generate the `pending` units; returns the teachers used (None: the pipeline's) and
     how the in-flight window was sized."""
     main = pipeline.config.teacher

@@ -206,6 +206,11 @@ class RunStore:
         self._write("INSERT OR REPLACE INTO requests (key, value, invocation, created) VALUES (?, ?, ?, ?)",
                     (key, json.dumps(value, ensure_ascii=False), row[0] if row else None, time.time()))
 
+    def copy_request(self, key: str, value: str, invocation: int | None, created: float) -> None:
+        """An answer another store journaled (a shard's), kept if this store lacks it."""
+        self._write("INSERT OR IGNORE INTO requests (key, value, invocation, created) VALUES (?, ?, ?, ?)",
+                    (key, value, invocation, created))
+
     def requests(self) -> int:
         return self._count("requests")
 

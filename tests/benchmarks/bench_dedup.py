@@ -1,10 +1,15 @@
 """Near-duplicate removal speed on the T0 sample (55k prompt/completion pairs).
 
-Documents per second end to end (read, normalise, shingle, sign, index, decide) for
-our stage, next to datasketch's documented per-document `MinHash.update` loop and
-`MinHash.bulk`, each feeding the same MinHashLSH, all measured in this run, with the
-number of drops of each. Then the drops of all three on the subset against the same
-walk deciding with exact Jaccard, and a sample of our drops on the whole set.
+Documents per second for our stage end to end through `factory filter` (a fresh
+process: imports, read, sign, index, decide, write the dataset, rejections and
+report), and in process (read and stage), next to peers deciding the same way in
+memory on the same documents, all measured in this run: rensa's RMinHash with its
+RMinHashLSH (the Rust peer; `pip install rensa`, or the `bench` extra), and
+datasketch's `MinHash.bulk` with MinHashLSH, on all documents; datasketch's
+documented per-document `MinHash.update` loop on a subset (it is slow). The peers
+are timed from records in memory: no import, read or write counts against them.
+Then the drops of all on the subset against the same walk deciding with exact
+Jaccard, and a sample of our drops on the whole set.
 
 Run: python tests/benchmarks/bench_dedup.py [--data ../shared/data/t0-prompts-55k.jsonl.gz] [--baseline-docs 10000]
 """
@@ -14,7 +19,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +32,7 @@ from filters.minhash_dedup import MinHashDedup
 from filters.minhash_signing import normalise
 
 DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "t0-prompts-55k.jsonl.gz"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def read(path: Path) -> list[Record]:
@@ -44,6 +54,43 @@ def ours(path: Path) -> tuple[float, int, MinHashDedup, list[Record]]:
     kept = list(stage(records))
     elapsed = time.perf_counter() - began
     return len(records) / elapsed, len(records) - len(kept), stage, records
+
+
+def through_cli(path: Path) -> tuple[float, int]:
+    """`factory filter` with only minhash_dedup, in a fresh process, timed by the wall clock."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = Path(tmp) / "t0.jsonl"
+        with gzip.open(path, "rb") as src, open(rows, "wb") as dst:
+            dst.write(src.read())
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "factory", "filter", str(ROOT / "pipelines" / "qa.yaml"), "--input", str(rows),
+                        "--set", "filters=[{type: minhash_dedup}]", "--out", str(Path(tmp) / "out"), "--quiet"],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        elapsed = time.perf_counter() - began
+        with open(Path(tmp) / "out" / "data.jsonl") as f:
+            kept = sum(1 for _ in f)
+    with gzip.open(path, "rt") as f:
+        total = sum(1 for _ in f)
+    return total / elapsed, total - kept
+
+
+def rensa_loop(records: list[Record]) -> tuple[float, set]:
+    """rensa's in-memory loop: an RMinHash per document over the same shingles, queried
+    against an RMinHashLSH of the kept ones, dropped on an estimated Jaccard >= 0.8."""
+    from rensa import RMinHash, RMinHashLSH
+
+    began = time.perf_counter()
+    lsh = RMinHashLSH(threshold=0.8, num_perm=128, num_bands=16)  # our bands: 16 of 8 rows
+    hashes, drops = [], set()
+    for i, r in enumerate(records):
+        m = RMinHash(num_perm=128, seed=42)
+        m.update(list(shingles(r.messages[0]["content"] + "\n" + r.messages[1]["content"])))
+        hashes.append(m)
+        if any(m.jaccard(hashes[j]) >= 0.8 for j in lsh.query(m)):
+            drops.add(r.id)
+            continue
+        lsh.insert(i, m)
+    return len(records) / (time.perf_counter() - began), drops
 
 
 def datasketch_loop(records: list[Record], bulk: bool) -> tuple[float, set]:
@@ -78,8 +125,21 @@ def main() -> None:
     args = parser.parse_args()
     if not args.data.exists():
         raise SystemExit(f"{args.data} not found: pass --data PATH")
+    cli_rate, cli_drops = through_cli(args.data)
     rate, drops, stage, records = ours(args.data)
-    print(f"ours: {len(records)} docs, {rate:,.0f} docs/s end to end, {drops} near-duplicates dropped")
+    print(f"ours through `factory filter`: {len(records)} docs, {cli_rate:,.0f} docs/s end to end, {cli_drops} dropped")
+    print(f"ours in process (read + stage): {rate:,.0f} docs/s, {drops} dropped")
+    try:
+        rensa_rate, rensa_drops = rensa_loop(records)
+        print(f"rensa RMinHash + RMinHashLSH loop: {rensa_rate:,.0f} docs/s, {len(rensa_drops)} dropped")
+    except ImportError:
+        rensa_rate, rensa_drops = None, None
+        print("rensa not installed (pip install rensa): its row is left out")
+    full_bulk_rate, full_bulk_drops = datasketch_loop(records, bulk=True)
+    print(f"datasketch MinHash.bulk + MinHashLSH: {full_bulk_rate:,.0f} docs/s, {len(full_bulk_drops)} dropped")
+    print(f"ratios on all {len(records)} docs, `factory filter` against in-memory peers: "
+          + (f"{cli_rate / rensa_rate:.2f}x rensa (goal >= 1), " if rensa_rate else "")
+          + f"{cli_rate / full_bulk_rate:.2f}x datasketch bulk (goal >= 4)")
 
     subset = records[: args.baseline_docs]
     sub_kept, sub_elapsed = _ours_on(subset)
@@ -89,11 +149,11 @@ def main() -> None:
     print(f"first {len(subset)} docs: ours {sub_rate:,.0f} docs/s ({len(sub_drops)} drops) | "
           f"datasketch update loop {loop_rate:,.0f} docs/s ({len(loop_drops)} drops) | "
           f"datasketch MinHash.bulk {bulk_rate:,.0f} docs/s ({len(bulk_drops)} drops)")
-    print(f"speed-up: {sub_rate / loop_rate:.1f}x the update loop, {sub_rate / bulk_rate:.1f}x bulk; "
-          f"goal 15,000 docs/s end to end: {rate / 15000:.2f}x")
+    sub_rensa = rensa_loop(subset)[1] if rensa_rate else None
     oracle = exact_drops(subset)
     print(f"against exact Jaccard (the same greedy walk, every candidate's shingle sets compared; {len(oracle)} drops):")
-    for name, drops in [("ours", sub_drops), ("datasketch update loop", loop_drops), ("datasketch MinHash.bulk", bulk_drops)]:
+    peers = [("ours", sub_drops), ("datasketch update loop", loop_drops), ("datasketch MinHash.bulk", bulk_drops)]
+    for name, drops in peers + ([("rensa", sub_rensa)] if sub_rensa is not None else []):
         right = len(drops & oracle)
         print(f"  {name:24} precision {right / len(drops):.3f}  recall {right / len(oracle):.3f}")
 

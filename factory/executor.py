@@ -1,0 +1,186 @@
+"""Generation in shards: the same engine over slices of the units, each with a run store
+of its own, merged into the run's store in unit order.
+
+A shard is a contiguous range of unit indexes. It runs `run.generate_units` (the
+engine, its window, limits, endpoint pool and journal) against
+`<output>/shards/<k>/run.sqlite`, so a shard that dies resumes from its own journal
+and sends only what it had not stored. When every unit of a shard is settled it
+writes `done.json` beside its store and is never run again. The driver copies each
+finished shard's units and answered requests into the run's store (idempotent: a
+merge interrupted half-way is simply done again), and from there the run goes on as
+a single-process one: filters, export, card. Unit results do not depend on which
+process made them, so the dataset is the single-process dataset.
+
+Limits are split, not shared: each of N shards gets 1/N of `teacher.rpm`, `tpm`,
+`max_concurrency` and of what `max_cost` has left, so the whole run never exceeds
+them (a shard that finishes early does not hand its share on).
+
+Where shards run is the executor's business (factory/executor_ray.py); this module
+needs no Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from factory.config import Pipeline
+from factory.cost import Budget
+from factory.engine import RunStats
+from factory.files import atomic_write_text
+from factory.progress import Progress
+from factory.runfolder import RunFolder, whole_run_usage
+from factory.stopping import Stop
+from factory.store import RunStore
+
+SHARDS_DIR = "shards"
+DONE_FILE = "done.json"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    first: int  # first unit
+    end: int  # one past the last unit
+    folder: Path
+
+    @property
+    def units(self) -> range:
+        return range(self.first, self.end)
+
+    def done(self, fingerprint: str) -> bool:
+        marker = self.folder / DONE_FILE
+        if not marker.exists():
+            return False
+        info = json.loads(marker.read_text())
+        return info.get("fingerprint") == fingerprint and info.get("units") == [self.first, self.end]
+
+
+def plan(out_dir: Path, total: int, shards: int) -> list[Shard]:
+    """`total` units in `shards` contiguous ranges of nearly equal size (none empty)."""
+    shards = max(1, min(shards, total))
+    bounds = [round(k * total / shards) for k in range(shards + 1)]
+    return [Shard(k, bounds[k], bounds[k + 1], out_dir / SHARDS_DIR / f"{k:05d}") for k in range(shards)]
+
+
+def shard_pipeline(pipeline: Pipeline, shards: int, cost_left: float | None) -> Pipeline:
+    """The pipeline a shard runs: the teacher's limits and the cost cap divided by `shards`."""
+    mine = copy.copy(pipeline)
+    mine.config = pipeline.config.model_copy(deep=True)
+    teacher = mine.config.teacher
+    for name in ("rpm", "tpm", "max_concurrency"):
+        value = getattr(teacher, name)
+        if value is not None:
+            setattr(teacher, name, max(1, value // shards))
+    if cost_left is not None:
+        mine.config.max_cost = max(cost_left / shards, 1e-9)
+    return mine
+
+
+@dataclass
+class ShardOutcome:
+    index: int
+    status: str  # complete, incomplete, stopped
+    reason: str
+    exit_code: int
+    stats: dict[str, Any]
+
+
+def run_shard(pipeline: Pipeline, shard: Shard, fingerprint: str, grace: float) -> ShardOutcome:
+    """Generate the shard's units not settled in its own store; mark it done when all are.
+
+    Runs wherever the executor puts it (this process, a Ray worker); needs the
+    pipeline's files and the output folder at the same paths (a shared filesystem)."""
+    from factory.run import GENERATE, generate_units
+    from factory.tasks import make_task
+
+    task = make_task(pipeline)
+    stop = Stop(grace)
+    with RunFolder(shard.folder, "shard") as folder:
+        store = folder.store
+        settled = {u for u in store.settled_units(GENERATE, fingerprint) if shard.first <= u < shard.end}
+        stats = RunStats(units_done=len(settled), units_before=len(settled))
+        spent, _ = whole_run_usage(store)
+        budget = Budget(pipeline.config.max_cost, already=spent.get("cost", 0.0))
+        pending = [u for u in shard.units if u not in settled]
+        progress = Progress(len(shard.units), stats, enabled=False)
+        try:
+            asyncio.run(generate_units(task, pipeline, store, stats, stop, fingerprint, pending, progress, budget))
+        finally:
+            folder.stats = {"kind": "shard", "generate": stats.as_dict()}
+        if stop.requested:
+            folder.stats["status"] = stop.status
+            return ShardOutcome(shard.index, stop.status, stop.reason, stop.exit_code, stats.as_dict())
+        counts = store.unit_counts(GENERATE, fingerprint, shard.end)
+        settled_now = {u for u in store.settled_units(GENERATE, fingerprint) if shard.first <= u < shard.end}
+        if len(settled_now) == len(shard.units):
+            atomic_write_text(shard.folder / DONE_FILE, json.dumps(
+                {"fingerprint": fingerprint, "units": [shard.first, shard.end], "counts": counts}) + "\n")
+            return ShardOutcome(shard.index, "complete", "", 0, stats.as_dict())
+        return ShardOutcome(shard.index, "incomplete", f"{len(shard.units) - len(settled_now)} units left failed",
+                            3, stats.as_dict())
+
+
+def merge(store: RunStore, shard: Shard, fingerprint: str, since: float) -> int:
+    """Copy a finished shard's units and answered requests into the run's store; returns
+    the units copied. Requests answered after `since` (this invocation's start) count as
+    this invocation's; older ones as paid by an earlier one (still in the run's total)."""
+    from factory.run import GENERATE
+
+    with RunStore.open(shard.folder) as source:
+        units = 0
+        for unit, state, results in source.unit_results(GENERATE, fingerprint, shard.end):
+            if unit >= shard.first:
+                store.finish_unit(GENERATE, unit, fingerprint, state, results)
+                units += 1
+        for key, value, created in source.db.execute("SELECT key, value, created FROM requests"):
+            store.copy_request(key, value, store.invocation if created >= since else None, created)
+    store.put_setting(_MERGED + shard.folder.name, _mark(shard, fingerprint))
+    store.commit()
+    return units
+
+
+def cost_left(pipeline: Pipeline, store: RunStore, shards: list[Shard], fingerprint: str) -> float | None:
+    """What max_cost leaves after everything the run and its shards have paid."""
+    cap = pipeline.config.max_cost
+    if cap is None:
+        return None
+    spent = whole_run_usage(store)[0].get("cost", 0.0)
+    for shard in shards:
+        if (shard.folder / "run.sqlite").exists() and not merged(store, shard, fingerprint):
+            with RunStore.open(shard.folder) as source:
+                spent += whole_run_usage(source)[0].get("cost", 0.0)
+    return max(cap - spent, 0.0)
+
+
+def merged(store: RunStore, shard: Shard, fingerprint: str) -> bool:
+    """Whether the shard's units and requests are in the run's store already."""
+    return store.setting(_MERGED + shard.folder.name) == _mark(shard, fingerprint)
+
+
+def seed(store: RunStore, shard: Shard, fingerprint: str) -> None:
+    """Give a shard the units of its range the run's store has settled already (a run
+    begun with the local executor): the shard skips them instead of generating them again."""
+    from factory.run import GENERATE
+
+    known = [(u, state, rows) for u, state, rows in store.unit_results(GENERATE, fingerprint, shard.end)
+             if u >= shard.first and state in ("done", "rejected")]
+    if not known:
+        return
+    with RunStore.open(shard.folder) as target:
+        have = target.settled_units(GENERATE, fingerprint)
+        for unit, state, rows in known:
+            if unit not in have:
+                target.finish_unit(GENERATE, unit, fingerprint, state, rows)
+
+
+def _mark(shard: Shard, fingerprint: str) -> str:
+    return f"{fingerprint}:{shard.first}-{shard.end}"
+
+
+_MERGED = "shard-merged:"

@@ -1,0 +1,109 @@
+"""Shards on a Ray cluster (`executor: {type: ray}`): one Ray task per shard.
+
+Every node needs factory installed and the pipeline's files and the output folder at
+the same paths (a shared POSIX filesystem: NFS, Lustre, a mounted bucket): each shard
+writes its run store there, and the driver reads it back to merge. Ray reruns a
+shard whose worker process or node died (up to `RETRIES` times); the rerun resumes
+from the shard's own journal. Shards already marked done are not submitted again,
+by this run or by a rerun of the same command.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from factory.config import Pipeline
+from factory.engine import RunStats
+from factory.errors import ConfigError, FactoryError
+from factory.executor import Shard, ShardOutcome, cost_left, merge, merged, plan, run_shard, seed, shard_pipeline
+from factory.progress import Progress
+from factory.runfolder import RunFolder
+from factory.stopping import Stop
+
+RETRIES = 3  # reruns of a shard whose worker died (Ray's max_retries for system failures)
+POLL_S = 0.5
+
+# Counters a shard reports that add up over shards.
+_SUMMED = ("sent", "replayed", "teacher_errors", "bad_responses", "refused", "prompt_tokens", "completion_tokens",
+           "cached_tokens", "latency_total", "cost")
+
+
+def connect(address: str | None) -> Any:
+    """Ray, connected to `address` (auto, ray://...), to the cluster this process already
+    joined, or to a new local one."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError("executor.type: ray needs Ray: pip install 'factory[ray]'") from err
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ConfigError(f"executor.address: cannot reach the Ray cluster at {address or 'local'} ({err})") from err
+    return ray
+
+
+def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop: Stop, fingerprint: str,
+                    total: int, progress: Progress) -> None:
+    """Run every unfinished shard as a Ray task, merging each into the run's store as it
+    finishes. Returns when all are merged, or after requesting `stop` when a shard ended
+    early (an outage: exit 3) or the user stopped the run (after cancelling the rest)."""
+    cfg = pipeline.config.executor
+    store = folder.store
+    shards = plan(folder.out_dir, total, cfg.shards)
+    since = time.time()
+    todo: list[Shard] = []
+    for shard in shards:
+        if shard.done(fingerprint):
+            if not merged(store, shard, fingerprint):
+                merge(store, shard, fingerprint, since)
+        else:
+            seed(store, shard, fingerprint)
+            todo.append(shard)
+    if not todo:
+        return
+    ray = connect(cfg.address)
+    mine = shard_pipeline(pipeline, len(shards), cost_left(pipeline, store, shards, fingerprint))
+    remote = ray.remote(num_cpus=1, max_retries=RETRIES)(run_shard)
+    running = {remote.remote(mine, shard, fingerprint, stop.grace): shard for shard in todo}
+    progress.start()
+    try:
+        while running:
+            if stop.requested:  # a signal: each shard keeps what it stored; a rerun resumes them
+                for ref in running:
+                    ray.cancel(ref)
+                return
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                shard = running.pop(ref)
+                outcome = _outcome(ray, ref, shard)
+                _add_stats(stats, outcome.stats)
+                if outcome.status == "complete":
+                    merge(store, shard, fingerprint, since)
+                    stats.units_done += len(shard.units)
+                    progress.update()
+                else:
+                    stop.request("shard", outcome.exit_code or 3,
+                                 f"shard {shard.index} (units {shard.first}-{shard.end - 1}): {outcome.reason}")
+    finally:
+        progress.close()
+
+
+def _outcome(ray: Any, ref: Any, shard: Shard) -> ShardOutcome:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else err
+        if isinstance(cause, FactoryError):
+            return ShardOutcome(shard.index, "incomplete", str(cause).splitlines()[0], 3, {})
+        raise
+    except ray.exceptions.RayError as err:  # the worker died more often than Ray retries
+        return ShardOutcome(shard.index, "incomplete", f"its worker failed {RETRIES + 1} times ({type(err).__name__}); "
+                            "rerun to resume it", 3, {})
+
+
+def _add_stats(stats: RunStats, shard: dict) -> None:
+    for name in _SUMMED:
+        if name in shard and shard[name] is not None:
+            setattr(stats, name, getattr(stats, name) + shard[name])

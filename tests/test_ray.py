@@ -1,0 +1,128 @@
+"""Generation and filters on a local Ray cluster (2 CPUs): the same datasets as one process.
+
+One cluster for the module (Ray takes seconds to start); the runs are the real
+`factory` command joining it by address, as a user's would join a head node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from tests.conftest import ROOT, factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Workers start from the raylet's environment: they import this checkout's factory.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def on_ray(address: str, shards: int = 4) -> list[str]:
+    return ["--set", "executor.type=ray", "--set", f"executor.shards={shards}", "--set", f"executor.address={address}"]
+
+
+def shard_requests(shard) -> int:
+    db = sqlite3.connect(str(shard / "run.sqlite"))
+    try:
+        return db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    finally:
+        db.close()
+
+
+def shard_invocations(shard) -> list[tuple[int, str]]:
+    """(pid, status) of each invocation of a shard; one that never ended was killed."""
+    db = sqlite3.connect(str(shard / "run.sqlite"))
+    try:
+        rows = db.execute("SELECT pid, status, ended FROM invocations ORDER BY id").fetchall()
+        return [(pid, "killed" if ended is None and status == "running" else status) for pid, status, ended in rows]
+    finally:
+        db.close()
+
+
+def test_four_shards_on_ray_give_the_single_process_dataset(tmp_path, cluster):
+    with loopback_process("--slots", "8") as url:
+        single = write_pipeline(tmp_path / "single", url, generate__count=30)
+        assert factory_cli("run", str(single), "--quiet").returncode == 0
+        sharded = write_pipeline(tmp_path / "sharded", url, generate__count=30)
+        before = sum(server_stats(url)["received"].values())
+        run = factory_cli("run", str(sharded), "--quiet", *on_ray(cluster), timeout=300)
+        assert run.returncode == 0, run.stderr
+        sent = sum(server_stats(url)["received"].values()) - before
+    out = tmp_path / "sharded" / "out"
+    assert (out / "data.jsonl").read_text() == (tmp_path / "single" / "out" / "data.jsonl").read_text()
+    shards = sorted((out / "shards").iterdir())
+    assert len(shards) == 4 and all((s / "done.json").exists() for s in shards)
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "complete" and info["usage"]["requests"] == sent == 15  # 30 pairs, 2 per request
+
+    # Done shards are never run again: a rerun merges nothing new and sends nothing.
+    again = factory_cli("run", str(sharded), "--quiet", *on_ray(cluster), timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert all(len(shard_invocations(s)) == 1 for s in shards)
+
+
+def test_a_killed_shard_is_retried_alone_and_pays_nothing_twice(tmp_path, cluster):
+    count = 48
+    with loopback_process("--slots", "4", "--latency-median", "0.15") as url:
+        # One request in flight per shard (max_concurrency 4 split over 4 shards).
+        path = write_pipeline(tmp_path / "killed", url, generate__count=count, generate__pairs_per_request=1,
+                              teacher__max_concurrency=4)
+        out = tmp_path / "killed" / "out"
+        run = _start(path, *on_ray(cluster))
+        victim, stored_at_kill = _kill_a_running_shard(out, run, at_least=3)
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+        received = server_stats(url)["received"]
+
+    # Everything stored before the kill was replayed, not sent again; at most the one
+    # request in flight when the worker died went out twice.
+    assert stored_at_kill >= 3
+    assert count <= sum(received.values()) <= count + 1
+    assert [status for _, status in shard_invocations(victim)] == ["killed", "complete"]
+    others = [s for s in sorted((out / "shards").iterdir()) if s != victim]
+    assert all([st for _, st in shard_invocations(s)] == ["complete"] for s in others)  # retried alone
+
+    rows = read_jsonl(out / "data.jsonl")
+    assert len(rows) == count and len({r["id"] for r in rows}) == count
+    info = json.loads((out / "run.json").read_text())
+    assert info["usage"]["requests"] == count
+
+
+def _start(path, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet", *extra], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_a_running_shard(out, run, at_least: int, limit: float = 120):
+    """SIGKILL the worker process of the first shard seen with `at_least` stored answers and
+    its invocation still running; returns its folder and how many answers it had stored."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert run.poll() is None, "the run finished before a shard could be killed; make it longer"
+        for shard in sorted((out / "shards").glob("*")) if (out / "shards").exists() else []:
+            try:
+                running = [pid for pid, status in shard_invocations(shard) if status == "running"]
+                stored = shard_requests(shard)
+            except sqlite3.OperationalError:
+                continue  # not created yet
+            if running and stored >= at_least and not (shard / "done.json").exists():
+                os.kill(running[-1], signal.SIGKILL)
+                return shard, shard_requests(shard)
+        time.sleep(0.05)
+    raise AssertionError("no shard reached the size to kill it at")
