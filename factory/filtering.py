@@ -7,6 +7,8 @@ for what was not graded), and outputs swapped in only when the command completes
 
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,6 +34,9 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
 
     began = time.perf_counter()
     started_at = now()
+    # The export needs `datasets` (a second or more of imports): loaded on a thread of its
+    # own while the input is read and the stages wait on their workers, not after them.
+    threading.Thread(target=importlib.import_module, args=("datasets",), daemon=True).start()
     # Both checks come before anything is written or sent: a bad filter entry or a bad
     # input row ends the command with exit 2 and no output folder.
     stages = build_stages(pipeline.config.filters, pipeline)

@@ -72,14 +72,20 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
         return keys * _GOLDEN + np.arange(bands, dtype=np.uint64)
 
 
-def signature_keys(sigs: np.ndarray) -> np.ndarray:
-    """One 64-bit key per signature (all slots), for grouping identical ones."""
-    return band_keys(sigs, 1, sigs.shape[1])[:, 0]
+def signature_keys(sigs: np.ndarray, bands: np.ndarray, rows: int) -> np.ndarray:
+    """One 64-bit key per signature, from its band keys and the slots no band covers."""
+    keys = band_keys(bands, 1, bands.shape[1])[:, 0]
+    rest = sigs.shape[1] - bands.shape[1] * rows
+    if rest:
+        with np.errstate(over="ignore"):
+            keys = keys * _GOLDEN + band_keys(sigs[:, -rest:], 1, rest)[:, 0]
+    return keys
 
 
-def first_copies(sigs: np.ndarray) -> np.ndarray:
-    """For each row, the first row with an identical signature (itself when none is earlier)."""
-    keys = signature_keys(sigs)
+def first_copies(sigs: np.ndarray, bands: np.ndarray, rows: int) -> np.ndarray:
+    """For each row, the first row with an identical signature (itself when none is
+    earlier); `bands` are the rows' band keys."""
+    keys = signature_keys(sigs, bands, rows)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     starts = np.flatnonzero(run_starts(sorted_keys))
@@ -96,8 +102,9 @@ def first_copies(sigs: np.ndarray) -> np.ndarray:
 
 def candidate_pairs(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every pair (earlier, later) of `rows` with an equal key, each pair once: `keys` and
-    `rows` are flat and parallel (one entry per row and band; a smaller row is earlier)."""
-    order = np.lexsort((rows, keys))
+    `rows` are flat and parallel (one entry per row and band; a smaller row is earlier),
+    `rows` in ascending order."""
+    order = np.argsort(keys, kind="stable")  # `rows` ascend in each bucket if they ascend in the input
     keys, rows = keys[order], rows[order]
     starts = np.flatnonzero(run_starts(keys))
     sizes = np.diff(np.r_[starts, len(keys)])
@@ -193,10 +200,10 @@ def decide(sigs: np.ndarray, order: np.ndarray, bands: int, rows: int, need: int
     """For each record (index into `sigs`): the record it is dropped for (-1: kept) and
     the number of slots they agree on, walking `order`."""
     ordered = sigs[order]
-    first = first_copies(ordered)
+    keys = band_keys(ordered, bands, rows)
+    first = first_copies(ordered, keys, rows)
     leaders = np.flatnonzero(first == np.arange(len(first)))
-    keys = band_keys(ordered[leaders], bands, rows)
-    earlier, later = candidate_pairs(keys.ravel(), np.repeat(leaders, bands))
+    earlier, later = candidate_pairs(keys[leaders].ravel(), np.repeat(leaders, bands))
 
     def compare(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return agreement(ordered[a], ordered[b], bands, rows)
