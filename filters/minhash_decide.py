@@ -82,22 +82,20 @@ def signature_keys(sigs: np.ndarray, bands: np.ndarray, rows: int) -> np.ndarray
     return keys
 
 
-def first_copies(sigs: np.ndarray, bands: np.ndarray, rows: int) -> np.ndarray:
-    """For each row, the first row with an identical signature (itself when none is
-    earlier); `bands` are the rows' band keys."""
-    keys = signature_keys(sigs, bands, rows)
+def first_copies(keys: np.ndarray, identical) -> np.ndarray:
+    """For each row, the first row with the same signature key (itself when none is
+    earlier). `identical(a, b)` checks the slots of row pairs: a key match that is not an
+    identity (a 2^-64 collision) leaves the row its own first, which costs the walk one
+    more record and changes no decision (copies are only a shortcut)."""
     order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.flatnonzero(run_starts(sorted_keys))
-    first = np.repeat(order[starts], np.diff(np.r_[starts, len(order)]))
-    out = np.empty(len(sigs), dtype=np.int64)
-    out[order] = first
-    # A 64-bit key match is taken as identity only when the slots agree too.
-    differ = np.flatnonzero((sigs != sigs[out]).any(axis=1))
-    for i in differ.tolist():  # (practically never: a 2^-64 collision)
-        same = np.flatnonzero((sigs[:i] == sigs[i]).all(axis=1))
-        out[i] = same[0] if len(same) else i
-    return out
+    starts = np.flatnonzero(run_starts(keys[order]))
+    first = np.empty(len(keys), dtype=np.int64)
+    first[order] = np.repeat(order[starts], np.diff(np.r_[starts, len(order)]))
+    copies = np.flatnonzero(first != np.arange(len(first)))
+    if len(copies):
+        same = _blocks(identical, first[copies], copies)
+        first[copies[~same]] = copies[~same]
+    return first
 
 
 def candidate_pairs(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -201,20 +199,30 @@ def decide(sigs: np.ndarray, order: np.ndarray, bands: int, rows: int, need: int
     the number of slots they agree on, walking `order`."""
     ordered = sigs[order]
     keys = band_keys(ordered, bands, rows)
-    first = first_copies(ordered, keys, rows)
+    first = first_copies(signature_keys(ordered, keys, rows), lambda a, b: (ordered[a] == ordered[b]).all(axis=1))
     leaders = np.flatnonzero(first == np.arange(len(first)))
     earlier, later = candidate_pairs(keys[leaders].ravel(), np.repeat(leaders, bands))
+    named, agree = resolve(first, earlier, later, lambda a, b: agreement(ordered[a], ordered[b], bands, rows),
+                           need, sigs.shape[1])
+    return in_index_order(order, named, agree)
 
-    def compare(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return agreement(ordered[a], ordered[b], bands, rows)
 
-    named, agreement_ = walk(len(ordered), earlier, later, compare, need)
-    _name_copies(first, named, agreement_, earlier, later, compare, need, sigs.shape[1])
-    out_named = np.full(len(sigs), -1, dtype=np.int64)
-    out_agree = np.zeros(len(sigs), dtype=np.int64)
+def resolve(first: np.ndarray, earlier: np.ndarray, later: np.ndarray, compare, need: int,
+            slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in walk order: the walk over the candidate pairs of first copies, then the
+    later copies; per position the position it names (-1: kept) and their agreement."""
+    named, agree = walk(len(first), earlier, later, compare, need)
+    _name_copies(first, named, agree, earlier, later, compare, need, slots)
+    return named, agree
+
+
+def in_index_order(order: np.ndarray, named: np.ndarray, agree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walk positions back to record indexes (`order[position]` is the record)."""
+    out_named = np.full(len(order), -1, dtype=np.int64)
+    out_agree = np.zeros(len(order), dtype=np.int64)
     dropped = named >= 0
     out_named[order[dropped]] = order[named[dropped]]
-    out_agree[order] = agreement_
+    out_agree[order] = agree
     return out_named, out_agree
 
 

@@ -10,9 +10,8 @@ time would).
 
 from __future__ import annotations
 
-import collections
 import os
-from typing import Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -58,6 +57,13 @@ class MinHashDedup(Stage):
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         c = self.config
+        executor = self.context.pipeline.config.executor if self.context else None
+        if executor is not None and executor.type == "ray":
+            from factory.executor_ray import connect
+            from filters.minhash_ray import dedup_on_ray
+
+            yield from dedup_on_ray(self, records, self.context.out_dir / ".minhash-work", connect(executor.address))
+            return
         records = list(records)
         c.check_fields(records, self.where)
         texts = [c.text(r) for r in records]
@@ -72,20 +78,22 @@ class MinHashDedup(Stage):
             order = range(len(records))
         bands, rows = self.bands_and_rows()
         named, agree = decide(sigs, np.asarray(order, dtype=np.int64), bands, rows, self.need())
-        dropped = {i: (k, a / c.num_perm) for i, k, a in zip(*_dropped(named, agree))}
-        sizes = collections.Counter(kept for kept, _ in dropped.values())
+        yield from self.verdicts(records, named, agree, lambda i: records[i].id)
+
+    def verdicts(self, records: Iterable[Record], named: np.ndarray, agree: np.ndarray,
+                 id_of: Callable[[int], str]) -> Iterator[Record]:
+        """Keep or drop `records` (in index order) by the decisions: `named[i]` is the record
+        record i is dropped for (-1: kept), `agree[i]` their agreeing slots."""
+        slots = self.config.num_perm
+        sizes = np.bincount(named[named >= 0], minlength=len(named)).tolist()  # drops in each one's favour
+        named_list, agree_list = named.tolist(), agree.tolist()
         for i, record in enumerate(records):
-            if i in dropped:
-                kept, similarity = dropped[i]
-                self.drop(record, "near_duplicate",
-                          f"estimated Jaccard {similarity:.2f} with {records[kept].id}",
-                          duplicate_of=records[kept].id, jaccard=round(similarity, 4), cluster_size=sizes[kept] + 1)
+            kept = named_list[i]
+            if kept >= 0:
+                similarity = agree_list[i] / slots
+                self.drop(record, "near_duplicate", f"estimated Jaccard {similarity:.2f} with {id_of(kept)}",
+                          duplicate_of=id_of(kept), jaccard=round(similarity, 4), cluster_size=sizes[kept] + 1)
             else:
                 if sizes[i]:
-                    record.metadata["near_duplicates"] = sizes[i]  # records dropped in its favour
+                    record.metadata["near_duplicates"] = sizes[i]
                 yield record
-
-
-def _dropped(named: np.ndarray, agree: np.ndarray):
-    rows = np.flatnonzero(named >= 0)
-    return rows.tolist(), named[rows].tolist(), agree[rows].tolist()

@@ -126,3 +126,44 @@ def _kill_a_running_shard(out, run, at_least: int, limit: float = 120):
                 return shard, shard_requests(shard)
         time.sleep(0.05)
     raise AssertionError("no shard reached the size to kill it at")
+
+
+def corpus(records: int):
+    from tests.test_filters import clustered_texts, rec
+
+    texts = clustered_texts(9, records // 8)
+    return [rec(i, t, judge_score=i % 7) for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize("keep", ["first", "best_score"])
+def test_minhash_on_ray_in_parts_decides_as_one_process(tmp_path, cluster, keep):
+    from filters.minhash_dedup import MinHashDedup
+    from filters.minhash_ray import dedup_on_ray
+
+    records = corpus(1200)
+    config = MinHashDedup.Config(keep=keep)
+    local, distributed = MinHashDedup(config), MinHashDedup(config)
+    local_drops, ray_drops = [], []
+    local.bind(local_drops.append)
+    distributed.bind(ray_drops.append)
+    kept = [r.id for r in local(records)]
+    on_ray = [r.id for r in dedup_on_ray(distributed, iter(records), tmp_path / "work", ray, part_records=170)]
+    assert on_ray == kept and 100 < len(local_drops) < len(records) // 2
+    assert [(r.id, r.metadata["duplicate_of"], r.metadata["cluster_size"]) for r in ray_drops] == \
+        [(r.id, r.metadata["duplicate_of"], r.metadata["cluster_size"]) for r in local_drops]
+    assert not (tmp_path / "work").exists()  # the work folder is removed
+
+
+def test_factory_filter_dedups_on_ray_like_one_process(tmp_path, cluster):
+    rows = [{"id": r.id, "prompt": r.messages[0]["content"], "completion": r.messages[1]["content"]}
+            for r in corpus(400)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pipeline = write_pipeline(tmp_path, filters=[{"type": "minhash_dedup"}])
+    local = factory_cli("filter", str(pipeline), "--input", str(source), "--out", str(tmp_path / "local"), "--quiet")
+    assert local.returncode == 0, local.stderr
+    distributed = factory_cli("filter", str(pipeline), "--input", str(source), "--out", str(tmp_path / "ray"),
+                              "--quiet", *on_ray(cluster), timeout=300)
+    assert distributed.returncode == 0, distributed.stderr
+    for name in ("data.jsonl", "rejected.jsonl"):
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
