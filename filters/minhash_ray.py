@@ -51,7 +51,8 @@ def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
         np.save(work / "rank.npy", np.argsort(order))  # record index -> walk position
         buckets = max(1, parts)
         sign = ray.remote(num_cpus=1)(sign_part)
-        ray.get([sign.remote(str(work), p, part_records, c, bands, rows, buckets) for p in range(parts)])
+        _note_memory(stage, ray.get([sign.remote(str(work), p, part_records, c, bands, rows, buckets)
+                                     for p in range(parts)]))
 
         signatures = Signatures(work, parts, part_records)
         keys = np.concatenate([np.load(work / f"keys-{p}.npy") for p in range(parts)])[order]
@@ -59,8 +60,8 @@ def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
         del keys
         np.save(work / "leaders.npy", first == np.arange(count))
         pairs = ray.remote(num_cpus=1)(bucket_pairs)
-        found = ray.get([pairs.remote(str(work), b, parts) for b in range(buckets)])
-        codes = np.sort(np.concatenate([np.load(path) for path in found]))
+        _note_memory(stage, ray.get([pairs.remote(str(work), b, parts) for b in range(buckets)]))
+        codes = np.sort(np.concatenate([np.load(work / f"pairs-{b}.npy") for b in range(buckets)]))
         codes = codes[run_starts(codes)]  # a pair sharing bands in two partitions, once
         earlier, later = codes >> 32, codes & 0xFFFFFFFF
         del codes
@@ -150,7 +151,7 @@ class Signatures:
         return out
 
 
-def sign_part(work: str, part: int, part_records: int, config, bands: int, rows: int, buckets: int) -> int:
+def sign_part(work: str, part: int, part_records: int, config, bands: int, rows: int, buckets: int) -> dict:
     """A Ray task: sign one part; write its signatures, signature keys and band keys by
     bucket partition (positions are walk positions)."""
     from filters.minhash_signing import signatures
@@ -170,12 +171,12 @@ def sign_part(work: str, part: int, part_records: int, config, bands: int, rows:
     for b in range(buckets):
         mine = partition == b
         _save(work_dir / f"band-{part}-{b}.npy", np.stack([flat_keys[mine].view(np.int64), flat_positions[mine]]))
-    return len(sigs)
+    return _memory()
 
 
-def bucket_pairs(work: str, bucket: int, parts: int) -> str:
+def bucket_pairs(work: str, bucket: int, parts: int) -> dict:
     """A Ray task: the candidate pairs (earlier << 32 | later, walk positions) of first
-    copies sharing a band key in one partition; returns the file they are in."""
+    copies sharing a band key in one partition, to `pairs-B.npy`."""
     work_dir = Path(work)
     leaders = np.load(work_dir / "leaders.npy", mmap_mode="r")
     blocks = [np.load(work_dir / f"band-{p}-{bucket}.npy") for p in range(parts)]
@@ -185,9 +186,24 @@ def bucket_pairs(work: str, bucket: int, parts: int) -> str:
     keys, positions = keys[mine], positions[mine]
     by_position = np.argsort(positions, kind="stable")  # candidate_pairs wants positions ascending
     earlier, later = candidate_pairs(keys[by_position], positions[by_position])
-    path = work_dir / f"pairs-{bucket}.npy"
-    _save(path, earlier << 32 | later)
-    return str(path)
+    _save(work_dir / f"pairs-{bucket}.npy", earlier << 32 | later)
+    return _memory()
+
+
+def _memory() -> dict:
+    """A task's worker process and its peak resident memory so far, in bytes."""
+    import os
+    import resource
+
+    return {"pid": os.getpid(), "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _note_memory(stage, reports: list[dict]) -> None:
+    """The peak RSS of each worker process the stage used, on the stage (`worker_memory`)."""
+    memory = getattr(stage, "worker_memory", {})
+    for report in reports:
+        memory[report["pid"]] = max(memory.get(report["pid"], 0), report["peak_rss"])
+    stage.worker_memory = memory
 
 
 def _save(path: Path, array: np.ndarray) -> None:
