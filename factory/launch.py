@@ -35,12 +35,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def command_for(teacher: TeacherConfig, launch: LaunchConfig, port: int) -> list[str]:
-    """The command line that starts the server (a pure function of the settings)."""
+def command_for(teacher: TeacherConfig, launch: LaunchConfig, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command line that starts the server (a pure function of the settings); `host`
+    is the address it listens on ("{host}" in a command)."""
     if launch.command:
-        return [part.replace("{port}", str(port)).replace("{model}", teacher.model) for part in launch.command]
+        return [part.replace("{port}", str(port)).replace("{model}", teacher.model).replace("{host}", host)
+                for part in launch.command]
     v = teacher.vllm
-    cmd = ["vllm", "serve", teacher.model, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = ["vllm", "serve", teacher.model, "--host", host, "--port", str(port)]
     if v.tensor_parallel_size != 1:
         cmd += ["--tensor-parallel-size", str(v.tensor_parallel_size)]
     if v.gpu_memory_utilization is not None:
@@ -61,8 +63,8 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 
 @contextmanager
-def launched(teacher: TeacherConfig, out_dir: Path,
-             on_exit: Callable[[str], None] | None = None) -> Iterator[str]:
+def launched(teacher: TeacherConfig, out_dir: Path, on_exit: Callable[[str], None] | None = None,
+             host: str = "127.0.0.1", extra_args: tuple[str, ...] = (), log_name: str = LOG_FILE) -> Iterator[str]:
     """Start the server, wait until it is healthy, yield its base URL; stop it after.
 
     If the server exits before the block does, `on_exit(message)` is called from a
@@ -75,9 +77,9 @@ def launched(teacher: TeacherConfig, out_dir: Path,
     """
     launch = teacher.launch
     port = launch.port or free_port()
-    cmd = command_for(teacher, launch, port)
+    cmd = command_for(teacher, launch, port, host) + list(extra_args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir / LOG_FILE
+    log_path = out_dir / log_name
     log = open(log_path, "ab")
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -97,11 +97,19 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
     with handling_signals(stop), ExitStack() as stack:
         folder = stack.enter_context(RunFolder(out_dir, "run"))
         if teacher.launch is not None:
-            from factory.launch import launched
-
             # The server lives for the whole run: generation and any filter that asks the teacher.
-            teacher.base_url = stack.enter_context(
-                launched(teacher, out_dir, on_exit=lambda why: stop.request("server", 3, why)))
+            on_exit = lambda why: stop.request("server", 3, why)  # noqa: E731
+            executor = prepared.pipeline.config.executor
+            if executor.type == "ray":  # one per GPU node of the cluster, all in the endpoint pool
+                from factory.executor_ray import connect
+                from factory.launch_ray import launched_on_ray
+
+                urls = stack.enter_context(launched_on_ray(teacher, out_dir, connect(executor.address), on_exit))
+                teacher.base_url = urls[0] if len(urls) == 1 else urls
+            else:
+                from factory.launch import launched
+
+                teacher.base_url = stack.enter_context(launched(teacher, out_dir, on_exit=on_exit))
         try:
             return _run(prepared, folder, stop, show_progress)
         except StopNow:

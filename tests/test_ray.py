@@ -167,3 +167,37 @@ def test_factory_filter_dedups_on_ray_like_one_process(tmp_path, cluster):
     assert distributed.returncode == 0, distributed.stderr
     for name in ("data.jsonl", "rejected.jsonl"):
         assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
+
+
+def test_launch_on_ray_starts_a_server_per_node_and_stops_it_after(tmp_path, cluster):
+    """vLLM needs GPUs (none here): a custom launch command exercises the same actors,
+    one per node, and their addresses in the endpoint pool."""
+    import socket
+    import sys
+
+    import yaml
+
+    path = write_pipeline(tmp_path, None, generate__count=8,
+                          teacher__launch={"command": [sys.executable, "-m", "factory", "loopback", "--host", "{host}",
+                                                       "--port", "{port}"], "port": _free_port(),
+                                           "startup_timeout": 120})
+    config = yaml.safe_load(path.read_text())
+    del config["teacher"]["base_url"]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    run = factory_cli("run", str(path), "--quiet", *on_ray(cluster, shards=2), timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "out"
+    assert len(read_jsonl(out / "data.jsonl")) == 8
+    logs = list(out.glob("teacher-server-*.log"))
+    assert len(logs) == 1  # one node in this cluster, one server
+    port = config["teacher"]["launch"]["port"]
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # stopped with the run
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
