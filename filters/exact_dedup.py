@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import collections
 import hashlib
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
 
 from factory.record import Record
 from filters.base import Stage, TextConfig
@@ -19,19 +20,37 @@ class ExactDedup(Stage):
         pass
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
+        executor = self.context.pipeline.config.executor if self.context else None
+        if executor is not None and executor.type == "ray":
+            from factory.executor_ray import connect
+            from filters.exact_dedup_ray import exact_dedup_on_ray
+
+            yield from exact_dedup_on_ray(self, records, self.context.out_dir / ".exact-work", connect(executor.address))
+            return
         # Decided in one pass, dropped after it: each drop names its cluster's size.
         records = list(records)
         self.config.check_fields(records, self.where)
-        first: dict[bytes, str] = {}
-        kept_as = []
-        for record in records:
-            digest = hashlib.blake2b(normalise(self.config.text(record)).encode(), digest_size=16).digest()
-            kept_as.append(first.setdefault(digest, record.id))
-        sizes = collections.Counter(kept_as)
-        for record, kept in zip(records, kept_as):
-            if kept == record.id:
-                if sizes[kept] > 1:
-                    record.metadata["exact_duplicates"] = sizes[kept] - 1  # copies dropped in its favour
+        first: dict[bytes, int] = {}
+        kept_as = np.array([first.setdefault(digest(self.config.text(r)), i) for i, r in enumerate(records)],
+                           dtype=np.int64)
+        yield from self.verdicts(records, kept_as, lambda i: records[i].id)
+
+    def verdicts(self, records: Iterable[Record], kept_as: np.ndarray, id_of: Callable[[int], str]) -> Iterator[Record]:
+        """Keep or drop `records` (in index order): `kept_as[i]` is the first record with
+        record i's text (i itself for the first)."""
+        sizes = np.bincount(kept_as, minlength=len(kept_as)).tolist()
+        kept_list = kept_as.tolist()
+        for i, record in enumerate(records):
+            kept = kept_list[i]
+            if kept == i:
+                if sizes[i] > 1:
+                    record.metadata["exact_duplicates"] = sizes[i] - 1  # copies dropped in its favour
                 yield record
             else:
-                self.drop(record, "exact_duplicate", f"same text as {kept}", duplicate_of=kept, cluster_size=sizes[kept])
+                name = id_of(kept)
+                self.drop(record, "exact_duplicate", f"same text as {name}", duplicate_of=name, cluster_size=sizes[kept])
+
+
+def digest(text: str) -> bytes:
+    """16 bytes naming the text once case, whitespace and punctuation are folded."""
+    return hashlib.blake2b(normalise(text).encode(), digest_size=16).digest()

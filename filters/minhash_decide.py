@@ -22,7 +22,6 @@ stages):
 from __future__ import annotations
 
 import functools
-from typing import Iterator
 
 import numpy as np
 

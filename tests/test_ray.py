@@ -154,12 +154,28 @@ def test_minhash_on_ray_in_parts_decides_as_one_process(tmp_path, cluster, keep)
     assert not (tmp_path / "work").exists()  # the work folder is removed
 
 
+def test_exact_dedup_on_ray_in_parts_decides_as_one_process(tmp_path, cluster):
+    from filters.exact_dedup import ExactDedup
+    from filters.exact_dedup_ray import exact_dedup_on_ray
+
+    records = corpus(1200)
+    local, distributed = ExactDedup(), ExactDedup()
+    local_drops, ray_drops = [], []
+    local.bind(local_drops.append)
+    distributed.bind(ray_drops.append)
+    kept = [r.id for r in local(records)]
+    on_ray = [r.id for r in exact_dedup_on_ray(distributed, iter(records), tmp_path / "work", ray, part_records=170)]
+    assert on_ray == kept and 20 < len(local_drops)
+    assert [(r.id, r.metadata["duplicate_of"], r.metadata["cluster_size"]) for r in ray_drops] == \
+        [(r.id, r.metadata["duplicate_of"], r.metadata["cluster_size"]) for r in local_drops]
+
+
 def test_factory_filter_dedups_on_ray_like_one_process(tmp_path, cluster):
     rows = [{"id": r.id, "prompt": r.messages[0]["content"], "completion": r.messages[1]["content"]}
             for r in corpus(400)]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    pipeline = write_pipeline(tmp_path, filters=[{"type": "minhash_dedup"}])
+    pipeline = write_pipeline(tmp_path, filters=[{"type": "exact_dedup"}, {"type": "minhash_dedup"}])
     local = factory_cli("filter", str(pipeline), "--input", str(source), "--out", str(tmp_path / "local"), "--quiet")
     assert local.returncode == 0, local.stderr
     distributed = factory_cli("filter", str(pipeline), "--input", str(source), "--out", str(tmp_path / "ray"),

@@ -1,0 +1,92 @@
+"""Records in part files on the shared filesystem, for filter stages that run on Ray.
+
+The driver streams a stage's records into parts once (`spill`), Ray tasks read the
+parts they are given, and the driver reads the parts back in order to keep or drop
+each record: it never holds the records, only a few numbers per record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from factory.record import Record
+from filters.base import field_value
+
+PART_RECORDS = 50_000  # records a task reads
+
+
+def spill(records: Iterable[Record], work: Path, part_records: int, scored: bool,
+           fields: Iterable[str]) -> tuple[int, list, list[Record]]:
+    """Write the records into parts; returns their count, their judge scores (when the
+    walk needs them) and, for the field check, the first record and the first record
+    having each of `fields` (no witness for a field: no record has it)."""
+    count, scores, out, witnesses, missing = 0, [], None, [], set(fields)
+    try:
+        for record in records:
+            if not witnesses:
+                witnesses.append(record)
+            for path in [p for p in missing if field_value(record.metadata, p) is not None]:
+                missing.discard(path)
+                witnesses.append(record)
+            if count % part_records == 0:
+                if out:
+                    out.close()
+                out = open(work / f"part-{count // part_records}.jsonl", "w", encoding="utf-8")
+            out.write(json.dumps(record.to_row(), ensure_ascii=False) + "\n")
+            if scored:
+                scores.append(record.metadata.get("judge_score"))
+            count += 1
+    finally:
+        if out:
+            out.close()
+    return count, scores, witnesses
+
+
+def read_part(path: Path) -> Iterator[Record]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield Record.from_row(json.loads(line))
+
+
+def read_back(work: Path, parts: int) -> Iterator[Record]:
+    for p in range(parts):
+        yield from read_part(work / f"part-{p}.jsonl")
+
+
+def ids(work: Path, parts: int, wanted: np.ndarray) -> dict[int, str]:
+    """The ids of the records at `wanted` indexes (the ones drops name)."""
+    wanted_set, ids, index = set(wanted.tolist()), {}, 0
+    for p in range(parts):
+        with open(work / f"part-{p}.jsonl", encoding="utf-8") as f:
+            for line in f:
+                if index in wanted_set:
+                    ids[index] = json.loads(line)["id"]
+                index += 1
+    return ids
+
+
+def memory() -> dict:
+    """A task's worker process and its peak resident memory so far, in bytes."""
+    import os
+    import resource
+
+    return {"pid": os.getpid(), "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def note_memory(stage, reports: list[dict]) -> None:
+    """The peak RSS of each worker process the stage used, on the stage (`worker_memory`)."""
+    memory = getattr(stage, "worker_memory", {})
+    for report in reports:
+        memory[report["pid"]] = max(memory.get(report["pid"], 0), report["peak_rss"])
+    stage.worker_memory = memory
+
+
+def save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
