@@ -120,26 +120,36 @@ def datasketch_loop(records: list[Record], bulk: bool) -> tuple[float, set]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=DEFAULT)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each way takes; its best counts")
     parser.add_argument("--baseline-docs", type=int, default=10000,
                         help="documents for the datasketch baselines (the update loop is slow)")
     args = parser.parse_args()
     if not args.data.exists():
         raise SystemExit(f"{args.data} not found: pass --data PATH")
-    cli_rate, cli_drops = through_cli(args.data)
+    # The machine may be shared: each way runs --rounds times, taking turns, and its best
+    # round counts (as timeit takes the minimum), so a busy spell hurts no one way alone.
     rate, drops, stage, records = ours(args.data)
-    print(f"ours through `factory filter`: {len(records)} docs, {cli_rate:,.0f} docs/s end to end, {cli_drops} dropped")
-    print(f"ours in process (read + stage): {rate:,.0f} docs/s, {drops} dropped")
+    best: dict[str, tuple[float, int]] = {}
+    ways = {"factory filter": lambda: through_cli(args.data),
+            "rensa": lambda: (lambda r, d: (r, len(d)))(*rensa_loop(records)),
+            "datasketch bulk": lambda: (lambda r, d: (r, len(d)))(*datasketch_loop(records, bulk=True))}
     try:
-        rensa_rate, rensa_drops = rensa_loop(records)
-        print(f"rensa RMinHash + RMinHashLSH loop: {rensa_rate:,.0f} docs/s, {len(rensa_drops)} dropped")
+        import rensa  # noqa: F401
     except ImportError:
-        rensa_rate, rensa_drops = None, None
-        print("rensa not installed (pip install rensa): its row is left out")
-    full_bulk_rate, full_bulk_drops = datasketch_loop(records, bulk=True)
-    print(f"datasketch MinHash.bulk + MinHashLSH: {full_bulk_rate:,.0f} docs/s, {len(full_bulk_drops)} dropped")
-    print(f"ratios on all {len(records)} docs, `factory filter` against in-memory peers: "
-          + (f"{cli_rate / rensa_rate:.2f}x rensa (goal >= 1), " if rensa_rate else "")
-          + f"{cli_rate / full_bulk_rate:.2f}x datasketch bulk (goal >= 4)")
+        del ways["rensa"]
+        print("rensa not installed (pip install rensa, or the bench extra): its row is left out")
+    for _ in range(args.rounds):
+        for name, way in ways.items():
+            measured = way()
+            if measured[0] > best.get(name, (0, 0))[0]:
+                best[name] = measured
+    print(f"ours in process (read + stage): {rate:,.0f} docs/s, {drops} dropped")
+    for name, (speed, dropped) in best.items():
+        print(f"{name:>16}: {speed:,.0f} docs/s (best of {args.rounds}), {dropped} dropped")
+    cli_rate = best["factory filter"][0]
+    print(f"`factory filter` end to end on all {len(records)} docs against in-memory peers: "
+          + (f"{cli_rate / best['rensa'][0]:.2f}x rensa (goal >= 1), " if "rensa" in best else "")
+          + f"{cli_rate / best['datasketch bulk'][0]:.2f}x datasketch MinHash.bulk + MinHashLSH (goal >= 4)")
 
     subset = records[: args.baseline_docs]
     sub_kept, sub_elapsed = _ours_on(subset)
@@ -149,7 +159,7 @@ def main() -> None:
     print(f"first {len(subset)} docs: ours {sub_rate:,.0f} docs/s ({len(sub_drops)} drops) | "
           f"datasketch update loop {loop_rate:,.0f} docs/s ({len(loop_drops)} drops) | "
           f"datasketch MinHash.bulk {bulk_rate:,.0f} docs/s ({len(bulk_drops)} drops)")
-    sub_rensa = rensa_loop(subset)[1] if rensa_rate else None
+    sub_rensa = rensa_loop(subset)[1] if "rensa" in best else None
     oracle = exact_drops(subset)
     print(f"against exact Jaccard (the same greedy walk, every candidate's shingle sets compared; {len(oracle)} drops):")
     peers = [("ours", sub_drops), ("datasketch update loop", loop_drops), ("datasketch MinHash.bulk", bulk_drops)]
