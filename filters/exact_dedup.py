@@ -33,9 +33,9 @@ class ExactDedup(Stage):
         first: dict[bytes, int] = {}
         kept_as = np.array([first.setdefault(digest(self.config.text(r)), i) for i, r in enumerate(records)],
                            dtype=np.int64)
-        yield from self.verdicts(records, kept_as, lambda i: records[i].id)
+        yield from self.apply_decisions(records, kept_as, lambda i: records[i].id)
 
-    def verdicts(self, records: Iterable[Record], kept_as: np.ndarray, id_of: Callable[[int], str]) -> Iterator[Record]:
+    def apply_decisions(self, records: Iterable[Record], kept_as: np.ndarray, id_of: Callable[[int], str]) -> Iterator[Record]:
         """Keep or drop `records` (in index order): `kept_as[i]` is the first record with
         record i's text (i itself for the first)."""
         sizes = np.bincount(kept_as, minlength=len(kept_as)).tolist()

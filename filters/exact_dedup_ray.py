@@ -41,7 +41,7 @@ def exact_dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
         for b in range(partitions):
             copies = np.load(work / f"copies-{b}.npy")
             kept_as[copies[0]] = copies[1]
-        yield from stage.verdicts(read_back(work, parts), kept_as,
+        yield from stage.apply_decisions(read_back(work, parts), kept_as,
                                   ids(work, parts, np.unique(kept_as[kept_as != np.arange(count)])).__getitem__)
     finally:
         shutil.rmtree(work, ignore_errors=True)

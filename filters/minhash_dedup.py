@@ -78,9 +78,9 @@ class MinHashDedup(Stage):
             order = range(len(records))
         bands, rows = self.bands_and_rows()
         named, agree = decide(sigs, np.asarray(order, dtype=np.int64), bands, rows, self.need())
-        yield from self.verdicts(records, named, agree, lambda i: records[i].id)
+        yield from self.apply_decisions(records, named, agree, lambda i: records[i].id)
 
-    def verdicts(self, records: Iterable[Record], named: np.ndarray, agree: np.ndarray,
+    def apply_decisions(self, records: Iterable[Record], named: np.ndarray, agree: np.ndarray,
                  id_of: Callable[[int], str]) -> Iterator[Record]:
         """Keep or drop `records` (in index order) by the decisions: `named[i]` is the record
         record i is dropped for (-1: kept), `agree[i]` their agreeing slots."""

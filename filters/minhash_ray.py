@@ -69,7 +69,7 @@ def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
         named, agree = in_index_order(order, *resolve(first, earlier, later, compare, stage.need(), c.num_perm))
         del earlier, later, first
         named_ids = ids(work, parts, np.unique(named[named >= 0]))
-        yield from stage.verdicts(read_back(work, parts), named, agree, named_ids.__getitem__)
+        yield from stage.apply_decisions(read_back(work, parts), named, agree, named_ids.__getitem__)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
