@@ -43,11 +43,11 @@ def shard_requests(shard) -> int:
 
 
 def shard_invocations(shard) -> list[tuple[int, str]]:
-    """(pid, status) of each invocation of a shard; one that never ended was killed."""
+    """(pid, status) of each invocation of a shard: "unended" while it runs, or when it was killed."""
     db = sqlite3.connect(str(shard / "run.sqlite"))
     try:
         rows = db.execute("SELECT pid, status, ended FROM invocations ORDER BY id").fetchall()
-        return [(pid, "killed" if ended is None and status == "running" else status) for pid, status, ended in rows]
+        return [(pid, "unended" if ended is None else status) for pid, status, ended in rows]
     finally:
         db.close()
 
@@ -91,7 +91,7 @@ def test_a_killed_shard_is_retried_alone_and_pays_nothing_twice(tmp_path, cluste
     # request in flight when the worker died went out twice.
     assert stored_at_kill >= 3
     assert count <= sum(received.values()) <= count + 1
-    assert [status for _, status in shard_invocations(victim)] == ["killed", "complete"]
+    assert [status for _, status in shard_invocations(victim)] == ["unended", "complete"]  # killed, then resumed
     others = [s for s in sorted((out / "shards").iterdir()) if s != victim]
     assert all([st for _, st in shard_invocations(s)] == ["complete"] for s in others)  # retried alone
 
@@ -113,14 +113,16 @@ def _kill_a_running_shard(out, run, at_least: int, limit: float = 120):
     """SIGKILL the worker process of the first shard seen with `at_least` stored answers and
     its invocation still running; returns its folder and how many answers it had stored."""
     deadline = time.monotonic() + limit
+    seen = {}
     while time.monotonic() < deadline:
-        assert run.poll() is None, "the run finished before a shard could be killed; make it longer"
+        assert run.poll() is None, f"the run finished before a shard could be killed ({seen}); make it longer"
         for shard in sorted((out / "shards").glob("*")) if (out / "shards").exists() else []:
             try:
-                running = [pid for pid, status in shard_invocations(shard) if status == "running"]
+                running = [pid for pid, status in shard_invocations(shard) if status == "unended"]
                 stored = shard_requests(shard)
             except sqlite3.OperationalError:
                 continue  # not created yet
+            seen[shard.name] = (running, stored)
             if running and stored >= at_least and not (shard / "done.json").exists():
                 os.kill(running[-1], signal.SIGKILL)
                 return shard, shard_requests(shard)
