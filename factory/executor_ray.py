@@ -16,7 +16,17 @@ from typing import Any
 from factory.config import Pipeline
 from factory.engine import RunStats
 from factory.errors import ConfigError, FactoryError
-from factory.executor import Shard, ShardOutcome, cost_left, merge, merged, plan, run_shard, seed, shard_pipeline
+from factory.executor import (
+    Shard,
+    ShardOutcome,
+    cost_left,
+    merge,
+    merged,
+    plan,
+    run_shard,
+    seed,
+    shard_pipeline,
+)
 from factory.progress import Progress
 from factory.runfolder import RunFolder
 from factory.stopping import Stop

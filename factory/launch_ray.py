@@ -117,6 +117,6 @@ def launched_on_ray(teacher: TeacherConfig, out_dir: Path, ray: Any,
         for server in servers:
             try:
                 ray.get(server.stop.remote(), timeout=30)
-            except Exception:  # an actor already gone: its server went with it
+            except (ray.exceptions.RayError, TimeoutError):  # an actor already gone: its server went with it
                 pass
             ray.kill(server)

@@ -16,7 +16,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from factory.record import Record
-from filters.ray_parts import PART_RECORDS, ids, memory, note_memory, read_back, read_part, save, spill
+from filters.ray_parts import (
+    PART_RECORDS,
+    ids,
+    memory,
+    note_memory,
+    read_back,
+    read_part,
+    save,
+    spill,
+)
 
 
 def exact_dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,

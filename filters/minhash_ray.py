@@ -25,9 +25,26 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from factory.record import Record
-from filters.ray_parts import PART_RECORDS, ids, note_memory, read_back, read_part, save, spill, memory
-from filters.minhash_decide import (agreement, band_keys, candidate_pairs, first_copies, in_index_order, resolve,
-                                    run_starts, signature_keys)
+from filters.minhash_decide import (
+    agreement,
+    band_keys,
+    candidate_pairs,
+    first_copies,
+    in_index_order,
+    resolve,
+    run_starts,
+    signature_keys,
+)
+from filters.ray_parts import (
+    PART_RECORDS,
+    ids,
+    memory,
+    note_memory,
+    read_back,
+    read_part,
+    save,
+    spill,
+)
 
 
 def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,

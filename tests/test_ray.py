@@ -14,7 +14,14 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
+from tests.conftest import (
+    ROOT,
+    factory_cli,
+    loopback_process,
+    read_jsonl,
+    server_stats,
+    write_pipeline,
+)
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
 

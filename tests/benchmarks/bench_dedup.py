@@ -128,7 +128,7 @@ def main() -> None:
         raise SystemExit(f"{args.data} not found: pass --data PATH")
     # The machine may be shared: each way runs --rounds times, taking turns, and its best
     # round counts (as timeit takes the minimum), so a busy spell hurts no one way alone.
-    rate, drops, stage, records = ours(args.data)
+    rate, drops, _, records = ours(args.data)
     best: dict[str, tuple[float, int]] = {}
     ways = {"factory filter": lambda: through_cli(args.data),
             "rensa": lambda: (lambda r, d: (r, len(d)))(*rensa_loop(records)),
