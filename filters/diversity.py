@@ -66,9 +66,16 @@ class Diversity(Stage):
             return
         c.check_fields(records, self.where)
         cache = EmbeddingCache(self.context.out_dir / EMBEDDING_CACHE_FILE) if c.cache and self.context else None
+        executor = self.context.pipeline.config.executor if self.context else None
+        encode = None
+        if executor is not None and executor.type == "ray":  # the embeddings on the cluster's actors
+            from factory.executor_ray import connect
+            from filters.embeddings_ray import pool_encoder
+
+            encode = pool_encoder(connect(executor.address), c.model, c.device, c.batch_size)
         try:
             vectors, self.embedded = embed([c.text(r) for r in records], c.model, cache,
-                                           c.device, c.batch_size)
+                                           c.device, c.batch_size, encode=encode)
         finally:
             if cache is not None:
                 cache.close()

@@ -69,19 +69,23 @@ def load_model(name: str, device: str | None, hint: str = "set the diversity fil
 
 
 def embed(texts: list[str], model_name: str, cache: EmbeddingCache | None, device: str | None = None,
-          batch_size: int = 64, loader: Callable[[], Any] | None = None) -> tuple[np.ndarray, int]:
+          batch_size: int = 64, loader: Callable[[], Any] | None = None,
+          encode: Callable[[list[str]], np.ndarray] | None = None) -> tuple[np.ndarray, int]:
     """Unit-length float32 embeddings of `texts`, and how many had to be computed.
 
     The model is loaded only when a text is not in the cache, by `loader` when given (a
-    caller that words its own errors), else by `load_model`."""
+    caller that words its own errors), else by `load_model`; `encode(texts) -> vectors`
+    computes the missing ones elsewhere instead (a Ray actor pool)."""
     keys = [text_key(t) for t in texts]
     known = cache.get(model_name, list(dict.fromkeys(keys))) if cache is not None else {}
     missing = list(dict.fromkeys(k for k in keys if k not in known))
     if missing:
-        model = loader() if loader is not None else load_model(model_name, device)
         first_text = dict(zip(keys, texts))
-        vectors = model.encode([first_text[k] for k in missing], batch_size=batch_size, convert_to_numpy=True,
-                               normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
+        if encode is None:
+            model = loader() if loader is not None else load_model(model_name, device)
+            encode = lambda chunk: model.encode(chunk, batch_size=batch_size, convert_to_numpy=True,  # noqa: E731
+                                                normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
+        vectors = encode([first_text[k] for k in missing])
         fresh = dict(zip(missing, vectors))
         if cache is not None:
             cache.put(model_name, fresh)

