@@ -267,12 +267,12 @@ class ExecutorConfig(Strict):
     # run store under <output>/shards/.
     shards: int = Field(4, ge=1, le=100000)
 
-    @model_validator(mode="after")
-    def _ray_address(self):
-        a = self.address
+    @field_validator("address")
+    @classmethod
+    def _ray_address(cls, a: str | None) -> str | None:
         if a is not None and a != "auto" and not a.startswith("ray://") and not _host_port(a):
-            raise ValueError("address: expected auto, HOST:PORT or ray://HOST:PORT")
-        return self
+            raise ValueError(f"expected auto, HOST:PORT or ray://HOST:PORT, got {a!r}")
+        return a
 
 
 def _host_port(address: str) -> bool:

@@ -1,0 +1,46 @@
+"""The executor settings and the shard plan, without a cluster: bad keys are one line and
+exit 2 before anything is sent; shards cover every unit once; limits are divided."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from factory.cli import main
+from factory.config import load_pipeline
+from factory.executor import plan, shard_pipeline
+from tests.conftest import assert_user_error, write_pipeline
+
+
+@pytest.mark.parametrize("setting,words", [
+    ("executor.type=rays", ["executor.type", "local", "ray"]),
+    ("executor.shards=0", ["executor.shards"]),
+    ("executor.address=localhost", ["executor.address", "HOST:PORT"]),
+    ("executor.nodes=3", ["executor.nodes", "unknown key"]),
+])
+def test_bad_executor_settings_are_one_line_and_exit_2(tmp_path, capsys, setting, words):
+    path = write_pipeline(tmp_path)
+    code = main(["run", str(path), "--quiet", "--set", setting])
+    assert_user_error(code, capsys.readouterr().err, words)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("total,shards", [(10, 4), (3, 8), (1000, 7), (5, 5), (1, 1)])
+def test_shards_cover_every_unit_once_in_order(total, shards):
+    parts = plan(Path("/run"), total, shards)
+    assert [u for part in parts for u in part.units] == list(range(total))
+    assert len(parts) == min(total, shards) and all(len(p.units) for p in parts)
+    assert max(len(p.units) for p in parts) - min(len(p.units) for p in parts) <= 1
+    assert len({p.folder for p in parts}) == len(parts)
+
+
+def test_each_shard_gets_a_share_of_the_limits_that_adds_up_to_no_more_than_them(tmp_path):
+    path = write_pipeline(tmp_path, teacher__rpm=100, teacher__tpm=90000, teacher__max_concurrency=10,
+                          teacher__price={"input": 1, "output": 2}, max_cost=6.0)
+    pipeline = load_pipeline(path)
+    mine = shard_pipeline(pipeline, 3, cost_left=4.5)
+    teacher = mine.config.teacher
+    assert (teacher.rpm, teacher.tpm, teacher.max_concurrency) == (33, 30000, 3)
+    assert mine.config.max_cost == pytest.approx(1.5)
+    assert pipeline.config.teacher.rpm == 100 and pipeline.config.max_cost == 6.0  # the run's own settings untouched
