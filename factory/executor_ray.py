@@ -77,6 +77,7 @@ def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop
     mine = shard_pipeline(pipeline, len(shards), cost_left(pipeline, store, shards, fingerprint))
     remote = ray.remote(num_cpus=1, max_retries=RETRIES)(run_shard)
     running = {remote.remote(mine, shard, fingerprint, stop.grace): shard for shard in todo}
+    failed: list[tuple[Shard, ShardOutcome]] = []
     progress.start()
     try:
         while running:
@@ -93,11 +94,15 @@ def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop
                     merge(store, shard, fingerprint, since)
                     stats.units_done += len(shard.units)
                     progress.update()
-                else:
-                    stop.request("shard", outcome.exit_code or 3,
-                                 f"shard {shard.index} (units {shard.first}-{shard.end - 1}): {outcome.reason}")
+                else:  # the others go on: what they finish is merged, and a rerun does only the rest
+                    failed.append((shard, outcome))
     finally:
         progress.close()
+    if failed:
+        shard, outcome = failed[0]
+        more = f" (and {len(failed) - 1} more shards)" if len(failed) > 1 else ""
+        stop.request("shard", outcome.exit_code or 3,
+                     f"shard {shard.index} (units {shard.first}-{shard.end - 1}): {outcome.reason}{more}")
 
 
 def _outcome(ray: Any, ref: Any, shard: Shard) -> ShardOutcome:

@@ -249,3 +249,18 @@ def test_embeddings_from_an_actor_pool_select_as_one_process_and_fill_the_same_c
     again, _ = stage_for(tmp_path / "ray", model=model, budget=4)
     list(again(topic_records()))
     assert again.embedded == 0
+
+
+def test_shards_meeting_an_outage_stop_the_run_as_incomplete_and_a_rerun_finishes(tmp_path, cluster):
+    path = write_pipeline(tmp_path, "http://127.0.0.1:9/v1", generate__count=8, teacher__outage_timeout=2,
+                          teacher__max_retries=0)
+    down = factory_cli("run", str(path), "--quiet", *on_ray(cluster, shards=2), timeout=300)
+    assert down.returncode == 3, down.stderr
+    lines = down.stderr.strip().splitlines()
+    assert len(lines) == 1 and "shard" in lines[0] and "rerun" in lines[0], down.stderr
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "incomplete"
+    with loopback_process() as url:
+        up = factory_cli("run", str(path), "--quiet", "--set", f"teacher.base_url={url}", *on_ray(cluster, shards=2),
+                         timeout=300)
+    assert up.returncode == 0, up.stderr
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 8
