@@ -1,7 +1,7 @@
 """Generation in shards: the same engine over slices of the units, each with a run store
 of its own, merged into the run's store in unit order.
 
-A shard is a contiguous range of unit indexes. It runs `run.generate_units` (the
+A shard is a contiguous slice of the run's unit list. It runs `run.generate_units` (the
 engine, its window, limits, endpoint pool and journal) against
 `<output>/shards/<k>/run.sqlite`, so a shard that dies resumes from its own journal
 and sends only what it had not stored. When every unit of a shard is settled it
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,27 +45,31 @@ DONE_FILE = "done.json"
 @dataclass(frozen=True)
 class Shard:
     index: int
-    first: int  # first unit
-    end: int  # one past the last unit
+    units: tuple[int, ...]  # a contiguous slice of the run's unit list
     folder: Path
 
     @property
-    def units(self) -> range:
-        return range(self.first, self.end)
+    def label(self) -> str:
+        return f"units {self.units[0]}-{self.units[-1]}"
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.units).encode()).hexdigest()[:16]
 
     def done(self, fingerprint: str) -> bool:
         marker = self.folder / DONE_FILE
         if not marker.exists():
             return False
         info = json.loads(marker.read_text())
-        return info.get("fingerprint") == fingerprint and info.get("units") == [self.first, self.end]
+        return info.get("fingerprint") == fingerprint and info.get("units") == self.digest()
 
 
-def plan(out_dir: Path, total: int, shards: int) -> list[Shard]:
-    """`total` units in `shards` contiguous ranges of nearly equal size (none empty)."""
+def plan(out_dir: Path, units: list[int], shards: int) -> list[Shard]:
+    """The run's `units` (the first round's, then any top-up rounds') in `shards`
+    contiguous slices of nearly equal size (none empty)."""
+    total = len(units)
     shards = max(1, min(shards, total))
     bounds = [round(k * total / shards) for k in range(shards + 1)]
-    return [Shard(k, bounds[k], bounds[k + 1], out_dir / SHARDS_DIR / f"{k:05d}") for k in range(shards)]
+    return [Shard(k, tuple(units[bounds[k]: bounds[k + 1]]), out_dir / SHARDS_DIR / f"{k:05d}") for k in range(shards)]
 
 
 def shard_pipeline(pipeline: Pipeline, shards: int, cost_left: float | None) -> Pipeline:
@@ -100,14 +105,15 @@ def run_shard(pipeline: Pipeline, shard: Shard, fingerprint: str, grace: float) 
 
     task = make_task(pipeline)
     stop = Stop(grace)
+    mine = set(shard.units)
     with RunFolder(shard.folder, "shard") as folder:
         store = folder.store
-        settled = {u for u in store.settled_units(GENERATE, fingerprint) if shard.first <= u < shard.end}
+        settled = store.settled_units(GENERATE, fingerprint) & mine
         stats = RunStats(units_done=len(settled), units_before=len(settled))
         spent, _ = whole_run_usage(store)
         budget = Budget(pipeline.config.max_cost, already=spent.get("cost", 0.0))
         pending = [u for u in shard.units if u not in settled]
-        progress = Progress(len(shard.units), stats, enabled=False)
+        progress = Progress(len(mine), stats, enabled=False)
         try:
             asyncio.run(generate_units(task, pipeline, store, stats, stop, fingerprint, pending, progress, budget))
         finally:
@@ -115,11 +121,10 @@ def run_shard(pipeline: Pipeline, shard: Shard, fingerprint: str, grace: float) 
         if stop.requested:
             folder.stats["status"] = stop.status
             return ShardOutcome(shard.index, stop.status, stop.reason, stop.exit_code, stats.as_dict())
-        counts = store.unit_counts(GENERATE, fingerprint, shard.end)
-        settled_now = {u for u in store.settled_units(GENERATE, fingerprint) if shard.first <= u < shard.end}
-        if len(settled_now) == len(shard.units):
+        settled_now = store.settled_units(GENERATE, fingerprint) & mine
+        if len(settled_now) == len(mine):
             atomic_write_text(shard.folder / DONE_FILE, json.dumps(
-                {"fingerprint": fingerprint, "units": [shard.first, shard.end], "counts": counts}) + "\n")
+                {"fingerprint": fingerprint, "units": shard.digest(), "label": shard.label}) + "\n")
             return ShardOutcome(shard.index, "complete", "", 0, stats.as_dict())
         return ShardOutcome(shard.index, "incomplete", f"{len(shard.units) - len(settled_now)} units left failed",
                             3, stats.as_dict())
@@ -133,8 +138,9 @@ def merge(store: RunStore, shard: Shard, fingerprint: str, since: float) -> int:
 
     with RunStore.open(shard.folder) as source:
         units = 0
-        for unit, state, results in source.unit_results(GENERATE, fingerprint, shard.end):
-            if unit >= shard.first:
+        mine = set(shard.units)
+        for unit, state, results in source.unit_results(GENERATE, fingerprint, max(mine) + 1):
+            if unit in mine:
                 store.finish_unit(GENERATE, unit, fingerprint, state, results)
                 units += 1
         for key, value, created in source.db.execute("SELECT key, value, created FROM requests"):
@@ -167,8 +173,9 @@ def seed(store: RunStore, shard: Shard, fingerprint: str) -> None:
     begun with the local executor): the shard skips them instead of generating them again."""
     from factory.run import GENERATE
 
-    known = [(u, state, rows) for u, state, rows in store.unit_results(GENERATE, fingerprint, shard.end)
-             if u >= shard.first and state in ("done", "rejected")]
+    mine = set(shard.units)
+    known = [(u, state, rows) for u, state, rows in store.unit_results(GENERATE, fingerprint, max(mine) + 1)
+             if u in mine and state in ("done", "rejected")]
     if not known:
         return
     with RunStore.open(shard.folder) as target:
@@ -179,7 +186,7 @@ def seed(store: RunStore, shard: Shard, fingerprint: str) -> None:
 
 
 def _mark(shard: Shard, fingerprint: str) -> str:
-    return f"{fingerprint}:{shard.first}-{shard.end}"
+    return f"{fingerprint}:{shard.digest()}"
 
 
 _MERGED = "shard-merged:"

@@ -55,13 +55,13 @@ def connect(address: str | None) -> Any:
 
 
 def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop: Stop, fingerprint: str,
-                    total: int, progress: Progress) -> None:
+                    units: list[int], progress: Progress) -> None:
     """Run every unfinished shard as a Ray task, merging each into the run's store as it
     finishes. Returns when all are merged, or after requesting `stop` when a shard ended
     early (an outage: exit 3) or the user stopped the run (after cancelling the rest)."""
     cfg = pipeline.config.executor
     store = folder.store
-    shards = plan(folder.out_dir, total, cfg.shards)
+    shards = plan(folder.out_dir, units, cfg.shards)
     since = time.time()
     todo: list[Shard] = []
     for shard in shards:
@@ -102,7 +102,7 @@ def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop
         shard, outcome = failed[0]
         more = f" (and {len(failed) - 1} more shards)" if len(failed) > 1 else ""
         stop.request("shard", outcome.exit_code or 3,
-                     f"shard {shard.index} (units {shard.first}-{shard.end - 1}): {outcome.reason}{more}")
+                     f"shard {shard.index} ({shard.label}): {outcome.reason}{more}")
 
 
 def _outcome(ray: Any, ref: Any, shard: Shard) -> ShardOutcome:

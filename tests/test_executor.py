@@ -28,9 +28,10 @@ def test_bad_executor_settings_are_one_line_and_exit_2(tmp_path, capsys, setting
 
 @pytest.mark.parametrize("total,shards", [(10, 4), (3, 8), (1000, 7), (5, 5), (1, 1)])
 def test_shards_cover_every_unit_once_in_order(total, shards):
-    parts = plan(Path("/run"), total, shards)
-    assert [u for part in parts for u in part.units] == list(range(total))
-    assert len(parts) == min(total, shards) and all(len(p.units) for p in parts)
+    units = [*range(total), 5000, 5001]  # a top-up round's units come after the first round's
+    parts = plan(Path("/run"), units, shards)
+    assert [u for part in parts for u in part.units] == units
+    assert len(parts) == min(len(units), shards) and all(len(p.units) for p in parts)
     assert max(len(p.units) for p in parts) - min(len(p.units) for p in parts) <= 1
     assert len({p.folder for p in parts}) == len(parts)
 
