@@ -264,3 +264,20 @@ def test_shards_meeting_an_outage_stop_the_run_as_incomplete_and_a_rerun_finishe
                          timeout=300)
     assert up.returncode == 0, up.stderr
     assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 8
+
+
+def test_top_up_rounds_on_ray_give_the_single_process_dataset(tmp_path, cluster, loopback):
+    """generate.keep with balance: later rounds add units; their shards are slices of the
+    grown unit list, and the dataset is still the one-process dataset."""
+    from tests.test_keep import SCRIPT, keep_pipeline
+
+    url = loopback(replies=SCRIPT)
+    single = keep_pipeline(tmp_path / "single", url)
+    assert factory_cli("run", str(single), "--quiet").returncode == 0
+    sharded = keep_pipeline(tmp_path / "sharded", url)
+    run = factory_cli("run", str(sharded), "--quiet", *on_ray(cluster, shards=3), timeout=300)
+    assert run.returncode == 0, run.stderr
+    info = json.loads((tmp_path / "sharded" / "out" / "run.json").read_text())
+    assert info["quota"]["rounds"] >= 2
+    for name in ("data.jsonl", "rejected.jsonl"):
+        assert (tmp_path / "sharded" / "out" / name).read_text() == (tmp_path / "single" / "out" / name).read_text()
