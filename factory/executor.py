@@ -121,12 +121,15 @@ def run_shard(pipeline: Pipeline, shard: Shard, fingerprint: str, grace: float) 
         if stop.requested:
             folder.stats["status"] = stop.status
             return ShardOutcome(shard.index, stop.status, stop.reason, stop.exit_code, stats.as_dict())
-        settled_now = store.settled_units(GENERATE, fingerprint) & mine
-        if len(settled_now) == len(mine):
+        # Finished as a local run finishes them: done, rejected, or failed (a request the
+        # teacher refused for good, journaled: asking again replays the same refusal).
+        finished = {u for u, state, _ in store.unit_results(GENERATE, fingerprint, max(mine) + 1)
+                    if u in mine and state != "pending"}
+        if len(finished) == len(mine):
             atomic_write_text(shard.folder / DONE_FILE, json.dumps(
                 {"fingerprint": fingerprint, "units": shard.digest(), "label": shard.label}) + "\n")
             return ShardOutcome(shard.index, "complete", "", 0, stats.as_dict())
-        return ShardOutcome(shard.index, "incomplete", f"{len(shard.units) - len(settled_now)} units left failed",
+        return ShardOutcome(shard.index, "incomplete", f"{len(mine) - len(finished)} units not finished",
                             3, stats.as_dict())
 
 
