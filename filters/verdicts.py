@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
+
 from factory.record import Record, Rejection
 from filters.base import Stage
 
@@ -76,8 +78,11 @@ def _compute(stage: Stage, spool: "_Spool", store, key: str) -> dict[str, Any]:
 
     def decided(record_id: str, keep: bool, reason: str | None, detail: str | None, messages, metadata) -> None:
         nonlocal position
+        before = spool.raw(record_id)
+        # Most decisions change nothing: equal bytes say so without parsing the input again.
+        same = messages is not None and _line(record_id, messages, metadata) == before
         rows.append((key, position, record_id, keep, reason, detail,
-                     _difference(spool.get(record_id), messages, metadata)))
+                     None if same else _difference(_record(before), messages, metadata)))
         position += 1
         if len(rows) >= 1000:
             store.put_verdicts(rows)
@@ -144,21 +149,24 @@ class _Spool:
 
     def __init__(self, path: Path):
         self.path = path
-        self.file = open(path, "w+b")
+        self.file = open(path, "wb")
+        self.reader = None
         self.offsets: dict[str, int] = {}
         self.hash = hashlib.sha256()
         self.count = 0
+        self.size = 0
 
     def add(self, record: Record) -> None:
-        line = json.dumps([record.id, record.messages, record.metadata], ensure_ascii=False,
-                          sort_keys=True).encode() + b"\n"
-        self.offsets[record.id] = self.file.tell()
+        line = _line(record.id, record.messages, record.metadata)
+        self.offsets[record.id] = self.size
         self.file.write(line)
+        self.size += len(line)
         self.hash.update(line)
         self.count += 1
 
     def seal(self) -> None:
-        self.file.flush()
+        self.file.close()
+        self.reader = open(self.path, "rb")
 
     def digest(self) -> str:
         return self.hash.hexdigest()
@@ -168,15 +176,32 @@ class _Spool:
             for line in f:
                 yield _record(line)
 
+    def raw(self, record_id: str) -> bytes:
+        # Reads mostly follow the input's order: a seek inside the read buffer costs no system call.
+        self.reader.seek(self.offsets[record_id])
+        return self.reader.readline()
+
     def get(self, record_id: str) -> Record:
-        self.file.seek(self.offsets[record_id])
-        return _record(self.file.readline())
+        return _record(self.raw(record_id))
 
     def close(self) -> None:
         self.file.close()
+        if self.reader is not None:
+            self.reader.close()
         self.path.unlink(missing_ok=True)
 
 
+def _line(record_id: str, messages, metadata: dict[str, Any]) -> bytes:
+    """One record as canonical JSON (sorted keys): the same content gives the same bytes."""
+    try:
+        return orjson.dumps([record_id, messages, metadata], option=orjson.OPT_SORT_KEYS) + b"\n"
+    except TypeError:  # what orjson refuses (integers beyond 64 bits, say): the standard library's form
+        return json.dumps([record_id, messages, metadata], ensure_ascii=False, sort_keys=True).encode() + b"\n"
+
+
 def _record(line: bytes) -> Record:
-    record_id, messages, metadata = json.loads(line)
+    try:
+        record_id, messages, metadata = orjson.loads(line)
+    except orjson.JSONDecodeError:  # NaN and the like, written by the fallback above
+        record_id, messages, metadata = json.loads(line)
     return Record(record_id, messages, metadata)
