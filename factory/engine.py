@@ -127,8 +127,12 @@ class Engine:
         return out
 
     def key(self, request: Request, unit: int | str, step: int | str) -> str:
-        return request_key({**self._identity, "schema": request.schema, "schema_name": request.schema_name,
-                            "seed": request.seed, "messages": request.messages, "unit": unit, "step": step})
+        described = {**self._identity, "schema": request.schema, "schema_name": request.schema_name,
+                     "seed": request.seed, "messages": request.messages, "unit": unit, "step": step}
+        if request.prompt is not None:
+            # Only raw-text requests name a prompt: every chat request keeps its key.
+            described["prompt"] = request.prompt
+        return request_key(described)
 
     async def ask(self, request: Request, unit: int | str, step: int | str) -> Completion:
         key = self.key(request, unit, step)
@@ -195,7 +199,11 @@ class Engine:
         if stats.first_request is None:
             stats.first_request = time.perf_counter()
         try:
-            completion = await self.teacher.complete(replace(request, key=key))
+            keyed = replace(request, key=key)
+            if request.prompt is None:
+                completion = await self.teacher.complete(keyed)
+            else:
+                completion = await self.teacher.complete_text(keyed)
         except BadResponse as err:
             # The server answered (and may have charged): stored, so a rerun moves on.
             self.store.store_request(key, {"error": str(err), "reason": getattr(err, "reason", "bad_response")})
@@ -262,7 +270,8 @@ class Engine:
 
     @staticmethod
     def _prompt_estimate(request: Request) -> int:
-        return sum(len(m["content"]) for m in request.messages) // 4  # about 4 characters a token
+        chars = sum(len(m["content"]) for m in request.messages) + len(request.prompt or "")
+        return chars // 4  # about 4 characters a token
 
     def _max_tokens(self) -> int:
         sampling = getattr(self.config, "sampling", None)

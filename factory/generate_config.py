@@ -256,5 +256,8 @@ class PreferenceGenerate(Sizing):
         return self
 
 
+from factory.instruction_config import EvolInstructGenerate, MagpieGenerate, SelfInstructGenerate  # noqa: E402
+
 TASKS = {"qa": QAGenerate, "dialogue": DialogueGenerate, "grounded_qa": GroundedQAGenerate,
-         "preference": PreferenceGenerate}
+         "preference": PreferenceGenerate, "evol_instruct": EvolInstructGenerate, "self_instruct": SelfInstructGenerate,
+         "magpie": MagpieGenerate}

@@ -14,6 +14,8 @@ import random
 import re
 from typing import Any
 
+from factory.loopback.instructions import chat_answer, raw_answer
+
 _WORDS = (
     "system process method result example value reason step detail practice risk cost "
     "model rule case effect source measure balance pattern signal limit choice factor "
@@ -41,6 +43,9 @@ def answer(messages: list[dict], seed: Any, schema: dict | None, position_bias: 
     passage = _PASSAGE.search(prompt)
     quotable = _SENTENCE.findall(passage.group(2) if passage else prose) or [_sentence(rng, vocab)]
     if schema is None:
+        shaped = chat_answer(messages, rng)
+        if shaped is not None:
+            return shaped
         found = _schema_in_prompt(prompt)
         if found is not None:
             # Prompt-mode clients get the JSON wrapped the way real models wrap it.
@@ -70,6 +75,17 @@ def _judged(value: Any, schema: dict, prompt: str, position_bias: int = 0) -> An
         score = lo + int.from_bytes(digest, "big") % (hi - lo + 1)
         value["scores"][label] = min(hi, score + position_bias) if label == first else score
     return value
+
+
+def complete_text(prompt: str, seed: Any) -> str:
+    """A raw-text continuation: the user's turn after a chat template's pre-query prefix,
+    else sentences from the prompt's words."""
+    rng = random.Random(seed_of([{"prompt": prompt}], seed))
+    shaped = raw_answer(prompt, rng)
+    if shaped is not None:
+        return shaped
+    vocab = list(dict.fromkeys(_TOKEN.findall(prompt)))[-200:] or _WORDS
+    return " ".join(_sentence(rng, vocab) for _ in range(rng.randint(1, 3)))
 
 
 def _schema_in_prompt(prompt: str) -> dict | None:

@@ -1,6 +1,7 @@
 """An OpenAI-compatible teacher on loopback, for tests, benchmarks and `--dry-run`.
 
-It answers chat completions in the requested JSON schema with varied deterministic
+It answers chat completions in the requested JSON schema (and raw text completions at
+/v1/completions, as vLLM does) with varied deterministic
 content, serves a models list and a health check, and behaves like a real server
 where it matters for the engine: a fixed number of decode slots (requests beyond
 them queue), a lognormal service time, and injected faults (429 with Retry-After,
@@ -29,7 +30,7 @@ from aiohttp import web
 
 from factory.store import request_key
 from factory.loopback.batches import BatchDesk, BatchOptions
-from factory.loopback.content import answer
+from factory.loopback.content import answer, complete_text
 
 FAULT_KINDS = ("rate_limit", "server_error", "reset", "hang", "malformed", "truncated", "empty")
 # Faults injected only when named, never by a spread over all kinds: `stall` sends 200 and
@@ -142,6 +143,7 @@ class LoopbackTeacher:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/stats", self.stats)
@@ -190,13 +192,29 @@ class LoopbackTeacher:
         return o.latency_median * math.exp(o.latency_sigma * self.rng.gauss(0, 1))
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, raw=False)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """Raw text completion, as vLLM, SGLang and llama.cpp serve it: no chat template."""
+        return await self._answer(request, raw=True)
+
+    async def _answer(self, request: web.Request, raw: bool) -> web.StreamResponse:
         if self.first_request is None:
             self.first_request = time.time()  # wall clock: benchmarks compare it across processes
         try:
             body = await request.json()
-            messages = body["messages"]
+            if raw:
+                prompt = body["prompt"]
+                prompt = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt
+                if not isinstance(prompt, str):
+                    raise TypeError("prompt")
+                # Scripted replies, token counts and rate limits read it as one user message.
+                messages = [{"role": "user", "content": prompt}]
+            else:
+                messages = body["messages"]
         except (ValueError, KeyError, TypeError):
-            return _error(400, "body must be JSON with a messages list")
+            return _error(400, "body must be JSON with a prompt string" if raw else
+                          "body must be JSON with a messages list")
         key = body_key(body)
         self.received[key] += 1
         if self.options.keep_bodies:
@@ -257,7 +275,8 @@ class LoopbackTeacher:
             return web.Response(status=200, text='{"id": "x", "choices": [{"message": ', content_type="application/json")
         text = self.options.scripted_reply(messages)
         if text is None:
-            text = answer(messages, body.get("seed"), schema, self.options.judge_position_bias)
+            text = (complete_text(prompt, body.get("seed")) if raw
+                    else answer(messages, body.get("seed"), schema, self.options.judge_position_bias))
         finish = "stop"
         if fault == "truncated":
             text, finish = text[: len(text) // 2], "length"
@@ -269,16 +288,18 @@ class LoopbackTeacher:
         self.last_answer = time.time()
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         completion_tokens = len(text) // 4 + 1
+        if raw:
+            choice = {"index": 0, "text": text, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
         return web.json_response(
             headers=limit_headers,
             data={
-                "id": "chatcmpl-" + key[:24],
-                "object": "chat.completion",
+                "id": ("cmpl-" if raw else "chatcmpl-") + key[:24],
+                "object": "text_completion" if raw else "chat.completion",
                 "created": int(time.time()),
                 "model": body.get("model", self.options.model),
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                ],
+                "choices": [choice],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,

@@ -1,4 +1,5 @@
-"""Generation tasks: `qa`, `dialogue`, `grounded_qa`, `preference`. Each module loads only when chosen."""
+"""Generation tasks: `qa`, `dialogue`, `grounded_qa`, `preference`, `evol_instruct`, `self_instruct`,
+`magpie`. Each module loads only when chosen."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ def make_task(pipeline):
         from factory.tasks.preference import PreferenceTask
 
         task = PreferenceTask(pipeline, seeds, library)
+    elif kind == "evol_instruct":
+        from factory.tasks.evol_instruct import EvolInstructTask
+
+        task = EvolInstructTask(pipeline, seeds, library)
+    elif kind == "self_instruct":
+        from factory.tasks.self_instruct import SelfInstructTask
+
+        task = SelfInstructTask(pipeline, seeds, library)
+    elif kind == "magpie":
+        from factory.tasks.magpie import MagpieTask
+
+        task = MagpieTask(pipeline, seeds, library)
     else:
         from factory.tasks.qa import QATask
 

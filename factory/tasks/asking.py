@@ -56,10 +56,12 @@ async def ask_until_usable(
     schema: dict[str, Any] | None = None,
     schema_name: str = "answer",
     step: Callable[[int], int | str] = by_attempt,
+    prompt: str | None = None,
 ) -> Usable[T]:
     """Ask up to `max_attempts` times; `use(completion, attempt)` turns an answer into a value
     or raises `Unusable`. Attempt n is journaled under (`unit`, `step(n)`) and sampled with
-    `request_seed(pipeline_seed, unit, step(n))`.
+    `request_seed(pipeline_seed, unit, step(n))`. With `prompt` (and no messages) each
+    attempt is a raw-text completion of it instead of a chat request.
 
     Returns the first usable value, its completion and how many attempts it took. Raises
     `NoUsableAnswer` with the last reason when none was usable; a `TeacherError` propagates.
@@ -69,7 +71,7 @@ async def ask_until_usable(
     reason = detail = ""
     for attempt in range(max_attempts):
         name = step(attempt)
-        request = Request(messages, schema, schema_name, request_seed(pipeline_seed, unit, name))
+        request = Request(messages, schema, schema_name, request_seed(pipeline_seed, unit, name), prompt=prompt)
         try:
             completion = await asker.ask(request, unit, name)
         except BadResponse as err:

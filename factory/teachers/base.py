@@ -6,6 +6,8 @@ import abc
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from factory.errors import TeacherMisconfigured
+
 
 @dataclass(slots=True)
 class Request:
@@ -17,6 +19,9 @@ class Request:
     # The engine's key for the request (its journal key): a batch teacher names the
     # request by it at the provider, so a rerun finds it in a batch already submitted.
     key: str = ""
+    # Raw text to continue as it is, no chat template applied (`Teacher.complete_text`);
+    # `messages` is then empty. Magpie writes a prompt this way.
+    prompt: str | None = None
 
 
 @dataclass(slots=True)
@@ -48,6 +53,13 @@ class Teacher(abc.ABC):
     async def complete(self, request: Request) -> Completion:
         """Answer one request; raise TeacherError when the request failed for good, or
         BadResponse when an answer came that cannot be used."""
+
+    # Whether `complete_text` works: in-process models and servers with /v1/completions.
+    completes_text: bool = False
+
+    async def complete_text(self, request: Request) -> Completion:
+        """Continue `request.prompt` as raw text (no chat template); raise as `complete` does."""
+        raise TeacherMisconfigured(f"the {self.backend} backend cannot complete raw text")
 
     # True once the server has refused json_schema output and the teacher asks in prompt mode.
     schema_refused: bool = False

@@ -47,6 +47,10 @@ class BatchingTeacher(Teacher):
         await self._queue.put((request, future))
         return await future
 
+    # A raw-text request (`request.prompt`) joins the same batches: `_generate` sees which it is.
+    completes_text = True
+    complete_text = complete
+
     async def _serve(self) -> None:
         while True:
             batch = [await self._queue.get()]

@@ -30,6 +30,9 @@ _SCHEMA_REFUSAL_HINTS = ("response_format", "json_schema", "guided", "structured
 
 class OpenAITeacher(Teacher):
     backend = "openai"
+    # /v1/completions: vLLM, SGLang, llama.cpp, TGI and Ollama serve it; api.openai.com
+    # does not for chat models (the magpie task refuses it before the run).
+    completes_text = True
     default_concurrency = constants.DEFAULT_MAX_CONCURRENCY
 
     def __init__(self, config: TeacherConfig, on_response=None, share: int = 1):
@@ -123,15 +126,47 @@ class OpenAITeacher(Teacher):
 
         body = self._payload(request)
         try:
+            response = await self._post("/chat/completions", body)
+        except RequestRefused as err:
+            if ("response_format" in body and self.config.structured_output == "auto"
+                    and isinstance(err.__cause__, openai.BadRequestError) and _refuses_schema(err.__cause__)):
+                self.prefer_prompt()
+                return await self.complete(request)
+            raise
+        return _completion(response, self.model, self.config.sampling.max_tokens)
+
+    async def complete_text(self, request: Request) -> Completion:
+        import openai
+
+        s = self.config.sampling
+        body: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "temperature": s.temperature,
+                                "top_p": s.top_p, "max_tokens": s.max_tokens}
+        for name in ("stop", "presence_penalty", "frequency_penalty"):
+            if getattr(s, name) is not None:
+                body[name] = getattr(s, name)
+        if request.seed is not None and self.config.send_seed:
+            body["seed"] = request.seed
+        try:
+            response = await self._post("/completions", body)
+        except TeacherMisconfigured as err:
+            if isinstance(err.__cause__, openai.NotFoundError):
+                raise TeacherMisconfigured(f"{self.where()} does not serve /v1/completions (raw text completion), "
+                                           f"which this task needs: {_short(err.__cause__)}") from err
+            raise
+        return _completion(response, self.model, s.max_tokens, raw=True)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST `body`; the openai client's errors become the engine's (refused, misconfigured,
+        failed, bad response), the client's own error as the cause."""
+        import openai
+
+        try:
             # The client's raw post keeps its retries, backoff and error types but skips
             # the typed-params walk and response models, which cost over 1 ms a request
             # (a schema in response_format is walked key by key): at hundreds of
             # requests a second that CPU is the bottleneck.
-            response = await self._client.post("/chat/completions", cast_to=object, body=body)
+            return await self._client.post(path, cast_to=object, body=body)
         except openai.BadRequestError as err:
-            if "response_format" in body and self.config.structured_output == "auto" and _refuses_schema(err):
-                self.prefer_prompt()
-                return await self.complete(request)
             raise RequestRefused(f"teacher refused the request: {_short(err)}") from err
         except openai.APIResponseValidationError as err:
             raise BadResponse(f"malformed response body: {_short(err)}") from err
@@ -151,7 +186,6 @@ class OpenAITeacher(Teacher):
             raise TeacherError(f"cannot reach {self.where()}: {_short(err.__cause__ or err)}") from err
         except ValueError as err:  # a body that is not JSON at all
             raise BadResponse(f"malformed response body: {_short(err)}") from err
-        return _completion(response, self.model, self.config.sampling.max_tokens)
 
     def where(self) -> str:
         return redact_url(self.base_url) if self.base_url else "api.openai.com"
@@ -166,15 +200,18 @@ class OpenAITeacher(Teacher):
             await self._client.close()
 
 
-def _completion(response: Any, model: str, max_tokens: int) -> Completion:
+def _completion(response: Any, model: str, max_tokens: int, raw: bool = False) -> Completion:
     if not isinstance(response, dict):
         raise BadResponse(f"response is not a JSON object: {str(response)[:120]!r}")
     choices = response.get("choices")
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise BadResponse("response has no choices")
     choice = choices[0]
-    message = choice.get("message") or {}
-    text = message.get("content") if isinstance(message, dict) else None
+    if raw:  # /v1/completions: the continuation is the choice's text
+        text = choice.get("text")
+    else:
+        message = choice.get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
     usage = response.get("usage") or {}
     completion = Completion(
         text=text if isinstance(text, str) else "",

@@ -111,13 +111,21 @@ class EndpointPool(Teacher):
             except asyncio.TimeoutError:
                 pass
 
+    completes_text = True
+
     async def complete(self, request: Request) -> Completion:
+        return await self._on_some_endpoint(request, OpenAITeacher.complete)
+
+    async def complete_text(self, request: Request) -> Completion:
+        return await self._on_some_endpoint(request, OpenAITeacher.complete_text)
+
+    async def _on_some_endpoint(self, request: Request, method) -> Completion:
         last: TeacherError | None = None
         for _ in range(self.budget):
             endpoint = await self._pick()
             endpoint.outstanding += 1
             try:
-                completion = await endpoint.teacher.complete(request)
+                completion = await method(endpoint.teacher, request)
             except BadResponse:
                 endpoint.succeeded()  # it answered; the answer is the problem
                 raise

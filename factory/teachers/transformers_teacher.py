@@ -57,6 +57,8 @@ class TransformersTeacher(BatchingTeacher):
             raise TeacherError(f"model {name!r} has no chat template; pick an instruct/chat model")
 
     def _prompt(self, request: Request) -> str:
+        if request.prompt is not None:
+            return request.prompt  # raw text: the caller wrote the template's tokens itself
         messages = request.messages
         if request.schema is not None:
             messages = with_schema_instructions(messages, request.schema)

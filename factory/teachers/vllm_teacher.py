@@ -84,7 +84,20 @@ class VLLMTeacher(BatchingTeacher):
 
     def _generate(self, requests: list[Request]) -> list[Completion]:
         params = [make_sampling_params(self._vllm, sampling_kwargs(self.config, r)) for r in requests]
-        outputs = self._llm.chat([r.messages for r in requests], sampling_params=params, use_tqdm=False)
+        # Chat requests go through the model's chat template, raw-text ones (`prompt`) as they are.
+        chat = [i for i, r in enumerate(requests) if r.prompt is None]
+        raw = [i for i, r in enumerate(requests) if r.prompt is not None]
+        outputs: list = [None] * len(requests)
+        if chat:
+            done = self._llm.chat([requests[i].messages for i in chat], sampling_params=[params[i] for i in chat],
+                                  use_tqdm=False)
+            for i, out in zip(chat, done):
+                outputs[i] = out
+        if raw:
+            done = self._llm.generate([requests[i].prompt for i in raw], sampling_params=[params[i] for i in raw],
+                                      use_tqdm=False)
+            for i, out in zip(raw, done):
+                outputs[i] = out
         results = []
         for out in outputs:
             best = out.outputs[0]
