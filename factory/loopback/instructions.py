@@ -69,7 +69,7 @@ def chat_answer(messages: list[dict], rng: random.Random) -> str | None:
     if next_task:
         return _task_list(text, int(next_task.group(1)), rng)
     if text.endswith("Is it classification?"):
-        task = text.rsplit("Task:", 1)[-1]
+        task = text.rsplit("Task:", 1)[-1].removesuffix("Is it classification?")
         return "Yes" if _CLASSIFYING.search(task) else "No"
     if "#Rewritten Prompt#:" in text[-40:] or "#Created Prompt#:" in text[-40:]:
         return _rewrite(text, rng)
