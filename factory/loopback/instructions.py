@@ -14,11 +14,12 @@ import random
 import re
 
 _TOPICS = (
-    "tides volcanoes glaciers beekeeping sourdough bread compost gardens budgeting marathon training "
-    "solar panels bicycle repair chess openings coral reefs medieval castles jazz history tea ceremonies "
-    "home insulation bird migration cloud computing spreadsheets first aid origami board games "
-    "public speaking houseplants river ecology vaccines photography typography"
-).split()
+    "tides", "volcanoes", "glaciers", "beekeeping", "sourdough bread", "compost", "vegetable gardens",
+    "household budgeting", "marathon training", "solar panels", "bicycle repair", "chess openings", "coral reefs",
+    "medieval castles", "jazz history", "tea ceremonies", "home insulation", "bird migration", "cloud computing",
+    "spreadsheets", "first aid", "origami", "board games", "public speaking", "houseplants", "river ecology",
+    "vaccines", "photography", "typography", "sleep hygiene",
+)
 # Each form is one kind of task; {a} and {b} are topics. The classification ones matter
 # for output-first instance generation.
 _FORMS = (
