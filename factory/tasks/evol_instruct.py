@@ -65,9 +65,9 @@ def judged_equal(text: str) -> bool:
 
 
 class Eliminated(Exception):
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str, answer: str | None = None):
         super().__init__(detail)
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.answer = reason, detail, answer  # the answer, when it was the problem
 
 
 class EvolInstructTask(Task):
@@ -161,13 +161,13 @@ class EvolInstructTask(Task):
                               for role in (method, "equal") if role in self.templates},
             }
             usage = {"prompt_tokens": 0, "completion_tokens": 0}
-            evolved = answer = None
+            evolved = None
             try:
                 evolved = await self._evolve(asker, unit, round_, method, seed_values, parent, usage)
                 await self._check_gain(asker, unit, round_, seed_values, parent, evolved, usage)
                 answer, completion = await self._answer(asker, unit, round_, evolved, usage)
             except Eliminated as e:
-                messages = self._messages(evolved, answer) if evolved else None
+                messages = self._messages(evolved, e.answer) if evolved else None
                 out.append(Rejection(record_id(self.pipeline_name, self.name, sample), "generate", e.reason,
                                      f"round {round_} ({method}): {e.detail}", messages=messages,
                                      metadata={**meta, "usage": usage}))
@@ -238,9 +238,9 @@ class EvolInstructTask(Task):
         lowered = answer.lower()
         refused = next((w for w in rules.refusal_words if w.lower() in lowered), None)
         if refused and len(answer.split()) < rules.refusal_max_words:
-            raise Eliminated("refusal", f"the answer says {refused!r} in {len(answer.split())} words")
+            raise Eliminated("refusal", f"the answer says {refused!r} in {len(answer.split())} words", answer)
         if len(content_words(answer)) < rules.min_content_words:
-            raise Eliminated("no_content", "the answer is empty, or only punctuation and stop words")
+            raise Eliminated("no_content", "the answer is empty, or only punctuation and stop words", answer)
         return answer, completion
 
     def _messages(self, evolved: str, answer: str | None) -> list[dict[str, str]]:

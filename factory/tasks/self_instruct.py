@@ -45,10 +45,11 @@ from factory.teachers.base import Completion
 from factory.templates import TemplateLibrary
 
 OWN_VARIABLES = frozenset({"tasks", "next_number", "count", "instruction", "examples"})
-# "Task 12:" anywhere (two tasks run together on one line are two tasks); a bare "12." or
-# "(12)" only at the start of a line, where it is numbering rather than a version number.
+# "Task 12:" anywhere (two tasks run together on one line are two tasks); a bare "12.",
+# "(12)" or a bullet only at the start of a line, where it is numbering rather than a
+# version number.
 _TASK_LABEL = re.compile(r"(?:\*\*)?\b(?:Task|Instruction)\s*#?\s*\d+\s*(?:\*\*)?\s*[:.)\-]\s*(?:\*\*)?", re.I)
-_LINE_NUMBER = re.compile(r"^[ \t]*(?:\(?\d{1,3}[.):]|#\d{1,3}[.:)]?)[ \t]+", re.M)
+_LINE_NUMBER = re.compile(r"^[ \t]*(?:\(?\d{1,3}[.):]|#\d{1,3}[.:)]?|[-*•])[ \t]+", re.M)
 _LEADING = re.compile(r"^\s*(?:(?:\*\*)?(?:Task|Instruction)\s*#?\s*\d+\s*(?:\*\*)?\s*[:.)\-]|\(?\d{1,3}[.):]|#\d{1,3}[.:)]?|[-*•])\s*",
                       re.I)
 _YES_NO = re.compile(r"\b(yes|no)\b", re.I)
