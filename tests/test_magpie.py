@@ -1,0 +1,115 @@
+"""Magpie over real HTTP (/v1/completions) and in process: queries from the pre-query
+prefix, their checks and dedup, and the refusal of backends that cannot do it."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+
+from factory.cli import main
+from tests.conftest import assert_user_error, factory_cli
+from tests.instruction_pipelines import kept, magpie_pipeline, rejected, run, run_info
+from tests.tiny_model import build_tiny_chat_model
+
+
+def test_queries_come_from_the_pre_query_prefix_and_repeats_are_dropped_after_the_first(tmp_path, loopback):
+    url = loopback(keep_bodies=True)
+    path = magpie_pipeline(tmp_path, url, count=60)
+    run(path)
+    rows, dropped = kept(tmp_path), rejected(tmp_path)
+    assert len(rows) + len(dropped) == 60
+    raw = [b for b in loopback.teacher.bodies if "prompt" in b]
+    assert len(raw) == 60 and {b["prompt"] for b in raw} == {"<|im_start|>user\n"}
+    assert len({b["seed"] for b in raw}) == 60  # each query sampled with its own seed
+    queries = [r["messages"][0]["content"] for r in rows]
+    assert len(set(queries)) == len(queries) > 40
+    # The loopback writes from a few dozen forms and topics: some queries come twice.
+    assert dropped and {r["reason"] for r in dropped} == {"duplicate_query"}
+    by_index = {r["metadata"]["sample_index"]: r for r in rows}
+    for row in dropped:
+        first = int(row["detail"].split("sample ")[1].split()[0])
+        assert first < row["metadata"]["sample_index"]
+        assert by_index[first]["messages"][0]["content"] == row["messages"][0]["content"]
+    for row in rows:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert row["metadata"]["pre_query"] == "chatml" and row["metadata"]["query_finish_reason"] == "stop"
+    # The answer is asked through the chat interface, as any other.
+    chats = [b for b in loopback.teacher.bodies if "messages" in b]
+    assert len(chats) == len(rows)
+
+
+SYSTEM = "You are an expert in {{ topic }}."
+REPLIES = [
+    (r"expert in tides", "Hi"),
+    (r"expert in glaciers", "What makes glaciers move downhill?<|im_end|>\n<|im_start|>assistant\nThey slide."),
+]
+
+
+def test_a_query_must_be_long_enough_and_a_run_on_turn_is_cut_at_the_end_marker(tmp_path, loopback):
+    url = loopback(replies=REPLIES)
+    (tmp_path / "prompts" / "magpie").mkdir(parents=True)
+    (tmp_path / "prompts" / "magpie" / "system.j2").write_text(SYSTEM)
+    path = magpie_pipeline(tmp_path, url, seeds={"topic": ["tides", "glaciers", "houseplants"]}, count=24,
+                           templates={"system": "magpie/system.j2"}, combine="product")
+    run(path)
+    rows, dropped = kept(tmp_path), rejected(tmp_path)
+    reasons = collections.Counter((r["metadata"]["seed"]["topic"], r["reason"]) for r in dropped)
+    assert reasons[("tides", "query_too_short")] == 8
+    assert reasons[("glaciers", "duplicate_query")] == 7  # every glacier query is the same one
+    glaciers = [r for r in rows if r["metadata"]["seed"]["topic"] == "glaciers"]
+    assert len(glaciers) == 1
+    assert glaciers[0]["messages"][:2] == [{"role": "system", "content": "You are an expert in glaciers."},
+                                           {"role": "user", "content": "What makes glaciers move downhill?"}]
+    short = next(r for r in dropped if r["reason"] == "query_too_short")
+    assert "3 attempts" in short["detail"] and "'Hi'" in short["detail"]
+    assert {r["metadata"]["seed"]["topic"] for r in rows} == {"glaciers", "houseplants"}
+
+
+def test_a_query_that_never_ends_its_turn_is_rejected(tmp_path, loopback):
+    url = loopback(faults={"truncated": 1.0})
+    path = magpie_pipeline(tmp_path, url, count=4)
+    result = run(path, expect=1)  # nothing kept: said so
+    assert "query_truncated 4" in result.stderr
+    assert all("finish_reason=length" in r["detail"] for r in rejected(tmp_path))
+
+
+@pytest.mark.parametrize("teacher, generate, words", [
+    ({"base_url": None, "api_key_env": "MAGPIE_TEST_KEY"}, {}, ["generate.task", "api.openai.com", "/v1/completions"]),
+    ({}, {"pre_query": None}, ["generate.pre_query", "chatml", "tokenizer"]),
+    ({}, {"pre_query": "gemma", "system_prompt": "You teach chess."}, ["generate.pre_query", "gemma", "system"]),
+    ({}, {"pre_query": "chatml", "tokenizer": "somewhere"}, ["generate", "pre_query", "tokenizer"]),
+    ({}, {"pre_query": "chatlm"}, ["generate.pre_query"]),
+])
+def test_backends_and_settings_that_cannot_do_it_are_refused_before_anything_is_sent(tmp_path, teacher, generate,
+                                                                                      words):
+    path = magpie_pipeline(tmp_path, "http://127.0.0.1:9/v1", teacher, **generate)
+    result = factory_cli("run", str(path), env={"MAGPIE_TEST_KEY": "sk-test"})
+    assert_user_error(result.returncode, result.stderr, words)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def test_in_process_the_prefix_comes_from_the_models_own_template(tmp_path, tiny_model, capsys):
+    path = magpie_pipeline(tmp_path, "unused", {"backend": "transformers", "model": str(tiny_model),
+                                                "base_url": None, "sampling": {"max_tokens": 6}},
+                           count=3, pre_query=None, max_attempts=1)
+    assert main(["validate", str(path)]) == 0
+    assert "[raw prompt]\n<|im_start|>user\n" in capsys.readouterr().out
+    code = main(["run", str(path), "--quiet"])
+    info = run_info(tmp_path)
+    assert code == (0 if info["funnel"]["kept"] else 1)
+    assert info["funnel"]["kept"] + info["funnel"]["rejected"] == 3
+    assert info["task"]["pre_query"] == f"tokenizer:{tiny_model}"
+    # A random model rarely ends its turn within 6 tokens: each query was asked, in process.
+    assert info["usage"]["requests"] >= 3 and info["usage"]["completion_tokens"] > 0
+    for row in rejected(tmp_path):
+        assert row["reason"] in ("query_truncated", "query_too_short", "query_too_long", "duplicate_query")
+    # The rerun replays the raw completions from the run store.
+    assert main(["run", str(path), "--quiet"]) == code
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["invocations"][-1]["usage"]["requests"] == 0
