@@ -75,6 +75,16 @@ def test_a_query_that_never_ends_its_turn_is_rejected(tmp_path, loopback):
     assert all("finish_reason=length" in r["detail"] for r in rejected(tmp_path))
 
 
+def test_a_server_without_raw_completion_stops_the_run_at_its_first_answer(tmp_path, loopback):
+    url = loopback(completions=False)
+    path = magpie_pipeline(tmp_path, url, count=50)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not serve /v1/completions" in lines[0], result.stderr
+    assert sum(loopback.teacher.received.values()) == 0  # 404s: nothing answered, nothing to pay
+
+
 @pytest.mark.parametrize("teacher, generate, words", [
     ({"base_url": None, "api_key_env": "MAGPIE_TEST_KEY"}, {}, ["generate.task", "api.openai.com", "/v1/completions"]),
     ({}, {"pre_query": None}, ["generate.pre_query", "chatml", "tokenizer"]),

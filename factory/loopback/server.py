@@ -67,6 +67,8 @@ class LoopbackOptions:
     exit_after: int | None = None
     # A preference judge's bias for the first candidate shown: points added to its score.
     judge_position_bias: int = 0
+    # Serve raw text completion at /v1/completions (off: a chat-only server, which answers 404).
+    completions: bool = True
     # A paid API's limits per minute ({"requests": n, "tokens": n}): buckets of that
     # size refilled evenly, reported in OpenAI's x-ratelimit-* headers on every answer,
     # 429 when a request does not fit (tokens counted as OpenAI does: prompt + max_tokens).
@@ -143,7 +145,8 @@ class LoopbackTeacher:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_post("/v1/completions", self.completions)
+        if self.options.completions:
+            app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
         app.router.add_get("/stats", self.stats)
