@@ -54,7 +54,10 @@ class EvolInstructGenerate(Strict):
     elimination: EvolElimination = Field(default_factory=EvolElimination)
     max_attempts: int = Field(constants.DEFAULT_CONTENT_ATTEMPTS, ge=1, le=20)
 
-    _templates = field_validator("templates", mode="before")(lambda cls, v: _fill(v, EVOL_TEMPLATES))
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _defaults(cls, value: Any) -> Any:
+        return _fill(value, EVOL_TEMPLATES)
 
     @field_validator("methods")
     @classmethod
@@ -100,7 +103,10 @@ class SelfInstructGenerate(Strict):
     system_prompt: str | None = None
     max_attempts: int = Field(constants.DEFAULT_CONTENT_ATTEMPTS, ge=1, le=20)
 
-    _templates = field_validator("templates", mode="before")(lambda cls, v: _fill(v, SELF_INSTRUCT_TEMPLATES))
+    @field_validator("templates", mode="before")
+    @classmethod
+    def _defaults(cls, value: Any) -> Any:
+        return _fill(value, SELF_INSTRUCT_TEMPLATES)
 
     @model_validator(mode="after")
     def _consistent(self):

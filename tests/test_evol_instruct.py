@@ -6,9 +6,15 @@ import collections
 
 import pytest
 
-from factory.tasks.evol_instruct import content_words, judged_equal
 from factory.tasks.asking import Unusable
-from tests.instruction_pipelines import SEED_INSTRUCTIONS, evol_pipeline, kept, rejected, run
+from factory.tasks.evol_instruct import content_words, judged_equal
+from tests.instruction_pipelines import (
+    SEED_INSTRUCTIONS,
+    evol_pipeline,
+    kept,
+    rejected,
+    run,
+)
 
 
 def test_each_seed_evolves_for_its_rounds_and_every_sample_is_kept_or_rejected(tmp_path, loopback):

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import loopback_process, server_stats
-from tests.instruction_pipelines import evol_pipeline, magpie_pipeline, run, run_info, self_instruct_pipeline
+from tests.instruction_pipelines import (
+    evol_pipeline,
+    magpie_pipeline,
+    run,
+    run_info,
+    self_instruct_pipeline,
+)
 from tests.test_resume import kill_after, stored
 
 TASKS = {

@@ -10,7 +10,13 @@ import pytest
 
 from factory.tasks.self_instruct import split_instructions
 from tests.conftest import assert_user_error, factory_cli
-from tests.instruction_pipelines import SEED_TASKS, kept, rejected, run, self_instruct_pipeline
+from tests.instruction_pipelines import (
+    SEED_TASKS,
+    kept,
+    rejected,
+    run,
+    self_instruct_pipeline,
+)
 
 
 def lcs_rouge(a: str, b: str) -> float:

@@ -7,7 +7,12 @@ import math
 
 import pytest
 
-from tests.instruction_pipelines import evol_pipeline, magpie_pipeline, run, self_instruct_pipeline
+from tests.instruction_pipelines import (
+    evol_pipeline,
+    magpie_pipeline,
+    run,
+    self_instruct_pipeline,
+)
 from tests.tiny_model import build_tiny_chat_model
 
 trl = pytest.importorskip("trl", reason="TRL is not installed (pip install trl; it is in the test extra)")

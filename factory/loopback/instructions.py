@@ -41,7 +41,7 @@ _FORMS = (
     "Tell me whether this sentence about {a} is grammatically correct.",
 )
 _CLASSIFYING = re.compile(r"\b(classify|classification|positive or negative|fact or opinion|true or false|"
-                          r"whether|which category|is it correct)\b", re.I)
+                          r"whether|which category|is it correct)\b", re.IGNORECASE)
 _CONSTRAINTS = (
     "Keep the answer under 150 words.",
     "Include one concrete example involving {a}.",
@@ -54,12 +54,11 @@ _CONSTRAINTS = (
 )
 _MARKUP = re.compile(r"<[^<>\s]{1,40}>|\[/?INST\]")  # chat template tokens are not words to write about
 _WORD = re.compile(r"[A-Za-z][a-z]{4,}")
-_STOP = frozenset("about above after again their there these those which while would could should being "
-                  "other first second prompt prompts given rewritten created tasks following write every".split())
+_STOP = frozenset(["about", "above", "after", "again", "their", "there", "these", "those", "which", "while", "would", "could", "should", "being", "other", "first", "second", "prompt", "prompts", "given", "rewritten", "created", "tasks", "following", "write", "every"])
 # A chat template's opening of a user turn, at the very end of a raw prompt.
 _USER_TURN = re.compile(r"(?:user\n|user<\|end_header_id\|>\n\n|\[INST\]\s?|<start_of_turn>user\n|<\|user\|>\n?)$")
 _NEXT_TASK = re.compile(r"Task\s+(\d+)\s*:\s*$")
-_HOW_MANY = re.compile(r"\b(\d+)\s+(?:new|more)\s+tasks?\b", re.I)
+_HOW_MANY = re.compile(r"\b(\d+)\s+(?:new|more)\s+tasks?\b", re.IGNORECASE)
 
 
 def chat_answer(messages: list[dict], rng: random.Random) -> str | None:

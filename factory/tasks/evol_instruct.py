@@ -90,7 +90,7 @@ class EvolInstructTask(Task):
         self.methods = [m for m, w in cfg.methods.items() if w > 0]
         self.weights = [cfg.methods[m] for m in self.methods]
         words = [w.lower() for w in cfg.elimination.template_words]
-        self.template_words = re.compile("|".join(re.escape(w) for w in words), re.I) if words else None
+        self.template_words = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE) if words else None
 
     def units(self) -> int:
         return math.ceil(self.cfg.count / self.cfg.rounds)

@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from factory.config import Pipeline
 from factory.errors import ConfigError, FactoryError, RequestRefused

@@ -53,8 +53,8 @@ class RougePool:
 
     def nearest(self, text: str) -> tuple[float, str | None]:
         """(ROUGE-L F1, the pool's text) of the closest text in the pool; (0.0, None) when empty."""
-        from rapidfuzz.process import cdist
         from rapidfuzz.distance import LCSseq
+        from rapidfuzz.process import cdist
 
         tokens = words(text)
         if not tokens or not self.texts:

@@ -16,7 +16,8 @@ others. A resumed run recomputes the rounds its pending units need from the jour
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

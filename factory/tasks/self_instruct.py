@@ -48,11 +48,11 @@ OWN_VARIABLES = frozenset({"tasks", "next_number", "count", "instruction", "exam
 # "Task 12:" anywhere (two tasks run together on one line are two tasks); a bare "12.",
 # "(12)" or a bullet only at the start of a line, where it is numbering rather than a
 # version number.
-_TASK_LABEL = re.compile(r"(?:\*\*)?\b(?:Task|Instruction)\s*#?\s*\d+\s*(?:\*\*)?\s*[:.)\-]\s*(?:\*\*)?", re.I)
-_LINE_NUMBER = re.compile(r"^[ \t]*(?:\(?\d{1,3}[.):]|#\d{1,3}[.:)]?|[-*•])[ \t]+", re.M)
+_TASK_LABEL = re.compile(r"(?:\*\*)?\b(?:Task|Instruction)\s*#?\s*\d+\s*(?:\*\*)?\s*[:.)\-]\s*(?:\*\*)?", re.IGNORECASE)
+_LINE_NUMBER = re.compile(r"^[ \t]*(?:\(?\d{1,3}[.):]|#\d{1,3}[.:)]?|[-*•])[ \t]+", re.MULTILINE)
 _LEADING = re.compile(r"^\s*(?:(?:\*\*)?(?:Task|Instruction)\s*#?\s*\d+\s*(?:\*\*)?\s*[:.)\-]|\(?\d{1,3}[.):]|#\d{1,3}[.:)]?|[-*•])\s*",
-                      re.I)
-_YES_NO = re.compile(r"\b(yes|no)\b", re.I)
+                      re.IGNORECASE)
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -159,7 +159,7 @@ class SelfInstructTask(Task):
         self.templates = {role: library.load(name, provided, where=f"{where}.{role}")
                           for role, name in cfg.templates.items()}
         blocked = [re.escape(w.lower()) for w in cfg.blocked_words]
-        self.blocked = re.compile(r"\b(?:" + "|".join(blocked) + r")\b", re.I) if blocked else None
+        self.blocked = re.compile(r"\b(?:" + "|".join(blocked) + r")\b", re.IGNORECASE) if blocked else None
         self.rounds: Rounds[Round] = Rounds(self._round)
         self._asker: Asker | None = None
 
