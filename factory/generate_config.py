@@ -8,6 +8,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory import constants
+from factory.instruction_config import (
+    EvolInstructGenerate,
+    MagpieGenerate,
+    SelfInstructGenerate,
+)
+from factory.sizing import Sizing
 from factory.strict import Strict
 from factory.tasks.guards import DEFAULT_ASSISTANT_BREAKS, DEFAULT_USER_BREAKS
 
@@ -15,35 +21,6 @@ from factory.tasks.guards import DEFAULT_ASSISTANT_BREAKS, DEFAULT_USER_BREAKS
 def _fill_defaults(given: dict[str, str], defaults: dict[str, str]) -> dict[str, str]:
     # A pipeline names only the templates it changes; the rest stay the built-in ones.
     return {**defaults, **given}
-
-
-class Sizing(Strict):
-    """How big the dataset is: `count` samples requested, or `keep` samples kept.
-
-    With `keep`, generation tops up in rounds (at most `max_rounds`) until the filters
-    have kept exactly that many; `count` is then the first round's size (default: keep).
-    `balance` gives each value of a seed variable (a list: each combination; a mapping
-    {VAR: {value: weight}}: weighted shares) its quota of `keep` (see factory/quota.py).
-    """
-
-    count: int | None = Field(None, gt=0)
-    keep: int | None = Field(None, gt=0)
-    balance: str | list[str] | dict[str, dict[str, float] | None] | None = None
-    max_rounds: int = Field(5, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _size(self):
-        if self.count is None and self.keep is None and self.needs_count():
-            raise ValueError("give count (samples to request) or keep (samples the dataset must end with)")
-        if self.balance is not None and self.keep is None:
-            raise ValueError("balance needs keep (the total to divide among the cells)")
-        if self.count is None and self.keep is not None:
-            self.__dict__["count"] = self.keep  # not through validate_assignment: no revalidation loop
-        return self
-
-    @classmethod
-    def needs_count(cls) -> bool:
-        return True
 
 
 class QAGenerate(Sizing):
@@ -256,7 +233,7 @@ class PreferenceGenerate(Sizing):
         return self
 
 
-from factory.instruction_config import EvolInstructGenerate, MagpieGenerate, SelfInstructGenerate  # noqa: E402
+__all__ = ["TASKS", "Sizing"]
 
 TASKS = {"qa": QAGenerate, "dialogue": DialogueGenerate, "grounded_qa": GroundedQAGenerate,
          "preference": PreferenceGenerate, "evol_instruct": EvolInstructGenerate, "self_instruct": SelfInstructGenerate,

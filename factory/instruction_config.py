@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory import constants
+from factory.sizing import Sizing
 from factory.strict import Strict
 
 # WizardLM's evolutions: four in-depth rewrites, complicating the input, and in-breadth.
@@ -41,9 +42,10 @@ class EvolElimination(Strict):
     min_content_words: int = Field(1, ge=1)
 
 
-class EvolInstructGenerate(Strict):
+class EvolInstructGenerate(Sizing):
+    """`count`: evolved instructions to request, `rounds` per seed instruction."""
+
     task: Literal["evol_instruct"]
-    count: int = Field(gt=0, description="evolved instructions to request: `rounds` per seed instruction")
     rounds: int = Field(4, ge=1, le=20)
     # Relative weights of the evolutions; 0 turns one off.
     methods: dict[Literal[tuple(EVOL_METHODS)], float] = Field(default_factory=lambda: dict.fromkeys(EVOL_METHODS, 1.0))
@@ -78,12 +80,13 @@ SELF_INSTRUCT_BLOCKED = ["image", "images", "graph", "graphs", "picture", "pictu
                          "maps", "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram"]
 
 
-class SelfInstructGenerate(Strict):
+class SelfInstructGenerate(Sizing):
+    """`count`: new instructions to request."""
+
     task: Literal["self_instruct"]
     # Human-written seed tasks, JSON lines: {"instruction", "instances": [{"input", "output"}],
     # "is_classification"} (the Self-Instruct paper's format).
     seed_tasks: str
-    count: int = Field(gt=0, description="new instructions to request")
     instructions_per_request: int = Field(8, ge=1, le=20)
     # The paper's few-shot mix: 6 human-written and 2 machine-made tasks per prompt
     # (human ones stand in while the machine pool is smaller).
@@ -121,9 +124,10 @@ class SelfInstructGenerate(Strict):
 PRE_QUERY_PRESETS = ("chatml", "llama3", "phi3", "gemma", "mistral")
 
 
-class MagpieGenerate(Strict):
+class MagpieGenerate(Sizing):
+    """`count`: queries to request."""
+
     task: Literal["magpie"]
-    count: int = Field(gt=0, description="queries to request")
     # How the user's turn opens: a preset for the model's family, the text itself, or a
     # tokenizer (local folder or cached Hub id) whose chat template says. Without any,
     # in-process backends use the teacher model's own template.

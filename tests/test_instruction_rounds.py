@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import loopback_process, server_stats
 from tests.instruction_pipelines import (
     evol_pipeline,
+    kept,
     magpie_pipeline,
     run,
     run_info,
@@ -64,3 +65,17 @@ def test_killed_part_way_the_rerun_matches_an_uninterrupted_run_and_pays_nothing
         assert sum(server_stats(url)["received"].values()) - before == paid_whole - done_before_kill
         assert outputs(killed) == outputs(whole)
         assert run_info(killed)["usage"]["requests"] == paid_whole
+
+
+@pytest.mark.parametrize("task, keep", [("self_instruct", 10), ("magpie", 60), ("evol_instruct", 20)])
+def test_keep_tops_up_until_exactly_that_many_are_kept(tmp_path, loopback, task, keep):
+    url = loopback()
+    path = TASKS[task](tmp_path, url)
+    run(path, "--set", f"generate.keep={keep}", "--set", f"generate.count={keep}")
+    info = run_info(tmp_path)
+    assert info["funnel"]["kept"] == keep
+    assert len(kept(tmp_path)) == keep
+    assert info["funnel"]["requested"] > keep  # some were rejected, so a top-up round ran
+    if task != "evol_instruct":
+        texts = [r["messages"][0]["content"] for r in kept(tmp_path)]
+        assert len(set(texts)) == keep

@@ -121,7 +121,9 @@ class EvolInstructTask(Task):
 
     def _samples(self, unit: int) -> range:
         first = unit * self.cfg.rounds
-        return range(first, min(first + self.cfg.rounds, self.requested()))
+        # Only the first round's last unit is cut to the count; a top-up unit (generate.keep) is whole.
+        last = first + self.cfg.rounds if unit >= self.units() else min(first + self.cfg.rounds, self.requested())
+        return range(first, last)
 
     def _method(self, unit: int, round_: int) -> str:
         rng = random.Random(f"{self.pipeline_seed}:evol:{unit}:{round_}")

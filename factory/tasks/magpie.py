@@ -218,7 +218,7 @@ class MagpieTask(Task):
     # -- rounds: queries, deduplicated in sample order ----------------------------------
 
     async def _round(self, r: int) -> QueryRound:
-        units = range(r * ROUND_SIZE, min((r + 1) * ROUND_SIZE, self.units()))
+        units = [u for u in self.unit_list() if u // ROUND_SIZE == r]  # top-up units (generate.keep) too
         queries = dict(zip(units, await asyncio.gather(*(self._query(u) for u in units))))
         # Earlier rounds' queries are known once they settle: only then can these be compared.
         seen = dict((await self.rounds.get(r - 1)).seen) if r else {}

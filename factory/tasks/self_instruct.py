@@ -204,7 +204,9 @@ class SelfInstructTask(Task):
 
     def _samples(self, unit: int) -> range:
         first = unit * self.k
-        return range(first, min(first + self.k, self.requested()))
+        # Only the first round's last unit is cut to the count; a top-up unit (generate.keep) is whole.
+        last = first + self.k if unit >= self.units() else min(first + self.k, self.requested())
+        return range(first, last)
 
     # -- prompts -----------------------------------------------------------------------
 
@@ -275,7 +277,9 @@ class SelfInstructTask(Task):
         else:
             before = await self.rounds.get(r - 1)
             pool, machine = RougePool(before.pool.texts), list(before.machine)
-        units = range(r * self.cfg.round_size, min((r + 1) * self.cfg.round_size, self.units()))
+        # Top-up units (generate.keep) join the rounds their indices fall in, after the units
+        # already there: those keep their prompts and verdicts.
+        units = [u for u in self.unit_list() if u // self.cfg.round_size == r]
         # Every prompt of the round sees the pool as it was when the round began.
         proposals = await asyncio.gather(*(self._propose(u, machine) for u in units))
         verdicts: dict[int, list[Verdict]] = {}
