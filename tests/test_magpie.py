@@ -123,3 +123,29 @@ def test_in_process_the_prefix_comes_from_the_models_own_template(tmp_path, tiny
     # The rerun replays the raw completions from the run store.
     assert main(["run", str(path), "--quiet"]) == code
     assert json.loads((tmp_path / "out" / "run.json").read_text())["invocations"][-1]["usage"]["requests"] == 0
+
+
+def test_a_raw_request_is_keyed_by_its_prompt_and_a_chat_request_keeps_its_key(tmp_path):
+    from factory.config import TeacherConfig
+    from factory.engine import KEY_VERSION, Engine, RunStats
+    from factory.limits import AdaptiveWindow, RateLimiter
+    from factory.store import RunStore, request_key
+    from factory.teachers.base import Request, Teacher
+
+    class Silent(Teacher):
+        model = "m"
+
+        async def complete(self, request):
+            raise AssertionError("nothing is sent here")
+
+    teacher = Silent()
+    teacher.config = TeacherConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m")
+    engine = Engine(teacher, RunStore.open(tmp_path), AdaptiveWindow(1), RateLimiter(None, None), RunStats())
+    chat = Request([{"role": "user", "content": "hi"}], seed=1)
+    described = {"v": KEY_VERSION, "model": "m", "sampling": teacher.config.sampling.model_dump(exclude_none=True),
+                 "structured": "auto", "schema": None, "schema_name": "answer", "seed": 1,
+                 "messages": chat.messages, "unit": 0, "step": 0}
+    assert engine.key(chat, 0, 0) == request_key(described)
+    a = engine.key(Request([], seed=1, prompt="<|im_start|>user\n"), 0, 0)
+    b = engine.key(Request([], seed=1, prompt="<|start_header_id|>user<|end_header_id|>\n\n"), 0, 0)
+    assert len({a, b, engine.key(chat, 0, 0)}) == 3
