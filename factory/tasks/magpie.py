@@ -97,7 +97,8 @@ class Query:
 @dataclass
 class QueryRound:
     queries: dict[int, Query]
-    seen: dict[str, int]  # every query so far, folded -> the first sample that asked it
+    # Every query so far, folded -> the first sample that asked it; the next round takes it over.
+    seen: dict[str, int] | None
 
 
 class MagpieTask(Task):
@@ -221,7 +222,10 @@ class MagpieTask(Task):
         units = [u for u in self.unit_list() if u // ROUND_SIZE == r]  # top-up units (generate.keep) too
         queries = dict(zip(units, await asyncio.gather(*(self._query(u) for u in units))))
         # Earlier rounds' queries are known once they settle: only then can these be compared.
-        seen = dict((await self.rounds.get(r - 1)).seen) if r else {}
+        seen = {}
+        if r:  # taken over, not copied: only this round reads what the round before saw
+            before = await self.rounds.get(r - 1)
+            seen, before.seen = before.seen, None
         for unit, query in queries.items():
             if query.failure or query.refused:
                 continue

@@ -135,8 +135,10 @@ class Verdict:
 
 @dataclass
 class Round:
-    pool: RougePool  # every instruction accepted so far, the seed tasks' first
-    machine: list[str]  # the accepted machine-made ones, in order
+    # Every instruction accepted so far (the seed tasks' first), and the machine-made ones
+    # in order: handed on to the next round, which takes them over (None after that).
+    pool: RougePool | None
+    machine: list[str] | None
     proposals: dict[int, Proposal]
     verdicts: dict[int, list[Verdict]]
 
@@ -275,8 +277,11 @@ class SelfInstructTask(Task):
         if r == 0:
             pool, machine = RougePool([t.instruction for t in self.seed_tasks]), []
         else:
+            # Taken over, not copied: only this round reads the pool the round before left,
+            # and copying it every round would cost time and memory that grow with the pool.
             before = await self.rounds.get(r - 1)
-            pool, machine = RougePool(before.pool.texts), list(before.machine)
+            pool, machine = before.pool, before.machine
+            before.pool, before.machine = None, None
         # Top-up units (generate.keep) join the rounds their indices fall in, after the units
         # already there: those keep their prompts and verdicts.
         units = [u for u in self.unit_list() if u // self.cfg.round_size == r]
