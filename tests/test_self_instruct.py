@@ -133,3 +133,16 @@ def test_a_bad_seed_task_line_is_bad_input_before_anything_is_sent(tmp_path):
     path = self_instruct_pipeline(tmp_path, "http://127.0.0.1:9/v1", seed_tasks=str(seeds))
     result = factory_cli("run", str(path))
     assert_user_error(result.returncode, result.stderr, [f"{seeds}:2", "instruction"])
+
+
+def test_the_pool_scores_as_the_textbook_rouge_l():
+    from factory.tasks.rouge import RougePool
+
+    pool_texts = [t["instruction"] for t in map(json.loads, SEED_TASKS.read_text().splitlines())]
+    pool = RougePool(pool_texts)
+    for text in ["Decide whether the sentiment of the movie review is positive or negative.",
+                 "Suggest a menu for a dinner party for six that needs no oven.",
+                 "Quantum chromodynamics gluon confinement lattice", "Sort the numbers, please!"]:
+        score, nearest = pool.nearest(text)
+        best = max(pool_texts, key=lambda other: lcs_rouge(text, other))
+        assert score == pytest.approx(lcs_rouge(text, best)) and lcs_rouge(text, nearest) == pytest.approx(score)
