@@ -18,7 +18,7 @@ from tests.test_dialogue import dialogue_pipeline, exchanges
 STAND_IN = '''
 """A stand-in for vLLM's offline API, written by the test: answers like the loopback teacher."""
 import json, os
-from factory.loopback.content import answer
+from factory.loopback.content import answer, complete_text
 
 
 class SamplingParams:
@@ -40,6 +40,24 @@ class LLM:
             text = answer(messages, params.kwargs.get("seed"), so.json if so else None)
             outs.append(_Out(list(range(len(str(messages)) // 4)), [_Gen(text, list(range(len(text) // 4)), "stop")]))
         return outs
+
+
+    def generate(self, prompts, sampling_params, use_tqdm=True):
+        _log({"raw_batch": len(prompts)})
+        outs = []
+        for prompt, params in zip(prompts, sampling_params):
+            text = complete_text("".join(map(chr, prompt["prompt_token_ids"])), params.kwargs.get("seed"))
+            outs.append(_Out(prompt["prompt_token_ids"], [_Gen(text, list(range(len(text) // 4)), "stop")]))
+        return outs
+
+    def get_tokenizer(self):
+        return _Tokenizer()
+
+
+class _Tokenizer:
+    def encode(self, text, add_special_tokens=True):
+        _log({"add_special_tokens": add_special_tokens})
+        return [ord(c) for c in text]
 
 
 class _Out:
@@ -115,6 +133,21 @@ def test_dialogues_on_the_offline_engine(tmp_path):
     assert len(rows) == 10 and all(len(exchanges(r["messages"])) == 3 for r in rows)
     batches = [r["batch"] for r in read_jsonl(log) if "batch" in r]
     assert sum(batches) == 60 and max(batches) == 10  # each turn of all ten conversations together
+
+
+def test_magpie_queries_are_raw_completions_of_the_offline_engine(tmp_path):
+    from tests.instruction_pipelines import magpie_pipeline
+
+    env, log = stand_in(tmp_path)
+    path = magpie_pipeline(tmp_path, "unused", {"backend": "vllm", "base_url": None}, count=20)
+    result = factory_cli("run", str(path), "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    kept = read_jsonl(tmp_path / "out" / "data.jsonl")
+    rows = read_jsonl(log)
+    assert sum(r["raw_batch"] for r in rows if "raw_batch" in r) == 20  # the queries, as raw text
+    assert sum(r["batch"] for r in rows if "batch" in r) == len(kept)  # the answers, through chat
+    # The prompt carries its template's own special tokens: none are added to it.
+    assert {r["add_special_tokens"] for r in rows if "add_special_tokens" in r} == {False}
 
 
 def test_without_vllm_one_line_says_how_to_install(tmp_path):

@@ -94,8 +94,12 @@ class VLLMTeacher(BatchingTeacher):
             for i, out in zip(chat, done):
                 outputs[i] = out
         if raw:
-            done = self._llm.generate([requests[i].prompt for i in raw], sampling_params=[params[i] for i in raw],
-                                      use_tqdm=False)
+            # Tokenized here without special tokens: the prompt already holds the template's
+            # own (a BOS among them), which vLLM's tokenizing would add a second time.
+            tokenizer = self._llm.get_tokenizer()
+            prompts = [{"prompt_token_ids": tokenizer.encode(requests[i].prompt, add_special_tokens=False)}
+                       for i in raw]
+            done = self._llm.generate(prompts, sampling_params=[params[i] for i in raw], use_tqdm=False)
             for i, out in zip(raw, done):
                 outputs[i] = out
         results = []
