@@ -87,6 +87,9 @@ def test_a_server_without_raw_completion_stops_the_run_at_its_first_answer(tmp_p
 
 @pytest.mark.parametrize("teacher, generate, words", [
     ({"base_url": None, "api_key_env": "MAGPIE_TEST_KEY"}, {}, ["generate.task", "api.openai.com", "/v1/completions"]),
+    ({"backend": "anthropic", "base_url": None, "api_key_env": "MAGPIE_TEST_KEY", "model": "claude-sonnet-4-5"}, {},
+     ["teacher.backend", "Messages API"]),
+    ({"mode": "batch"}, {}, ["teacher.mode", "batch"]),
     ({}, {"pre_query": None}, ["generate.pre_query", "chatml", "tokenizer"]),
     ({}, {"pre_query": "gemma", "system_prompt": "You teach chess."}, ["generate.pre_query", "gemma", "system"]),
     ({}, {"pre_query": "chatml", "tokenizer": "somewhere"}, ["generate", "pre_query", "tokenizer"]),

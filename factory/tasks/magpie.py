@@ -120,6 +120,13 @@ class MagpieTask(Task):
     def _frame(self, pipeline: Pipeline, where: str) -> Callable[[str | None], tuple[str, str]]:
         """system prompt -> (pre-query prefix, end-of-turn text); refuses what cannot work."""
         cfg, teacher = self.cfg, pipeline.config.teacher
+        if teacher.backend == "anthropic":
+            raise ConfigError(f"{pipeline.path}: teacher.backend: magpie needs raw text completion, which "
+                              "Anthropic's Messages API does not offer; use an OpenAI-compatible server with "
+                              "/v1/completions (teacher.base_url) or backend transformers or vllm")
+        if teacher.mode == "batch":
+            raise ConfigError(f"{pipeline.path}: teacher.mode: magpie's raw text completions are not sent through "
+                              "batch APIs; use mode: online")
         if teacher.backend == "openai" and not teacher.base_url and teacher.launch is None:
             raise ConfigError(f"{pipeline.path}: generate.task: magpie needs raw text completion, which "
                               "api.openai.com does not offer for chat models; use an OpenAI-compatible server with "
