@@ -72,3 +72,8 @@ def rejected(folder: Path) -> list[dict]:
 
 def run_info(folder: Path) -> dict:
     return json.loads((folder / "out" / "run.json").read_text())
+
+
+def outputs_of(folder: Path) -> tuple[str, str]:
+    """The kept and the rejected samples, as written."""
+    return (folder / "out" / "data.jsonl").read_text(), (folder / "out" / "rejected.jsonl").read_text()

@@ -10,6 +10,7 @@ from tests.instruction_pipelines import (
     evol_pipeline,
     kept,
     magpie_pipeline,
+    outputs_of,
     run,
     run_info,
     self_instruct_pipeline,
@@ -24,10 +25,6 @@ TASKS = {
 }
 
 
-def outputs(folder) -> tuple[str, str]:
-    return (folder / "out" / "data.jsonl").read_text(), (folder / "out" / "rejected.jsonl").read_text()
-
-
 @pytest.mark.parametrize("task", TASKS)
 def test_the_window_does_not_change_the_dataset_and_a_rerun_sends_nothing(tmp_path, task):
     # Random service times: answers come back in a different order in each run.
@@ -37,13 +34,13 @@ def test_the_window_does_not_change_the_dataset_and_a_rerun_sends_nothing(tmp_pa
             folder = tmp_path / f"window-{window}"
             path = TASKS[task](folder, url)
             run(path, "--set", f"teacher.max_concurrency={window}")
-            results.append(outputs(folder))
+            results.append(outputs_of(folder))
         assert results[0] == results[1]
         assert results[0][0].count("\n") > 3
         run(path, "--set", "teacher.max_concurrency=16")
         info = run_info(folder)
         assert info["invocations"][-1]["usage"]["requests"] == 0
-        assert outputs(folder) == results[1]
+        assert outputs_of(folder) == results[1]
 
 
 @pytest.mark.parametrize("task, kill_at", [("self_instruct", 12), ("magpie", 30), ("evol_instruct", 20)])
@@ -63,7 +60,7 @@ def test_killed_part_way_the_rerun_matches_an_uninterrupted_run_and_pays_nothing
         # Every answer stored before the kill is replayed (the rounds it settled are
         # recomputed from them): only the rest goes out.
         assert sum(server_stats(url)["received"].values()) - before == paid_whole - done_before_kill
-        assert outputs(killed) == outputs(whole)
+        assert outputs_of(killed) == outputs_of(whole)
         assert run_info(killed)["usage"]["requests"] == paid_whole
 
 

@@ -90,6 +90,7 @@ def test_a_server_without_raw_completion_stops_the_run_at_its_first_answer(tmp_p
     ({"backend": "anthropic", "base_url": None, "api_key_env": "MAGPIE_TEST_KEY", "model": "claude-sonnet-4-5"}, {},
      ["teacher.backend", "Messages API"]),
     ({"mode": "batch"}, {}, ["teacher.mode", "batch"]),
+    ("ray", {}, ["executor.type", "magpie", "local"]),
     ({}, {"pre_query": None}, ["generate.pre_query", "chatml", "tokenizer"]),
     ({}, {"pre_query": "gemma", "system_prompt": "You teach chess."}, ["generate.pre_query", "gemma", "system"]),
     ({}, {"pre_query": "chatml", "tokenizer": "somewhere"}, ["generate", "pre_query", "tokenizer"]),
@@ -97,8 +98,9 @@ def test_a_server_without_raw_completion_stops_the_run_at_its_first_answer(tmp_p
 ])
 def test_backends_and_settings_that_cannot_do_it_are_refused_before_anything_is_sent(tmp_path, teacher, generate,
                                                                                       words):
-    path = magpie_pipeline(tmp_path, "http://127.0.0.1:9/v1", teacher, **generate)
-    result = factory_cli("run", str(path), env={"MAGPIE_TEST_KEY": "sk-test"})
+    extra = ["--set", "executor.type=ray"] if teacher == "ray" else []
+    path = magpie_pipeline(tmp_path, "http://127.0.0.1:9/v1", {} if teacher == "ray" else teacher, **generate)
+    result = factory_cli("run", str(path), *extra, env={"MAGPIE_TEST_KEY": "sk-test"})
     assert_user_error(result.returncode, result.stderr, words)
     assert not (tmp_path / "out").exists()
 

@@ -146,3 +146,9 @@ def test_the_pool_scores_as_the_textbook_rouge_l():
         score, nearest = pool.nearest(text)
         best = max(pool_texts, key=lambda other: lcs_rouge(text, other))
         assert score == pytest.approx(lcs_rouge(text, best)) and lcs_rouge(text, nearest) == pytest.approx(score)
+
+
+def test_rounds_that_depend_on_each_other_are_not_sharded_on_ray(tmp_path):
+    path = self_instruct_pipeline(tmp_path, "http://127.0.0.1:9/v1")
+    result = factory_cli("run", str(path), "--set", "executor.type=ray")
+    assert_user_error(result.returncode, result.stderr, ["executor.type", "self_instruct", "local"])

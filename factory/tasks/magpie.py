@@ -36,7 +36,7 @@ from factory.seeds import SeedSpace
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import Asker, Task
 from factory.tasks.rouge import words
-from factory.tasks.rounds import Rounds
+from factory.tasks.rounds import Rounds, refuse_shards
 from factory.teachers.base import Completion
 from factory.templates import TemplateLibrary
 
@@ -106,6 +106,7 @@ class MagpieTask(Task):
 
     def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
         cfg: MagpieGenerate = pipeline.config.generate
+        refuse_shards(pipeline, "magpie", "each query is deduplicated against every earlier one")
         self.cfg = cfg
         self.pipeline_name = pipeline.config.name
         self.pipeline_seed = pipeline.config.seed

@@ -41,3 +41,14 @@ class Rounds(Generic[T]):
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
         # Shielded: one unit cancelled (a stop) does not cancel the round for the others.
         return await asyncio.shield(self._rounds[r])
+
+
+def refuse_shards(pipeline, task: str, why: str) -> None:
+    """Round-based tasks run in one process: a Ray shard would not see the other shards'
+    rounds. Raises ConfigError (exit 2, before anything is sent) for `executor.type: ray`."""
+    from factory.errors import ConfigError
+
+    executor = pipeline.config.executor
+    if executor.type == "ray":
+        raise ConfigError(f"{pipeline.path}: executor.type: {task} runs in rounds that depend on each other "
+                          f"({why}), which shards on a Ray cluster would not see; use executor.type local")

@@ -40,7 +40,7 @@ from factory.structured import JSONNotFound, extract_json, list_answer, strict_o
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import Asker, Task
 from factory.tasks.rouge import RougePool, words
-from factory.tasks.rounds import Rounds
+from factory.tasks.rounds import Rounds, refuse_shards
 from factory.teachers.base import Completion
 from factory.templates import TemplateLibrary
 
@@ -148,6 +148,7 @@ class SelfInstructTask(Task):
 
     def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
         cfg: SelfInstructGenerate = pipeline.config.generate
+        refuse_shards(pipeline, "self_instruct", "each round's prompts sample the pool the rounds before grew")
         self.cfg = cfg
         self.pipeline_name = pipeline.config.name
         self.pipeline_seed = pipeline.config.seed

@@ -1,0 +1,26 @@
+"""evol_instruct on a local Ray cluster: its lineages are independent, so shards give the
+single-process dataset (self_instruct and magpie, whose rounds depend on each other, are
+refused on Ray: tests/test_self_instruct.py, tests/test_magpie.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import factory_cli, loopback_process, server_stats
+from tests.instruction_pipelines import evol_pipeline, outputs_of, run_info
+
+pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
+from tests.test_ray import cluster, on_ray  # noqa: E402,F401  (the module's cluster fixture)
+
+
+def test_evol_instruct_shards_on_ray_give_the_single_process_dataset(tmp_path, cluster):  # noqa: F811
+    with loopback_process("--slots", "8") as url:
+        single = evol_pipeline(tmp_path / "single", url, count=24)
+        assert factory_cli("run", str(single), "--quiet").returncode == 0
+        sharded = evol_pipeline(tmp_path / "sharded", url, count=24)
+        before = sum(server_stats(url)["received"].values())
+        result = factory_cli("run", str(sharded), "--quiet", *on_ray(cluster, shards=3), timeout=300)
+        assert result.returncode == 0, result.stderr
+        sent = sum(server_stats(url)["received"].values()) - before
+    assert outputs_of(tmp_path / "sharded") == outputs_of(tmp_path / "single")
+    assert run_info(tmp_path / "sharded")["usage"]["requests"] == sent == run_info(tmp_path / "single")["usage"]["requests"]
