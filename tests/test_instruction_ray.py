@@ -10,7 +10,7 @@ from tests.conftest import factory_cli, loopback_process, server_stats
 from tests.instruction_pipelines import evol_pipeline, outputs_of, run_info
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
-from tests.test_ray import cluster, on_ray  # noqa: E402,F401  (the module's cluster fixture)
+from tests.test_ray import cluster, on_ray  # noqa: F401  (the module's cluster fixture)
 
 
 def test_evol_instruct_shards_on_ray_give_the_single_process_dataset(tmp_path, cluster):  # noqa: F811
