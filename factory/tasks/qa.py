@@ -10,7 +10,7 @@ from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
-from factory.tasks.base import Asker, Task
+from factory.tasks.base import Asker, Task, beside_answers
 from factory.teachers.base import Completion
 from factory.templates import Template, TemplateLibrary
 
@@ -59,6 +59,7 @@ class QATask(Task):
         self.k = self.pairs_per_unit()
         self.samples_per_unit = self.k
         self.pipeline_seed = pipeline.config.seed
+        self.reasoning = pipeline.config.output.reasoning
         self.schema = self.make_schema()
         where = f"{pipeline.path}: generate.templates"
         provided = set(seeds.names) | self.template_variables()
@@ -97,7 +98,7 @@ class QATask(Task):
         return {"user", "assistant"} | ({"system"} if self.cfg.system_prompt else set())
 
     def metadata_fields(self) -> set[str]:
-        return super().metadata_fields() | {"teacher_model", "finish_reason", "attempts"}
+        return super().metadata_fields() | {"teacher_model", "finish_reason", "attempts", "reasoning"}
 
     # -- the common work -----------------------------------------------------------------
 
@@ -159,6 +160,8 @@ class QATask(Task):
                 "completion_tokens": completion.completion_tokens / share,
             },
         }
+        if completion.reasoning and self.reasoning == "metadata":
+            common["reasoning"] = completion.reasoning  # one thinking for every pair of the request
         out: list[Record | Rejection] = []
         for position, sample in enumerate(wanted):
             if position >= len(pairs):
@@ -166,7 +169,7 @@ class QATask(Task):
                                         f"teacher returned {len(pairs)} of {self.k} pairs", common))
                 continue
             pair = pairs[position]
-            record = self._record(sample, pair, {**common, **self.pair_metadata(pair)})
+            record = self._record(sample, pair, {**common, **self.pair_metadata(pair)}, completion.reasoning)
             problem = self.verdict(pair, unit)
             if problem is None:
                 out.append(record)
@@ -184,11 +187,13 @@ class QATask(Task):
             raise Unusable(reason, f"{err.detail} (attempt {attempt + 1}, "
                                    f"finish_reason={completion.finish_reason})") from err
 
-    def _record(self, sample: int, pair: dict[str, Any], meta: dict) -> Record:
+    def _record(self, sample: int, pair: dict[str, Any], meta: dict, reasoning: str | None = None) -> Record:
         messages = []
         if self.cfg.system_prompt:
             messages.append({"role": "system", "content": self.cfg.system_prompt})
         messages += [{"role": "user", "content": pair["question"]}, {"role": "assistant", "content": pair["answer"]}]
+        if self.reasoning == "messages":  # one pair per request (config.py): its thinking is this answer's
+            messages = beside_answers(messages, {len(messages) - 1: reasoning})
         return Record(record_id(self.pipeline_name, self.name, sample), messages, {**meta, "sample_index": sample})
 
     def _reject(self, sample: int, reason: str, detail: str, meta: dict) -> Rejection:
