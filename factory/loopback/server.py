@@ -330,7 +330,8 @@ class LoopbackTeacher:
             self.outcomes["refused_response_format"] += 1
             detail = ("1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
                       "'msg': \"Input should be 'text' or 'json_object'\", 'input': " + repr(fmt.get("type"))
-                      + ", 'ctx': {'expected': \"'text' or 'json_object'\"}}")
+                      + ", 'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\", "
+                      "line 376, in create_chat_completion\n    POST /v1/chat/completions")
             return web.json_response({"error": {"message": detail, "type": "internal_server_error", "param": None,
                                                 "code": None}}, status=500)
         if self.options.reasoning_api:
