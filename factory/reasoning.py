@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 
 # The tags reasoning models write; matched case-insensitively.
-_BLOCK = re.compile(r"<(think|thinking)>(.*?)</\1>\s*", re.S | re.I)
-_OPEN = re.compile(r"^\s*<(think|thinking)>", re.I)
-_CLOSE = re.compile(r"</(think|thinking)>", re.I)
-_ANY_TAG = re.compile(r"</?(think|thinking)>", re.I)
+_BLOCK = re.compile(r"<(think|thinking)>(.*?)</\1>\s*", re.DOTALL | re.IGNORECASE)
+_OPEN = re.compile(r"^\s*<(think|thinking)>", re.IGNORECASE)
+_CLOSE = re.compile(r"</(think|thinking)>", re.IGNORECASE)
+_ANY_TAG = re.compile(r"</?(think|thinking)>", re.IGNORECASE)
 
 
 def split_thinking(content: str, reasoning: str | None = None) -> tuple[str, str | None]:
@@ -34,7 +34,7 @@ def split_thinking(content: str, reasoning: str | None = None) -> tuple[str, str
     if not _ANY_TAG.search(text):
         return text, "\n\n".join(parts) or None
     close = _CLOSE.search(text)
-    opened = re.search(r"<(think|thinking)>", text, re.I)
+    opened = re.search(r"<(think|thinking)>", text, re.IGNORECASE)
     if close and (opened is None or opened.start() > close.start()):
         parts.append(text[: close.start()].strip())
         text = text[close.end():]

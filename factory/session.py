@@ -16,8 +16,8 @@ from factory.cost import Budget
 from factory.engine import Engine, RunStats
 from factory.limits import AdaptiveWindow, RateLimiter
 from factory.stopping import Stop
-from factory.structured_modes import legacy_setting_key, setting_key
 from factory.store import RunStore
+from factory.structured_modes import legacy_setting_key, setting_key
 from factory.teachers.bounds import capped_window
 
 

@@ -45,10 +45,10 @@ class Completion:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Completion":
+    def from_dict(cls, data: dict[str, Any]) -> Completion:
         return cls(**data)
 
-    def thinking_apart(self) -> "Completion":
+    def thinking_apart(self) -> Completion:
         """This completion with any thinking in `text` moved to `reasoning`."""
         from factory.reasoning import split_thinking
 
@@ -74,7 +74,7 @@ class Teacher(abc.ABC):
 
     # The structured-output modes an HTTP teacher chooses among (factory/structured_modes.py);
     # None for backends that have one way only.
-    modes: "StructuredModes | None" = None
+    modes: StructuredModes | None = None
 
     def legacy_payloads(self, request: Request) -> list[dict[str, Any]]:
         """What factory 0.1 hashed into its journal key for `request`, in every mode it
