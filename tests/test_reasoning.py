@@ -116,6 +116,22 @@ def test_reasoning_messages_with_several_answers_per_thinking_is_bad_input(tmp_p
     assert_user_error(result.returncode, result.stderr, ["output.reasoning", "pairs_per_request"])
 
 
+def test_the_heuristics_filter_rejects_a_think_tag_in_existing_data(tmp_path):
+    from factory.cli import main
+
+    rows = [{"prompt": "What is a tide?", "completion": "The sea rising and falling."},
+            {"prompt": "Name a volcano.", "completion": "<think>Italy has some.</think> Etna."},
+            {"prompt": "Why is the sky blue?", "completion": "Scattering. </think>"}]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pipeline = write_pipeline(tmp_path, filters=[{"type": "heuristics"}])
+    assert main(["filter", str(pipeline), "--input", str(source), "--out", str(tmp_path / "f"), "--quiet"]) == 0
+    assert [r["messages"][-1]["content"] for r in read_jsonl(tmp_path / "f" / "data.jsonl")] == [
+        "The sea rising and falling."]
+    rejected = read_jsonl(tmp_path / "f" / "rejected.jsonl")
+    assert [(r["stage"], r["reason"]) for r in rejected] == [("heuristics", "thinking_in_answer")] * 2
+
+
 def test_reasoning_drop_keeps_it_nowhere_and_a_think_tag_left_in_an_answer_is_rejected(tmp_path, loopback):
     pair = '{"pairs": [{"question": "What is a tide?", "answer": "A rise of the sea. <think> or is it"}]}'
     url = loopback(thinking="reasoning", replies=[("volcanoes", pair)])

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from factory.config import Pipeline
+from factory.reasoning import has_thinking_tag
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
@@ -43,6 +44,15 @@ def pair_items(text: str) -> list[dict[str, Any]]:
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
     return [(p["question"], p["answer"]) for p in pair_items(text)]
+
+
+def _thinking_left(pair: dict[str, Any]) -> tuple[str, str] | None:
+    # Thinking outside the JSON was split off with the answer (factory/reasoning.py);
+    # a tag inside a field is the model thinking in the text itself.
+    for field in ("question", "answer"):
+        if has_thinking_tag(pair[field]):
+            return "thinking_in_answer", f"the {field} holds a think tag"
+    return None
 
 
 class QATask(Task):
@@ -170,7 +180,7 @@ class QATask(Task):
                 continue
             pair = pairs[position]
             record = self._record(sample, pair, {**common, **self.pair_metadata(pair)}, completion.reasoning)
-            problem = self.verdict(pair, unit)
+            problem = _thinking_left(pair) or self.verdict(pair, unit)
             if problem is None:
                 out.append(record)
             else:
