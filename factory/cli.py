@@ -253,6 +253,8 @@ def _salvage(args) -> int:
 
 
 def _summary(result, what: str = "requested samples", generated: bool = True) -> None:
+    from factory.cost import token_summary
+
     s = result.stats
     print(f"kept {result.kept} of {result.requested} {what} ({result.rejected} rejected)")
     for stage in result.funnel["stages"]:
@@ -261,13 +263,12 @@ def _summary(result, what: str = "requested samples", generated: bool = True) ->
     if generated:
         u = result.usage
         print(f"requests: {s.sent} sent now, {s.replayed} replayed from the run store "
-              f"({u.get('requests', s.sent)} paid in all); tokens: {u.get('prompt_tokens', 0):,} prompt + "
-              f"{u.get('completion_tokens', 0):,} completion")
+              f"({u.get('requests', s.sent)} paid in all); tokens: {token_summary(u)}")
     for stage in result.funnel["stages"]:
         if "usage" in stage:
             u = stage["usage"]
             print(f"  {stage['stage']}: {u['requests']} sent, {u['replayed_from_journal']} replayed; "
-                  f"tokens: {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion")
+                  f"tokens: {token_summary(u)}")
     print(f"output: {result.out_dir}/ (dataset/, README.md, report.html, rejected.jsonl, run.json)")
 
 

@@ -89,3 +89,10 @@ def _per_million(price) -> dict | None:
     if price.cached_input is not None:
         out["cached_input"] = price.cached_input
     return out
+
+
+def token_summary(usage: dict) -> str:
+    """"1,200 prompt (800 cached) + 300 completion (120 thinking)": the parts only when there are any."""
+    cached, thinking = usage.get("cached_tokens"), usage.get("reasoning_tokens")
+    return (f"{usage.get('prompt_tokens', 0):,} prompt" + (f" ({cached:,} cached)" if cached else "")
+            + f" + {usage.get('completion_tokens', 0):,} completion" + (f" ({thinking:,} thinking)" if thinking else ""))

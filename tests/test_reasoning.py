@@ -65,6 +65,7 @@ def test_a_reasoning_model_api_gets_requests_it_takes_and_the_invoice_matches(tm
     assert info["cost"]["price_per_million"]["cached_input"] == 100.0
     assert info["usage"]["cached_tokens"] == billed["cached_tokens"]
     assert info["usage"]["completion_tokens"] == billed["completion_tokens"]
+    assert f"({billed['cached_tokens']:,} cached)" in result.stdout  # the summary line says so too
 
 
 def test_a_reasoning_model_the_name_does_not_tell_is_refused_with_what_to_set(tmp_path, loopback):
