@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from factory.cost import token_summary
+
 TASK_CATEGORIES = {"qa": ["question-answering", "text-generation"], "grounded_qa": ["question-answering", "text-generation"],
                    "dialogue": ["text-generation"]}
 WHAT = {"qa": "samples (question/answer pairs)", "grounded_qa": "question/answer pairs from document chunks",
@@ -210,8 +212,7 @@ def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
         f"- **Sampling**: {_inline(info['sampling'])}.",
         f"- **Seed space**: {_seed_space(info['seed_space'])}; pipeline seed {cfg['seed']}.",
         "- **Templates**: " + ", ".join(f"`{t['name']}` (sha256 `{t['sha256']}`)" for t in info["templates"]) + ".",
-        f"- **Tokens**: {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion"
-        f" over {usage['requests']:,} requests.",
+        f"- **Tokens**: {token_summary(usage)} over {usage['requests']:,} requests.",
     ]
     return lines
 

@@ -88,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("--refuse-response-format", action="store_true")
     loop.add_argument("--exit-after", type=int, default=None, metavar="N",
                       help="crash (exit 75) on the request after N answered ones")
+    loop.add_argument("--imitate", choices=["openai", "llama_cpp"], default="openai",
+                      help="answer as this server does (llama_cpp: llama-cpp-python's structured output)")
+    loop.add_argument("--reasoning-api", action="store_true",
+                      help="refuse max_tokens and non-default temperature/top_p, as OpenAI's reasoning models do")
+    loop.add_argument("--thinking", choices=["reasoning", "reasoning_content", "tags", "open_tag_in_prompt"],
+                      help="return a reasoning model's thinking this way")
+    loop.add_argument("--cache-prefix", action="store_true", help="bill a system prompt seen before as cached tokens")
     loop.add_argument("--no-metrics", dest="metrics", action="store_false",
                       help="serve no /metrics page (a server that is not vLLM)")
     loop.add_argument("--batch-delay", type=float, default=0.0, help="seconds from a batch's creation to its end")
@@ -246,6 +253,8 @@ def _salvage(args) -> int:
 
 
 def _summary(result, what: str = "requested samples", generated: bool = True) -> None:
+    from factory.cost import token_summary
+
     s = result.stats
     print(f"kept {result.kept} of {result.requested} {what} ({result.rejected} rejected)")
     for stage in result.funnel["stages"]:
@@ -254,13 +263,12 @@ def _summary(result, what: str = "requested samples", generated: bool = True) ->
     if generated:
         u = result.usage
         print(f"requests: {s.sent} sent now, {s.replayed} replayed from the run store "
-              f"({u.get('requests', s.sent)} paid in all); tokens: {u.get('prompt_tokens', 0):,} prompt + "
-              f"{u.get('completion_tokens', 0):,} completion")
+              f"({u.get('requests', s.sent)} paid in all); tokens: {token_summary(u)}")
     for stage in result.funnel["stages"]:
         if "usage" in stage:
             u = stage["usage"]
             print(f"  {stage['stage']}: {u['requests']} sent, {u['replayed_from_journal']} replayed; "
-                  f"tokens: {u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion")
+                  f"tokens: {token_summary(u)}")
     print(f"output: {result.out_dir}/ (dataset/, README.md, report.html, rejected.jsonl, run.json)")
 
 
@@ -313,6 +321,8 @@ def _loopback(args) -> int:
             faults=faults, retry_after=args.retry_after, hang_s=args.hang_s, seed=args.seed,
             refuse_response_format=args.refuse_response_format, metrics=args.metrics, exit_after=args.exit_after,
             batches=batches,
+            imitate=args.imitate,
+            reasoning_api=args.reasoning_api, thinking=args.thinking, cache_prefix=args.cache_prefix,
         )
     except ValueError as err:
         raise UserError(f"loopback: {err}") from err

@@ -20,11 +20,15 @@ from factory.compare.settings import ReferenceConfig
 from factory.errors import ConfigError
 from factory.generate_config import TASKS
 from factory.strict import Strict
+from factory.structured_modes import MODES
 
 
 class Sampling(Strict):
-    temperature: float = Field(0.8, ge=0, le=2)
-    top_p: float = Field(0.95, gt=0, le=1)
+    # null: not sent, the server's own default (reasoning models take no other).
+    temperature: float | None = Field(0.8, ge=0, le=2)
+    top_p: float | None = Field(0.95, gt=0, le=1)
+    # Sent as max_tokens or max_completion_tokens (teacher.token_limit_param); it also
+    # bounds each request's time, size and worst-case cost, so it is always set.
     max_tokens: int = Field(1024, gt=0)
     stop: list[str] | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
@@ -65,7 +69,25 @@ class Price(Strict):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    # Prompt tokens the provider served from its prompt cache (usage.prompt_tokens_details
+    # .cached_tokens); null: billed as input.
+    cached_input: float | None = Field(None, ge=0)
     currency: str = "USD"
+
+
+# OpenAI's reasoning families (o1, o3, o4-mini, gpt-5, gpt-5.1 ...; the chat variants
+# excepted): they take max_completion_tokens, and only their default temperature and top_p.
+_REASONING_FAMILY = re.compile(r"(?:^|/)(?:o\d+|gpt-5(?!-chat)(?:\.\d+)?)(?:-[\w.-]+)?$", re.I)
+
+# Request keys factory itself sets: extra_body may not set them behind its back.
+OWNED_BODY_KEYS = frozenset({
+    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty",
+    "frequency_penalty", "seed", "response_format", "structured_outputs", "guided_json", "stream", "n"})
+
+
+def reasoning_family(model: str) -> bool:
+    """Whether `model` is one of OpenAI's reasoning models, by its name."""
+    return bool(_REASONING_FAMILY.search(model or ""))
 
 
 class BatchSettings(Strict):
@@ -110,8 +132,15 @@ class TeacherConfig(Strict):
     server_metrics: bool = True
     # What the provider charges: live cost in the progress line, run.json, card, report.
     price: Price | None = None
-    # auto: ask for json_schema output, fall back to prompting if the server refuses.
-    structured_output: Literal["auto", "json_schema", "prompt"] = "auto"
+    # auto: the strongest mode the server accepts, found by one probe and remembered in
+    # the run store (teachers/structured_modes.py); or one mode, never changed.
+    structured_output: Literal[MODES] = "auto"
+    # The key that carries sampling.max_tokens. auto: max_completion_tokens for OpenAI's
+    # reasoning families and for api.openai.com itself, max_tokens for other servers.
+    token_limit_param: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    # Sent in every request body as is: vLLM's top_k, min_p, repetition_penalty,
+    # chat_template_kwargs: {enable_thinking: false}, OpenAI's reasoning_effort ...
+    extra_body: dict[str, Any] = Field(default_factory=dict)
     # Send a per-request seed derived from the pipeline seed (OpenAI, vLLM, Ollama and
     # llama.cpp honour it), so reruns against a deterministic server match.
     send_seed: bool = True
@@ -127,6 +156,27 @@ class TeacherConfig(Strict):
     # anthropic), half the price, answers within 24 hours (see `batch`).
     mode: Literal["online", "batch"] = "online"
     batch: BatchSettings = Field(default_factory=BatchSettings)
+
+    @model_validator(mode="after")
+    def _family_defaults(self):
+        # A reasoning model refuses any temperature or top_p but its own: factory's
+        # defaults are not sent to it; a value the user wrote is (and the server decides).
+        if reasoning_family(self.model):
+            for name in ("temperature", "top_p"):
+                if name not in self.sampling.model_fields_set:
+                    setattr(self.sampling, name, None)
+                    # Still unset: a judge or role on another model gets the defaults back.
+                    self.sampling.model_fields_set.discard(name)
+        return self
+
+    @field_validator("extra_body")
+    @classmethod
+    def _not_owned(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in OWNED_BODY_KEYS:
+                where = f"teacher.sampling.{key}" if key in Sampling.model_fields else "factory itself"
+                raise ValueError(f"{key!r} is set by {where}, not by extra_body")
+        return value
 
     @model_validator(mode="after")
     def _openai_needs_an_address(self):
@@ -253,6 +303,9 @@ class OutputConfig(Strict):
     # Real data of the same kind: the report gets a section measuring the dataset against
     # it (factory/compare/), and compare.json is written beside it.
     reference: ReferenceConfig | None = None
+    # Where a reasoning model's thinking goes: nowhere, metadata.reasoning, or beside each
+    # answer in its assistant message as `reasoning_content` (see the README).
+    reasoning: Literal["drop", "metadata", "messages"] = "metadata"
 
 
 class ExecutorConfig(Strict):
@@ -294,6 +347,22 @@ class PipelineConfig(Strict):
     # The most the run may cost (with teacher prices set): no request starts that could
     # take it over; a rerun with a higher cap continues from the journal.
     max_cost: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _thinking_beside_one_answer(self):
+        # Several answers from one request share one thinking: beside each of them it
+        # would teach a model to think about answers it is not giving.
+        g = self.generate
+        if self.output.reasoning == "messages":
+            if getattr(g, "pairs_per_request", 1) > 1:
+                raise ValueError(f"output.reasoning: messages puts each answer's thinking beside it, but "
+                                 f"generate.pairs_per_request: {g.pairs_per_request} makes several answers from "
+                                 "one thinking; set pairs_per_request: 1, or reasoning: metadata")
+            if getattr(g, "mode", None) == "single_call":
+                raise ValueError("output.reasoning: messages puts each answer's thinking beside it, but "
+                                 "generate.mode: single_call writes a whole conversation from one thinking; "
+                                 "use mode: turns, or reasoning: metadata")
+        return self
 
     @model_validator(mode="after")
     def _a_cap_needs_a_price(self):
@@ -445,7 +514,13 @@ def derived_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str,
     if pipeline.dry_run:
         overrides = {"sampling": overrides.get("sampling", {})}
     merged = {**base, **{k: v for k, v in overrides.items() if k != "sampling"}}
-    merged["sampling"] = {**base["sampling"], **(sampling_defaults or {}), **(overrides.get("sampling") or {})}
+    # Only what the user wrote carries over: unset keys take the defaults of this
+    # teacher's own model (a reasoning model takes none: TeacherConfig._family_defaults).
+    base["sampling"] = pipeline.config.teacher.sampling.model_dump(exclude_unset=True)
+    defaults = dict(sampling_defaults or {})
+    if reasoning_family(merged["model"]):
+        defaults = {k: v for k, v in defaults.items() if k not in ("temperature", "top_p")}
+    merged["sampling"] = {**base["sampling"], **defaults, **(overrides.get("sampling") or {})}
     try:
         config = TeacherConfig.model_validate(merged)
     except ValidationError as err:

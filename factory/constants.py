@@ -10,6 +10,9 @@ DEFAULT_MAX_CONCURRENCY = 512
 MIN_CONCURRENCY = 1
 # Seconds between two halvings of the window, so one burst of 429s halves it once.
 THROTTLE_COOLDOWN_S = 1.0
+# The longest a 429's Retry-After holds every request (a provider asking for an hour is
+# better met by the outage timeout than by a silent hour).
+RETRY_AFTER_MAX_S = 300.0
 
 # Retries of transport failures (429, 5xx, timeouts, resets), done by the openai client.
 DEFAULT_TRANSPORT_RETRIES = 6

@@ -31,11 +31,17 @@ class BudgetReached(FactoryError):
     """The next request could take the run over max_cost; what completed is stored."""
 
 
-def request_cost(price, prompt_tokens: float, completion_tokens: float) -> float:
-    """Cost in the price's currency of one request's tokens; 0 without a price."""
+def request_cost(price, prompt_tokens: float, completion_tokens: float, cached_tokens: float = 0) -> float:
+    """Cost in the price's currency of one request's tokens; 0 without a price.
+
+    `cached_tokens` (of the prompt, served from the provider's cache) are billed at
+    `price.cached_input` when set; completion tokens include any reasoning tokens, which
+    providers bill as output."""
     if price is None:
         return 0.0
-    return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
+    cached = min(cached_tokens, prompt_tokens) if price.cached_input is not None else 0
+    return ((prompt_tokens - cached) * price.input + cached * (price.cached_input or 0.0)
+            + completion_tokens * price.output) / 1_000_000
 
 
 class Budget:
@@ -72,5 +78,21 @@ def cost_entry(budget: Budget, config, total: float | None = None) -> dict:
     return {"cost": {"currency": price.currency if price else "USD", "total": round(total, 6),
             "paid_now": round(budget.spent, 6), "replayed_from_journal": round(max(0.0, total - budget.spent), 6),
             "max_cost": config.max_cost,
-            "price_per_million": {"input": price.input, "output": price.output} if price else None,
+            "price_per_million": _per_million(price),
             **({"batch_discount": config.teacher.batch.discount} if config.teacher.mode == "batch" else {})}}
+
+
+def _per_million(price) -> dict | None:
+    if price is None:
+        return None
+    out = {"input": price.input, "output": price.output}
+    if price.cached_input is not None:
+        out["cached_input"] = price.cached_input
+    return out
+
+
+def token_summary(usage: dict) -> str:
+    """"1,200 prompt (800 cached) + 300 completion (120 thinking)": the parts only when there are any."""
+    cached, thinking = usage.get("cached_tokens"), usage.get("reasoning_tokens")
+    return (f"{usage.get('prompt_tokens', 0):,} prompt" + (f" ({cached:,} cached)" if cached else "")
+            + f" + {usage.get('completion_tokens', 0):,} completion" + (f" ({thinking:,} thinking)" if thinking else ""))

@@ -28,6 +28,7 @@ from factory.limits import AdaptiveWindow, RateLimiter
 from factory.secrets import Redactor
 from factory.stopping import INCOMPLETE, RunStopping, Stop
 from factory.store import RunStore, request_key
+from factory.structured_modes import legacy_setting_key, setting_key
 from factory.tasks.base import Task
 from factory.teachers.base import Completion, Request, Teacher
 
@@ -47,6 +48,7 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
     units_done: int = 0  # units finished, this invocation and the ones before
     units_before: int = 0  # of those, finished by an earlier invocation
     started: float = field(default_factory=time.perf_counter)
@@ -64,7 +66,8 @@ class RunStats:
 
     def usage(self) -> dict:
         return {"requests": self.sent, "replayed_from_journal": self.replayed, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 6)}
+                "completion_tokens": self.completion_tokens, "cached_tokens": self.cached_tokens,
+                "reasoning_tokens": self.reasoning_tokens, "cost": round(self.cost, 6)}
 
 
 class Health:
@@ -113,7 +116,7 @@ class Engine:
         self.health = Health(getattr(self.config, "outage_timeout", constants.OUTAGE_TIMEOUT_S))
         self.watcher = None  # a server_load.LoadWatcher steering the window, when the server has metrics
         self._identity = _identity(teacher)
-        self._refusal_saved = False
+        self._mode_saved = False
         # Servers echo keys back in error bodies: messages about failures are scrubbed.
         self._redact = Redactor(teacher.secrets())
 
@@ -176,7 +179,8 @@ class Engine:
             if stored.get("reason"):
                 err.reason = stored["reason"]
             raise err
-        return Completion.from_dict(stored["completion"])
+        # Answers stored before thinking was kept apart are split as they are read back.
+        return Completion.from_dict(stored["completion"]).thinking_apart()
 
     async def _send(self, key: str, request: Request) -> Completion:
         self.stop.check()
@@ -185,6 +189,7 @@ class Engine:
         await self.window.acquire()
         reserved = 0.0
         try:
+            await self.limiter.held()  # a Retry-After that came while this one waited for the window
             self.stop.check()  # the wait may have been long: a stop requested meanwhile starts nothing new
             if self.price is not None:
                 worst = request_cost(self.price, self._prompt_estimate(request), self._max_tokens())
@@ -200,10 +205,9 @@ class Engine:
             stats.first_request = time.perf_counter()
         try:
             keyed = replace(request, key=key)
-            if request.prompt is None:
-                completion = await self.teacher.complete(keyed)
-            else:
-                completion = await self.teacher.complete_text(keyed)
+            answer = self.teacher.complete(keyed) if request.prompt is None else self.teacher.complete_text(keyed)
+            # Whatever the backend, thinking never stays in the answer (factory/reasoning.py).
+            completion = (await answer).thinking_apart()
         except BadResponse as err:
             # The server answered (and may have charged): stored, so a rerun moves on.
             self.store.store_request(key, {"error": str(err), "reason": getattr(err, "reason", "bad_response")})
@@ -224,9 +228,10 @@ class Engine:
             self.limiter.answered()
             self.budget.release(reserved)
         latency = time.monotonic() - began
-        paid = request_cost(self.price, completion.prompt_tokens, completion.completion_tokens)
+        paid = request_cost(self.price, completion.prompt_tokens, completion.completion_tokens,
+                            completion.cached_tokens)
         self.store.store_request(key, {"completion": completion.to_dict(), "cost": paid, "latency": round(latency, 4)})
-        self._remember_refusal()
+        self._remember_mode()
         self._commit_soon()
         self.health.succeeded()
         self._account(completion, paid, latency, estimate)
@@ -242,6 +247,8 @@ class Engine:
         stats.sent += 1
         stats.prompt_tokens += completion.prompt_tokens
         stats.completion_tokens += completion.completion_tokens
+        stats.cached_tokens += completion.cached_tokens
+        stats.reasoning_tokens += completion.reasoning_tokens
         self.window.on_success()
         if self.limiter.active:
             self.limiter.settle(estimate, completion.prompt_tokens + completion.completion_tokens)
@@ -249,12 +256,18 @@ class Engine:
     def _commit_soon(self) -> None:
         self.store.commit_soon(asyncio.get_running_loop())
 
-    def _remember_refusal(self) -> None:
-        # A server that refused json_schema is asked in prompt mode from now on, and so
-        # is every rerun: the store remembers, so nothing re-probes and no key changes.
-        if not self._refusal_saved and getattr(self.teacher, "schema_refused", False):
-            self.store.put_setting(refusal_setting(self.teacher), True)
-            self._refusal_saved = True
+    def _remember_mode(self) -> None:
+        # The structured-output mode a probe found is used from now on, and by every
+        # rerun: the store remembers, so nothing re-probes (keys name the requested mode).
+        if self._mode_saved:
+            return
+        modes = self.teacher.modes
+        if modes is not None and modes.requested == "auto" and modes.settled:
+            self.store.put_setting(setting_key(self.teacher.model), modes.current)
+            self._mode_saved = True
+        elif getattr(self.teacher, "schema_refused", False):  # a backend with two ways only (anthropic)
+            self.store.put_setting(legacy_setting_key(self.teacher.model), True)
+            self._mode_saved = True
 
     def _announce_trouble(self) -> None:
         if not self.health.announced and self.health.down_for() >= constants.OUTAGE_ANNOUNCE_S:
@@ -282,12 +295,12 @@ def _identity(teacher: Teacher) -> dict[str, Any]:
     """What, besides the request itself, decides an answer: part of every request key."""
     config = getattr(teacher, "config", None)
     sampling = config.sampling.model_dump(exclude_none=True) if config is not None else {}
-    return {"v": KEY_VERSION, "model": teacher.model, "sampling": sampling,
-            "structured": getattr(config, "structured_output", None)}
-
-
-def refusal_setting(teacher: Teacher) -> str:
-    return f"json_schema_refused:{teacher.model}"
+    identity = {"v": KEY_VERSION, "model": teacher.model, "sampling": sampling,
+                "structured": getattr(config, "structured_output", None)}
+    extra = getattr(config, "extra_body", None)
+    if extra:  # top_k, min_p, a template switch ... change answers; absent, keys stay as they were
+        identity["extra_body"] = extra
+    return identity
 
 
 Sink = Callable[[int, list], None]

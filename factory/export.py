@@ -13,12 +13,18 @@ from factory.errors import InputDataError
 from factory.files import replace_path
 from factory.formats import FILES, PAIR_WRITERS, WRITERS, NotSingleTurn
 from factory.record import Record
+from factory.tasks.base import REASONING_KEY
 
 
-def features(pairs: bool = False):
+def features(pairs: bool = False, reasoning_in_messages: bool = False):
+    """The dataset's columns; with `output.reasoning: messages`, every message also has
+    `reasoning_content` (a string beside an answer, else null)."""
     import datasets
 
-    messages = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+    message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
+    if reasoning_in_messages:
+        message[REASONING_KEY] = datasets.Value("string")
+    messages = datasets.List(message)
     # Preference rows in TRL's explicit conversational form, without `messages`: TRL reads a
     # row with both as neither kind and refuses it.
     columns = ("prompt", "chosen", "rejected") if pairs else ("messages",)
@@ -41,7 +47,7 @@ def pair_row(record: Record) -> dict[str, Any]:
 
 
 def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, formats: list[str],
-                  pairs: bool = False) -> int:
+                  pairs: bool = False, reasoning_in_messages: bool = False) -> int:
     """Write `dataset/` (the layout `save_to_disk` writes) and the requested extra formats;
     returns the row count. `pairs`: the records are preference pairs (see `pair_row`).
 
@@ -61,7 +67,7 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     with ExitStack() as files:
         outs = {name: files.enter_context(open(staging / _file_name(name), "w", encoding="utf-8"))
                 for name in text_files}
-        tables = _TableWriter(staging, with_parquet="parquet" in formats, pairs=pairs)
+        tables = _TableWriter(staging, features(pairs, reasoning_in_messages), with_parquet="parquet" in formats)
         files.callback(tables.abort)
         for record in records:
             row = pair_row(record) if pairs else record.to_row()
@@ -101,11 +107,11 @@ class _TableWriter:
 
     BATCH = 1000
 
-    def __init__(self, staging: Path, with_parquet: bool, pairs: bool = False):
+    def __init__(self, staging: Path, columns, with_parquet: bool):
         import datasets
         import pyarrow.parquet as pq
 
-        self.features = features(pairs)
+        self.features = columns
         self.schema = self.features.arrow_schema
         self.folder = staging / "dataset"
         self.folder.mkdir()

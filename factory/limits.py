@@ -14,6 +14,8 @@ import collections
 import re
 import statistics
 import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 from factory import constants
 
@@ -124,6 +126,12 @@ class RateLimiter:
     limit is per day). Only one source is mirrored: several providers side by side
     each have their own buckets, and their 429s move requests to the others.
 
+    Anthropic says the same in `anthropic-ratelimit-{requests,tokens}-{limit,remaining,
+    reset}`, its reset an RFC 3339 time: both spellings are read by one rule (HEADERS).
+
+    A 429 with `Retry-After` (or OpenAI's `retry-after-ms`) holds every request for the
+    whole of that time, not only the one refused: nothing is sent before it passes.
+
     With `probe`, the first request goes alone and the rest wait for its answer, so
     the provider's headers are known before the window opens (for keyed APIs: a
     burst of hundreds of requests into an unknown limit is a burst of 429s).
@@ -140,6 +148,8 @@ class RateLimiter:
         self.provider: dict[str, Bucket] = {}
         self._rates: dict[str, collections.deque] = {}
         self.waited_s = 0.0  # time spent waiting for the provider's buckets to refill
+        self.hold_until = 0.0  # monotonic time before which nothing is sent (Retry-After)
+        self.held_s = 0.0
         self._lock = asyncio.Lock()
 
     @property
@@ -158,6 +168,7 @@ class RateLimiter:
             if self._probe_sent:
                 await self._first_answer.wait()
             self._probe_sent = True
+        await self.held()
         if not self.active:
             return
         need = {"requests": 1, "tokens": tokens}
@@ -189,14 +200,32 @@ class RateLimiter:
             if bucket is not None:
                 bucket.level = min(bucket.capacity, bucket.level + min(estimated, bucket.capacity) - actual)
 
-    def observe(self, headers) -> None:
+    async def held(self) -> None:
+        """Wait until no Retry-After holds the provider (called again just before sending:
+        a request that passed the buckets may have waited for the window meanwhile)."""
+        while True:
+            wait = self.hold_until - time.monotonic()
+            if wait <= 0:
+                return
+            self.held_s += wait
+            await asyncio.sleep(wait)
+
+    def observe(self, headers, status: int = 200) -> None:
         """Learn from one response's rate-limit headers; absent or odd ones are ignored."""
         if not self.learn:
             return
+        if status == 429:
+            pause = retry_after(headers)
+            if pause:
+                self.hold_until = max(self.hold_until, time.monotonic() + min(pause, constants.RETRY_AFTER_MAX_S))
         for kind in ("requests", "tokens"):
-            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
-            remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            limit = remaining = reset = None
+            for names, read_reset in HEADERS:
+                limit = _number(headers.get(names.format(kind=kind, field="limit")))
+                remaining = _number(headers.get(names.format(kind=kind, field="remaining")))
+                reset = read_reset(headers.get(names.format(kind=kind, field="reset")))
+                if limit:
+                    break
             if not limit or remaining is None or reset is None:
                 continue
             if reset > 0 and limit > remaining:
@@ -222,6 +251,8 @@ class RateLimiter:
             out["from_headers"] = {kind: {"limit": b.capacity, "per_minute": round(b.rate * 60, 1)}
                                    for kind, b in self.provider.items()}
             out["waited_for_refill_s"] = round(self.waited_s, 3)
+        if self.held_s:
+            out["held_for_retry_after_s"] = round(self.held_s, 3)
         return out
 
 
@@ -230,6 +261,38 @@ def _number(value) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def seconds_until(stamp: str | None) -> float | None:
+    """Seconds from now to an RFC 3339 time (Anthropic's reset headers); None if unreadable."""
+    if not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def retry_after(headers) -> float | None:
+    """Seconds a 429 asks to wait: `retry-after-ms` (OpenAI), else `Retry-After` in
+    seconds or as an HTTP date; None when absent or unreadable."""
+    ms = _number(headers.get("retry-after-ms"))
+    if ms is not None and ms >= 0:
+        return ms / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -248,3 +311,10 @@ def parse_duration(text: str | None) -> float | None:
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
     return sum(float(n) * _SECONDS[u] for n, u in parts)
+
+
+# Rate-limit header spellings, with how each writes its reset: OpenAI's (and Groq's,
+# Together's ...) `x-ratelimit-limit-requests` with a duration ("6m0s"), Anthropic's
+# `anthropic-ratelimit-requests-limit` with an RFC 3339 time. A native backend that
+# hands its response headers to `observe` is read by the same rule.
+HEADERS = (("x-ratelimit-{field}-{kind}", parse_duration), ("anthropic-ratelimit-{kind}-{field}", seconds_until))

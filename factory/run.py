@@ -137,8 +137,11 @@ def generation_fingerprint(pipeline: Pipeline, task: Task) -> str:
 
 def teacher_identity(config: TeacherConfig) -> dict[str, Any]:
     """The teacher settings that change answers (not where it is served or how fast)."""
-    return {"backend": config.backend, "model": config.model, "sampling": config.sampling.model_dump(),
-            "structured_output": config.structured_output, "send_seed": config.send_seed, "dtype": config.dtype}
+    identity = {"backend": config.backend, "model": config.model, "sampling": config.sampling.model_dump(),
+                "structured_output": config.structured_output, "send_seed": config.send_seed, "dtype": config.dtype}
+    if config.extra_body:  # absent when empty: runs from before it existed stay current
+        identity["extra_body"] = config.extra_body
+    return identity
 
 
 def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool) -> RunResult:
@@ -462,8 +465,9 @@ def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageC
             stage.bind(lambda r: rej.write(redact(r.to_json()) + "\n"), context)
         records = through_stages(stages, records, context.store, work)
         examples: list[dict] = []
-        kept = write_dataset(_sample(records, examples), staging, work, context.pipeline.config.output.formats,
-                             pairs=pairs)
+        output = context.pipeline.config.output
+        kept = write_dataset(_sample(records, examples), staging, work, output.formats, pairs=pairs,
+                             reasoning_in_messages=output.reasoning == "messages")
     return kept, examples, filter_rejects
 
 

@@ -102,10 +102,12 @@ def whole_run_usage(store: RunStore, current: str = "running") -> tuple[dict[str
     rows = store.db.execute(
         "SELECT invocation, COUNT(*), SUM(json_extract(value, '$.completion.prompt_tokens')),"
         " SUM(json_extract(value, '$.completion.completion_tokens')), SUM(json_extract(value, '$.cost')),"
-        " SUM(json_extract(value, '$.error') IS NOT NULL) FROM requests GROUP BY invocation")
-    for invocation, count, prompt, completion, cost, errors in rows:
+        " SUM(json_extract(value, '$.error') IS NOT NULL), SUM(json_extract(value, '$.completion.cached_tokens')),"
+        " SUM(json_extract(value, '$.completion.reasoning_tokens')) FROM requests GROUP BY invocation")
+    for invocation, count, prompt, completion, cost, errors, cached, reasoning in rows:
         per[invocation] = {"requests": count, "prompt_tokens": int(prompt or 0),
-                           "completion_tokens": int(completion or 0), "cost": round(cost or 0.0, 6),
+                           "completion_tokens": int(completion or 0), "cached_tokens": int(cached or 0),
+                           "reasoning_tokens": int(reasoning or 0), "cost": round(cost or 0.0, 6),
                            "unusable_answers": int(errors or 0)}
     invocations = []
     for inv in store.invocations():

@@ -13,10 +13,11 @@ from typing import AsyncIterator
 from factory import constants
 from factory.config import TeacherConfig
 from factory.cost import Budget
-from factory.engine import Engine, RunStats, refusal_setting
+from factory.engine import Engine, RunStats
 from factory.limits import AdaptiveWindow, RateLimiter
 from factory.stopping import Stop
 from factory.store import RunStore
+from factory.structured_modes import legacy_setting_key, setting_key
 from factory.teachers.bounds import capped_window
 
 
@@ -38,7 +39,7 @@ async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, s
     def on_response(status: int, headers) -> None:
         if status == 429:
             window.on_throttle()
-        limiter.observe(headers)
+        limiter.observe(headers, status)
 
     # The window is sized by what the teacher can take; the hook reaches it once it exists.
     teacher = make_teacher(config, on_response=on_response, store=store, stop=stop)
@@ -46,8 +47,12 @@ async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, s
     window = AdaptiveWindow(size)
     window.capped = capped  # a socket per request in flight: past the open-file limit, EMFILE
     await teacher.start()
-    if store.setting(refusal_setting(teacher)):
-        teacher.prefer_prompt()  # learned by an earlier invocation: no probe, same keys
+    # Found by an earlier invocation: no probe, same keys.
+    refused = bool(store.setting(legacy_setting_key(teacher.model)))
+    if teacher.modes is not None:
+        teacher.modes.resume(store.setting(setting_key(teacher.model)), json_schema_refused=refused)
+    elif refused and hasattr(teacher, "prefer_prompt"):  # a backend with two ways only (anthropic)
+        teacher.prefer_prompt()
     watcher = watching = None
     try:
         watcher = await _watch_server_load(config, teacher, window)
@@ -69,7 +74,8 @@ async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, s
 
 async def _watch_server_load(config: TeacherConfig, teacher, window: AdaptiveWindow):
     """A watcher steering `window` by the server's /metrics, when the server has them."""
-    from factory.teachers.server_load import LoadWatcher, metrics_url, server_urls
+    from factory.teachers.openai_teacher import redact_url
+    from factory.teachers.server_load import LoadWatcher, metrics_url, server_urls, tell_no_metrics
 
     urls = server_urls(teacher) if config.server_metrics and config.mode == "online" else []
     if not urls:
@@ -78,6 +84,7 @@ async def _watch_server_load(config: TeacherConfig, teacher, window: AdaptiveWin
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     watcher = LoadWatcher([metrics_url(u) for u in urls], window, headers)
     if not await watcher.detect():
+        tell_no_metrics([redact_url(metrics_url(u)) for u in urls])
         return None
     if config.max_concurrency is None:  # the server's queue now bounds the window, not a guess
         window.ceiling = capped_window(config, constants.SERVER_METRICS_MAX_CONCURRENCY)[0]

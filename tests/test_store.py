@@ -92,7 +92,10 @@ def test_a_refused_json_schema_is_remembered_and_answers_replayed(tmp_path, loop
     out = tmp_path / "out"
     first = factory_cli("run", str(path), "--quiet")
     assert first.returncode == 0, first.stderr
-    assert any("response_format" in body for body in teacher.bodies)  # it asked, and was refused
+    # One probe: json_schema, then json_object with a schema, both refused; then vLLM's field.
+    assert [("response_format" in b, "structured_outputs" in b) for b in teacher.bodies[:3]] == [
+        (True, False), (True, False), (False, True)]
+    assert sum("response_format" in body for body in teacher.bodies) == 2
     first_rows = read_jsonl(out / "data.jsonl")
     assert len(first_rows) == 8
     bodies_before, sent_before = len(teacher.bodies), received(teacher)
@@ -100,7 +103,7 @@ def test_a_refused_json_schema_is_remembered_and_answers_replayed(tmp_path, loop
     second = factory_cli("run", str(path), "--quiet", "--set", "generate.count=12")
     assert second.returncode == 0, second.stderr
     new = teacher.bodies[bodies_before:]
-    assert new and not any("response_format" in body for body in new), "the second run asked for json_schema again"
+    assert new and not any("response_format" in body for body in new), "the second run probed again"
     # 6 units now, 4 of them answered by the first run: only the 2 new units are asked for.
     assert received(teacher) - sent_before == 2 and len(new) == 2
     rows = read_jsonl(out / "data.jsonl")
@@ -111,7 +114,7 @@ def test_a_refused_json_schema_is_remembered_and_answers_replayed(tmp_path, loop
         settings = dict(db.execute("SELECT key, value FROM settings"))
     finally:
         db.close()
-    assert {key: json.loads(value) for key, value in settings.items()} == {"json_schema_refused:loopback": True}
+    assert {key: json.loads(value) for key, value in settings.items()} == {"structured_mode:loopback": "structured_outputs"}
 
 
 # -- request keys of in-process teachers --------------------------------------------------

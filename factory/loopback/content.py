@@ -134,3 +134,11 @@ def _question(rng: random.Random, vocab: list[str]) -> str:
 def _sentence(rng: random.Random, vocab: list[str]) -> str:
     words = [rng.choice(vocab if rng.random() < 0.6 else _WORDS).lower() for _ in range(rng.randint(6, 14))]
     return " ".join(words).capitalize() + "."
+
+
+def thinking(messages: list[dict], seed: Any) -> str:
+    """Deterministic thinking text for reasoning-model imitations: a few sentences about the prompt."""
+    rng = random.Random(seed_of(messages, ["thinking", seed]))
+    prompt = _SCHEMA_BLOCK.sub(" ", " ".join(str(m.get("content", "")) for m in messages))
+    vocab = list(dict.fromkeys(_TOKEN.findall(prompt)))[-200:] or _WORDS
+    return "Let me think this through. " + " ".join(_sentence(rng, vocab) for _ in range(rng.randint(2, 4)))

@@ -9,6 +9,14 @@ them queue), a lognormal service time, and injected faults (429 with Retry-After
 only when asked for, stalls and oversized answers).
 `GET /metrics` publishes vLLM's gauges (running, waiting, KV-cache use), as a vLLM
 server does; `GET /stats` tells what it saw, so tests can check what the client sent.
+
+It can also answer as other servers do (`imitate`, `reasoning_api`, `thinking`,
+`cache_prefix`): llama-cpp-python's server (a 500 carrying a validation error for
+`response_format: json_schema`, a grammar-constrained answer for `json_object` with a
+`schema`), OpenAI's reasoning models (400 for `max_tokens` and for a temperature or
+top_p other than 1, in OpenAI's own error shapes), a reasoning model's thinking in
+each of the ways servers return it, and a prompt cache that bills the system prompt
+as cached tokens once it has been seen.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from aiohttp import web
 
 from factory.store import request_key
 from factory.loopback.batches import BatchDesk, BatchOptions
-from factory.loopback.content import answer, complete_text
+from factory.loopback.content import answer, complete_text, thinking
 
 FAULT_KINDS = ("rate_limit", "server_error", "reset", "hang", "malformed", "truncated", "empty")
 # Faults injected only when named, never by a spread over all kinds: `stall` sends 200 and
@@ -69,6 +77,20 @@ class LoopbackOptions:
     judge_position_bias: int = 0
     # Serve raw text completion at /v1/completions (off: a chat-only server, which answers 404).
     completions: bool = True
+    # Answer as this server does: "openai" (OpenAI, vLLM) or "llama_cpp" (llama-cpp-python).
+    imitate: str = "openai"
+    # Refuse max_tokens and a temperature or top_p other than 1, as OpenAI's o-series and
+    # GPT-5 models do.
+    reasoning_api: bool = False
+    # How a reasoning model's thinking comes back: None (no thinking), "reasoning" or
+    # "reasoning_content" (a field of the message), "tags" (<think>...</think> before the
+    # answer in content), "open_tag_in_prompt" (content starts with the thinking and only
+    # closes the tag, as when the chat template opened it).
+    thinking: str | None = None
+    # Bill a system prompt seen before as cached prompt tokens (a provider's prompt cache).
+    cache_prefix: bool = False
+    # Answer these requests (1-based, in order of arrival) 429 with Retry-After: retry_after.
+    rate_limit_at: list[int] = field(default_factory=list)
     # A paid API's limits per minute ({"requests": n, "tokens": n}): buckets of that
     # size refilled evenly, reported in OpenAI's x-ratelimit-* headers on every answer,
     # 429 when a request does not fit (tokens counted as OpenAI does: prompt + max_tokens).
@@ -87,6 +109,10 @@ class LoopbackOptions:
             raise ValueError("slots must be at least 1")
         if set(self.rate_limits) - {"requests", "tokens"} or any(v < 1 for v in self.rate_limits.values()):
             raise ValueError("rate_limits: requests and/or tokens per minute, each at least 1")
+        if self.imitate not in ("openai", "llama_cpp"):
+            raise ValueError(f"imitate: openai or llama_cpp, not {self.imitate!r}")
+        if self.thinking not in THINKING_STYLES:
+            raise ValueError(f"thinking: one of {', '.join(str(t) for t in THINKING_STYLES)}, not {self.thinking!r}")
         self.scripted = [(re.compile(pattern), reply) for pattern, reply in self.replies]
 
     def scripted_reply(self, messages: list[dict]) -> str | None:
@@ -102,6 +128,8 @@ class LoopbackOptions:
         """Faults of every kind, `rate` of all requests in total."""
         return cls(faults={k: rate / len(FAULT_KINDS) for k in FAULT_KINDS}, **kwargs)
 
+
+THINKING_STYLES = (None, "reasoning", "reasoning_content", "tags", "open_tag_in_prompt")
 
 # The identity of a request as sent: the client journals the same hash of what it sent.
 body_key = request_key
@@ -128,6 +156,11 @@ class LoopbackTeacher:
         self.last_answer: float | None = None
         self.bodies: list[dict] = []
         self.oversize_sent = 0  # bytes of oversized answers actually written before the client left
+        self.arrivals: list[float] = []  # time.time() of each chat request
+        self.throttled_at: list[float] = []  # when each scripted 429 went out
+        self.cached_prompts: set[str] = set()
+        # What it billed, over every answer it gave: the invoice a test checks the cost against.
+        self.billed: collections.Counter[str] = collections.Counter()
         self.buckets = {kind: [float(limit), time.monotonic()] for kind, limit in self.options.rate_limits.items()}
         self.desk = BatchDesk(BatchOptions(**self.options.batches), self.reply, self.options.model)
 
@@ -218,6 +251,11 @@ class LoopbackTeacher:
         except (ValueError, KeyError, TypeError):
             return _error(400, "body must be JSON with a prompt string" if raw else
                           "body must be JSON with a messages list")
+        self.arrivals.append(time.time())
+        if len(self.arrivals) in self.options.rate_limit_at:
+            self.outcomes["rate_limit_at"] += 1
+            self.throttled_at.append(time.time())
+            return _error(429, "Rate limit reached (scripted)", headers={"Retry-After": f"{self.options.retry_after:g}"})
         key = body_key(body)
         self.received[key] += 1
         if self.options.keep_bodies:
@@ -228,9 +266,13 @@ class LoopbackTeacher:
         if fmt and self.options.refuse_response_format:
             self.outcomes["refused_response_format"] += 1
             return _error(400, "response_format json_schema is not supported by this server")
-        schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
+        refusal = self._refusal(body, fmt)
+        if refusal is not None:
+            return refusal
+        schema = self._schema(body, fmt)
 
-        limited, limit_headers = self._spend(messages, body.get("max_tokens"))
+        limit = body.get("max_tokens", body.get("max_completion_tokens"))
+        limited, limit_headers = self._spend(messages, limit)
         if limited:
             self.outcomes["over_rate_limit"] += 1
             return _error(429, f"Rate limit reached for {limited} per minute", headers=limit_headers)
@@ -289,12 +331,11 @@ class LoopbackTeacher:
             self.outcomes["ok"] += 1
             self.completed[key] += 1
         self.last_answer = time.time()
-        prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
-        completion_tokens = len(text) // 4 + 1
-        if raw:
+        message, usage = self._message(messages, body, text)
+        if raw:  # a text completion: no message, no thinking
             choice = {"index": 0, "text": text, "finish_reason": finish}
         else:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            choice = {"index": 0, "message": message, "finish_reason": finish}
         return web.json_response(
             headers=limit_headers,
             data={
@@ -303,13 +344,74 @@ class LoopbackTeacher:
                 "created": int(time.time()),
                 "model": body.get("model", self.options.model),
                 "choices": [choice],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+                "usage": usage,
             }
         )
+
+    def _refusal(self, body: dict, fmt: dict) -> web.Response | None:
+        """The error a real server of the imitated kind gives this body, if any."""
+        if self.options.imitate == "llama_cpp" and fmt.get("type") not in (None, "text", "json_object"):
+            # llama-cpp-python validates response_format against {text, json_object} and
+            # its route handler wraps the validation error in a 500 (issue 23463 upstream).
+            self.outcomes["refused_response_format"] += 1
+            detail = ("1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                      "'msg': \"Input should be 'text' or 'json_object'\", 'input': " + repr(fmt.get("type"))
+                      + ", 'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"llama_cpp/server/app.py\", "
+                      "line 376, in create_chat_completion\n    POST /v1/chat/completions")
+            return web.json_response({"error": {"message": detail, "type": "internal_server_error", "param": None,
+                                                "code": None}}, status=500)
+        if self.options.reasoning_api:
+            if "max_tokens" in body:
+                self.outcomes["refused_max_tokens"] += 1
+                return _openai_error("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                     "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+            for name in ("temperature", "top_p"):
+                if body.get(name, 1) != 1:
+                    self.outcomes[f"refused_{name}"] += 1
+                    return _openai_error(f"Unsupported value: '{name}' does not support {body[name]} with this "
+                                         "model. Only the default (1) value is supported.", name, "unsupported_value")
+        return None
+
+    def _schema(self, body: dict, fmt: dict) -> dict | None:
+        """The schema the server would constrain the answer to (None: free text)."""
+        if fmt.get("type") == "json_schema":
+            return (fmt.get("json_schema") or {}).get("schema")
+        if fmt.get("type") == "json_object" and self.options.imitate == "llama_cpp":
+            return fmt.get("schema")  # llama-cpp-python builds a grammar from it; vLLM ignores it
+        if self.options.imitate == "openai":  # vLLM's own fields (llama-cpp-python drops unknown keys)
+            guided = (body.get("structured_outputs") or {}).get("json") or body.get("guided_json")
+            if isinstance(guided, dict):
+                return guided
+        return None
+
+    def _message(self, messages: list[dict], body: dict, text: str) -> tuple[dict, dict]:
+        """The assistant message and usage for `text`, with thinking and cache as configured."""
+        o = self.options
+        message: dict = {"role": "assistant", "content": text}
+        thought = thinking(messages, body.get("seed")) if o.thinking else ""
+        if o.thinking in ("reasoning", "reasoning_content"):
+            message[o.thinking] = thought
+        elif o.thinking == "tags":
+            message["content"] = f"<think>\n{thought}\n</think>\n\n{text}"
+        elif o.thinking == "open_tag_in_prompt":
+            message["content"] = f"{thought}\n</think>\n\n{text}"
+        prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
+        reasoning_tokens = len(thought) // 4 + 1 if thought else 0
+        completion_tokens = len(text) // 4 + 1 + reasoning_tokens
+        usage: dict = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                       "total_tokens": prompt_tokens + completion_tokens}
+        cached = 0
+        if o.cache_prefix:
+            system = "".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+            if system and system in self.cached_prompts:
+                cached = min(prompt_tokens, len(system) // 4)
+            self.cached_prompts.add(system)
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        if thought and o.thinking in ("reasoning", "reasoning_content"):
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        self.billed.update({"answers": 1, "prompt_tokens": prompt_tokens, "cached_tokens": cached,
+                            "completion_tokens": completion_tokens, "reasoning_tokens": reasoning_tokens})
+        return message, usage
 
     async def _stall(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
@@ -390,8 +492,17 @@ class LoopbackTeacher:
                 "waiting_area": self.waiting_area,
                 "oversize_sent": self.oversize_sent,
                 "batches": self.desk.stats(),
+                "arrivals": self.arrivals,
+                "throttled_at": self.throttled_at,
+                "billed": dict(self.billed),
             }
         )
+
+
+def _openai_error(message: str, param: str, code: str) -> web.Response:
+    """A 400 in the shape OpenAI's API gives it."""
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                        "code": code}}, status=400)
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> web.Response:

@@ -141,6 +141,18 @@ class Task(abc.ABC):
         return f"{self.requested()} samples in {self.units()} requests"
 
 
+# The key that holds an assistant message's thinking under `output.reasoning: messages`:
+# what the chat templates of Qwen3 and DeepSeek-R1 read (and vLLM's and DeepSeek's APIs
+# return), so TRL's SFTTrainer renders it with no mapping (README: reasoning datasets).
+REASONING_KEY = "reasoning_content"
+
+
+def beside_answers(messages: list[dict[str, str]], thinking: dict[int, str | None]) -> list[dict[str, Any]]:
+    """`messages` with REASONING_KEY on each one: the thinking behind the message at that
+    index, else None (Arrow wants one shape for every message of a dataset)."""
+    return [{**m, REASONING_KEY: thinking.get(i)} for i, m in enumerate(messages)]
+
+
 def request_seed(pipeline_seed: int, unit: int | str, step: int | str) -> int:
     """A per-request sampling seed: fixed for a given request, different between requests."""
     digest = hashlib.blake2b(f"{pipeline_seed}:{unit}:{step}".encode(), digest_size=4).digest()

@@ -21,7 +21,7 @@ from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
-from factory.tasks.base import RoleAsker, Task
+from factory.tasks.base import RoleAsker, Task, beside_answers
 from factory.tasks.guards import Guards, strip_own_label
 from factory.teachers.base import Completion
 from factory.templates import TemplateLibrary
@@ -48,6 +48,8 @@ class Conversation:
     ended: str = "planned_turns"
     closing: str = ""
     models: dict[str, str] = field(default_factory=dict)
+    # (turn, role) -> the thinking behind the text kept for that turn
+    thinking: dict[tuple[int, str], str] = field(default_factory=dict)
 
     @property
     def assistant_view(self) -> list[dict[str, str]]:
@@ -109,6 +111,7 @@ class DialogueTask(Task):
         self.cfg = cfg
         self.pipeline_name = pipeline.config.name
         self.pipeline_seed = pipeline.config.seed
+        self.reasoning = pipeline.config.output.reasoning
         self.seeds = seeds
         self.where = f"{pipeline.path}: generate"
         provided = set(seeds.names) | TEMPLATE_VARIABLES
@@ -139,7 +142,7 @@ class DialogueTask(Task):
 
     def metadata_fields(self) -> set[str]:
         fields = super().metadata_fields() | {"mode", "turns", "planned_turns", "ended", "teacher_models",
-                                              "turn_usage"}
+                                              "turn_usage", "reasoning"}
         # Who wrote the turns: each side in `turns` mode, one request in `single_call`.
         writers = ("conversation",) if self.cfg.mode == "single_call" else ("user", "assistant")
         fields |= {f"teacher_models.{role}" for role in writers}
@@ -249,6 +252,8 @@ class DialogueTask(Task):
             problem = self.guards.check(text, role, previous)
             if problem is not None:
                 raise Unusable(*problem)
+            if completion.reasoning:
+                c.thinking[(turn, role)] = completion.reasoning
             return text, False
 
         try:
@@ -274,6 +279,8 @@ class DialogueTask(Task):
             except Rejected as r:
                 truncated = completion.finish_reason == "length" and r.reason in ("unparseable", "bad_structure")
                 raise Unusable("truncated" if truncated else r.reason, f"attempt {attempt + 1}: {r.detail}") from r
+            if completion.reasoning:
+                c.thinking[(0, "conversation")] = completion.reasoning
             return turns
 
         try:
@@ -306,7 +313,11 @@ class DialogueTask(Task):
         if not complete:
             return []
         head = [{"role": "system", "content": c.system_prompt}] if c.system_prompt and self.cfg.save_system else []
-        return head + _flat(complete)
+        messages = head + _flat(complete)
+        if self.reasoning == "messages":  # the assistant's own thinking beside each reply; the simulated user's is not data
+            messages = beside_answers(messages, {len(head) + 2 * i + 1: c.thinking.get((i + 1, "assistant"))
+                                                 for i in range(len(complete))})
+        return messages
 
     def _metadata(self, c: Conversation) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -328,6 +339,8 @@ class DialogueTask(Task):
                 meta[name] = c.seed_values[name]
         if c.closing:
             meta["closing_message"] = c.closing
+        if c.thinking and self.reasoning == "metadata":
+            meta["reasoning"] = [{"turn": turn, "role": role, "text": text} for (turn, role), text in c.thinking.items()]
         return meta
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from factory.reasoning import has_thinking_tag
+
 # Line-start speaker labels and phrases (case-insensitive, per line) that show a turn
 # was written in the other role's voice.
 DEFAULT_ASSISTANT_BREAKS = (
@@ -72,6 +74,8 @@ class Guards:
         """None when the turn passes, else (reason, detail)."""
         if not text.strip():
             return "empty_turn", f"the {role} turn is empty"
+        if has_thinking_tag(text):  # what split_thinking could not take out: a tag mid-text
+            return "thinking_in_answer", f"the {role} turn still holds a think tag"
         for before in previous:
             if before and (score := similarity(text, before)) >= self.repeat_similarity:
                 return "repeated_turn", f"the {role} turn repeats an earlier turn (word-trigram similarity {score:.2f})"

@@ -6,11 +6,12 @@ import math
 from typing import Any
 
 from factory.config import Pipeline
+from factory.reasoning import has_thinking_tag
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
-from factory.tasks.base import Asker, Task
+from factory.tasks.base import Asker, Task, beside_answers
 from factory.teachers.base import Completion
 from factory.templates import Template, TemplateLibrary
 
@@ -45,6 +46,15 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
     return [(p["question"], p["answer"]) for p in pair_items(text)]
 
 
+def _thinking_left(pair: dict[str, Any]) -> tuple[str, str] | None:
+    # Thinking outside the JSON was split off with the answer (factory/reasoning.py);
+    # a tag inside a field is the model thinking in the text itself.
+    for field in ("question", "answer"):
+        if has_thinking_tag(pair[field]):
+            return "thinking_in_answer", f"the {field} holds a think tag"
+    return None
+
+
 class QATask(Task):
     """k pairs per request. Subclasses change the prompt, the schema and what makes a pair."""
 
@@ -59,6 +69,7 @@ class QATask(Task):
         self.k = self.pairs_per_unit()
         self.samples_per_unit = self.k
         self.pipeline_seed = pipeline.config.seed
+        self.reasoning = pipeline.config.output.reasoning
         self.schema = self.make_schema()
         where = f"{pipeline.path}: generate.templates"
         provided = set(seeds.names) | self.template_variables()
@@ -97,7 +108,7 @@ class QATask(Task):
         return {"user", "assistant"} | ({"system"} if self.cfg.system_prompt else set())
 
     def metadata_fields(self) -> set[str]:
-        return super().metadata_fields() | {"teacher_model", "finish_reason", "attempts"}
+        return super().metadata_fields() | {"teacher_model", "finish_reason", "attempts", "reasoning"}
 
     # -- the common work -----------------------------------------------------------------
 
@@ -159,6 +170,8 @@ class QATask(Task):
                 "completion_tokens": completion.completion_tokens / share,
             },
         }
+        if completion.reasoning and self.reasoning == "metadata":
+            common["reasoning"] = completion.reasoning  # one thinking for every pair of the request
         out: list[Record | Rejection] = []
         for position, sample in enumerate(wanted):
             if position >= len(pairs):
@@ -166,8 +179,8 @@ class QATask(Task):
                                         f"teacher returned {len(pairs)} of {self.k} pairs", common))
                 continue
             pair = pairs[position]
-            record = self._record(sample, pair, {**common, **self.pair_metadata(pair)})
-            problem = self.verdict(pair, unit)
+            record = self._record(sample, pair, {**common, **self.pair_metadata(pair)}, completion.reasoning)
+            problem = _thinking_left(pair) or self.verdict(pair, unit)
             if problem is None:
                 out.append(record)
             else:
@@ -184,11 +197,13 @@ class QATask(Task):
             raise Unusable(reason, f"{err.detail} (attempt {attempt + 1}, "
                                    f"finish_reason={completion.finish_reason})") from err
 
-    def _record(self, sample: int, pair: dict[str, Any], meta: dict) -> Record:
+    def _record(self, sample: int, pair: dict[str, Any], meta: dict, reasoning: str | None = None) -> Record:
         messages = []
         if self.cfg.system_prompt:
             messages.append({"role": "system", "content": self.cfg.system_prompt})
         messages += [{"role": "user", "content": pair["question"]}, {"role": "assistant", "content": pair["answer"]}]
+        if self.reasoning == "messages":  # one pair per request (config.py): its thinking is this answer's
+            messages = beside_answers(messages, {len(messages) - 1: reasoning})
         return Record(record_id(self.pipeline_name, self.name, sample), messages, {**meta, "sample_index": sample})
 
     def _reject(self, sample: int, reason: str, detail: str, meta: dict) -> Rejection:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from factory.structured_modes import StructuredModes
 
 from factory.errors import TeacherMisconfigured
 
@@ -31,13 +34,33 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    # The thinking that came with the answer (never part of `text`: see factory/reasoning.py).
+    reasoning: str | None = None
+    # Of prompt_tokens, those the provider served from its prompt cache (billed lower).
+    cached_tokens: int = 0
+    # Of completion_tokens, those spent thinking (billed as output, never seen in `text`).
+    reasoning_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        # Answers journaled before these fields existed read back the same.
+        for name in ("reasoning", "cached_tokens", "reasoning_tokens"):
+            if not out[name]:
+                del out[name]
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Completion":
+    def from_dict(cls, data: dict[str, Any]) -> Completion:
         return cls(**data)
+
+    def thinking_apart(self) -> Completion:
+        """This completion with any thinking in `text` moved to `reasoning`."""
+        from factory.reasoning import split_thinking
+
+        text, reasoning = split_thinking(self.text, self.reasoning)
+        if text == self.text and reasoning == self.reasoning:
+            return self
+        return replace(self, text=text, reasoning=reasoning)
 
 
 class Teacher(abc.ABC):
@@ -61,12 +84,9 @@ class Teacher(abc.ABC):
         """Continue `request.prompt` as raw text (no chat template); raise as `complete` does."""
         raise TeacherMisconfigured(f"the {self.backend} backend cannot complete raw text")
 
-    # True once the server has refused json_schema output and the teacher asks in prompt mode.
-    schema_refused: bool = False
-
-    def prefer_prompt(self) -> None:
-        """Ask for structured answers through the prompt from now on (a server that
-        refused json_schema before, as the run store remembers)."""
+    # The structured-output modes an HTTP teacher chooses among (factory/structured_modes.py);
+    # None for backends that have one way only.
+    modes: StructuredModes | None = None
 
     def legacy_payloads(self, request: Request) -> list[dict[str, Any]]:
         """What factory 0.1 hashed into its journal key for `request`, in every mode it

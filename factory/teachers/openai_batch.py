@@ -2,7 +2,7 @@
 batch), a batch over it (POST /v1/batches, 24 h window), polled (GET /v1/batches/{id}),
 then its output and error files read (GET /v1/files/{id}/content).
 
-Each line's body is exactly what the online teacher would send (OpenAITeacher._payload),
+Each line's body is exactly what the online teacher would send (OpenAITeacher.body),
 so a request's answer does not depend on the mode it was asked in.
 """
 
@@ -17,7 +17,8 @@ from factory.config import TeacherConfig
 from factory.errors import BadResponse, TeacherError
 from factory.teachers.base import Request
 from factory.teachers.batch import BatchLost, BatchProvider, BatchStatus, no_batch_api, provider_errors
-from factory.teachers.openai_teacher import OpenAITeacher, _completion, _short, redact_url
+from factory.teachers.openai_teacher import OpenAITeacher, _short, redact_url
+from factory.teachers.openai_wire import read_completion
 
 ENDED = ("completed", "expired", "cancelled", "failed")
 # A batch that failed with this code never ran: the organisation's enqueued tokens were
@@ -66,7 +67,7 @@ class OpenAIBatches(BatchProvider):
 
     def entry(self, key: str, request: Request) -> bytes:
         line = {"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
-                "body": self.online._payload(request)}
+                "body": self.online.body(request)}
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
 
     async def submit(self, entries: list[bytes], record_file: Callable[[str], None]) -> tuple[str, str]:
@@ -133,7 +134,7 @@ def row_outcome(row: dict[str, Any], model: str, max_tokens: int) -> dict[str, A
     body = response.get("body")
     if code == 200:
         try:
-            return {"completion": _completion(body, model, max_tokens).to_dict()}
+            return {"completion": read_completion(body, model, max_tokens).to_dict()}
         except BadResponse as err:
             return {"error": str(err), "reason": err.reason}
     error = (body or {}).get("error") if isinstance(body, dict) else None

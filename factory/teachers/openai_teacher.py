@@ -18,15 +18,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from factory import constants
 from factory.config import TeacherConfig
-from factory.errors import BadResponse, ConfigError, OversizedAnswer, RequestRefused, TeacherError, TeacherMisconfigured
-from factory.structured import with_schema_instructions
+from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
+from factory.structured_modes import REFUSAL_WORDS, StructuredModes
 from factory.teachers.base import Completion, Request, Teacher
-from factory.teachers.bounds import answer_byte_cap, answer_token_cap, fd_cap, request_timeout
-
-# Servers that cannot do json_schema answer 400 and name the parameter; anything else
-# that is a 400 is a real error and must not silently switch modes.
-_SCHEMA_REFUSAL_HINTS = ("response_format", "json_schema", "guided", "structured")
-
+from factory.teachers.bounds import answer_byte_cap, fd_cap, request_timeout
+from factory.teachers.openai_wire import read_completion, request_body
 
 class OpenAITeacher(Teacher):
     backend = "openai"
@@ -35,15 +31,16 @@ class OpenAITeacher(Teacher):
     completes_text = True
     default_concurrency = constants.DEFAULT_MAX_CONCURRENCY
 
-    def __init__(self, config: TeacherConfig, on_response=None, share: int = 1):
+    def __init__(self, config: TeacherConfig, on_response=None, share: int = 1,
+                 modes: StructuredModes | None = None):
         self.config = config
         self.share = share  # endpoints of one pool, sharing the process's file descriptors
         self.model = config.model
         self.base_url = config.base_url
         self.on_response = on_response
-        self.use_schema = config.structured_output != "prompt"
-        self.schema_refused = False
-        self._client = None
+        # Replicas of a pool share one: what one server refused, its twins refuse too.
+        self.modes = modes or StructuredModes(config.structured_output)
+        self._client = self._probe_client = None
         self._api_key = "not-needed"  # local servers want some key; OpenAI itself needs a real one
         if config.api_key_env:
             key = os.environ.get(config.api_key_env)
@@ -85,79 +82,73 @@ class OpenAITeacher(Teacher):
             timeout=timeout,
             http_client=http_client,
         )
+        self._probe_client = self._client.with_options(max_retries=0)
 
-    def _payload(self, request: Request, use_schema: bool | None = None) -> dict[str, Any]:
-        s = self.config.sampling
-        use_schema = self.use_schema if use_schema is None else use_schema
-        messages = request.messages
-        body: dict[str, Any] = {
-            "model": self.model,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-        }
-        for name in ("stop", "presence_penalty", "frequency_penalty"):
-            if getattr(s, name) is not None:
-                body[name] = getattr(s, name)
-        if request.seed is not None and self.config.send_seed:
-            body["seed"] = request.seed
-        if request.schema is not None:
-            if use_schema:
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": request.schema_name, "schema": request.schema, "strict": True},
-                }
-            else:
-                messages = with_schema_instructions(messages, request.schema)
-        body["messages"] = messages
-        return body
-
-    def prefer_prompt(self) -> None:
-        if self.config.structured_output == "auto":
-            self.use_schema, self.schema_refused = False, True
+    def body(self, request: Request, mode: str | None = None) -> dict[str, Any]:
+        return request_body(self.config, request, mode or self.modes.current)
 
     def legacy_payloads(self, request: Request) -> list[dict[str, Any]]:
-        # 0.1 keyed what went over the wire, in whichever mode the process was in then.
-        modes = [True, False] if request.schema is not None and self.config.structured_output == "auto" else [None]
-        return [self._payload(request, mode) for mode in modes]
+        # 0.1 keyed what went over the wire (max_tokens, temperature and top_p always sent),
+        # in whichever of its two modes the process was in then.
+        modes = ["json_schema", "prompt"] if request.schema is not None and self.config.structured_output == "auto" \
+            else [self.config.structured_output if self.config.structured_output in ("json_schema", "prompt")
+                  else "json_schema"]
+        legacy = self.config.model_copy(update={"token_limit_param": "max_tokens", "extra_body": {}})
+        return [request_body(legacy, request, mode) for mode in modes]
 
     async def complete(self, request: Request) -> Completion:
-        import openai
+        modes = self.modes
+        if request.schema is None or modes.settled:
+            return await self._ask(request, modes.current)
+        # auto, not yet known: one request probes (the others wait here for its answer),
+        # stepping down the ladder past each mode the server refuses.
+        async with modes.probe:
+            while not modes.settled:
+                try:
+                    completion = await self._ask(request, modes.current, probing=True)
+                except _ModeRefused as refused:
+                    if not modes.refuse():
+                        raise RequestRefused(f"teacher refused every structured-output mode: {refused}") from refused
+                    continue
+                modes.settle()
+                return completion
+        return await self._ask(request, modes.current)
 
-        body = self._payload(request)
-        try:
-            response = await self._post("/chat/completions", body)
-        except RequestRefused as err:
-            if ("response_format" in body and self.config.structured_output == "auto"
-                    and isinstance(err.__cause__, openai.BadRequestError) and _refuses_schema(err.__cause__)):
-                self.prefer_prompt()
-                return await self.complete(request)
-            raise
-        return _completion(response, self.model, self.config.sampling.max_tokens)
+    async def _ask(self, request: Request, mode: str, probing: bool = False) -> Completion:
+        body = self.body(request, mode)
+        # A probe is not retried by the client: a refusal that comes as a 500 (llama-cpp-
+        # python) must not cost six backed-off retries; any other failure is asked again
+        # by the engine, and the next request probes.
+        client = self._probe_client if probing else self._client
+        response = await self._post(client, "/chat/completions", body, mode, probing)
+        return read_completion(response, self.model, self.config.sampling.max_tokens)
 
     async def complete_text(self, request: Request) -> Completion:
         import openai
 
         s = self.config.sampling
-        body: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "temperature": s.temperature,
-                                "top_p": s.top_p, "max_tokens": s.max_tokens}
-        for name in ("stop", "presence_penalty", "frequency_penalty"):
+        # /v1/completions takes max_tokens, also where chat wants max_completion_tokens.
+        body: dict[str, Any] = {"model": self.model, "prompt": request.prompt, "max_tokens": s.max_tokens}
+        for name in ("temperature", "top_p", "stop", "presence_penalty", "frequency_penalty"):
             if getattr(s, name) is not None:
                 body[name] = getattr(s, name)
         if request.seed is not None and self.config.send_seed:
             body["seed"] = request.seed
+        body.update(self.config.extra_body)
         try:
-            response = await self._post("/completions", body)
+            response = await self._post(self._client, "/completions", body)
         except TeacherMisconfigured as err:
             if isinstance(err.__cause__, openai.NotFoundError):
                 raise TeacherMisconfigured(f"{self.where()} does not serve /v1/completions (raw text completion), "
                                            f"which this task needs: {_short(err.__cause__)}") from err
             raise
-        return _completion(response, self.model, s.max_tokens, raw=True)
+        return read_completion(response, self.model, s.max_tokens, raw=True)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+    async def _post(self, client, path: str, body: dict[str, Any], mode: str | None = None,
+                    probing: bool = False) -> Any:
         """POST `body`; the openai client's errors become the engine's (refused, misconfigured,
-        failed, bad response), the client's own error as the cause."""
+        failed, bad response), the client's own error as the cause. `mode`: the structured
+        mode `body` asks for, whose refusal while `probing` steps down the ladder."""
         import openai
 
         try:
@@ -165,17 +156,26 @@ class OpenAITeacher(Teacher):
             # the typed-params walk and response models, which cost over 1 ms a request
             # (a schema in response_format is walked key by key): at hundreds of
             # requests a second that CPU is the bottleneck.
-            return await self._client.post(path, cast_to=object, body=body)
-        except openai.BadRequestError as err:
-            raise RequestRefused(f"teacher refused the request: {_short(err)}") from err
-        except openai.APIResponseValidationError as err:
-            raise BadResponse(f"malformed response body: {_short(err)}") from err
+            return await client.post(path, cast_to=object, body=body)
         except openai.AuthenticationError as err:
             raise TeacherMisconfigured(f"authentication failed at {self.where()}: check {self.config.api_key_env or 'the API key'}") from err
         except openai.NotFoundError as err:
             raise TeacherMisconfigured(f"{self.where()} answered 404 for model {self.model!r}: {_short(err)}") from err
         except openai.APIStatusError as err:
-            raise TeacherError(f"HTTP {err.status_code} after {self.config.max_retries} retries: {_short(err)}") from err
+            if mode is not None and _refuses_structured(err, body):
+                if probing:
+                    raise _ModeRefused(f"{mode}: HTTP {err.status_code} {_short(err)}") from err
+                raise TeacherMisconfigured(f"teacher refused structured_output {mode}: {_short(err)} (teacher."
+                                           "structured_output: auto finds a mode the server takes)") from err
+            if err.status_code in (400, 422):
+                hint = _hint(err)
+                # A sampling key the model does not take is refused in every request alike.
+                refusal = TeacherMisconfigured if hint else RequestRefused
+                raise refusal(f"teacher refused the request: {_short(err)}{hint}") from err
+            raise TeacherError(f"HTTP {err.status_code} after {0 if probing else self.config.max_retries} retries: "
+                               f"{_short(err)}") from err
+        except openai.APIResponseValidationError as err:
+            raise BadResponse(f"malformed response body: {_short(err)}") from err
         except openai.APITimeoutError as err:
             if "connect" in type(err.__cause__).__name__.lower():  # refused or unroutable, not slow
                 raise TeacherError(f"cannot reach {self.where()}: {_short(err.__cause__)}") from err
@@ -192,41 +192,12 @@ class OpenAITeacher(Teacher):
 
     def describe(self) -> dict[str, Any]:
         out = {"backend": self.backend, "model": self.model, "base_url": self.where()}
-        out["structured_output"] = "prompt (server refused json_schema)" if self.schema_refused else self.config.structured_output
+        out["structured_output"] = self.modes.describe()
         return out
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
-
-
-def _completion(response: Any, model: str, max_tokens: int, raw: bool = False) -> Completion:
-    if not isinstance(response, dict):
-        raise BadResponse(f"response is not a JSON object: {str(response)[:120]!r}")
-    choices = response.get("choices")
-    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-        raise BadResponse("response has no choices")
-    choice = choices[0]
-    if raw:  # /v1/completions: the continuation is the choice's text
-        text = choice.get("text")
-    else:
-        message = choice.get("message") or {}
-        text = message.get("content") if isinstance(message, dict) else None
-    usage = response.get("usage") or {}
-    completion = Completion(
-        text=text if isinstance(text, str) else "",
-        finish_reason=choice.get("finish_reason") or "unknown",
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        model=response.get("model") or model,
-    )
-    # The body was capped on the wire; a compressed one may still decode to more, and a
-    # server's own count says what it generated (and may charge for).
-    if len(completion.text) > answer_byte_cap(max_tokens):
-        raise OversizedAnswer(f"answer of {len(completion.text):,} characters, far beyond max_tokens {max_tokens}")
-    if completion.completion_tokens > answer_token_cap(max_tokens):
-        raise OversizedAnswer(f"answer of {completion.completion_tokens:,} tokens, far beyond max_tokens {max_tokens}")
-    return completion
 
 
 def _limits(window: int):
@@ -237,9 +208,38 @@ def _limits(window: int):
     return httpx2.Limits(max_connections=window, max_keepalive_connections=window)
 
 
-def _refuses_schema(err: Exception) -> bool:
-    text = str(err).lower()
-    return any(h in text for h in _SCHEMA_REFUSAL_HINTS)
+class _ModeRefused(Exception):
+    """The server refused the structured-output mode being probed."""
+
+
+def _refuses_structured(err, body: dict[str, Any]) -> bool:
+    """Whether an error status is the server refusing the structured-output field of
+    `body`: a 400 or 422 (validation), or a 500 (llama-cpp-python wraps its validation
+    errors in one), whose message names the field. Not the status alone: a 400 for a
+    bad max_tokens, or a 500 from a crash, is not a refusal of the mode."""
+    if err.status_code not in (400, 422, 500):
+        return False
+    if not any(key in body for key in ("response_format", "structured_outputs", "guided_json")):
+        return False
+    text = f"{err} {err.body}".lower()
+    return any(word in text for word in REFUSAL_WORDS)
+
+
+# What to change when a server refuses a sampling key (OpenAI's reasoning models say which).
+_PARAM_HINTS = {
+    "max_tokens": "set teacher.token_limit_param: max_completion_tokens",
+    "max_completion_tokens": "set teacher.token_limit_param: max_tokens",
+    "temperature": "set teacher.sampling.temperature: null (the model's default)",
+    "top_p": "set teacher.sampling.top_p: null (the model's default)",
+}
+
+
+def _hint(err) -> str:
+    body = err.body if isinstance(err.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    param = error.get("param") if isinstance(error.get("param"), str) else ""
+    hint = _PARAM_HINTS.get(param)
+    return f" ({hint})" if hint else ""
 
 
 def _short(err: BaseException) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from factory import constants
 from factory.config import TeacherConfig
 from factory.errors import BadResponse, RequestRefused, TeacherError
+from factory.structured_modes import StructuredModes
 from factory.teachers.base import Completion, Request, Teacher
 from factory.teachers.openai_teacher import OpenAITeacher, redact_url
 
@@ -66,8 +67,10 @@ class EndpointPool(Teacher):
         # Few transport retries per endpoint: a dead replica should hand its request to a
         # live one quickly, not back off against itself for a minute.
         single = {"max_retries": min(config.max_retries, 1)}
+        # Replicas of one model behind one kind of server: one probe speaks for all.
+        self.modes = StructuredModes(config.structured_output)
         self.endpoints = [Endpoint(OpenAITeacher(config.model_copy(update={"base_url": url, **single}), on_response,
-                                                 share=len(urls)))
+                                                 share=len(urls), modes=self.modes))
                           for url in urls]
         self.default_concurrency = constants.DEFAULT_MAX_CONCURRENCY * len(urls)
         # Enough tries that every endpoint is tried more than once, and at least as many
@@ -78,15 +81,6 @@ class EndpointPool(Teacher):
     async def start(self) -> None:
         for endpoint in self.endpoints:
             await endpoint.teacher.start()
-
-    @property
-    def schema_refused(self) -> bool:
-        return any(e.teacher.schema_refused for e in self.endpoints)
-
-    def prefer_prompt(self) -> None:
-        # Replicas of one model behind one kind of server: one refusal speaks for all.
-        for endpoint in self.endpoints:
-            endpoint.teacher.prefer_prompt()
 
     def legacy_payloads(self, request: Request) -> list[dict[str, Any]]:
         return self.endpoints[0].teacher.legacy_payloads(request)

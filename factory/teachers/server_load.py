@@ -8,13 +8,16 @@ stays saturated), few enough that thousands of requests do not pile up there, ea
 holding a connection and a timeout, and going stale when the run stops.
 
 Servers without such a page keep the adaptive window (limits.AdaptiveWindow), which
-only learns from 429s.
+only learns from 429s, and factory says so once on the console: SGLang publishes its
+gauges only when started with `--enable-metrics`, and a user should know why a local
+server is driven blind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +176,20 @@ class LoadWatcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+_told: set[str] = set()
+
+
+def tell_no_metrics(urls: list[str]) -> None:
+    """One console line per server (per process) that has no usable /metrics page."""
+    new = [u for u in urls if u not in _told]
+    if not new:
+        return
+    _told.update(new)
+    print(f"factory: no usable /metrics at {', '.join(new)}: the in-flight window adapts to 429s instead of "
+          "the server's queue (SGLang serves its metrics when started with --enable-metrics; "
+          "teacher.server_metrics: false skips this check)", file=sys.stderr, flush=True)
 
 
 def server_urls(teacher: Any) -> list[str]:

@@ -13,7 +13,7 @@ of bytes into memory. `BoundedTransport` wraps whatever transport the client bui
   a retry (the same server would send the same flood) and the connection is dropped.
 
 A gzip body is capped on the wire, not decoded; the decoded text is checked again once
-parsed (openai_teacher._completion).
+parsed (openai_wire.read_completion).
 """
 
 from __future__ import annotations
