@@ -84,7 +84,8 @@ async def _watch_server_load(config: TeacherConfig, teacher, window: AdaptiveWin
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     watcher = LoadWatcher([metrics_url(u) for u in urls], window, headers)
     if not await watcher.detect():
-        tell_no_metrics([redact_url(metrics_url(u)) for u in urls])
+        if not watcher.unreachable:
+            tell_no_metrics([redact_url(metrics_url(u)) for u in urls])
         return None
     if config.max_concurrency is None:  # the server's queue now bounds the window, not a guess
         window.ceiling = capped_window(config, constants.SERVER_METRICS_MAX_CONCURRENCY)[0]

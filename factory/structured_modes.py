@@ -54,6 +54,17 @@ class StructuredModes:
         self.settled = requested != "auto"
         self.refused: list[str] = []  # modes the server refused, strongest first
         self._probe: asyncio.Lock | None = None
+        self._probed: asyncio.Event | None = None  # set when a probe ends, however it ends
+
+    async def wait_for_probe(self) -> None:
+        """While another request probes, wait for it to end: every waiter wakes at once
+        (through the lock they would wake one by one, and a full window trickles out)."""
+        if self._probe is not None and self._probe.locked() and self._probed is not None:
+            await self._probed.wait()
+
+    def probing(self) -> "asyncio.Event":
+        self._probed = asyncio.Event()
+        return self._probed
 
     @property
     def current(self) -> str:

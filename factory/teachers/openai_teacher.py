@@ -102,16 +102,23 @@ class OpenAITeacher(Teacher):
             return await self._ask(request, modes.current)
         # auto, not yet known: one request probes (the others wait here for its answer),
         # stepping down the ladder past each mode the server refuses.
+        await modes.wait_for_probe()
+        if modes.settled:
+            return await self._ask(request, modes.current)
         async with modes.probe:
-            while not modes.settled:
-                try:
-                    completion = await self._ask(request, modes.current, probing=True)
-                except _ModeRefused as refused:
-                    if not modes.refuse():
-                        raise RequestRefused(f"teacher refused every structured-output mode: {refused}") from refused
-                    continue
-                modes.settle()
-                return completion
+            done = modes.probing()
+            try:
+                while not modes.settled:
+                    try:
+                        completion = await self._ask(request, modes.current, probing=True)
+                    except _ModeRefused as refused:
+                        if not modes.refuse():
+                            raise RequestRefused(f"teacher refused every structured-output mode: {refused}") from refused
+                        continue
+                    modes.settle()
+                    return completion
+            finally:
+                done.set()
         return await self._ask(request, modes.current)
 
     async def _ask(self, request: Request, mode: str, probing: bool = False) -> Completion:

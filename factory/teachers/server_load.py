@@ -121,6 +121,7 @@ class LoadWatcher:
 
         self._session = aiohttp.ClientSession(headers=self.headers, timeout=aiohttp.ClientTimeout(
             total=constants.SERVER_METRICS_TIMEOUT_S))
+        self.unreachable = False
         load = await self._read()
         if load is None:
             await self.close()
@@ -138,6 +139,9 @@ class LoadWatcher:
                     if response.status != 200:
                         return None
                     load = parse_metrics(await response.text())
+            except aiohttp.ClientConnectorError:
+                self.unreachable = True  # no server at all: the outage rule speaks, not this
+                return None
             except (aiohttp.ClientError, asyncio.TimeoutError, UnicodeDecodeError):
                 return None
             if load is None:
