@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ class Pipeline:
         if dry_run:
             parsed += mapping_overrides(DRY_RUN)
         self.pipeline = build_pipeline(_with_overrides(raw, parsed), path, [], base_dir)
+        # For the run's own copy of what it ran (snapshot.py): the file as read, the changes on top.
+        self.pipeline.text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        self.pipeline.overrides = [f"{'.'.join(keys)}={json.dumps(value)}" for keys, value in parsed]
         if formats:  # the CLI's --format adds to output.formats
             output = self.pipeline.config.output
             output.formats = list(dict.fromkeys([*output.formats, *formats]))

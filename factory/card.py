@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -25,7 +26,37 @@ def size_category(n: int) -> str:
     return "10M<n<100M"
 
 
-def render_card(info: dict[str, Any], examples: list[dict]) -> str:
+@dataclass(frozen=True)
+class Place:
+    """Where the card lives: what its `configs` point at and how its snippet loads the data."""
+
+    configs: list[dict[str, Any]]
+    load: str  # the Python lines that load the kept records as `ds`
+
+
+def local_place(folder: str, formats: list[str]) -> Place:
+    """A run folder: `load_dataset(folder)` reads the card's `configs`, which name the
+    kept records only (never rejected.jsonl or the training formats beside them)."""
+    if "parquet" in formats:
+        files = "data.parquet"
+    elif "jsonl" in formats:
+        files = "data.jsonl"
+    else:
+        files = "dataset/*.arrow"  # save_to_disk's shards
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": files}]}]
+    load = (f"from datasets import load_dataset\n"
+            f"ds = load_dataset({folder!r}, split=\"train\")  # this folder; or load_from_disk({folder + '/dataset'!r})")
+    return Place(configs, load)
+
+
+def hub_place(repo_id: str, config_name: str, splits: list[str]) -> Place:
+    configs = [{"config_name": config_name,
+                "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits]}]
+    load = f"from datasets import load_dataset\nds = load_dataset({repo_id!r}, split={splits[0]!r})"
+    return Place(configs, load)
+
+
+def render_card(info: dict[str, Any], examples: list[dict], place: Place) -> str:
     cfg = info["config"]
     out = cfg["output"]
     task = cfg["generate"]["task"]
@@ -39,8 +70,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
                         *(("dpo",) if task == "preference" else ())}),
         "pretty_name": out.get("pretty_name") or cfg["name"],
     }
-    if "parquet" in out["formats"]:
-        header["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": "data.parquet"}]}]
+    header["configs"] = place.configs
     name = header["pretty_name"]
     lines = [
         "---",
@@ -49,7 +79,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         "",
         f"# {name}",
         "",
-        cfg.get("description") or f"Synthetic {task} data generated with factory from the pipeline `{cfg['name']}`.",
+        _description(info, cfg, task),
         "",
         "## How it was made",
         "",
@@ -76,7 +106,7 @@ def render_card(info: dict[str, Any], examples: list[dict]) -> str:
         *_decontamination(info),
         *_reference(info),
         *_usage_and_cost(info),
-        *(_pair_format() if task == "preference" else _messages_format()),
+        *(_pair_format(place) if task == "preference" else _messages_format(place)),
         *_other_files(out["formats"], task == "preference"),
     ]
     if examples:
@@ -108,6 +138,15 @@ def _quota(info: dict) -> list[str]:
              "| cell | quota | requested | kept |", "| --- | --- | --- | --- |"]
     lines += [f"| {c['cell']} | {c['quota']} | {c['requested']} | {c['kept']} |" for c in quota["cells"]]
     return lines + [""]
+
+
+def _description(info: dict, cfg: dict, task: str) -> str:
+    if "input" in info:
+        # A filter run made nothing new: the pipeline's description is of other data.
+        source = info["input"]
+        return (f"Records of `{source['path']}`, filtered with the filters of the factory pipeline "
+                f"`{cfg['name']}`: {info['funnel']['kept']:,} of {source['rows']:,} kept.")
+    return cfg.get("description") or f"Synthetic {task} data generated with factory from the pipeline `{cfg['name']}`."
 
 
 def _judge_scores(info: dict) -> list[str]:
@@ -231,16 +270,20 @@ def _teacher(teacher: dict) -> str:
     return f"`{teacher.get('model')}` through {kind}"
 
 
-def _messages_format() -> list[str]:
+METADATA_NOTE = ("one schema for the whole dataset: a field is null where a record lacks it, and JSON text "
+                 "where its values differ in kind from record to record")
+
+
+def _messages_format(place: Place) -> list[str]:
     return [
         "## Format",
         "",
         "Each row has `id` (stable across reruns), `messages` (a list of `{role, content}` in the",
-        "OpenAI / TRL chat format) and `metadata` (JSON text: seed values, templates, teacher, usage).",
+        "OpenAI / TRL chat format) and `metadata` (a struct: seed values, templates, teacher, token usage,",
+        f"filter verdicts; {METADATA_NOTE}).",
         "",
         "```python",
-        "from datasets import load_from_disk",
-        "ds = load_from_disk(\"dataset\")  # or load_dataset(\"parquet\", data_files=\"data.parquet\")",
+        *place.load.splitlines(),
         "print(ds[0][\"messages\"])",
         "```",
         "",
@@ -257,19 +300,19 @@ def _messages_format() -> list[str]:
     ]
 
 
-def _pair_format() -> list[str]:
+def _pair_format(place: Place) -> list[str]:
     return [
         "## Format",
         "",
         "Each row is a preference pair in TRL's explicit conversational form: `prompt` (the messages",
         "before the answer, `{role, content}`), `chosen` and `rejected` (one assistant message each),",
-        "plus `id` and `metadata` (JSON text: both answers' judge scores, the margin, models and",
-        "temperatures, the judge's rationale).",
+        "plus `id` and `metadata` (a struct: both answers' judge scores, the margin, models and",
+        f"temperatures, the judge's rationale; {METADATA_NOTE}).",
         "",
         "```python",
-        "from datasets import load_from_disk",
+        *place.load.splitlines(),
         "from trl import DPOConfig, DPOTrainer",
-        "ds = load_from_disk(\"dataset\").remove_columns([\"id\", \"metadata\"])",
+        "ds = ds.remove_columns([\"id\", \"metadata\"])",
         "trainer = DPOTrainer(model=\"Qwen/Qwen2.5-0.5B-Instruct\", train_dataset=ds,",
         "                     args=DPOConfig(output_dir=\"student\"))",
         "trainer.train()",

@@ -17,7 +17,10 @@ from factory.errors import FactoryError, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from factory import __version__
+
     parser = argparse.ArgumentParser(prog="factory", description="Turn prompt templates and a teacher LLM into clean fine-tuning datasets.")
+    parser.add_argument("--version", action="version", version=f"factory {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="generate, filter and save a dataset")
@@ -70,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--test-size", type=float, help="hold out this share as a test split (seeded)")
     push.add_argument("--include-rejected", action="store_true", default=None, help="push rejected.jsonl too")
     push.add_argument("--commit-message")
+    init = sub.add_parser("init", help="start a pipeline of your own from a shipped one (templates and seeds included)")
+    init.add_argument("task", metavar="TASK", help="a shipped pipeline: " + ", ".join(_shipped_tasks()))
+    init.add_argument("dir", metavar="DIR", nargs="?", type=Path, help="folder to create (default: ./TASK)")
     salvage = sub.add_parser("salvage", help="recover every intact answer from a damaged run store")
     salvage.add_argument("output_dir", type=Path)
     report = sub.add_parser("report", help="rebuild OUTPUT_DIR/report.html from a finished run's files")
@@ -106,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shipped_tasks() -> list[str]:
+    from factory.shipped import shipped_pipelines
+
+    return list(shipped_pipelines())
+
+
 def _grace_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=float, default=None, metavar="SECONDS",
                         help="after Ctrl-C or SIGTERM, how long requests in flight may take to land (default 30)")
@@ -129,12 +141,14 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from factory.stopping import Stopped, StopNow
+    from factory.progress import library_progress_off
+    from factory.stopping import StopNow, Stopped
 
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "filter": _filter, "compare": _compare, "report": _report,
-                "push": _push, "salvage": _salvage, "loopback": _loopback}[args.command](args)
+        with library_progress_off():
+            return {"run": _run, "validate": _validate, "filter": _filter, "compare": _compare, "report": _report,
+                    "push": _push, "salvage": _salvage, "loopback": _loopback, "init": _init}[args.command](args)
     except Stopped as err:
         print(f"factory: {err}", file=sys.stderr)
         return err.exit_code
@@ -171,11 +185,10 @@ def _run(args) -> int:
     _summary(result)
     if not result.kept:
         return _nothing_kept(result)
-    if hub is not None:
-        if args.dry_run:
-            print(f"factory: dry run: not pushed to {hub.repo_id}", file=sys.stderr)
-        else:
-            _push_to(result.out_dir, hub)
+    if hub is not None and not args.dry_run:
+        _push_to(result.out_dir, hub)
+    else:
+        _push_hint(result.out_dir, hub, args.dry_run)
     return 0
 
 
@@ -217,6 +230,18 @@ def _filter(args) -> int:
     _summary(result, what="input rows", generated=False)
     if not result.kept:
         return _nothing_kept(result)
+    _push_hint(result.out_dir, pipeline.config.output.hub, False)
+    return 0
+
+
+def _init(args) -> int:
+    from factory.scaffold import init_pipeline
+
+    path = init_pipeline(args.task, args.dir)
+    folder = path.parent
+    print(f"wrote {folder}/: {path.name}, prompts/, README.md and the seed files it reads")
+    print(f"next: cd {folder} && factory run {path.name} --dry-run   (free, loopback teacher), "
+          f"then factory run {path.name}")
     return 0
 
 
@@ -269,7 +294,35 @@ def _summary(result, what: str = "requested samples", generated: bool = True) ->
             u = stage["usage"]
             print(f"  {stage['stage']}: {u['requests']} sent, {u['replayed_from_journal']} replayed; "
                   f"tokens: {token_summary(u)}")
-    print(f"output: {result.out_dir}/ (dataset/, README.md, report.html, rejected.jsonl, run.json)")
+    print(f"output: {result.out_dir}/")
+    for name, what in _OUTPUTS.items():
+        if (result.out_dir / name).exists():
+            print(f"  {name + ('/' if (result.out_dir / name).is_dir() else ''):<20} {what}")
+
+
+_OUTPUTS = {
+    "dataset": "the kept records: datasets.load_from_disk, or load_dataset on the folder",
+    "data.jsonl": "the kept records as JSON lines",
+    "data.parquet": "the kept records as Parquet",
+    "data.sharegpt.jsonl": "ShareGPT format",
+    "data.alpaca.jsonl": "Alpaca format",
+    "data.openai.jsonl": "OpenAI fine-tuning format",
+    "rejected.jsonl": "every dropped record, with its stage and reason",
+    "README.md": "the dataset card",
+    "report.html": "the report: funnel, scores, tokens, examples",
+    "pipeline": "the pipeline file and templates this run used",
+    "compare.json": "the comparison with real data (output.reference)",
+    "run.json": "status, resolved config, usage, timings",
+}
+
+
+def _push_hint(out_dir: Path, hub, dry_run: bool) -> None:
+    """The command that pushes this folder to the Hub (a dry run is not worth pushing)."""
+    if dry_run:
+        print("a dry run (loopback answers): run without --dry-run to make a dataset to push")
+        return
+    repo = f"--repo-id {hub.repo_id}" if hub is not None else "--repo-id OWNER/NAME"
+    print(f"push it to the Hub: factory push {out_dir} {repo}")
 
 
 def _report(args) -> int:

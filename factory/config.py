@@ -233,7 +233,8 @@ class TeacherConfig(Strict):
 
 class SeedFile(Strict):
     file: str
-    # For .jsonl and .csv rows: take this field as the value instead of the whole row.
+    # For .jsonl and .csv rows, which are objects: the field whose value to use, or "*"
+    # for the whole row (templates then read its keys: {{ persona.name }}).
     field: str | None = None
 
 
@@ -391,6 +392,8 @@ class Pipeline:
         self.raw = raw
         # Set by `--dry-run`: every teacher of the run, the judge's too, is the loopback.
         self.dry_run = False
+        self.text = ""  # the file as read, and the `--set` changes on top (for the run's copy)
+        self.overrides: list[str] = []
 
     def resolve(self, relative: str) -> Path:
         p = Path(os.path.expanduser(relative))
@@ -437,24 +440,65 @@ def mapping_overrides(overrides: dict[str, Any]) -> list[tuple[list[str], Any]]:
     return parsed
 
 
+_ITEM = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]+\])*)$")
+
+
 def apply_overrides(raw: dict, overrides: list[tuple[list[str], Any]]) -> dict:
+    """Set each dotted key. A part may pick list items: `filters[3]` by position,
+    `filters[judge]` by the item's `type` (refused when several items have it)."""
     for path, value in overrides:
-        node = raw
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
+        dotted = ".".join(path)
+        steps: list[tuple[bool, str]] = []  # (is a list item, key or selector)
+        for part in path:
+            match = _ITEM.match(part)
+            if not match:
+                raise ConfigError(f"--set {dotted}: {part!r} is not a key (like filters[2] or filters[judge])")
+            steps.append((False, match.group(1)))
+            steps += [(True, sel) for sel in re.findall(r"\[([^\[\]]+)\]", match.group(2))]
+        node: Any = raw
+        for i, (is_item, step) in enumerate(steps):
+            last = i == len(steps) - 1
+            where = "".join(f"[{s}]" if item else ("." if j else "") + s for j, (item, s) in enumerate(steps[: i + 1]))
+            if not isinstance(node, list if is_item else dict):
+                above = where.rsplit("[", 1)[0] if is_item else where.rsplit(".", 1)[0]
+                wanted = "a list" if is_item else "a mapping"
+                hint = f"; pick an item, like {above}[0] or {above}[TYPE]" if isinstance(node, list) else ""
+                raise ConfigError(f"--set {dotted}: {above} is {type(node).__name__}, not {wanted}{hint}")
+            key: Any = _item(node, step, dotted, where) if is_item else step
+            if last:
+                node[key] = value
+                break
+            child = node[key] if is_item else node.get(key)
             if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                where = ".".join(path[: i + 1])
-                raise ConfigError(f"--set {'.'.join(path)}: {where} is a {type(child).__name__}, not a mapping")
+                child = node[key] = [] if steps[i + 1][0] else {}
             node = child
-        node[path[-1]] = value
     return raw
+
+
+def _item(items: list, selector: Any, dotted: str, where: str) -> int:
+    """The position in `items` that `selector` (a number, or an item's `type`) names."""
+    text = str(selector).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not -len(items) <= index < len(items):
+            raise ConfigError(f"--set {dotted}: {where}: there are {len(items)} items (0 to {len(items) - 1})")
+        return index % len(items)
+    found = [i for i, item in enumerate(items) if isinstance(item, dict) and item.get("type") == text]
+    if len(found) == 1:
+        return found[0]
+    listed = ", ".join(str(item.get("type")) if isinstance(item, dict) else repr(item) for item in items) or "none"
+    if not found:
+        raise ConfigError(f"--set {dotted}: no item of type {text!r} (types in order: {listed})")
+    raise ConfigError(f"--set {dotted}: {len(found)} items have type {text!r} (at {', '.join(map(str, found))}); "
+                      f"pick one by position, like [{found[0]}]")
 
 
 def load_pipeline(path: str | Path, overrides: list[str] = ()) -> Pipeline:
     path = Path(path)
-    return build_pipeline(read_pipeline_file(path), path, parse_overrides(list(overrides)))
+    pipeline = build_pipeline(read_pipeline_file(path), path, parse_overrides(list(overrides)))
+    # The file as read, and the changes on top, for the run's own copy (snapshot.py).
+    pipeline.text, pipeline.overrides = path.read_text(encoding="utf-8"), list(overrides)
+    return pipeline
 
 
 def read_pipeline_file(path: Path) -> Any:

@@ -1,6 +1,6 @@
 """Tunable numbers, in one place."""
 
-from pathlib import Path
+from factory.shipped import shipped_dir
 
 # The openai backend's default in-flight window. vLLM schedules up to 256 (older) or
 # 1024 (newer) sequences at once and queues the rest itself, so 512 keeps any single
@@ -38,7 +38,14 @@ DECONTAMINATION_INDEX_DIR = "decontamination-index"
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # The templates shipped with factory (judge rubrics, task defaults): searched after the
 # pipeline's own prompts folder, so a pipeline only carries the templates it changes.
-BUILTIN_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+BUILTIN_PROMPTS_DIR = shipped_dir("prompts")
+
+# A prompt template's render stops (exit 2, naming the template) past this many
+# characters or seconds: a loop over a huge range would otherwise fill the memory or
+# never end. The largest honest prompt (a long document chunk and a few examples) is
+# far below both.
+RENDER_MAX_CHARS = 2_000_000
+RENDER_MAX_SECONDS = 10.0
 
 # The most exchanges a dialogue may plan: each is a request, and context grows with it.
 MAX_DIALOGUE_TURNS = 50

@@ -4,8 +4,9 @@ Prices are per million tokens (`teacher.price: {input, output}`), per teacher (a
 judge or a dialogue role may have its own). One `Budget` is shared by every engine of
 a run: generation, the roles, the judge. Before a request is sent its cost is
 estimated at the worst case (the prompt, and every token `max_tokens` allows) and
-reserved; when that would go over `max_cost`, no new request starts, the ones in
-flight finish and are stored, and the run stops with BudgetReached. Requests
+held until it is answered; a request that does not fit waits while others are in
+flight (what they do not use comes back), and when it still does not fit with nothing
+in flight, no new request starts and the run stops with BudgetReached. Requests
 paid by an earlier invocation of the run count as spent: they were paid for once, and
 `max_cost` caps what the dataset costs, not one invocation.
 """
@@ -13,6 +14,9 @@ paid by an earlier invocation of the run count as spent: they were paid for once
 from __future__ import annotations
 
 from factory.errors import FactoryError
+
+
+HOLD_POLL_S = 0.02  # how often a request waiting for budget looks again
 
 
 def effective_price(config):
@@ -49,22 +53,44 @@ class Budget:
         self.max_cost = max_cost
         self.spent = 0.0  # paid by this invocation
         self.replayed = already  # paid by earlier invocations of the run (the run store knows)
-        self.reserved = 0.0  # estimates of requests in flight
+        self.reserved = 0.0  # worst cases of requests in flight
+        self.in_flight = 0
 
     @property
     def total(self) -> float:
         return self.spent + self.replayed
 
-    def reserve(self, estimate: float) -> None:
-        if self.max_cost is not None and self.total + self.reserved + estimate > self.max_cost:
+    def reserve(self, worst: float, tokens: tuple[int, int] = (0, 0)) -> None:
+        """Hold `worst`, the most a request can cost (`tokens`: its prompt and its
+        max_tokens), or raise BudgetReached when that could take the run over max_cost."""
+        if self.max_cost is not None and self.total + self.reserved + worst > self.max_cost:
+            flight = (f", {self.reserved:.4f} held for {self.in_flight} request{'s' if self.in_flight != 1 else ''} "
+                      "in flight" if self.in_flight else "")
             raise BudgetReached(
-                f"max_cost {self.max_cost:g} reached: {self.total:.4f} spent, {self.reserved:.4f} in flight, and the "
-                f"next request could cost {estimate:.4f}; raise max_cost and run again to continue "
+                f"max_cost {self.max_cost:g} would be passed, so no new request starts: {self.total:.4f} spent"
+                f"{flight}, and the next request can cost up to {worst:.4f} ({tokens[0]:,} prompt + up to "
+                f"{tokens[1]:,} completion tokens); raise max_cost and run again to continue "
                 "(completed requests are replayed from the run store, not paid again)")
-        self.reserved += estimate
+        self.reserved += worst
+        self.in_flight += 1
 
-    def release(self, estimate: float) -> None:
-        self.reserved -= estimate
+    async def hold(self, worst: float, tokens: tuple[int, int] = (0, 0)) -> None:
+        """`reserve`, waiting while requests in flight hold the budget: most answers cost
+        far less than their worst case, and what they do not use comes back. Raises
+        BudgetReached only when nothing is in flight and the request still does not fit."""
+        import asyncio
+
+        while True:
+            try:
+                return self.reserve(worst, tokens)
+            except BudgetReached:
+                if not self.in_flight:
+                    raise
+            await asyncio.sleep(HOLD_POLL_S)
+
+    def release(self, worst: float) -> None:
+        self.reserved -= worst
+        self.in_flight -= 1
 
 
 def cost_entry(budget: Budget, config, total: float | None = None) -> dict:

@@ -187,13 +187,14 @@ class Engine:
         estimate = self._token_estimate(request)
         await self.limiter.acquire(estimate)
         await self.window.acquire()
-        reserved = 0.0
+        reserved: float | None = None  # what the budget holds for this request, once it does
         try:
             await self.limiter.held()  # a Retry-After that came while this one waited for the window
             self.stop.check()  # the wait may have been long: a stop requested meanwhile starts nothing new
             if self.price is not None:
-                worst = request_cost(self.price, self._prompt_estimate(request), self._max_tokens())
-                self.budget.reserve(worst)
+                tokens = (self._prompt_estimate(request), self._max_tokens())
+                worst = request_cost(self.price, *tokens)
+                await self.budget.hold(worst, tokens)
                 reserved = worst
         except BaseException:
             self.window.release()
@@ -226,7 +227,8 @@ class Engine:
         finally:
             self.window.release()
             self.limiter.answered()
-            self.budget.release(reserved)
+            if reserved is not None:
+                self.budget.release(reserved)
         latency = time.monotonic() - began
         paid = request_cost(self.price, completion.prompt_tokens, completion.completion_tokens,
                             completion.cached_tokens)

@@ -12,13 +12,15 @@ from typing import Any, Iterable
 from factory.errors import InputDataError
 from factory.files import replace_path
 from factory.formats import FILES, PAIR_WRITERS, WRITERS, NotSingleTurn
+from factory.metadata_schema import MetadataSchema
 from factory.record import Record
 from factory.tasks.base import REASONING_KEY
 
 
-def features(pairs: bool = False, reasoning_in_messages: bool = False):
+def features(pairs: bool = False, reasoning_in_messages: bool = False, metadata=None):
     """The dataset's columns; with `output.reasoning: messages`, every message also has
-    `reasoning_content` (a string beside an answer, else null)."""
+    `reasoning_content` (a string beside an answer, else null); `metadata` the merged
+    struct (see metadata_schema.py)."""
     import datasets
 
     message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
@@ -29,7 +31,7 @@ def features(pairs: bool = False, reasoning_in_messages: bool = False):
     # row with both as neither kind and refuses it.
     columns = ("prompt", "chosen", "rejected") if pairs else ("messages",)
     return datasets.Features({"id": datasets.Value("string"), **{c: messages for c in columns},
-                              "metadata": datasets.Value("string")})
+                              "metadata": metadata if metadata is not None else datasets.Value("string")})
 
 
 def pair_row(record: Record) -> dict[str, Any]:
@@ -43,7 +45,7 @@ def pair_row(record: Record) -> dict[str, Any]:
     meta["rejected"] = rejected
     return {"id": record.id, "prompt": record.messages[:-1], "chosen": record.messages[-1:],
             "rejected": [{"role": "assistant", "content": content}],
-            "metadata": json.dumps(meta, ensure_ascii=False)}
+            "metadata": meta}
 
 
 def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, formats: list[str],
@@ -51,11 +53,12 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     """Write `dataset/` (the layout `save_to_disk` writes) and the requested extra formats;
     returns the row count. `pairs`: the records are preference pairs (see `pair_row`).
 
-    Rows stream, a batch at a time, into every output at once: the Arrow shards, the
-    Parquet file, the JSONL and training formats. Nothing reads a whole file back, so
-    memory stays flat however many rows there are (converting a finished JSONL with
-    `datasets` maps every page of the result into the process). Every output is built
-    beside its final place and moved in when complete.
+    Rows stream in two passes, a line or a batch at a time, so memory stays flat however
+    many rows there are: the first writes the training formats and a spool of the rows
+    while it merges the shape of their metadata (metadata_schema.py); the second gives
+    every spooled row that one shape and writes it into the Arrow shards, the Parquet
+    file and the JSONL at once (`metadata` the same struct in all three). Every output is
+    built beside its final place and moved in when complete.
     """
     staging = work_dir / "export"
     if staging.exists():
@@ -63,19 +66,32 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     staging.mkdir(parents=True)
     extra = [f for f in formats if f in FILES]
     text_files = [*extra, *(["jsonl"] if "jsonl" in formats else [])]
+    spool = staging / "rows.spool.jsonl"
+    schema = MetadataSchema()
     count = 0
     with ExitStack() as files:
-        outs = {name: files.enter_context(open(staging / _file_name(name), "w", encoding="utf-8"))
-                for name in text_files}
-        tables = _TableWriter(staging, features(pairs, reasoning_in_messages), with_parquet="parquet" in formats)
-        files.callback(tables.abort)
+        rows = files.enter_context(open(spool, "w", encoding="utf-8"))
+        outs = {name: files.enter_context(open(staging / _file_name(name), "w", encoding="utf-8")) for name in extra}
         for record in records:
             row = pair_row(record) if pairs else record.to_row()
+            schema.add(row["metadata"])
             for name, out in outs.items():
                 out.write(json.dumps(_format_row(name, record, row), ensure_ascii=False) + "\n")
-            tables.add(row)
+            rows.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
+    with ExitStack() as files:
+        source = files.enter_context(open(spool, encoding="utf-8"))
+        jsonl = files.enter_context(open(staging / "data.jsonl", "w", encoding="utf-8")) if "jsonl" in formats else None
+        tables = _TableWriter(staging, features(pairs, reasoning_in_messages, schema.feature()), "parquet" in formats)
+        files.callback(tables.abort)
+        for line in source:
+            row = json.loads(line)
+            row["metadata"] = schema.conform(row["metadata"])
+            if jsonl is not None:
+                jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+            tables.add(row)
         tables.finish()
+    spool.unlink()
 
     replace_path(staging / "dataset", out_dir / "dataset")
     for name in (["parquet"] if "parquet" in formats else []) + text_files:
@@ -89,8 +105,6 @@ def _file_name(name: str) -> str:
 
 
 def _format_row(name: str, record: Record, row: dict) -> dict:
-    if name == "jsonl":
-        return row
     if "chosen" in row:  # a preference pair: only PAIR_WRITERS' formats are let through (formats.py)
         return PAIR_WRITERS[name](row["prompt"], *row["chosen"], *row["rejected"])
     try:

@@ -20,17 +20,29 @@ from factory.engine import RunStats
 from factory.formats import check_formats
 from factory.compare.reference import check_reference
 from factory.inputs import is_pair, read_records
-from factory.run import (RunResult, apply_stages, compare_with_reference, config_summary, now, versions,
-                         write_rejected, write_reports)
+from factory.localpaths import shown_path
+from factory.progress import library_progress_off
+from factory.run import (
+    RunResult,
+    apply_stages,
+    compare_with_reference,
+    config_summary,
+    now,
+    shared_text,
+    versions,
+    write_rejected,
+    write_reports,
+)
 from factory.runfolder import RunFolder, whole_run_usage
-from factory.secrets import Redactor
-from factory.stopping import RunStopping, Stop, Stopped, StopNow, handling_signals
+from factory.snapshot import SNAPSHOT_DIR, copy_files, pipeline_name
+from factory.stopping import RunStopping, Stop, StopNow, Stopped, handling_signals
+from factory.templates import with_includes
 from filters.base import StageContext
 
 
 def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_progress: bool = True,
                    grace: float = constants.DRAIN_GRACE_S) -> RunResult:
-    from filters import build_stages, check_fields
+    from filters import build_stages, check_fields, check_models
 
     began = time.perf_counter()
     started_at = now()
@@ -43,26 +55,29 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
     records = read_records(input_path)
     check_fields(stages, records)
     check_reference(pipeline)
+    check_models(stages)
     multi_turn = any(sum(m["role"] == "user" for m in r.messages) > 1 for r in records)
     # Preference pairs (read from prompt/chosen/rejected rows) are written back as pairs.
     pairs = bool(records) and all(is_pair(r) for r in records)
     check_formats(pipeline.config.output.formats, multi_turn, f"{input_path}: output.formats", pairs)
-    redact = Redactor.for_config(pipeline.raw)
+    redact = shared_text(pipeline, out_dir)
     cfg = pipeline.config
     stop = Stop(grace)
-    with handling_signals(stop), ExitStack() as stack:
+    with handling_signals(stop), library_progress_off(), ExitStack() as stack:
         folder = stack.enter_context(RunFolder(out_dir, "filter"))
         store = folder.store
         before, _ = whole_run_usage(store)
         budget = Budget(cfg.max_cost, already=before.get("cost", 0.0))
         staging = folder.staging()
+        copy_files(pipeline, with_includes(t for stage in stages for t in stage.templates()), staging / SNAPSHOT_DIR,
+                   0, redact)
         context = StageContext(pipeline, out_dir, show_progress, budget, store=store, stop=stop)
         try:
             kept, examples, filter_rejects = apply_stages(stages, iter(records), context, staging, redact, pairs)
         except (RunStopping, StopNow) as err:
             store.commit()
             folder.unfinished({"name": cfg.name, "status": stop.status if stop.requested else "stopped",
-                               "reason": stop.reason or str(err), "input": {"path": str(input_path)},
+                               "reason": stop.reason or str(err), "input": {"path": shown_path(input_path)},
                                "finished_at": now()})
             code = stop.exit_code or 130
             raise Stopped(f"stopped: {stop.reason or err}; rerun the same command to finish "
@@ -75,8 +90,8 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
         info = {
             "name": pipeline.config.name,
             "status": "complete",
-            "pipeline_file": str(pipeline.path),
-            "input": {"path": str(input_path), "rows": len(records)},
+            "pipeline_file": f"{SNAPSHOT_DIR}/{pipeline_name(pipeline)}",
+            "input": {"path": shown_path(input_path), "rows": len(records)},
             "config": config_summary(pipeline, out_dir),
             "versions": versions(),
             "started_at": started_at,

@@ -47,6 +47,16 @@ def obtainable(name: str) -> bool:
     return local_folder(name) is not None or cached(name) or reachable()
 
 
+def require(what: str, name: str, where: str, hint: str) -> None:
+    """Before anything is spent: raise ConfigError (exit 2, naming `where`) unless
+    `name` can be loaded here: a local folder, the local cache, or a reachable Hub."""
+    from factory.errors import ConfigError
+
+    if not obtainable(name):
+        raise ConfigError(f"{where}: {what} {name!r} is neither a local folder nor in the local Hugging Face cache, "
+                          f"and the Hub is out of reach; {hint}")
+
+
 def load(what: str, name: str, loader: Callable[[str], T], hint: str) -> T:
     """`loader(source)` for a local folder or Hub id, or one FactoryError line saying why not.
 

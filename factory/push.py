@@ -14,19 +14,18 @@ comes from HF_TOKEN or the Hub's login cache and is never written anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from factory import constants
+from factory.card import hub_place, render_card
 from factory.config import HubConfig, describe_validation_error
 from factory.errors import FactoryError, InputDataError, UserError
+from factory.snapshot import SNAPSHOT_DIR
 
 RETRIES = 3  # attempts for a push that fails on the network or a server error
 
@@ -125,41 +124,29 @@ def _files(out_dir: Path, info: dict, target: HubConfig, seed: int) -> dict[str,
         buffer = io.BytesIO()
         part.to_parquet(buffer)
         files[f"data/{name}-00000-of-00001.parquet"] = buffer.getvalue()
-    files["README.md"] = _card(out_dir, target, list(splits)).encode()
+    examples = [{"messages": row["messages"]} for row in dataset.select(range(min(3, len(dataset))))]
+    place = hub_place(target.repo_id, target.config_name, list(splits))
+    files["README.md"] = render_card(info, examples, place).encode()
     for name in ("run.json", "report.html") + (("rejected.jsonl",) if target.include_rejected else ()):
         if (out_dir / name).is_file():
             files[name] = (out_dir / name).read_bytes()
-    files.update(_reproduction_files(info))
+    files.update(_reproduction_files(out_dir, info))
     return files
 
 
-def _card(out_dir: Path, target: HubConfig, splits: list[str]) -> str:
-    """The run's card, its `configs` pointing at the pushed splits."""
-    text = (out_dir / "README.md").read_text(encoding="utf-8")
-    _, header, body = text.split("---\n", 2) if text.startswith("---\n") else ("", "{}", text)
-    meta = yaml.safe_load(header) or {}
-    meta["configs"] = [{"config_name": target.config_name,
-                        "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in splits]}]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
-
-
-def _reproduction_files(info: dict) -> dict[str, bytes]:
-    """The pipeline file and each template the run used, when they still hash the same."""
+def _reproduction_files(out_dir: Path, info: dict) -> dict[str, bytes]:
+    """The run's own copy of its pipeline file and templates (the run folder's
+    pipeline/), wherever `factory push` runs from. Seed files and documents stay local:
+    they may be private, and the records already carry the seed values they used."""
+    snapshot = out_dir / SNAPSHOT_DIR
     files: dict[str, bytes] = {}
-    pipeline_file = Path(info.get("pipeline_file", ""))
-    if not pipeline_file.is_file():
-        return files
-    files[f"factory/{pipeline_file.name}"] = pipeline_file.read_bytes()
-    prompts_dir = info.get("config", {}).get("prompts_dir")
-    base = pipeline_file.parent
-    folders = [base / prompts_dir] if prompts_dir else [base / "prompts", base.parent / "prompts"]
-    folders.append(constants.BUILTIN_PROMPTS_DIR)
-    for template in info.get("templates", []):
-        for folder in folders:
-            path = folder / template["name"]
-            if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == template["sha256"]:
-                files[f"factory/prompts/{template['name']}"] = path.read_bytes()
-                break
+    pipeline_file = snapshot / Path(info.get("pipeline_file", "")).name
+    if pipeline_file.is_file():
+        files[f"factory/{pipeline_file.name}"] = pipeline_file.read_bytes()
+    prompts = snapshot / "prompts"
+    if prompts.is_dir():
+        for path in sorted(p for p in prompts.rglob("*") if p.is_file()):
+            files[f"factory/prompts/{path.relative_to(prompts).as_posix()}"] = path.read_bytes()
     return files
 
 

@@ -20,9 +20,8 @@ class Record:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
-        # metadata is stored as JSON text: seed values differ in shape from pipeline to
-        # pipeline, and Arrow needs one schema per column.
-        return {"id": self.id, "messages": self.messages, "metadata": json.dumps(self.metadata, ensure_ascii=False)}
+        # metadata stays an object; export.py gives a dataset's rows one schema.
+        return {"id": self.id, "messages": self.messages, "metadata": self.metadata}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Record":

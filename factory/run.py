@@ -27,17 +27,21 @@ from factory import constants
 from factory.config import Pipeline, TeacherConfig
 from factory.cost import Budget, BudgetReached, cost_entry
 from factory.engine import RunStats, run_task
+from factory.errors import TemplateError
 from factory.files import atomic_write_text
-from factory.progress import Progress
+from factory.localpaths import local_replacements, shown_path
+from factory.progress import Progress, library_progress_off
 from factory.quota import Quotas, Surplus, build_quotas, kept_by_cell, plan_round
 from factory.record import Record, Rejection
 from factory.runfolder import RunFolder, whole_run_timeline, whole_run_usage
 from factory.secrets import Redactor
 from factory.session import open_engine
-from factory.stopping import RunStopping, Stop, Stopped, StopNow, handling_signals
+from factory.snapshot import SNAPSHOT_DATA_BYTES, SNAPSHOT_DIR, copy_files, pipeline_name
+from factory.stopping import RunStopping, Stop, StopNow, Stopped, handling_signals
 from factory.store import RunStore
 from factory.tasks.base import RoleAsker, Task
 from factory.teachers.base import Teacher
+from factory.templates import Template, with_includes
 from filters.base import Stage, StageContext
 
 GENERATE = "generate"  # the units table's scope for generation units
@@ -51,17 +55,30 @@ class Prepared:
     stages: list[Stage]
     examples: list[dict[str, Any]]
 
+    def templates(self) -> dict[str, Template]:
+        """name -> every template the pipeline names or renders: the task's (those of
+        another mode too), the stages' (a judge's rubric), and what they include."""
+        found = list(self.task.templates.values())
+        for name in self.pipeline.config.generate.templates.values():
+            if name not in {t.name for t in found}:
+                try:
+                    found.append(self.task.library.peek(name))
+                except TemplateError:
+                    pass  # another mode's template that cannot load: not this run's
+        for stage in self.stages:
+            found.extend(stage.templates())
+        return with_includes(found)
+
 
 def prepare(pipeline: Pipeline) -> Prepared:
     """Everything that can be checked without a teacher: seeds, templates, filters.
 
     Raises a UserError (exit 2) on the first problem; sends nothing, writes nothing.
     """
-    from filters import build_stages, check_stage_inputs
-
     from factory.compare.reference import check_reference
     from factory.formats import check_formats
     from factory.tasks import make_task
+    from filters import build_stages, check_models, check_stage_inputs
 
     task = make_task(pipeline)
     check_formats(pipeline.config.output.formats, task.multi_turn, f"{pipeline.path}: output.formats", task.pairs)
@@ -70,6 +87,7 @@ def prepare(pipeline: Pipeline) -> Prepared:
     check_stage_inputs(stages, task.roles(), task.metadata_fields(), f"the {task.name} task writes")
     build_quotas(pipeline.config.generate, task.seeds, str(pipeline.path))  # a bad balance is exit 2 here
     check_reference(pipeline)
+    check_models(stages)
     return Prepared(pipeline, task, stages, examples)
 
 
@@ -94,7 +112,7 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
     than by a signal to this thread (the Python API running it on a worker thread)."""
     stop = stop or Stop(grace)
     teacher = prepared.pipeline.config.teacher
-    with handling_signals(stop), ExitStack() as stack:
+    with handling_signals(stop), library_progress_off(), ExitStack() as stack:
         folder = stack.enter_context(RunFolder(out_dir, "run"))
         if teacher.launch is not None:
             # The server lives for the whole run: generation and any filter that asks the teacher.
@@ -148,7 +166,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
     pipeline, task = prepared.pipeline, prepared.task
     cfg = pipeline.config
     store = folder.store
-    redact = Redactor.for_config(pipeline.raw)
+    redact = shared_text(pipeline, folder.out_dir)
     fingerprint = generation_fingerprint(pipeline, task)
     quotas = build_quotas(cfg.generate, task.seeds, str(pipeline.path))
     rounds_key = f"generate/rounds/{fingerprint}"
@@ -206,6 +224,8 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
     generated_at = time.perf_counter()
 
     staging = folder.staging()
+    left_out = copy_files(pipeline, prepared.templates(), staging / SNAPSHOT_DIR, SNAPSHOT_DATA_BYTES, redact,
+                          exclude=folder.out_dir)
     requested = task.requested_total()
     generated = _generation_funnel(store, fingerprint, units, requested)
     stages = prepared.stages + ([Surplus(quotas)] if quotas is not None else [])
@@ -226,7 +246,8 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
         "name": cfg.name,
         "status": "complete",
         **({"dry_run": True} if pipeline.dry_run else {}),
-        "pipeline_file": str(pipeline.path),
+        "pipeline_file": f"{SNAPSHOT_DIR}/{pipeline_name(pipeline)}",
+        **({"not_copied": left_out} if left_out else {}),
         "config": config_summary(pipeline, folder.out_dir),
         "teacher": teachers.pop(None).describe() if None in teachers else teacher_identity(cfg.teacher),
         **({"role_teachers": {role: t.describe() for role, t in teachers.items()}} if teachers else {}),
@@ -281,7 +302,7 @@ def _unfinished(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: 
     folder.unfinished({
         "name": pipeline.config.name, "status": status, "reason": reason,
         **({"dry_run": True} if pipeline.dry_run else {}),
-        "pipeline_file": str(pipeline.path), "config": config_summary(pipeline, folder.out_dir),
+        "pipeline_file": shown_path(pipeline.path), "config": config_summary(pipeline, folder.out_dir),
         "units": {"total": len(units), "done": counts.get("done", 0), "rejected": counts.get("rejected", 0),
                   "failed": counts.get("failed", 0), "pending": len(units) - settled - counts.get("failed", 0)},
         "usage": {**usage, "replayed_from_journal": stats.replayed}, "invocations": invocations,
@@ -438,10 +459,12 @@ def compare_with_reference(info: dict[str, Any], pipeline: Pipeline, staging: Pa
 
 def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], redact: Redactor) -> None:
     """The dataset card, run.json and report.html, all redacted, all written atomically."""
-    from factory.card import render_card
+    from factory.card import local_place, render_card
     from factory.report import build_report
 
-    atomic_write_text(out_dir / "README.md", redact(render_card(info, examples)))
+    output = info["config"]["output"]
+    place = local_place(output["dir"], output["formats"])
+    atomic_write_text(out_dir / "README.md", redact(render_card(info, examples, place)))
     atomic_write_text(out_dir / "run.json", redact(json.dumps(info, indent=2, ensure_ascii=False, default=str)) + "\n")
     build_report(out_dir)
 
@@ -497,8 +520,13 @@ def config_summary(pipeline: Pipeline, out_dir: Path) -> dict[str, Any]:
     url = data["teacher"].get("base_url")
     if url:
         data["teacher"]["base_url"] = [redact_url(u) for u in url] if isinstance(url, list) else redact_url(url)
-    data["output"]["dir"] = str(out_dir)
+    data["output"]["dir"] = shown_path(out_dir)
     return data
+
+
+def shared_text(pipeline: Pipeline, out_dir: Path) -> Redactor:
+    """What every output meant to be shared goes through: no key value, no local path."""
+    return Redactor.for_config(pipeline.raw).with_replacements(local_replacements(out_dir, pipeline.base_dir))
 
 
 def versions() -> dict[str, str]:

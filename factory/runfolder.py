@@ -22,7 +22,7 @@ from factory.store import RunStore
 
 # Everything a finished run shows; the store, its lock, caches and logs are not views.
 VIEWS = ("dataset", "data.jsonl", "data.parquet", *FILES.values(), "rejected.jsonl", "README.md", "report.html",
-         "compare.json", "run.json")
+         "compare.json", "pipeline", "run.json")
 
 
 class RunFolder:

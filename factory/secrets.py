@@ -7,11 +7,16 @@ from typing import Any, Iterator
 
 
 class Redactor:
-    """Replaces every known secret value with '***' in text about to be written."""
+    """Replaces every known secret value with '***' in text about to be written, and
+    then each (text, shown) of `replacements` (local paths: factory/localpaths.py)."""
 
-    def __init__(self, secrets: list[str] = ()):
+    def __init__(self, secrets: list[str] = (), replacements: list[tuple[str, str]] = ()):
         # Very short values would blank out ordinary words; real keys are long.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
+        self.replacements = list(replacements)
+
+    def with_replacements(self, replacements: list[tuple[str, str]]) -> "Redactor":
+        return Redactor(self.secrets, [*self.replacements, *replacements])
 
     @classmethod
     def for_config(cls, raw: Any) -> "Redactor":
@@ -22,6 +27,9 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "***")
+        for local, shown in self.replacements:
+            if local in text:
+                text = text.replace(local, shown)
         return text
 
 

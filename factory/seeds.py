@@ -13,7 +13,7 @@ import csv
 import json
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from factory.config import SeedFile
 from factory.errors import SeedError
@@ -66,7 +66,15 @@ def read_seed_file(path: Path, field: str | None = None) -> list:
             values.append(dict(row))
     if not values:
         raise SeedError(f"{path}: seed file has no values")
-    if field is not None:
+    if field is None:
+        row = next((i for i, v in enumerate(values, 1) if isinstance(v, (dict, list))), None)
+        if row is not None:
+            # Rendered whole, an object would put a Python dict into every prompt.
+            value = values[row - 1]
+            keys = f" (keys: {', '.join(map(str, list(value)[:8]))})" if isinstance(value, dict) else ""
+            raise SeedError(f"{path}: row {row} is an object{keys}; set `field: KEY` on this seed to use one "
+                            f"field's value, or `field: \"*\"` to give templates the whole row ({{{{ name.KEY }}}})")
+    elif field != "*":
         values = [_field(path, i, v, field) for i, v in enumerate(values, 1)]
     return values
 
@@ -75,6 +83,31 @@ def _field(path: Path, row: int, value: Any, field: str) -> Any:
     if not isinstance(value, dict) or field not in value:
         raise SeedError(f"{path}: row {row} has no field {field!r}")
     return value[field]
+
+
+# Validation renders every value of a seed list up to CHECK_ALL values; beyond, the
+# first and CHECK_SAMPLE random ones, and the first of each of at most CHECK_SHAPES shapes.
+CHECK_ALL = 1000
+CHECK_SAMPLE = 200
+CHECK_SHAPES = 100
+
+
+def check_sample(values: list, seed: int) -> list[int]:
+    """Indices of `values` to render at validation (all of a short list)."""
+    n = len(values)
+    if n <= CHECK_ALL:
+        return list(range(n))
+    picked = dict.fromkeys(range(CHECK_SAMPLE))
+    picked.update(dict.fromkeys(sorted(random.Random(f"{seed}:check").sample(range(n), CHECK_SAMPLE))))
+    shapes: set = set()
+    for i, value in enumerate(values):
+        shape = (type(value).__name__, tuple(sorted(map(str, value))) if isinstance(value, dict) else None)
+        if shape not in shapes:
+            shapes.add(shape)
+            picked[i] = None
+            if len(shapes) >= CHECK_SHAPES:
+                break
+    return list(picked)
 
 
 class SeedSpace:
@@ -100,6 +133,15 @@ class SeedSpace:
             return {n: out[n] for n in self.names}
         rng = random.Random(f"{self.seed}:{index}")
         return {name: values[rng.randrange(len(values))] for name, values in zip(self.names, self.lists)}
+
+    def checked(self) -> Iterator[tuple[str, Any]]:
+        """(name, value) pairs that validation renders: every value of a short list; of a
+        long one (a seed file of millions of lines) a sample that stays fast: the first
+        values, seeded random ones, and the first of every shape (type, and keys of an
+        object), since a template fails on a shape, rarely on one value."""
+        for name, values in zip(self.names, self.lists):
+            for index in check_sample(values, self.seed):
+                yield name, values[index]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -52,6 +52,12 @@ def build_stages(entries: list[dict[str, Any]], pipeline: Pipeline) -> list[Stag
     return stages
 
 
+def check_models(stages: list[Stage]) -> None:
+    """Every model the stages will load is here (after the cheaper checks of their options)."""
+    for stage in stages:
+        stage.check_models()
+
+
 def check_stage_inputs(stages: list[Stage], roles: set[str], fields: set[str], origin: str) -> None:
     """Before anything is sent: every role and metadata field a stage's options name
     (`roles`, `fields`, a heuristics bound per role) reaches that stage. A misspelt one
@@ -136,4 +142,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'filters' has no attribute {name!r}")
 
 
-__all__ = ["REGISTRY", "RecordFilter", "Stage", "StageContext", "build_stages", "check_fields", "check_stage_inputs"]
+__all__ = ["REGISTRY", "RecordFilter", "Stage", "StageContext", "build_stages", "check_fields", "check_models",
+           "check_stage_inputs"]

@@ -82,6 +82,16 @@ class Stage(abc.ABC):
         replays its decisions only while this is unchanged."""
         return ""
 
+    def check_models(self) -> None:
+        """Raise ConfigError, saying how to get it, when a model the stage will load (an
+        embedding model, a tokenizer) is not to be had here: checked at validate and
+        before the first request, not after generation was paid for."""
+
+    def templates(self) -> list:
+        """The templates the stage renders (a judge's rubrics): copied into the run
+        folder beside the pipeline, so the run can be reproduced from it."""
+        return []
+
     def bind(self, reject: Callable[[Rejection], None], context: StageContext | None = None) -> None:
         self._reject = reject
         self.context = context

@@ -50,6 +50,11 @@ class Diversity(Stage):
         self.method_used = ""
         self.projection: dict[str, list] = {}
 
+    def check_models(self) -> None:
+        from filters.embeddings import check_model
+
+        check_model(self.config.model, self.where)
+
     def budget_for(self, n: int) -> int | None:
         b = self.config.budget
         if b is None:

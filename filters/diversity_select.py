@@ -25,35 +25,53 @@ class Selection:
 
 
 class Products:
-    """Similarity products, in bfloat16 where the CPU does it natively (2.5x faster here).
+    """Similarity products that give the same answers on every machine, at float32 speed.
 
-    bfloat16 keeps about three significant digits: enough to rank candidates for
-    k-center, where near-ties are interchangeable. Threshold decisions and every
-    similarity that is reported are computed in float32.
+    A float32 product's last bits depend on the summation order, which a thread count,
+    a BLAS or a CPU changes; a decision taken on them (the nearest of two rows, a pick
+    at a threshold) could differ from one machine to another. So every value that is
+    compared or reported is exact: a float64 dot product rounded to float32 (an order
+    change moves a float64 sum by about 1e-16, which the rounding removes). float32
+    products only find the candidates: the best column of each row is recomputed
+    exactly, and a row whose two best columns are within MARGIN in float32 (its float32
+    error is about 1e-6) is recomputed exactly against all of them (ties: lowest index).
     """
 
-    def __init__(self, x: np.ndarray, fast: bool = True):
+    MARGIN = 1e-4
+
+    def __init__(self, x: np.ndarray):
         import torch
 
         self.torch = torch
-        self.x = x
-        self.exact = torch.from_numpy(x)
-        use_bf16 = fast and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        self.fast = self.exact.to(torch.bfloat16) if use_bf16 else self.exact
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.fast = torch.from_numpy(self.x)
 
-    def best(self, columns: np.ndarray, fast: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """For every row: (max similarity to the rows `columns`, position in `columns` of that row)."""
-        source = self.fast if fast else self.exact
-        cols = source[self.torch.from_numpy(np.ascontiguousarray(columns))].T.contiguous()
-        n = source.shape[0]
-        values = np.empty(n, dtype=np.float32)
-        where = np.empty(n, dtype=np.int64)
-        rows = max(256, BLOCK_ELEMENTS // max(1, len(columns)))
-        for start in range(0, n, rows):
-            block = source[start: start + rows] @ cols
-            v, i = block.max(dim=1)
-            values[start: start + len(v)] = v.float().numpy()
-            where[start: start + len(v)] = i.numpy()
+    def exact(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """float32-rounded float64 similarities of the rows `rows` with the rows `cols`."""
+        return (self.x[rows].astype(np.float64) @ self.x[cols].astype(np.float64).T).astype(np.float32)
+
+    def best(self, columns: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For every row (or those in `rows`): (max similarity to the rows `columns`,
+        position in `columns` of that row), both exact."""
+        columns = np.ascontiguousarray(columns, dtype=np.int64)
+        every = rows is None
+        rows = np.arange(len(self.x)) if every else np.asarray(rows, dtype=np.int64)
+        cols = self.fast[self.torch.from_numpy(columns)].T.contiguous()
+        values = np.empty(len(rows), dtype=np.float32)
+        where = np.empty(len(rows), dtype=np.int64)
+        step = max(256, BLOCK_ELEMENTS // max(1, len(columns)))
+        for start in range(0, len(rows), step):
+            part = rows[start: start + step]
+            lhs = self.fast[start: start + step] if every else self.fast[self.torch.from_numpy(part)]
+            block = lhs @ cols
+            top = block.topk(min(2, len(columns)), dim=1)
+            pos = top.indices[:, 0].numpy()
+            unsure = ((top.values[:, 0] - top.values[:, 1]) < self.MARGIN).numpy() if len(columns) > 1 else \
+                np.zeros(len(part), dtype=bool)
+            for i in np.flatnonzero(unsure):
+                pos[i] = int(np.argmax(self.exact(part[i: i + 1], columns)[0]))  # the first of equal maxima
+            values[start: start + len(part)] = self.pair(part, columns[pos])
+            where[start: start + len(part)] = pos
         return values, where
 
     def pair(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -61,9 +79,9 @@ class Products:
         out = np.empty(len(rows), dtype=np.float32)
         step = 16_384
         for start in range(0, len(rows), step):
-            a = self.x[rows[start: start + step]]
-            b = self.x[cols[start: start + step]]
-            out[start: start + len(a)] = np.einsum("ij,ij->i", a, b)
+            a = self.x[rows[start: start + step]].astype(np.float64)
+            b = self.x[cols[start: start + step]].astype(np.float64)
+            out[start: start + len(a)] = np.einsum("ij,ij->i", a, b)  # rounded to float32 on the way in
         return out
 
 
@@ -71,9 +89,7 @@ def _finish(x: np.ndarray, products: Products, kept: list[int], nearest: np.ndar
             too_similar: np.ndarray) -> Selection:
     kept_arr = np.asarray(kept, dtype=np.int64)
     if nearest is None:
-        # Which kept row is nearest may differ from float32 on a near-tie; the similarity
-        # reported for it is float32 either way.
-        _, pos = products.best(kept_arr, fast=True)
+        _, pos = products.best(kept_arr)
         nearest = kept_arr[pos]
     nearest = nearest.copy()
     nearest[kept_arr] = kept_arr
@@ -92,34 +108,35 @@ def threshold_select(x: np.ndarray, order: np.ndarray, threshold: float, budget:
     n = len(x)
     budget = n if budget is None else min(budget, n)
     products = Products(x)
+    margin = Products.MARGIN
     kept: list[int] = []
-    kept_vecs = np.empty((budget, x.shape[1]), dtype=np.float32)
     too_similar = np.zeros(n, dtype=bool)
     for start in range(0, n, block):
         if len(kept) >= budget:
             break
-        idx = order[start: start + block]
-        vecs = x[idx]
-        earlier = vecs @ kept_vecs[: len(kept)].T if kept else np.full((len(idx), 1), -np.inf, np.float32)
-        best_earlier = earlier.max(axis=1)
+        idx = np.ascontiguousarray(order[start: start + block], dtype=np.int64)
+        vecs = products.x[idx]
+        # float32 for speed; exact where a decision is within the margin of the threshold.
+        earlier = (vecs @ products.x[kept].T).max(axis=1) if kept else np.full(len(idx), -np.inf, np.float32)
         inside = vecs @ vecs.T
         picked: list[int] = []  # positions within this block
         for j in range(len(idx)):
-            best = best_earlier[j]
+            best = earlier[j]
             if picked:
                 best = max(best, inside[j, picked].max())
+            if abs(best - threshold) < margin:
+                best = products.exact(idx[j: j + 1], np.asarray(kept, dtype=np.int64))[0].max() if kept else -np.inf
             if best >= threshold:
                 too_similar[idx[j]] = True
                 continue
             picked.append(j)
-            kept_vecs[len(kept)] = vecs[j]
             kept.append(int(idx[j]))
             if len(kept) >= budget:
                 break
     return _finish(x, products, kept, None, too_similar)
 
 
-def kcenter_select(x: np.ndarray, budget: int, first: int = 0, round_size: int = 256, fast: bool = True) -> Selection:
+def kcenter_select(x: np.ndarray, budget: int, first: int = 0, round_size: int = 256) -> Selection:
     """Greedy k-center (max-min distance): each pick is the row least similar to all picks so far.
 
     Picks come in rounds: the `2 * round_size` rows least similar to the picks so far are
@@ -130,7 +147,7 @@ def kcenter_select(x: np.ndarray, budget: int, first: int = 0, round_size: int =
     """
     n = len(x)
     budget = min(budget, n)
-    products = Products(x, fast=fast)
+    products = Products(x)
     maxsim = np.full(n, -np.inf, dtype=np.float32)
     nearest = np.zeros(n, dtype=np.int64)
     taken = np.zeros(n, dtype=bool)
@@ -138,7 +155,7 @@ def kcenter_select(x: np.ndarray, budget: int, first: int = 0, round_size: int =
     taken[first] = True
     pending = [first]
     while True:
-        values, pos = products.best(np.asarray(pending), fast=True)
+        values, pos = products.best(np.asarray(pending))
         closer = values > maxsim
         maxsim[closer] = values[closer]
         nearest[closer] = np.asarray(pending)[pos[closer]]
@@ -151,8 +168,7 @@ def kcenter_select(x: np.ndarray, budget: int, first: int = 0, round_size: int =
         # Any row outside the candidates is at least this similar to a pick already.
         bound = maxsim[cand].max() if m < n - len(kept) else np.inf
         current = maxsim[cand].astype(np.float32)
-        vecs = products.fast[products.torch.from_numpy(cand)]
-        mutual = (vecs @ vecs.T).float().numpy()
+        mutual = products.exact(cand, cand)
         while len(kept) < budget and len(pending) < round_size:
             j = int(np.argmin(current))
             if not current[j] <= bound:  # an outside row might now be farther: update everything first

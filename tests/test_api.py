@@ -23,7 +23,7 @@ SCRIPT = [(r"grade-(\d+)", r'{"rationale": "fine", "score": \1}')]
 
 
 def rows(ds) -> list[dict]:
-    return [{"id": r["id"], "messages": r["messages"], "metadata": json.loads(r["metadata"])} for r in ds]
+    return [{"id": r["id"], "messages": r["messages"], "metadata": r["metadata"]} for r in ds]
 
 
 def test_run_inside_a_running_event_loop_returns_the_cli_rows(tmp_path, loopback):
@@ -70,7 +70,7 @@ def test_seeds_from_a_dataset_or_a_list_of_dicts(tmp_path, loopback):
               "generate": {"task": "qa", "count": 6, "pairs_per_request": 1, "combine": "product",
                            "templates": {"user": "qa/user.j2"}}}
     ds = factory.Pipeline.from_dict(config, base_dir=tmp_path).run(out=tmp_path / "a")
-    assert [json.loads(m)["seed"]["row"] for m in ds["metadata"]] == table * 2
+    assert [m["seed"]["row"] for m in ds["metadata"]] == table * 2
     sent = [body["messages"][-1]["content"] for body in loopback.teacher.bodies]
     assert all(any(f'"{row["topic"]}" for {row["reader"]}' in prompt for prompt in sent) for row in table)
     # The same rows as a plain list of dicts, given as an override: the same dataset.

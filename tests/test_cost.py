@@ -53,7 +53,7 @@ def test_max_cost_stops_before_going_over_and_a_rerun_continues(tmp_path, loopba
     stopped = factory_cli("run", str(path), "--quiet")
     assert stopped.returncode == 1
     lines = stopped.stderr.strip().splitlines()
-    assert len(lines) == 1 and "max_cost 2 reached" in lines[0] and "run again" in lines[0], stopped.stderr
+    assert len(lines) == 1 and "max_cost 2 would be passed" in lines[0] and "run again" in lines[0], stopped.stderr
     journal = tmp_path / "out"
     done, spent = paid(journal)
     assert 0 < done < 40 and spent <= 2.0, (done, spent)

@@ -42,7 +42,7 @@ def test_conversations_have_their_planned_length_and_each_side_sees_its_own_view
     assert len(rows) == 8
     planned = set()
     for row in rows:
-        meta = json.loads(row["metadata"])
+        meta = row["metadata"]
         assert row["messages"][0] == {"role": "system", "content": SYSTEM}
         pairs = exchanges(row["messages"])
         assert len(pairs) == meta["turns"] == meta["planned_turns"] and 2 <= len(pairs) <= 4
@@ -52,7 +52,7 @@ def test_conversations_have_their_planned_length_and_each_side_sees_its_own_view
         planned.add(len(pairs))
     assert len(planned) > 1, "a [min, max] range should give conversations of different lengths"
     bodies = loopback.teacher.bodies
-    assert len(bodies) == sum(2 * json.loads(r["metadata"])["turns"] for r in rows)
+    assert len(bodies) == sum(2 * r["metadata"]["turns"] for r in rows)
 
     # Turn 2 of the first conversation, from each side.
     (u1, a1), (u2, _) = exchanges(rows[0]["messages"])[:2]
@@ -81,7 +81,7 @@ def test_the_user_may_end_early_and_the_marker_never_reaches_the_data(tmp_path, 
     rows = read_jsonl(tmp_path / "out" / "data.jsonl")
     assert len(rows) == 2
     for row in rows:
-        meta = json.loads(row["metadata"])
+        meta = row["metadata"]
         assert exchanges(row["messages"])[-1][0].startswith("U2")
         assert meta["turns"] == 2 and meta["planned_turns"] == 4 and meta["ended"] == "user_ended"
         assert meta["closing_message"] == "thanks, all sorted"
@@ -141,7 +141,7 @@ def test_each_guard_rejects_what_it_should_and_nothing_else(tmp_path, loopback):
                              opening="(Chat opens. SCENARIO {{ scenario }})")
     run(path, "--set", "filters=[]")
     kept = read_jsonl(tmp_path / "out" / "data.jsonl")
-    assert [json.loads(r["metadata"])["seed"]["scenario"] for r in kept] == ["clean"]
+    assert [r["metadata"]["seed"]["scenario"] for r in kept] == ["clean"]
     assert [u for u, _ in exchanges(kept[0]["messages"])] == ["C1 my user account: it shows an error when I sign in",
                                                               "C3 ok that worked, and the assistant on my phone too?"]
     rejected = {r["metadata"]["seed"]["scenario"]: r for r in read_jsonl(tmp_path / "out" / "rejected.jsonl")}
@@ -160,7 +160,7 @@ def test_single_call_conversations_follow_the_schema(tmp_path, loopback):
     assert len(rows) == 6
     for row in rows:
         assert 2 <= len(exchanges(row["messages"])) <= 3
-        assert json.loads(row["metadata"])["ended"] == "single_call"
+        assert row["metadata"]["ended"] == "single_call"
     assert len(loopback.teacher.bodies) == 6
     schema = loopback.teacher.bodies[0]["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["turns"]["minItems"] == 2 and schema["properties"]["turns"]["maxItems"] == 3
@@ -191,7 +191,7 @@ def test_single_call_answers_are_validated(tmp_path, loopback):
     (tmp_path / "prompts" / "dialogue").mkdir(parents=True, exist_ok=True)
     (tmp_path / "prompts" / "dialogue" / "single_call.j2").write_text("Write a chat. SCENARIO {{ scenario }}")
     run(path, "--set", "filters=[]", "--set", "teacher.structured_output=prompt")
-    kept = {json.loads(r["metadata"])["seed"]["scenario"]: r for r in read_jsonl(tmp_path / "out" / "data.jsonl")}
+    kept = {r["metadata"]["seed"]["scenario"]: r for r in read_jsonl(tmp_path / "out" / "data.jsonl")}
     assert set(kept) == {"ok", "messages_form"}
     assert exchanges(kept["messages_form"]["messages"])[1] == ("where is it stored", "Frankfurt or Oregon.")
     reasons = {r["metadata"]["seed"]["scenario"]: r["reason"] for r in read_jsonl(tmp_path / "out" / "rejected.jsonl")}
@@ -209,7 +209,7 @@ def test_each_role_may_have_its_own_teacher(tmp_path, loopback):
     run(path, "--set", "filters=[]")
     assert sum(users_server.received.values()) == 6 and sum(loopback.teacher.received.values()) == 6
     for row in read_jsonl(tmp_path / "out" / "data.jsonl"):
-        assert json.loads(row["metadata"])["teacher_models"] == {"user": "loopback", "assistant": "big-assistant"}
+        assert row["metadata"]["teacher_models"] == {"user": "loopback", "assistant": "big-assistant"}
     info = json.loads((tmp_path / "out" / "run.json").read_text())
     assert info["role_teachers"]["assistant"]["model"] == "big-assistant"
 

@@ -58,7 +58,7 @@ def test_kcenter_takes_one_record_per_cluster():
 @pytest.mark.parametrize("n, k, round_size", [(600, 60, 8), (2500, 400, 32), (3000, 700, 256)])
 def test_kcenter_matches_the_sequential_greedy(n, k, round_size):
     x, _ = clusters(30, n // 30, spread=0.4, dim=16, seed=n)
-    assert kcenter_select(x, k, round_size=round_size, fast=False).kept.tolist() == sequential_kcenter(x, k)
+    assert kcenter_select(x, k, round_size=round_size).kept.tolist() == sequential_kcenter(x, k)
 
 
 def test_threshold_keeps_the_best_scored_of_each_cluster():
@@ -150,10 +150,9 @@ def test_stage_score_first_keeps_the_best_phrasing(tmp_path, minilm):
     assert all(r.metadata["similarity"] >= 0.85 for r in rejected)
 
 
-def test_unreachable_model_is_one_clear_error(tmp_path, monkeypatch):
-    from factory.errors import FactoryError
+def test_unreachable_model_is_one_clear_error_before_anything_runs(tmp_path, monkeypatch):
+    from factory.errors import ConfigError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    stage, _ = stage_for(tmp_path, model="nobody/no-such-embedder", budget=2)
-    with pytest.raises(FactoryError, match="cannot load embedding model 'nobody/no-such-embedder'"):
-        list(stage(topic_records()))
+    with pytest.raises(ConfigError, match=r"filters\[0\]\.model: embedding model 'nobody/no-such-embedder'.*local folder"):
+        stage_for(tmp_path, model="nobody/no-such-embedder", budget=2)[0].check_models()

@@ -61,3 +61,27 @@ def test_a_list_of_urls_is_checked(tmp_path, loopback):
     for bad, words in (([], ["teacher.base_url", "non-empty list"]), ([url, url], ["listed twice"])):
         result = factory_cli("validate", str(write_pipeline(tmp_path, bad)))
         assert_user_error(result.returncode, result.stderr, words)
+
+
+def test_the_console_says_when_an_endpoint_is_set_aside_and_when_it_is_back(tmp_path, loopback):
+    flaky = loopback(faults={"server_error": 1.0})  # every request fails with a 500, for now
+    flaky_teacher = loopback.teacher
+    with loopback_process("--slots", "2", "--latency-median", "0.05") as live:
+        path = write_pipeline(tmp_path, [flaky, live], generate__count=400, generate__pairs_per_request=1)
+        proc = subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seen = []
+        for line in proc.stderr:  # until the console says it set the endpoint aside
+            seen.append(line)
+            if "set aside" in line:
+                break
+        flaky_teacher.options.faults = {}  # it recovers mid-run
+        rest = proc.communicate(timeout=120)[1]
+    err = "".join(seen) + rest
+    assert proc.returncode == 0, err
+    aside = [line for line in err.splitlines() if "set aside" in line]
+    back = [line for line in err.splitlines() if "is back" in line]
+    assert len(aside) == 1 and flaky in aside[0] and "probe" in aside[0], err
+    assert len(back) == 1 and flaky in back[0], err
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert info["teacher"]["served"][flaky] > 0  # brought back, it took requests

@@ -59,7 +59,7 @@ def test_every_form_and_shape_is_filtered(tmp_path, form, capsys):
     assert by_first_user["What is a tide?"]["id"] == "m1"  # an input id is kept
     assert by_first_user["What is a tide?"]["messages"][0] == {"role": "system", "content": "Be brief."}
     assert [m["role"] for m in by_first_user["Name a volcano.\n\nIn Italy."]["messages"]] == ["user", "assistant"]
-    volcano_meta = json.loads(by_first_user["Name a volcano.\n\nIn Italy."]["metadata"])
+    volcano_meta = by_first_user["Name a volcano.\n\nIn Italy."]["metadata"]
     assert volcano_meta["input_columns"] == {"category": "geo"}  # extra columns are not lost
 
     rejected = read_jsonl(out / "rejected.jsonl")
@@ -83,7 +83,7 @@ def test_judge_through_filter_and_refiltering_keeps_scores(tmp_path, loopback):
     first = tmp_path / "judged"
     assert main(["filter", str(pipeline), "--input", str(source), "--out", str(first), "--quiet"]) == 0
     kept = read_jsonl(first / "data.jsonl")
-    assert sorted(json.loads(r["metadata"])["judge_score"] for r in kept) == list(range(4, 11))
+    assert sorted(r["metadata"]["judge_score"] for r in kept) == list(range(4, 11))
     assert {r["reason"] for r in read_jsonl(first / "rejected.jsonl")} == {"low_score"}
     sent = loopback.teacher.served
 
@@ -93,7 +93,7 @@ def test_judge_through_filter_and_refiltering_keeps_scores(tmp_path, loopback):
                  "--set", "filters=[{type: heuristics, min_chars: {assistant: 5}}]"]) == 0
     again = read_jsonl(second / "data.jsonl")
     assert [r["id"] for r in again] == [r["id"] for r in kept]
-    assert [json.loads(r["metadata"])["judge_score"] for r in again] == [json.loads(r["metadata"])["judge_score"] for r in kept]
+    assert [r["metadata"]["judge_score"] for r in again] == [r["metadata"]["judge_score"] for r in kept]
     assert loopback.teacher.served == sent
 
 
@@ -125,7 +125,7 @@ def test_dedup_compares_the_chosen_roles_and_fields(tmp_path, choice, kept):
         for r in rejected:  # each drop names its kept record and how large their cluster is
             assert r["metadata"]["cluster_size"] == 1 + copies[r["metadata"]["duplicate_of"]]
         count = "exact_duplicates" if kind == "exact_dedup" else "near_duplicates"
-        assert {r["id"]: json.loads(r["metadata"]).get(count, 0) for r in data} == {k: copies[k] for k in kept}
+        assert {r["id"]: r["metadata"].get(count) or 0 for r in data} == {k: copies[k] for k in kept}
 
 
 def test_a_field_no_record_has_is_one_line_before_anything_is_written(tmp_path, capsys):
@@ -144,7 +144,7 @@ def test_fields_a_judge_adds_can_be_compared_after_it(tmp_path, loopback):
     pipeline = write_pipeline(tmp_path, url, filters=[{"type": "judge"}, {"type": "exact_dedup", "fields": ["judge_score"]}])
     assert main(["filter", str(pipeline), "--input", str(source), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     kept = read_jsonl(tmp_path / "out" / "data.jsonl")
-    assert sorted(json.loads(r["metadata"])["judge_score"] for r in kept) == [1, 2, 3]
+    assert sorted(r["metadata"]["judge_score"] for r in kept) == [1, 2, 3]
 
 BAD_INPUTS = [
     ("missing", None, ["input not found"]),

@@ -73,7 +73,7 @@ def test_every_document_type_is_read_and_every_pair_traces_to_its_text(tmp_path,
     texts = {d.id: d.text for d in read_documents(sorted(p for p in docs.rglob("*") if p.is_file()), tmp_path, "text", "id")[0]}
     seen = set()
     for row in rows:
-        meta = row["metadata"] if isinstance(row["metadata"], dict) else json.loads(row["metadata"])
+        meta = row["metadata"] if isinstance(row["metadata"], dict) else row["metadata"]
         source = meta["source"]
         assert texts[source["document"]][source["start"]:source["end"]] == meta["context"]
         assert source["chunk_id"] == f"{source['document']}#{source['chunk_index']}"
@@ -83,7 +83,7 @@ def test_every_document_type_is_read_and_every_pair_traces_to_its_text(tmp_path,
     # A plain-text file's offsets are offsets into the file itself.
     tides = (docs / "tides.txt").read_text()
     for row in rows:
-        meta = row["metadata"] if isinstance(row["metadata"], dict) else json.loads(row["metadata"])
+        meta = row["metadata"] if isinstance(row["metadata"], dict) else row["metadata"]
         if meta["source"]["document"] == "docs/tides.txt":
             assert tides[meta["source"]["start"]:meta["source"]["end"]] == meta["context"]
     assert "skip me" not in texts["docs/more/glaciers.html"] and "var x" not in texts["docs/more/glaciers.html"]
@@ -157,7 +157,7 @@ def test_unsupported_answers_and_quotes_not_in_the_chunk_are_rejected(tmp_path, 
     assert result.returncode == 0, result.stderr
     kept = [r["messages"][0]["content"] for r in read_jsonl(tmp_path / "out" / "data.jsonl")]
     assert kept == ["Where do zebras live?", "Are stripes unique?"]
-    meta = json.loads(read_jsonl(tmp_path / "out" / "data.jsonl")[0]["metadata"])
+    meta = read_jsonl(tmp_path / "out" / "data.jsonl")[0]["metadata"]
     assert meta["quote"] == pairs[0]["quote"] and "Zebra facts" in meta["context"]
     rejected = {r["messages"][0]["content"]: (r["reason"], r["stage"]) for r in read_jsonl(tmp_path / "out" / "rejected.jsonl")}
     assert rejected == {"How fast can a zebra run?": ("unsupported", "generate"),

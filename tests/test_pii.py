@@ -140,7 +140,9 @@ def test_factory_filter_redacts_and_counts_per_kind_in_the_funnel_and_card(tmp_p
     assert kept["key"]["messages"][1]["content"] == "Your key [SECRET] expired."
     assert kept["order"]["messages"] == [{"role": "user", "content": ROWS[3]["prompt"]},
                                          {"role": "assistant", "content": ROWS[3]["completion"]}]
-    assert json.loads(kept["mail"]["metadata"])["pii_redacted"] == {"email": 1, "phone": 1}
+    # One metadata schema for the dataset: kinds found only in other rows are null here.
+    assert {k: v for k, v in kept["mail"]["metadata"]["pii_redacted"].items() if v is not None} == {"email": 1,
+                                                                                                     "phone": 1}
     everything = (out / "data.jsonl").read_text() + (out / "data.parquet").read_bytes().decode("latin-1")
     assert "jane.doe@example.com" not in everything and "sk-proj-" not in everything
     stage = json.loads((out / "run.json").read_text())["funnel"]["stages"][0]
@@ -199,7 +201,7 @@ def test_grounded_run_redacts_answers_quotes_and_the_passage_in_metadata(tmp_pat
     assert result.returncode == 0, result.stderr
     rows = read_jsonl(tmp_path / "out" / "data.jsonl")
     assert [r["messages"][1]["content"] for r in rows] == ["Email [EMAIL] or phone [PHONE].", "Within ten days."]
-    meta = json.loads(rows[0]["metadata"])
+    meta = rows[0]["metadata"]
     assert meta["quote"] == "Write to [EMAIL] or call [PHONE]"
     assert "[IBAN]" in meta["context"] and "help@orbit.example" not in meta["context"]
     assert meta["pii_redacted"] == {"email": 3, "iban": 1, "phone": 3}

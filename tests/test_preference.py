@@ -3,7 +3,6 @@ position-bias handling, every rejection reason, resume, and bad input refused up
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import datasets
@@ -55,7 +54,7 @@ def test_pairs_are_trl_conversational_rows_with_scores_and_margin(tmp_path, loop
         assert row["prompt"][1]["content"] in PROMPTS
         assert [m["role"] for m in row["chosen"]] == [m["role"] for m in row["rejected"]] == ["assistant"]
         assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
-        meta = json.loads(row["metadata"])
+        meta = row["metadata"]
         assert meta["chosen"]["score"] - meta["rejected"]["score"] == meta["margin"] >= 1
         assert "content" not in meta["rejected"]  # the text is the `rejected` column, not repeated
         scores = [c["score"] for c in meta["candidates"]]
@@ -78,7 +77,7 @@ def test_the_judge_sees_shuffled_orders_and_both_orders_are_averaged(tmp_path, l
     verdicts = [b for b in loopback.teacher.bodies if "<candidate id=" in b["messages"][-1]["content"]]
     assert len(verdicts) == 12  # two judgements per prompt
     rows = read_jsonl(tmp_path / "out" / "data.jsonl") + [r for r in rejected_rows(tmp_path / "out")]
-    orders = [json.loads(r["metadata"])["judge"]["orders"] if isinstance(r["metadata"], str)
+    orders = [r["metadata"]["judge"]["orders"] if isinstance(r["metadata"], str)
               else r["metadata"]["judge"]["orders"] for r in rows]
     for first, second in orders:
         assert list(first.values()) == list(reversed(list(second.values())))
@@ -86,7 +85,7 @@ def test_the_judge_sees_shuffled_orders_and_both_orders_are_averaged(tmp_path, l
     assert {first["A"] for first, _ in orders} == {1, 2}
     # A judge that scores answers by their text gives each the same score in both orders.
     for row in rows:
-        meta = row["metadata"] if isinstance(row["metadata"], dict) else json.loads(row["metadata"])
+        meta = row["metadata"] if isinstance(row["metadata"], dict) else row["metadata"]
         for candidate in meta["candidates"]:
             assert len(candidate["scores"]) == 2 and candidate["scores"][0] == candidate["scores"][1]
 
@@ -122,7 +121,7 @@ def test_margins_below_min_margin_and_ties_are_rejected(tmp_path, loopback):
     kept = read_jsonl(out / "data.jsonl") if (out / "data.jsonl").exists() else []
     rejected = rejected_rows(out)
     assert len(kept) + len(rejected) == 6
-    assert all(json.loads(r["metadata"])["margin"] >= 8 for r in kept)
+    assert all(r["metadata"]["margin"] >= 8 for r in kept)
     assert {r["reason"] for r in rejected} <= {"low_margin", "tied_scores"} and rejected
     low = next(r for r in rejected if r["reason"] in ("low_margin", "tied_scores"))
     assert low["metadata"]["margin"] < 8 and low["metadata"]["rejected"]["content"]
@@ -134,8 +133,8 @@ def test_several_teachers_by_candidate_and_a_rerun_pays_nothing(tmp_path, loopba
         {"model": "small-model"}, {"model": "big-model", "base_url": second, "sampling": {"temperature": 0.4}}])
     assert main(["run", str(path), "--quiet"]) == 0
     kept = read_jsonl(tmp_path / "out" / "data.jsonl")
-    models = {json.loads(r["metadata"])["chosen"]["model"] for r in kept} | \
-             {json.loads(r["metadata"])["rejected"]["model"] for r in kept}
+    models = {r["metadata"]["chosen"]["model"] for r in kept} | \
+             {r["metadata"]["rejected"]["model"] for r in kept}
     assert models <= {"small-model", "big-model"} and len(kept) > 0
     done = factory_cli("run", str(path), "--quiet")
     assert done.returncode == 0, done.stderr
@@ -212,11 +211,11 @@ def test_factory_filter_reads_pairs_and_writes_them_back_as_pairs(tmp_path, loop
     assert set(filtered.column_names) == {"id", "prompt", "chosen", "rejected", "metadata"}
     assert [(r["id"], r["prompt"], r["chosen"], r["rejected"]) for r in filtered] == \
            [(r["id"], r["prompt"], r["chosen"], r["rejected"]) for r in source]
-    assert json.loads(filtered[0]["metadata"])["margin"] == json.loads(source[0]["metadata"])["margin"]
+    assert filtered[0]["metadata"]["margin"] == source[0]["metadata"]["margin"]
 
 
 def chosen_by_id(out: Path) -> dict[str, int]:
-    return {r["id"]: json.loads(r["metadata"])["chosen"]["candidate"] for r in read_jsonl(out / "data.jsonl")}
+    return {r["id"]: r["metadata"]["chosen"]["candidate"] for r in read_jsonl(out / "data.jsonl")}
 
 
 def test_judging_both_orders_cancels_a_judge_that_favours_the_first_candidate(tmp_path, loopback):
@@ -244,7 +243,7 @@ def test_a_candidate_that_keeps_failing_leaves_the_others_to_pair(tmp_path, loop
     rows = read_jsonl(out / "data.jsonl")
     assert rows
     for row in rows:
-        meta = json.loads(row["metadata"])
+        meta = row["metadata"]
         assert meta["candidates"][2]["failed"][0] == "truncated"
         assert {meta["chosen"]["candidate"], meta["rejected"]["candidate"]} == {1, 2}
         assert list(meta["judge"]["orders"][0].values()) in ([1, 2], [2, 1])  # the judge saw the two left
@@ -268,4 +267,4 @@ def test_keep_tops_up_until_the_dataset_has_that_many_pairs(tmp_path, loopback):
     assert main(["run", str(path), "--quiet"]) == 0
     ds = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
     assert len(ds) == 5 and set(ds.column_names) >= {"prompt", "chosen", "rejected"}
-    assert all(json.loads(m)["margin"] >= 3 for m in ds["metadata"])
+    assert all(m["margin"] >= 3 for m in ds["metadata"])

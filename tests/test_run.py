@@ -21,7 +21,7 @@ def test_run_writes_the_documented_layout(tmp_path, loopback, capsys):
     assert len(ds) == 11 and {"id", "messages", "metadata"} <= set(ds.column_names)
     row = ds[0]
     assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
-    meta = json.loads(row["metadata"])
+    meta = row["metadata"]
     assert meta["task"] == "qa" and meta["seed"]["topic"] and meta["teacher_model"] == "loopback"
     assert set(meta["templates"]) == {"system", "user"} and meta["finish_reason"] == "stop"
     assert meta["usage"]["completion_tokens"] > 0
@@ -80,7 +80,7 @@ def test_product_walks_every_combination(tmp_path, loopback):
     path = write_pipeline(tmp_path, loopback(), generate__combine="product", generate__count=8,
                           generate__pairs_per_request=1)
     assert main(["run", str(path), "--quiet"]) == 0
-    seeds = [json.loads(r["metadata"])["seed"] for r in read_jsonl(tmp_path / "out" / "data.jsonl")]
+    seeds = [r["metadata"]["seed"] for r in read_jsonl(tmp_path / "out" / "data.jsonl")]
     combos = {(s["topic"], s["persona"]) for s in seeds}
     assert len(combos) == 8  # 4 topics x 2 personas, each once
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -115,3 +116,19 @@ def test_a_batch_too_big_for_memory_is_split_and_later_batches_stay_smaller(tiny
     assert len(first) == len(second) == 16 and [c.text for c in first] == [c.text for c in second]
     # 16 -> 8s -> 4s -> 2s (1 + 2 + 4 splits); the second round starts at 2 and splits nothing.
     assert batching["max_batch"] == 2 and batching["memory_splits"] == 7 and batching["largest_batch"] == 2
+
+
+def test_a_sampled_answer_is_the_same_whatever_the_batch(tiny_model):
+    """Each request samples with its own seed: the batch it lands in changes nothing."""
+    from factory.config import TeacherConfig
+
+    sampling = {"max_tokens": 12, "temperature": 0.9, "top_p": 0.95}
+    requests = [dataclasses.replace(r, seed=1000 + i) for i, r in enumerate(_requests(10))]
+    alone, _ = _answer_all(TeacherConfig(model=str(tiny_model), batch_size=1, sampling=sampling), requests)
+    together, teacher = _answer_all(TeacherConfig(model=str(tiny_model), batch_size=8, sampling=sampling), requests)
+    assert teacher.batching()["largest_batch"] == 8
+    assert [c.text for c in together] == [c.text for c in alone]
+    # Sampling, not greedy: other seeds give other answers.
+    reseeded = [dataclasses.replace(r, seed=r.seed + 1) for r in requests]
+    other, _ = _answer_all(TeacherConfig(model=str(tiny_model), batch_size=8, sampling=sampling), reseeded)
+    assert [c.text for c in other] != [c.text for c in alone]

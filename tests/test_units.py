@@ -73,7 +73,7 @@ def test_sample_space_is_a_function_of_seed_and_index():
 
 @pytest.mark.parametrize("name,content,field,expected", [
     ("s.txt", "alpha\n\n beta \n", None, ["alpha", "beta"]),
-    ("s.jsonl", '{"name": "Ann", "age": 3}\n\n{"name": "Bo", "age": 4}\n', None,
+    ("s.jsonl", '{"name": "Ann", "age": 3}\n\n{"name": "Bo", "age": 4}\n', "*",
      [{"name": "Ann", "age": 3}, {"name": "Bo", "age": 4}]),
     ("s.jsonl", '{"name": "Ann"}\n{"name": "Bo"}\n', "name", ["Ann", "Bo"]),
     ("s.csv", "name,role\nAnn,pilot\nBo,cook\n", "role", ["pilot", "cook"]),

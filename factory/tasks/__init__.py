@@ -41,6 +41,7 @@ def make_task(pipeline):
         from factory.tasks.qa import QATask
 
         task = QATask(pipeline, seeds, library)
+    task.library = library  # where its templates came from (another mode's are peeked there)
     check_seeds_used(task, pipeline, library)
     return task
 

@@ -58,6 +58,7 @@ class Task(abc.ABC):
     # Set by each task: the templates it renders and the seed space it walks (for run.json).
     templates: dict[str, Template]
     seeds: SeedSpace
+    library: Any = None  # the TemplateLibrary they were loaded from (set by make_task)
 
     @abc.abstractmethod
     def units(self) -> int:
@@ -157,3 +158,15 @@ def request_seed(pipeline_seed: int, unit: int | str, step: int | str) -> int:
     """A per-request sampling seed: fixed for a given request, different between requests."""
     digest = hashlib.blake2b(f"{pipeline_seed}:{unit}:{step}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+def split_usage(completion: Completion, n: int) -> list[dict[str, int]]:
+    """One request's token usage shared among the `n` records it made, in whole tokens
+    that add up to the request's own counts (largest remainder: the first records get
+    the one token left over)."""
+    shares = []
+    for i in range(n):
+        shares.append({key: total // n + (1 if i < total % n else 0)
+                       for key, total in (("prompt_tokens", completion.prompt_tokens),
+                                          ("completion_tokens", completion.completion_tokens))})
+    return shares

@@ -191,9 +191,8 @@ class DialogueTask(Task):
 
     def check(self) -> list[dict[str, Any]]:
         base = self.seeds.values(0)
-        for name, values in zip(self.seeds.names, self.seeds.lists):
-            for value in values:
-                self._start_prompts({**base, name: value})
+        for name, value in self.seeds.checked():
+            self._start_prompts({**base, name: value})
         return [{"seed": self.seeds.values(u), "messages": self._example(u)} for u in range(min(3, self.units()))]
 
     def _start_prompts(self, seed_values: dict[str, Any]) -> None:

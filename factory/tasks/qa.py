@@ -11,7 +11,7 @@ from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
-from factory.tasks.base import Asker, Task, beside_answers
+from factory.tasks.base import Asker, Task, beside_answers, split_usage
 from factory.teachers.base import Completion
 from factory.templates import Template, TemplateLibrary
 
@@ -127,9 +127,8 @@ class QATask(Task):
 
     def check(self) -> list[dict[str, Any]]:
         base = self.variables(0)
-        for name, values in zip(self.seeds.names, self.seeds.lists):
-            for value in values:
-                self._prompt({**base, name: value})
+        for name, value in self.seeds.checked():
+            self._prompt({**base, name: value})
         return [{"seed": self.seeds.values(u), "messages": self._prompt(self.variables(u))}
                 for u in range(min(3, self.units()))]
 
@@ -158,28 +157,27 @@ class QATask(Task):
                 max_attempts=self.cfg.max_attempts, schema=self.schema, schema_name=self.schema_name)
         except NoUsableAnswer as err:
             return [self._reject(i, err.reason, err.detail, meta) for i in wanted]
-        share = len(pairs[: len(wanted)]) or 1
         common = {
             **meta,
             "teacher_model": completion.model,
             "finish_reason": completion.finish_reason,
             "attempts": attempts,
-            # The request's usage, split over the pairs it produced.
-            "usage": {
-                "prompt_tokens": completion.prompt_tokens / share,
-                "completion_tokens": completion.completion_tokens / share,
-            },
         }
         if completion.reasoning and self.reasoning == "metadata":
             common["reasoning"] = completion.reasoning  # one thinking for every pair of the request
+        # The request's usage, split over the pairs it produced, in whole tokens (all of
+        # it on the first sample when it produced none).
+        usage = split_usage(completion, len(pairs[: len(wanted)]) or 1)
+        nothing = {"prompt_tokens": 0, "completion_tokens": 0}
         out: list[Record | Rejection] = []
         for position, sample in enumerate(wanted):
             if position >= len(pairs):
-                out.append(self._reject(sample, "too_few_pairs",
-                                        f"teacher returned {len(pairs)} of {self.k} pairs", common))
+                out.append(self._reject(sample, "too_few_pairs", f"teacher returned {len(pairs)} of {self.k} pairs",
+                                        {**common, "usage": usage[position] if position < len(usage) else nothing}))
                 continue
             pair = pairs[position]
-            record = self._record(sample, pair, {**common, **self.pair_metadata(pair)}, completion.reasoning)
+            record = self._record(sample, pair, {**common, "usage": usage[position], **self.pair_metadata(pair)},
+                                  completion.reasoning)
             problem = _thinking_left(pair) or self.verdict(pair, unit)
             if problem is None:
                 out.append(record)

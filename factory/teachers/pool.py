@@ -13,12 +13,14 @@ still replays everything that completed.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any, Callable
 
 from factory import constants
 from factory.config import TeacherConfig
 from factory.errors import BadResponse, RequestRefused, TeacherError
+from factory.secrets import Redactor
 from factory.structured_modes import StructuredModes
 from factory.teachers.base import Completion, Request, Teacher
 from factory.teachers.openai_teacher import OpenAITeacher, redact_url
@@ -33,6 +35,7 @@ class Endpoint:
         self.pause = constants.ENDPOINT_FIRST_PAUSE_S
         self.probing = False
         self.served = 0
+        self.aside_since = 0.0
 
     @property
     def url(self) -> str:
@@ -43,17 +46,33 @@ class Endpoint:
             return True
         return now >= self.resume_at and not self.probing  # one probe at a time
 
+    @property
+    def aside(self) -> bool:
+        return self.failures >= constants.ENDPOINT_FAILURES_TO_SET_ASIDE
+
     def succeeded(self) -> None:
+        if self.aside:
+            _say(f"endpoint {self.url} is back: it answered {time.monotonic() - self.aside_since:.0f} s after it was "
+                 "put aside, and takes requests again")
         self.failures, self.pause, self.probing = 0, constants.ENDPOINT_FIRST_PAUSE_S, False
         self.served += 1
 
-    def failed(self, now: float) -> None:
+    def failed(self, now: float, error: str = "") -> None:
         self.failures += 1
-        if self.failures >= constants.ENDPOINT_FAILURES_TO_SET_ASIDE:
+        if self.failures == constants.ENDPOINT_FAILURES_TO_SET_ASIDE:
+            self.aside_since = now
+            _say(f"endpoint {self.url} set aside after {self.failures} failures in a row ({error[:200]}); "
+                 f"its requests go to the other endpoints, and a probe tries it again in {self.pause:g} s")
+        if self.aside:
             if self.probing:  # the probe failed too: wait longer next time
                 self.pause = min(self.pause * 2, constants.ENDPOINT_MAX_PAUSE_S)
             self.resume_at = now + self.pause
             self.probing = False
+
+
+def _say(line: str) -> None:
+    # On a terminal, rich's live progress line redirects stderr above itself.
+    print(f"factory: {line}", file=sys.stderr, flush=True)
 
 
 class EndpointPool(Teacher):
@@ -77,6 +96,7 @@ class EndpointPool(Teacher):
         # as a single endpoint would have made.
         self.budget = max(config.max_retries + 1, 3 * len(urls))
         self._changed = asyncio.Event()
+        self._redact = Redactor(self.secrets())
 
     async def start(self) -> None:
         for endpoint in self.endpoints:
@@ -127,7 +147,7 @@ class EndpointPool(Teacher):
                 endpoint.succeeded()  # the endpoint is alive; another replica would say the same
                 raise
             except TeacherError as err:
-                endpoint.failed(time.monotonic())
+                endpoint.failed(time.monotonic(), self._redact(" ".join(str(err).split())))
                 last = err
                 continue
             finally:

@@ -35,7 +35,8 @@ class TransformersTeacher(BatchingTeacher):
             raise TeacherError(
                 f"cannot load model {name!r}: the Hugging Face Hub is out of reach and the model is not in the local "
                 "cache; set teacher.model to a local folder, or use a server with "
-                "--set teacher.backend=openai --set teacher.base_url=URL (or try --dry-run)"
+                "--set teacher.backend=openai --set teacher.base_url=URL (or see the whole flow for free with "
+                "`factory run PIPELINE --dry-run`)"
             )
         try:
             import torch
@@ -66,18 +67,20 @@ class TransformersTeacher(BatchingTeacher):
 
     def _generate(self, requests: list[Request]) -> list[Completion]:
         import torch
+        from transformers import LogitsProcessorList
 
         s = self.config.sampling
         texts = [self._prompt(r) for r in requests]
         self._tok.padding_side = "left"  # decoder-only models continue from the right edge
         enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        # One seed per batch: per-request seeds cannot be honoured inside one batch.
-        torch.manual_seed(sum(r.seed or 0 for r in requests) % (2**31))
-        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "pad_token_id": self._tok.pad_token_id}
+        # Greedy decoding of what SeededSampling chose: each row samples from its own
+        # generator, seeded by its request, so a request's answer does not depend on the
+        # batch it landed in (its size, its neighbours, a split after running out of memory).
+        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "pad_token_id": self._tok.pad_token_id,
+                                  "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if s.temperature > 0:
-            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
-        else:
-            kwargs.update(do_sample=False)
+            seeds = [r.seed if r.seed is not None else _request_hash(r) for r in requests]
+            kwargs["logits_processor"] = LogitsProcessorList([SeededSampling(seeds, s.temperature, s.top_p)])
         try:
             with torch.inference_mode():
                 out = self._lm.generate(**enc, **kwargs)
@@ -102,6 +105,42 @@ class TransformersTeacher(BatchingTeacher):
         return {"backend": self.backend, "model": self.model, "device": self.device,
                 "batch_size": self.config.batch_size, "batching": self.batching()}
 
+
+
+class SeededSampling:
+    """A logits processor that samples each row (temperature, then top-p) with the row's
+    own torch.Generator and leaves only the chosen token, for greedy decoding to take."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.torch = torch
+        self.generators = [torch.Generator().manual_seed(seed % 2**63) for seed in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids, scores):
+        torch = self.torch
+        probs = torch.softmax(scores.float().cpu() / self.temperature, dim=-1)
+        ordered, order = probs.sort(dim=-1, descending=True)
+        # Top-p: the smallest head of the ordering whose mass reaches top_p (at least one token).
+        outside = ordered.cumsum(dim=-1) - ordered >= self.top_p
+        ordered = ordered.masked_fill(outside, 0.0)
+        chosen = torch.empty(len(self.generators), dtype=torch.long)
+        for row, generator in enumerate(self.generators):
+            pick = torch.multinomial(ordered[row], 1, generator=generator)
+            chosen[row] = order[row, pick]
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(chosen)), chosen.to(scores.device)] = 0.0
+        return out
+
+
+def _request_hash(request: Request) -> int:
+    import hashlib
+    import json
+
+    text = json.dumps(request.messages, sort_keys=True, ensure_ascii=False)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
 def _as_list(value) -> list:
