@@ -291,7 +291,7 @@ def test_a_run_with_a_reference_adds_the_section_to_its_report(tmp_path, loopbac
     info = json.loads((out / "run.json").read_text())
     scores = {k: r[k] for k in ("mauve", "precision", "recall", "density", "coverage")}
     assert {k: v for k, v in info["reference"].items() if k not in ("over", "under")} == {
-        "path": str(reference), **scores, "file": "compare.json"}
+        "path": reference.name, **scores, "file": "compare.json"}  # as the pipeline names it: no local path
     card = (out / "README.md").read_text()
     assert "## Compared with real data" in card and " | ".join(f"{v:.3f}" for v in scores.values()) in card
     assert r["synthetic"]["rows"] == info["funnel"]["kept"] and r["reference"]["rows"] == 40
