@@ -82,7 +82,8 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     with ExitStack() as files:
         source = files.enter_context(open(spool, encoding="utf-8"))
         jsonl = files.enter_context(open(staging / "data.jsonl", "w", encoding="utf-8")) if "jsonl" in formats else None
-        tables = _TableWriter(staging, features(pairs, reasoning_in_messages, schema.feature()), "parquet" in formats)
+        columns = features(pairs, reasoning_in_messages, schema.feature())
+        tables = _TableWriter(staging, columns, "parquet" in formats)
         files.callback(tables.abort)
         for line in source:
             row = json.loads(line)
