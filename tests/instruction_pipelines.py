@@ -62,7 +62,7 @@ def run(path: Path, *extra: str, expect: int = 0):
 def kept(folder: Path) -> list[dict]:
     rows = read_jsonl(folder / "out" / "data.jsonl")
     for row in rows:
-        row["metadata"] = json.loads(row["metadata"])
+        row["metadata"] = json.loads(row["metadata"]) if isinstance(row["metadata"], str) else row["metadata"]
     return rows
 
 

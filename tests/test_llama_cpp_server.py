@@ -48,7 +48,7 @@ def test_qa_pipeline_keeps_most_samples_with_grammar_constrained_json(tmp_path):
     rows = read_jsonl(out / "data.jsonl")
     assert rows, "nothing kept"
     for row in rows:
-        meta = json.loads(row["metadata"])
+        meta = row["metadata"]
         assert "judge" in json.dumps(meta)  # the judge scored it through the same server
         assert not any(has_thinking_tag(m["content"]) for m in row["messages"])
 

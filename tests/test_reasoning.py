@@ -53,7 +53,7 @@ def test_a_reasoning_model_api_gets_requests_it_takes_and_the_invoice_matches(tm
     assert len(rows) == 12
     for row in rows:
         assert not any(has_thinking_tag(m["content"]) for m in row["messages"])
-        assert json.loads(row["metadata"])["reasoning"].startswith("Let me think this through.")
+        assert row["metadata"]["reasoning"].startswith("Let me think this through.")
 
     # The invoice: what the server billed, at the prices, by hand.
     billed = teacher.billed
@@ -108,7 +108,7 @@ def test_dialogue_thinking_goes_beside_each_reply_as_reasoning_content(tmp_path,
                 assert m["reasoning_content"].startswith("Let me think this through.")
             else:  # the simulated user's thinking is not data
                 assert m["reasoning_content"] is None
-        assert "reasoning" not in json.loads(row["metadata"])
+        assert "reasoning" not in row["metadata"]
 
 
 def test_reasoning_messages_with_several_answers_per_thinking_is_bad_input(tmp_path):
@@ -145,4 +145,4 @@ def test_reasoning_drop_keeps_it_nowhere_and_a_think_tag_left_in_an_answer_is_re
     rejected = read_jsonl(tmp_path / "out" / "rejected.jsonl")
     assert rows and rejected and len(rows) + len(rejected) == 8
     assert {r["reason"] for r in rejected} == {"thinking_in_answer"}
-    assert all("reasoning" not in json.loads(row["metadata"]) and "reasoning_content" not in row["messages"][-1] for row in rows)
+    assert all("reasoning" not in row["metadata"] and "reasoning_content" not in row["messages"][-1] for row in rows)
