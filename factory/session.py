@@ -32,7 +32,7 @@ async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, s
     # key (a paid API, most likely) the first request goes alone to read them.
     # A batch API queues requests itself: no per-minute buckets, no probe, no /metrics.
     online = config.mode == "online"
-    single_http = online and config.backend == "openai" and not isinstance(config.base_url, list)
+    single_http = online and config.backend in ("openai", "anthropic") and not isinstance(config.base_url, list)
     limiter = RateLimiter(config.rpm if online else None, config.tpm if online else None, learn=single_http,
                           probe=single_http and bool(config.api_key_env))
 

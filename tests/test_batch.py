@@ -156,6 +156,20 @@ def test_the_anthropic_backend_online(tmp_path, loopback):
     assert teacher["backend"] == "anthropic" and teacher["structured_output"] == "auto"
 
 
+def test_the_anthropic_backend_learns_its_limits_from_anthropics_headers(tmp_path, loopback):
+    # The server keeps a 240 requests/minute bucket and reports it the way Anthropic does
+    # (anthropic-ratelimit-*, the reset an RFC 3339 time); no limit is configured here.
+    url = loopback(rate_limits={"requests": 240})
+    path = write_pipeline(tmp_path, url, generate__count=40, generate__pairs_per_request=1,
+                          teacher__backend="anthropic")
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 40
+    engine = json.loads((tmp_path / "out" / "run.json").read_text())["engine"]
+    learned = engine["concurrency"]["rate_limits"]["from_headers"]["requests"]
+    assert learned["limit"] == 240 and 0 < learned["per_minute"] <= 240
+
+
 @pytest.mark.parametrize("changes, words", [
     ({"teacher__backend": "transformers", "teacher__mode": "batch"}, ["teacher", "mode: batch", "backend"]),
     ({"teacher__mode": "batch", "teacher__batch": {"max_requests": 60000}}, ["batch.max_requests", "50,000"]),

@@ -21,6 +21,7 @@ it, `created` the batches; GET /stats reports both under "batches".
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 import re
 import time
@@ -71,10 +72,14 @@ class BatchDesk:
     """Both batch APIs over one set of batches. `answer(body) -> (text, prompt_tokens,
     completion_tokens)` is the online endpoint's answer to an OpenAI-shaped body."""
 
-    def __init__(self, options: BatchOptions, answer: Callable[[dict], tuple[str, int, int]], model: str):
+    def __init__(self, options: BatchOptions, answer: Callable[[dict], tuple[str, int, int]], model: str,
+                 spend: Callable[[list, Any], tuple[str | None, dict[str, str]]] | None = None):
         self.options = options
         self.answer = answer
         self.model = model
+        # The server's rate-limit buckets (LoopbackTeacher._spend): online Messages report
+        # them in Anthropic's headers, and answer 429 when a request does not fit.
+        self.spend = spend
         self.batches: dict[str, Batch] = {}
         self.files: dict[str, bytes] = {}
         self.submitted: collections.Counter[str] = collections.Counter()
@@ -267,8 +272,17 @@ class BatchDesk:
         refused = _refused_schema(body)
         if refused:
             return _anthropic_error(400, "invalid_request_error", refused)
+        headers: dict[str, str] = {}
+        if self.spend is not None:
+            broken, openai_headers = self.spend(body["messages"], body.get("max_tokens"))
+            headers = _anthropic_limit_headers(openai_headers)
+            if broken:
+                headers["retry-after"] = "1"
+                return web.json_response({"type": "error", "error": {"type": "rate_limit_error", "message":
+                                          f"Number of {broken} has exceeded your per-minute rate limit"}},
+                                         status=429, headers=headers)
         text, prompt_tokens, completion_tokens = self.answer(_openai_body(body))
-        return web.json_response(_anthropic_message(body, text, prompt_tokens, completion_tokens))
+        return web.json_response(_anthropic_message(body, text, prompt_tokens, completion_tokens), headers=headers)
 
     async def create_anthropic(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -411,6 +425,23 @@ def _rfc3339(stamp: float) -> str:
 def _openai_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": "invalid_request_error", "code": None}},
                              status=status)
+
+
+def _anthropic_limit_headers(openai_headers: dict[str, str]) -> dict[str, str]:
+    """The same buckets in Anthropic's names: `anthropic-ratelimit-{requests,tokens}-
+    {limit,remaining,reset}`, the reset an RFC 3339 time (OpenAI's is a duration)."""
+    out: dict[str, str] = {}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for kind in ("requests", "tokens"):
+        limit = openai_headers.get(f"x-ratelimit-limit-{kind}")
+        if limit is None:
+            continue
+        ms = float(openai_headers[f"x-ratelimit-reset-{kind}"].removesuffix("ms"))
+        reset = now + datetime.timedelta(milliseconds=ms)
+        out[f"anthropic-ratelimit-{kind}-limit"] = limit
+        out[f"anthropic-ratelimit-{kind}-remaining"] = openai_headers[f"x-ratelimit-remaining-{kind}"]
+        out[f"anthropic-ratelimit-{kind}-reset"] = reset.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return out
 
 
 def _anthropic_error(status: int, kind: str, message: str) -> web.Response:

@@ -162,7 +162,8 @@ class LoopbackTeacher:
         # What it billed, over every answer it gave: the invoice a test checks the cost against.
         self.billed: collections.Counter[str] = collections.Counter()
         self.buckets = {kind: [float(limit), time.monotonic()] for kind, limit in self.options.rate_limits.items()}
-        self.desk = BatchDesk(BatchOptions(**self.options.batches), self.reply, self.options.model)
+        self.desk = BatchDesk(BatchOptions(**self.options.batches), self.reply, self.options.model,
+                              self._spend if self.options.rate_limits else None)
 
     def reply(self, body: dict) -> tuple[str, int, int]:
         """(text, prompt tokens, completion tokens) for an OpenAI-shaped body: what a
