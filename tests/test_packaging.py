@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,9 @@ def test_the_wheel_installs_anywhere_and_starts_a_pipeline(tmp_path):
                  "-w", str(dist), "-q"], tmp_path)
     assert built.returncode == 0, built.stderr
     [wheel] = dist.glob("factory-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"factory/__init__.py", "filters/__init__.py", "factory/_shipped/prompts/qa/user.j2"} <= names
 
     # A fresh environment that reuses the installed dependencies (no network) but not
     # the checkout: its factory is the wheel's.
@@ -47,7 +51,10 @@ def test_the_wheel_installs_anywhere_and_starts_a_pipeline(tmp_path):
     made = run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path)
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
-    installed = run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], tmp_path)
+    # --ignore-installed: the checkout's own (editable) factory of the same version, seen
+    # through the system site-packages, must not count as already satisfied.
+    installed = run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
+                     str(wheel)], tmp_path)
     assert installed.returncode == 0, installed.stderr
 
     empty = tmp_path / "empty"
@@ -55,7 +62,7 @@ def test_the_wheel_installs_anywhere_and_starts_a_pipeline(tmp_path):
     env = {"PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
     where = run([str(python), "-c", "import factory, filters; print(factory.__file__); print(filters.__file__)"],
                 empty, env)
-    assert where.returncode == 0, where.stderr
+    assert where.returncode == 0, (where.stderr, installed.stdout)
     for line in where.stdout.split():
         assert Path(line).resolve().is_relative_to(venv.resolve()), where.stdout  # not the checkout's
 
