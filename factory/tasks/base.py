@@ -170,3 +170,20 @@ def split_usage(completion: Completion, n: int) -> list[dict[str, int]]:
                        for key, total in (("prompt_tokens", completion.prompt_tokens),
                                           ("completion_tokens", completion.completion_tokens))})
     return shares
+
+
+class MultiSampleTask(Task):
+    """A task whose unit makes `samples_per_unit` samples, numbered unit * k onwards
+    (pairs per request, instructions per request, evolution rounds)."""
+
+    def sample_ids(self, unit: int) -> list[tuple[int, str]]:
+        from factory.record import record_id
+
+        return [(i, record_id(self.pipeline_name, self.name, i)) for i in self._samples(unit)]
+
+    def _samples(self, unit: int) -> range:
+        k = self.samples_per_unit
+        first = unit * k
+        # Only the first round's last unit is cut to the count; a top-up unit (generate.keep) is whole.
+        last = first + k if unit >= self.units() else min(first + k, self.requested())
+        return range(first, last)

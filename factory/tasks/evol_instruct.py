@@ -30,7 +30,7 @@ from factory.instruction_config import EVOL_METHODS, EvolInstructGenerate
 from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
-from factory.tasks.base import Asker, Task
+from factory.tasks.base import Asker, MultiSampleTask
 from factory.teachers.base import Completion
 from factory.templates import TemplateLibrary
 
@@ -70,7 +70,7 @@ class Eliminated(Exception):
         self.reason, self.detail, self.answer = reason, detail, answer  # the answer, when it was the problem
 
 
-class EvolInstructTask(Task):
+class EvolInstructTask(MultiSampleTask):
     name = "evol_instruct"
 
     def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
@@ -115,15 +115,6 @@ class EvolInstructTask(Task):
     def summary(self) -> str:
         return (f"{self.requested()} evolutions: {self.units()} seed instructions, {self.cfg.rounds} rounds each "
                 f"(up to {3 if self.cfg.elimination.check_equal else 2} requests per evolution)")
-
-    def sample_ids(self, unit: int) -> list[tuple[int, str]]:
-        return [(i, record_id(self.pipeline_name, self.name, i)) for i in self._samples(unit)]
-
-    def _samples(self, unit: int) -> range:
-        first = unit * self.cfg.rounds
-        # Only the first round's last unit is cut to the count; a top-up unit (generate.keep) is whole.
-        last = first + self.cfg.rounds if unit >= self.units() else min(first + self.cfg.rounds, self.requested())
-        return range(first, last)
 
     def _method(self, unit: int, round_: int) -> str:
         rng = random.Random(f"{self.pipeline_seed}:evol:{unit}:{round_}")

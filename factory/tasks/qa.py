@@ -11,7 +11,7 @@ from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
-from factory.tasks.base import Asker, Task, beside_answers, split_usage
+from factory.tasks.base import Asker, MultiSampleTask, beside_answers, split_usage
 from factory.teachers.base import Completion
 from factory.templates import Template, TemplateLibrary
 
@@ -55,7 +55,7 @@ def _thinking_left(pair: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-class QATask(Task):
+class QATask(MultiSampleTask):
     """k pairs per request. Subclasses change the prompt, the schema and what makes a pair."""
 
     name = "qa"
@@ -131,15 +131,6 @@ class QATask(Task):
             self._prompt({**base, name: value})
         return [{"seed": self.seeds.values(u), "messages": self._prompt(self.variables(u))}
                 for u in range(min(3, self.units()))]
-
-    def sample_ids(self, unit: int) -> list[tuple[int, str]]:
-        return [(i, record_id(self.pipeline_name, self.name, i)) for i in self._samples(unit)]
-
-    def _samples(self, unit: int) -> range:
-        first = unit * self.k
-        # Only the first round's last unit is cut to the count; a top-up unit is whole.
-        last = first + self.k if unit >= self.units() else min(first + self.k, self.requested())
-        return range(first, last)
 
     async def run_unit(self, unit: int, asker: Asker) -> list[Record | Rejection]:
         seed_values = self.seeds.values(unit)

@@ -38,7 +38,7 @@ from factory.record import Record, Rejection, record_id
 from factory.seeds import SeedSpace
 from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
-from factory.tasks.base import Asker, Task
+from factory.tasks.base import Asker, MultiSampleTask
 from factory.tasks.rouge import RougePool, words
 from factory.tasks.rounds import Rounds, refuse_shards
 from factory.teachers.base import Completion
@@ -143,7 +143,7 @@ class Round:
     verdicts: dict[int, list[Verdict]]
 
 
-class SelfInstructTask(Task):
+class SelfInstructTask(MultiSampleTask):
     name = "self_instruct"
 
     def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
@@ -201,15 +201,6 @@ class SelfInstructTask(Task):
         rounds = math.ceil(self.units() / self.cfg.round_size)
         return (f"{self.requested()} new instructions from {len(self.seed_tasks)} seed tasks: {self.units()} "
                 f"requests in {rounds} rounds, then 2 requests per accepted instruction")
-
-    def sample_ids(self, unit: int) -> list[tuple[int, str]]:
-        return [(i, record_id(self.pipeline_name, self.name, i)) for i in self._samples(unit)]
-
-    def _samples(self, unit: int) -> range:
-        first = unit * self.k
-        # Only the first round's last unit is cut to the count; a top-up unit (generate.keep) is whole.
-        last = first + self.k if unit >= self.units() else min(first + self.k, self.requested())
-        return range(first, last)
 
     # -- prompts -----------------------------------------------------------------------
 
