@@ -141,7 +141,7 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from factory.progress import library_progress_off
+    from factory.library_bars import library_progress_off
     from factory.stopping import StopNow, Stopped
 
     args = _parser().parse_args(argv)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterable
 
+from factory import hf_features, jsonlines
 from factory.errors import InputDataError
 from factory.files import replace_path
 from factory.formats import FILES, PAIR_WRITERS, WRITERS, NotSingleTurn
@@ -17,21 +19,18 @@ from factory.record import Record
 from factory.tasks.base import REASONING_KEY
 
 
-def features(pairs: bool = False, reasoning_in_messages: bool = False, metadata=None):
-    """The dataset's columns; with `output.reasoning: messages`, every message also has
-    `reasoning_content` (a string beside an answer, else null); `metadata` the merged
-    struct (see metadata_schema.py)."""
-    import datasets
-
-    message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
+def features(pairs: bool = False, reasoning_in_messages: bool = False, metadata: Any = None) -> dict[str, Any]:
+    """The dataset's columns (name -> type, see hf_features.py); with `output.reasoning:
+    messages`, every message also has `reasoning_content` (a string beside an answer, else
+    null); `metadata` the merged struct (see metadata_schema.py)."""
+    message = {"role": "string", "content": "string"}
     if reasoning_in_messages:
-        message[REASONING_KEY] = datasets.Value("string")
-    messages = datasets.List(message)
+        message[REASONING_KEY] = "string"
+    messages = ("list", ("struct", message))
     # Preference rows in TRL's explicit conversational form, without `messages`: TRL reads a
     # row with both as neither kind and refuses it.
     columns = ("prompt", "chosen", "rejected") if pairs else ("messages",)
-    return datasets.Features({"id": datasets.Value("string"), **{c: messages for c in columns},
-                              "metadata": metadata if metadata is not None else datasets.Value("string")})
+    return {"id": "string", **{c: messages for c in columns}, "metadata": metadata if metadata is not None else "string"}
 
 
 def pair_row(record: Record) -> dict[str, Any]:
@@ -49,7 +48,7 @@ def pair_row(record: Record) -> dict[str, Any]:
 
 
 def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, formats: list[str],
-                  pairs: bool = False, reasoning_in_messages: bool = False) -> int:
+                  pairs: bool = False, reasoning_in_messages: bool = False, held: bool = False) -> int:
     """Write `dataset/` (the layout `save_to_disk` writes) and the requested extra formats;
     returns the row count. `pairs`: the records are preference pairs (see `pair_row`).
 
@@ -66,33 +65,39 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     staging.mkdir(parents=True)
     extra = [f for f in formats if f in FILES]
     text_files = [*extra, *(["jsonl"] if "jsonl" in formats else [])]
-    spool = staging / "rows.spool.jsonl"
+    # The rows between the passes: a spool file, or a list when the caller holds every
+    # record anyway (`held`), which saves writing and parsing them again.
+    spool = None if held else staging / "rows.spool.jsonl"
+    kept_rows: list[dict] = []
     schema = MetadataSchema()
     count = 0
     with ExitStack() as files:
-        rows = files.enter_context(open(spool, "w", encoding="utf-8"))
+        rows = files.enter_context(open(spool, "w", encoding="utf-8")) if spool else None
         outs = {name: files.enter_context(open(staging / _file_name(name), "w", encoding="utf-8")) for name in extra}
         for record in records:
             row = pair_row(record) if pairs else record.to_row()
             schema.add(row["metadata"])
             for name, out in outs.items():
-                out.write(json.dumps(_format_row(name, record, row), ensure_ascii=False) + "\n")
-            rows.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.write(jsonlines.dumps(_format_row(name, record, row)) + "\n")
+            if rows is not None:
+                rows.write(jsonlines.dumps(row) + "\n")
+            else:
+                kept_rows.append(row)
             count += 1
     with ExitStack() as files:
-        source = files.enter_context(open(spool, encoding="utf-8"))
+        source = map(jsonlines.loads, files.enter_context(open(spool, "rb"))) if spool else kept_rows
         jsonl = files.enter_context(open(staging / "data.jsonl", "w", encoding="utf-8")) if "jsonl" in formats else None
         columns = features(pairs, reasoning_in_messages, schema.feature())
         tables = _TableWriter(staging, columns, "parquet" in formats)
         files.callback(tables.abort)
-        for line in source:
-            row = json.loads(line)
-            row["metadata"] = schema.conform(row["metadata"])
+        for row in source:
+            row = {**row, "metadata": schema.conform(row["metadata"])}
             if jsonl is not None:
-                jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
+                jsonl.write(jsonlines.dumps(row) + "\n")
             tables.add(row)
         tables.finish()
-    spool.unlink()
+    if spool:
+        spool.unlink()
 
     replace_path(staging / "dataset", out_dir / "dataset")
     for name in (["parquet"] if "parquet" in formats else []) + text_files:
@@ -122,19 +127,14 @@ class _TableWriter:
 
     BATCH = 1000
 
-    def __init__(self, staging: Path, columns, with_parquet: bool):
-        import datasets
+    def __init__(self, staging: Path, columns: dict[str, Any], with_parquet: bool):
         import pyarrow.parquet as pq
 
-        self.features = columns
-        self.schema = self.features.arrow_schema
+        self.columns = columns
+        self.schema = hf_features.arrow_schema(columns)
         self.folder = staging / "dataset"
         self.folder.mkdir()
-        self.max_shard = datasets.config.MAX_SHARD_SIZE
-        if isinstance(self.max_shard, str):
-            from datasets.utils.py_utils import convert_file_size_to_int
-
-            self.max_shard = convert_file_size_to_int(self.max_shard)
+        self.max_shard = _max_shard_size()
         self.parquet = pq.ParquetWriter(str(staging / "data.parquet"), self.schema) if with_parquet else None
         self.shards: list[Path] = []
         self.writer = None
@@ -177,8 +177,6 @@ class _TableWriter:
         self.shard_bytes = 0
 
     def finish(self) -> None:
-        import datasets
-
         self._flush()  # with no rows at all, one empty shard: load_from_disk needs one
         self.writer.close()
         self.writer = None
@@ -194,9 +192,25 @@ class _TableWriter:
         state = {"_data_files": names, "_fingerprint": self.digest.hexdigest()[:16], "_format_columns": None,
                  "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}
         (self.folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        datasets.DatasetInfo(features=self.features).write_to_directory(str(self.folder), pretty_print=True)
+        (self.folder / "dataset_info.json").write_text(hf_features.info_json(self.columns), encoding="utf-8")
 
     def abort(self) -> None:
         for writer in (self.writer, self.parquet):
             if writer is not None:
                 writer.close()
+
+
+def _max_shard_size() -> int:
+    """`datasets.config.MAX_SHARD_SIZE` where `datasets` is loaded (a user may have set
+    it), else its default: 500 MB, as `save_to_disk` shards."""
+    import sys
+
+    datasets = sys.modules.get("datasets")
+    size = getattr(getattr(datasets, "config", None), "MAX_SHARD_SIZE", None) or "500MB"
+    if isinstance(size, str):  # "500MB" (powers of 1000) or "512MiB" (of 1024), as datasets reads them
+        match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(I?)B?\s*", size.upper())
+        if match is None:
+            return 500 * 10**6
+        power = "KMGT".find(match[2]) + 1 if match[2] else 0
+        size = float(match[1]) * (1024 if match[3] else 1000) ** power
+    return int(size)

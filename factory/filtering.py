@@ -7,8 +7,6 @@ for what was not graded), and outputs swapped in only when the command completes
 
 from __future__ import annotations
 
-import importlib
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +19,7 @@ from factory.formats import check_formats
 from factory.compare.reference import check_reference
 from factory.inputs import is_pair, read_records
 from factory.localpaths import shown_path
-from factory.progress import library_progress_off
+from factory.library_bars import library_progress_off
 from factory.run import (
     RunResult,
     apply_stages,
@@ -46,9 +44,6 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
 
     began = time.perf_counter()
     started_at = now()
-    # The export needs `datasets` (a second or more of imports): loaded on a thread of its
-    # own while the input is read and the stages wait on their workers, not after them.
-    threading.Thread(target=importlib.import_module, args=("datasets",), daemon=True).start()
     # Both checks come before anything is written or sent: a bad filter entry or a bad
     # input row ends the command with exit 2 and no output folder.
     stages = build_stages(pipeline.config.filters, pipeline)
@@ -73,7 +68,8 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
                    0, redact)
         context = StageContext(pipeline, out_dir, show_progress, budget, store=store, stop=stop)
         try:
-            kept, examples, filter_rejects = apply_stages(stages, iter(records), context, staging, redact, pairs)
+            kept, examples, filter_rejects = apply_stages(stages, iter(records), context, staging, redact, pairs,
+                                                          held=True)
         except (RunStopping, StopNow) as err:
             store.commit()
             folder.unfinished({"name": cfg.name, "status": stop.status if stop.requested else "stopped",

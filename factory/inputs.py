@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from factory import jsonlines
 from factory.errors import InputDataError
 from factory.record import Record, record_id
 
@@ -65,20 +66,24 @@ def iter_records(path: Path) -> Iterator[tuple[str, Record]]:
         label = where(number)
         if not isinstance(row, dict):
             raise InputDataError(f"{label}: expected an object with {SHAPES}, got {type(row).__name__}")
-        yield label, to_record(row, label, default_id=record_id(stem, "input", number))
+        yield label, to_record(row, label, default_id=lambda: record_id(stem, "input", number))
 
 
-def to_record(row: dict[str, Any], label: str, default_id: str) -> Record:
+def to_record(row: dict[str, Any], label: str, default_id: str | Callable[[], str]) -> Record:
     messages, used = _messages(row, label)
     meta = _metadata(row.get("metadata"), label)
     if "chosen" in used:
         rejected = _chat(row["rejected"], label)
         meta["rejected"] = {**(meta.get("rejected") or {}), "content": rejected[-1]["content"]}
-    extra = {k: v for k, v in row.items() if k not in used | {"id", "metadata"} and v is not None}
+    used = used | {"id", "metadata"}
+    extra = {k: v for k, v in row.items() if k not in used and v is not None}
     if extra:
         meta.setdefault("input_columns", {}).update(_jsonable(extra))
     raw_id = row.get("id")
-    return Record(str(raw_id) if raw_id not in (None, "") else default_id, messages, meta)
+    if raw_id not in (None, ""):
+        return Record(str(raw_id), messages, meta)
+    # The default id is a hash: made only for the rows that need it.
+    return Record(default_id() if callable(default_id) else default_id, messages, meta)
 
 
 def _messages(row: dict[str, Any], label: str) -> tuple[list[dict[str, str]], set[str]]:
@@ -166,17 +171,18 @@ def _rows(path: Path):
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, jsonlines.loads(line)
+            except ValueError as err:
                 try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputDataError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-    except UnicodeDecodeError:
-        raise InputDataError(f"{path}: not UTF-8 text") from None
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputDataError(f"{path}: not UTF-8 text") from None
+                raise InputDataError(f"{path}:{number}: invalid JSON ({getattr(err, 'msg', err)})") from None
 
 
 def _json_array(path: Path) -> Iterator[tuple[int, Any]]:

@@ -16,7 +16,10 @@ is merged over every row first, with these rules:
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
+
+import orjson
 
 JSON = "json"  # the kind of a field stored as JSON text
 NULL = "null"
@@ -32,7 +35,8 @@ def kind_of(value: Any) -> Any:
     if isinstance(value, int):
         return "int64" if -_INT64 <= value < _INT64 else JSON
     if isinstance(value, float):
-        return "float64"
+        # NaN and infinities are null, as JSON (and so every JSONL factory writes) has them.
+        return "float64" if math.isfinite(value) else NULL
     if isinstance(value, str):
         return "string"
     if isinstance(value, dict):
@@ -74,28 +78,28 @@ def settle(kind: Any) -> Any:
             return ("list", settle(kind[1]))
         if not kind[1]:
             return JSON
-        return ("struct", {k: settle(v) for k, v in kind[1].items()})
+        # Fields in name order: the schema does not depend on which row came first or on
+        # the order a row's keys were set in.
+        return ("struct", {k: settle(v) for k, v in sorted(kind[1].items())})
     return kind
 
 
-def feature(kind: Any):
-    """The `datasets` feature for a settled kind."""
-    import datasets
-
+def feature(kind: Any) -> Any:
+    """The column type (factory/hf_features.py) for a settled kind: JSON is text."""
     if kind == JSON:
-        return datasets.Value("string")
+        return "string"
     if isinstance(kind, tuple):
         if kind[0] == "list":
-            return datasets.List(feature(kind[1]))
-        return {k: feature(v) for k, v in kind[1].items()}
-    return datasets.Value(kind)
+            return ("list", feature(kind[1]))
+        return ("struct", {k: feature(v) for k, v in kind[1].items()})
+    return kind
 
 
 def conform(value: Any, kind: Any) -> Any:
     """`value` in the settled `kind`'s shape (JSON text where the kind is JSON)."""
     if kind == JSON:
-        return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
-    if value is None:
+        return None if value is None else _json_text(value)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     if isinstance(kind, tuple):
         if kind[0] == "list":
@@ -122,3 +126,11 @@ class MetadataSchema:
 
     def conform(self, metadata: dict[str, Any]) -> Any:
         return conform(metadata, settle(self.kind))
+
+
+def _json_text(value: Any) -> str:
+    """Canonical JSON text (sorted keys; NaN and infinities null, as everywhere else)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # beyond orjson (an integer past 64 bits)
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 from factory import constants
 from factory.engine import RunStats
@@ -100,49 +97,3 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-
-@contextmanager
-def library_progress_off() -> Iterator[None]:
-    """No progress bars from the libraries factory drives (datasets' map and save, the
-    Hub's downloads, transformers' shard loading, any tqdm) while a run works: on a
-    terminal they tear through factory's own progress line, in a log they are noise.
-    What was on before is on again afterwards (factory may be a library in a notebook)."""
-    switches = []
-    try:
-        import datasets
-
-        switches.append((datasets.is_progress_bar_enabled, datasets.disable_progress_bars,
-                         datasets.enable_progress_bars))
-    except ImportError:
-        pass
-    try:
-        from huggingface_hub import utils as hub_utils
-
-        switches.append((lambda: not hub_utils.are_progress_bars_disabled(), hub_utils.disable_progress_bars,
-                         hub_utils.enable_progress_bars))
-    except ImportError:
-        pass
-    try:
-        from transformers.utils import logging as transformers_logging
-
-        switches.append((transformers_logging.is_progress_bar_enabled, transformers_logging.disable_progress_bar,
-                         transformers_logging.enable_progress_bar))
-    except ImportError:
-        pass
-    was_on = [enabled() for enabled, _, _ in switches]
-    env = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # any other tqdm (tqdm >= 4.66 reads it)
-    for _, off, _ in switches:
-        off()
-    try:
-        yield
-    finally:
-        for (_, _, on), on_before in zip(switches, was_on):
-            if on_before:
-                on()
-        if env is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = env

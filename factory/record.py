@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from factory import jsonlines
+
 
 def record_id(pipeline: str, task: str, index: int) -> str:
     """Deterministic: the same pipeline, task and sample index give the same id on every run."""
@@ -43,14 +45,5 @@ class Rejection:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "id": self.id,
-                "stage": self.stage,
-                "reason": self.reason,
-                "detail": self.detail,
-                "messages": self.messages,
-                "metadata": self.metadata,
-            },
-            ensure_ascii=False,
-        )
+        return jsonlines.dumps({"id": self.id, "stage": self.stage, "reason": self.reason, "detail": self.detail,
+                                "messages": self.messages, "metadata": self.metadata})

@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from factory import charts
+from factory import charts, jsonlines
 from factory.errors import InputDataError
 from factory.files import atomic_write_text
 from factory.secrets import Redactor
@@ -144,11 +144,11 @@ def _column_batches(ds, columns: list[str], batch_size: int) -> Iterator[dict[st
 def _jsonl(path: Path) -> Iterator[dict]:
     if not path.is_file():
         return
-    with path.open(encoding="utf-8") as f:
+    with path.open("rb") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    yield jsonlines.loads(line)
                 except ValueError as err:
                     raise InputDataError(f"{path}:{n}: not valid JSON ({err})") from err
 

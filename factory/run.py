@@ -30,7 +30,8 @@ from factory.engine import RunStats, run_task
 from factory.errors import TemplateError
 from factory.files import atomic_write_text
 from factory.localpaths import local_replacements, shown_path
-from factory.progress import Progress, library_progress_off
+from factory.library_bars import library_progress_off
+from factory.progress import Progress
 from factory.quota import Quotas, Surplus, build_quotas, kept_by_cell, plan_round
 from factory.record import Record, Rejection
 from factory.runfolder import RunFolder, whole_run_timeline, whole_run_usage
@@ -470,9 +471,9 @@ def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], red
 
 
 def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageContext, staging: Path,
-                 redact: Redactor, pairs: bool = False) -> tuple[int, list[dict], Path]:
+                 redact: Redactor, pairs: bool = False, held: bool = False) -> tuple[int, list[dict], Path]:
     """Run `records` through the filter stages and write the kept ones as the dataset in `staging`
-    (as preference rows when `pairs`).
+    (as preference rows when `pairs`; `held`: the caller holds all of `records` in memory).
 
     Returns the kept count, a few example records for the card, and the file the
     stages' rejections went to.
@@ -486,11 +487,11 @@ def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageC
     with open(filter_rejects, "w", encoding="utf-8") as rej:
         for stage in stages:
             stage.bind(lambda r: rej.write(redact(r.to_json()) + "\n"), context)
-        records = through_stages(stages, records, context.store, work)
+        records = through_stages(stages, records, context.store, work, held)
         examples: list[dict] = []
         output = context.pipeline.config.output
         kept = write_dataset(_sample(records, examples), staging, work, output.formats, pairs=pairs,
-                             reasoning_in_messages=output.reasoning == "messages")
+                             reasoning_in_messages=output.reasoning == "messages", held=held)
     return kept, examples, filter_rejects
 
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from factory import constants
+from factory import constants, jsonlines
 from factory.errors import FactoryError, UserError
 
 STORE_FILE = "run.sqlite"
@@ -259,23 +259,31 @@ class RunStore:
         cursor = self.db.execute("SELECT record, keep, reason, detail, changes FROM verdicts WHERE stage = ?"
                                  " ORDER BY position", (stage,))
         for record, keep, reason, detail, changes in cursor:
-            yield record, bool(keep), reason, detail, json.loads(changes) if changes else {}
+            yield record, bool(keep), reason, detail, self.decode_changes(changes)
+
+    @staticmethod
+    def encode_changes(changes: dict | None) -> str | None:
+        """A verdict's difference as stored (filters/verdicts.py applies it to the input)."""
+        return jsonlines.dumps(changes) if changes else None
+
+    @staticmethod
+    def decode_changes(text: str | None) -> dict:
+        return jsonlines.loads(text) if text else {}
 
     def clear_verdicts(self, stage: str) -> None:
         self._write("DELETE FROM verdicts WHERE stage = ?", (stage,))
         self._write("DELETE FROM settings WHERE key = ?", (f"verdicts/{stage}",))
 
     def put_verdicts(self, rows: list[tuple]) -> None:
-        """(stage, position, record, keep, reason, detail, changes) rows; `changes` a dict or None."""
+        """(stage, position, record, keep, reason, detail, changes) rows; `changes` as
+        `encode_changes` gave it."""
         if not rows:
             return
         self._write("SELECT 1")  # opens the transaction
         try:
             self.db.executemany("INSERT OR REPLACE INTO verdicts (stage, position, record, keep, reason, detail,"
                                 " changes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                [(s, p, r, int(k), reason, detail,
-                                  json.dumps(c, ensure_ascii=False) if c else None)
-                                 for s, p, r, k, reason, detail, c in rows])
+                                [(s, p, r, int(k), reason, detail, c) for s, p, r, k, reason, detail, c in rows])
         except sqlite3.Error as err:
             raise _store_error(err, self.path) from err
 

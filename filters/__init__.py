@@ -90,7 +90,10 @@ def check_fields(stages: list[Stage], records: list[Record]) -> None:
     if not records:
         return
     roles = {m["role"] for r in records for m in r.messages}
-    check_stage_inputs(stages, roles, set().union(*(_paths(r.metadata) for r in records)), "any input record has")
+    # Every record's metadata paths only when some stage names a field.
+    named = any(kind == "field" for stage in stages for _, kind, _ in stage.config.reads())
+    fields = set().union(*(_paths(r.metadata) for r in records)) if named else set()
+    check_stage_inputs(stages, roles, fields, "any input record has")
     supplied: frozenset[str] = frozenset()
     for stage in stages:
         # A path below a plain value (`task.name`) is in no record either.

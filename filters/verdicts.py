@@ -7,11 +7,12 @@ changes that stage's key (it runs again) and, through what it keeps, the input
 digest of the stages after it, while the stages before it replay. A judge that runs
 again asks through the journal, so nothing it graded is paid twice.
 
-Every stage's output is a replay: the first time, the stage runs over a spool of its
-input and each decision is written to the store as it is made (a kept record's
-changes are stored as a difference from its input, not a copy); the records then
-come back from the spool with the decisions applied. One path for both cases means a
-replayed run cannot differ from a computed one. Memory stays flat: the input goes to
+Every stage's output is its input with the decisions applied: the first time, the
+stage runs over a spool of its input and each decision is written to the store as it
+is made (a kept record's changes are stored as a difference from its input, not a
+copy), and what passes on is the spooled record with that difference applied, just
+as a replay rebuilds it from the store; so a replayed run cannot differ from a
+computed one. Memory stays flat: the input goes to
 a file, and only an id -> offset map is held.
 """
 
@@ -32,20 +33,24 @@ VERDICTS_VERSION = 1
 BASE_FUNNEL = ("stage", "seen", "kept", "dropped")
 
 
-def through_stages(stages: list[Stage], records: Iterator[Record], store, work: Path) -> Iterator[Record]:
+def through_stages(stages: list[Stage], records: Iterator[Record], store, work: Path,
+                   held: bool = False) -> Iterator[Record]:
     """`records` through every stage, each one replayed from the store when it can be.
-    Verdicts of stage configurations no longer in the pipeline are dropped at the end."""
+    Verdicts of stage configurations no longer in the pipeline are dropped at the end.
+    `held`: the caller holds every record in memory anyway (`factory filter` reads its
+    input whole), so each stage is handed the records themselves, not copies parsed
+    back from its spool."""
     keys: list[str] = []
     for position, stage in enumerate(stages):
-        records = _through(stage, position, records, store, work, keys)
+        records = _through(stage, position, records, store, work, keys, held)
     yield from records
     store.keep_verdicts(keys)
     store.commit()
 
 
 def _through(stage: Stage, position: int, records: Iterator[Record], store, work: Path,
-             keys: list[str]) -> Iterator[Record]:
-    spool = _Spool(work / f"stage-{position}.jsonl")
+             keys: list[str], held: bool) -> Iterator[Record]:
+    spool = _Spool(work / f"stage-{position}.jsonl", held)
     try:
         for record in records:
             spool.add(record)
@@ -54,11 +59,9 @@ def _through(stage: Stage, position: int, records: Iterator[Record], store, work
         keys.append(key)
         summary = store.verdict_summary(key)
         if summary is None:
-            summary = _compute(stage, spool, store, key)
-            replayed = False
+            yield from _compute(stage, spool, store, key)
         else:
-            replayed = True
-        yield from _replay(stage, spool, store, key, summary, replayed)
+            yield from _replay(stage, spool, store, key, summary)
     finally:
         spool.close()
 
@@ -70,30 +73,50 @@ def stage_key(stage: Stage, inputs: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _compute(stage: Stage, spool: "_Spool", store, key: str) -> dict[str, Any]:
-    """Run the stage over its spooled input and store each decision as it is made."""
+def _compute(stage: Stage, spool: "_Spool", store, key: str) -> Iterator[Record]:
+    """Run the stage over its spooled input, storing each decision as it is made, and
+    pass on what a replay of those decisions would give: the input record from the spool
+    with the stored difference applied (the difference taken through the store's own
+    encoding), so a computed run and a replayed one cannot differ."""
     store.clear_verdicts(key)  # what an interrupted earlier attempt left
     position = 0
     rows: list[tuple] = []
+    seen, kept = spool.count, 0
+    dropped: dict[str, int] = {}
 
-    def decided(record_id: str, keep: bool, reason: str | None, detail: str | None, messages, metadata) -> None:
+    def decided(record_id: str, keep: bool, reason: str | None, detail: str | None, record: Record) -> Record:
         nonlocal position
         before = spool.raw(record_id)
-        # Most decisions change nothing: equal bytes say so without parsing the input again.
-        same = messages is not None and _line(record_id, messages, metadata) == before
-        rows.append((key, position, record_id, keep, reason, detail,
-                     None if same else _difference(_record(before), messages, metadata)))
+        # Most kept records are unchanged: equal bytes say so, and then the record is exactly
+        # what a replay parses back. A rejection mostly carries what the stage adds (which
+        # record it duplicates, say): its difference is taken at once.
+        if keep and _line(record_id, record.messages, record.metadata) == before:
+            changes = None
+        else:
+            rebuilt = _record(before)
+            changes = store.encode_changes(_difference(rebuilt, record.messages, record.metadata))
+            record = _apply(rebuilt, store.decode_changes(changes))
+        rows.append((key, position, record_id, keep, reason, detail, changes))
         position += 1
         if len(rows) >= 1000:
             store.put_verdicts(rows)
             rows.clear()
+        return record
+
+    def rejected(rejection: Rejection) -> None:
+        record = decided(rejection.id, False, rejection.reason, rejection.detail,
+                         Record(rejection.id, rejection.messages, rejection.metadata))
+        dropped[rejection.reason] = dropped.get(rejection.reason, 0) + 1
+        reject(Rejection(record.id, stage.name, rejection.reason, rejection.detail or "", record.messages,
+                         record.metadata))
 
     stage.expected = spool.count
     reject = stage._reject
-    stage._reject = lambda r: decided(r.id, False, r.reason, r.detail, r.messages, r.metadata)
+    stage._reject = rejected
     try:
         for record in stage(spool.records()):
-            decided(record.id, True, None, None, record.messages, record.metadata)
+            kept += 1
+            yield decided(record.id, True, None, None, record)
     finally:
         stage._reject = reject
     store.put_verdicts(rows)
@@ -101,11 +124,11 @@ def _compute(stage: Stage, spool: "_Spool", store, key: str) -> dict[str, Any]:
     summary = {k: v for k, v in funnel.items() if k not in BASE_FUNNEL}
     store.put_verdict_summary(key, summary)  # last: a summary means every decision is stored
     store.commit()
-    return summary
+    stage.summary = {"stage": stage.name, "seen": seen, "kept": kept, "dropped": dropped, **summary,
+                     "verdicts": "computed"}
 
 
-def _replay(stage: Stage, spool: "_Spool", store, key: str, summary: dict[str, Any],
-            replayed: bool) -> Iterator[Record]:
+def _replay(stage: Stage, spool: "_Spool", store, key: str, summary: dict[str, Any]) -> Iterator[Record]:
     seen, kept = spool.count, 0
     dropped: dict[str, int] = {}
     for record_id, keep, reason, detail, changes in store.verdicts(key):
@@ -117,7 +140,7 @@ def _replay(stage: Stage, spool: "_Spool", store, key: str, summary: dict[str, A
             dropped[reason] = dropped.get(reason, 0) + 1
             stage._reject(Rejection(record.id, stage.name, reason, detail or "", record.messages, record.metadata))
     stage.summary = {"stage": stage.name, "seen": seen, "kept": kept, "dropped": dropped, **summary,
-                     "verdicts": "replayed" if replayed else "computed"}
+                     "verdicts": "replayed"}
 
 
 def _difference(before: Record, messages, metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -145,12 +168,15 @@ def _apply(record: Record, changes: dict[str, Any]) -> Record:
 
 
 class _Spool:
-    """A stage's input on disk, in order, readable again by record id."""
+    """A stage's input on disk, in order, readable again by record id; with `held`, the
+    records themselves are kept too (the caller holds them anyway) and handed back as
+    they are, the disk copy then only telling what they were before the stage ran."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, held: bool = False):
         self.path = path
         self.file = open(path, "wb")
         self.reader = None
+        self.held: list[Record] | None = [] if held else None
         self.offsets: dict[str, int] = {}
         self.hash = hashlib.sha256()
         self.count = 0
@@ -163,6 +189,8 @@ class _Spool:
         self.size += len(line)
         self.hash.update(line)
         self.count += 1
+        if self.held is not None:
+            self.held.append(record)
 
     def seal(self) -> None:
         self.file.close()
@@ -172,6 +200,9 @@ class _Spool:
         return self.hash.hexdigest()
 
     def records(self) -> Iterator[Record]:
+        if self.held is not None:
+            yield from self.held
+            return
         with open(self.path, "rb") as f:
             for line in f:
                 yield _record(line)
@@ -192,11 +223,13 @@ class _Spool:
 
 
 def _line(record_id: str, messages, metadata: dict[str, Any]) -> bytes:
-    """One record as canonical JSON (sorted keys): the same content gives the same bytes."""
+    """One record as JSON, keys in their order: equal bytes mean equal values in the same
+    order, so a record whose line did not change through a stage is exactly the record a
+    replay parses back from the spool."""
     try:
-        return orjson.dumps([record_id, messages, metadata], option=orjson.OPT_SORT_KEYS) + b"\n"
+        return orjson.dumps([record_id, messages, metadata], option=orjson.OPT_NON_STR_KEYS) + b"\n"
     except TypeError:  # what orjson refuses (integers beyond 64 bits, say): the standard library's form
-        return json.dumps([record_id, messages, metadata], ensure_ascii=False, sort_keys=True).encode() + b"\n"
+        return json.dumps([record_id, messages, metadata], ensure_ascii=False).encode() + b"\n"
 
 
 def _record(line: bytes) -> Record:

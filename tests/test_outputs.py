@@ -63,6 +63,40 @@ def test_metadata_is_one_struct_and_tokens_are_whole_and_add_up(tmp_path, loopba
     assert "push it to the Hub: factory push" in result.stdout and "rejected.jsonl" in result.stdout
 
 
+def _datasets_feature(kind):
+    import datasets
+
+    if isinstance(kind, tuple):
+        if kind[0] == "list":
+            return datasets.List(_datasets_feature(kind[1]))
+        return {k: _datasets_feature(v) for k, v in kind[1].items()}
+    return datasets.Value(kind)
+
+
+@pytest.mark.parametrize("pairs,reasoning", [(False, False), (True, False), (False, True)])
+def test_the_column_types_are_written_as_datasets_writes_them(tmp_path, pairs, reasoning):
+    """factory describes its columns without importing `datasets`; the installed
+    `datasets` must describe them, serialise them and lay out dataset_info.json the same."""
+    import datasets
+
+    from factory import hf_features
+    from factory.export import features
+    from factory.metadata_schema import MetadataSchema
+
+    schema = MetadataSchema()
+    for metadata in ({"score": 7, "tags": ["a"], "seed": {"topic": "tides", "n": 1.5}, "ok": True},
+                     {"score": 8.5, "seed": {"topic": "moss", "extra": {"deep": [1, 2]}}, "odd": "x"},
+                     {"odd": 3, "empty": {}}):
+        schema.add(metadata)
+    columns = features(pairs, reasoning, schema.feature())
+    theirs = datasets.Features({name: _datasets_feature(kind) for name, kind in columns.items()})
+    assert {name: hf_features.to_dict(kind) for name, kind in columns.items()} == theirs.to_dict()
+    assert hf_features.arrow_schema(columns) == theirs.arrow_schema
+    assert hf_features.arrow_schema(columns).metadata == theirs.arrow_schema.metadata
+    datasets.DatasetInfo(features=theirs).write_to_directory(str(tmp_path), pretty_print=True)
+    assert hf_features.info_json(columns) == (tmp_path / "dataset_info.json").read_text()
+
+
 @pytest.mark.parametrize("formats", [[], ["jsonl"], ["sharegpt"], ["jsonl", "parquet"]])
 def test_the_card_loads_the_kept_records_whatever_the_formats(tmp_path, loopback, formats):
     import datasets
