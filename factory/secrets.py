@@ -14,6 +14,11 @@ class Redactor:
         # Very short values would blank out ordinary words; real keys are long.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
         self.replacements = list(replacements)
+        # Text holding none of these holds nothing to replace: every secret and local path
+        # contains one (a path's `dir/` form contains `dir`), and there are fewer of them
+        # to look for in every line written.
+        wanted = sorted({*self.secrets, *(local for local, _ in self.replacements)}, key=len)
+        self.sentinels = [w for i, w in enumerate(wanted) if not any(s in w for s in wanted[:i])]
 
     def with_replacements(self, replacements: list[tuple[str, str]]) -> "Redactor":
         return Redactor(self.secrets, [*self.replacements, *replacements])
@@ -24,6 +29,8 @@ class Redactor:
         return cls([os.environ.get(name, "") for name in _key_env_names(raw)])
 
     def __call__(self, text: str) -> str:
+        if not any(s in text for s in self.sentinels):
+            return text
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, "***")

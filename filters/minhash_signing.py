@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator, Sequence
@@ -205,7 +206,15 @@ def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: 
     return out
 
 
-def _sign_chunk(args) -> np.ndarray:
+_SHARED: Sequence[str] = ()  # the texts forked workers sign, set before they are forked
+
+
+def _sign_range(args) -> np.ndarray:
+    start, end, num_perm, ngram, seed = args
+    return signatures(_SHARED[start:end], num_perm, ngram, seed)
+
+
+def _sign_texts(args) -> np.ndarray:
     texts, num_perm, ngram, seed = args
     return signatures(texts, num_perm, ngram, seed)
 
@@ -215,16 +224,29 @@ def signing(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int
             workers: int = 2, chunk: int = 4096) -> Iterator[Callable[[], np.ndarray]]:
     """Start signing `texts` in `workers` processes and give a function that waits for
     the signatures, so the caller can do its own setup meanwhile; leaving the block
-    stops the workers. With one worker, or one chunk of work, the signing happens in
-    this process when the function is called."""
-    chunks = [(list(texts[i: i + chunk]), num_perm, ngram, seed) for i in range(0, len(texts), chunk)]
-    if workers <= 1 or len(chunks) <= 1:
+    stops the workers. Where processes fork, the workers are forked with the texts
+    already in memory and are sent only ranges: pickling 100 MB of text to them cost
+    this process more than a core's share of the signing. With one worker, or one
+    chunk of work, the signing happens in this process when the function is called."""
+    global _SHARED
+    starts = range(0, len(texts), chunk)
+    if workers <= 1 or len(starts) <= 1:
         yield lambda: signatures(texts, num_perm, ngram, seed)
         return
-    with ProcessPoolExecutor(workers) as pool:
-        pending = [pool.submit(_sign_chunk, c) for c in chunks]
-        try:
-            yield lambda: np.concatenate([p.result() for p in pending])
-        finally:
-            for p in pending:
-                p.cancel()
+    forking = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if forking else None)
+    if forking:
+        _SHARED = texts
+        jobs = [(_sign_range, (i, i + chunk, num_perm, ngram, seed)) for i in starts]
+    else:
+        jobs = [(_sign_texts, (list(texts[i: i + chunk]), num_perm, ngram, seed)) for i in starts]
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pending = [pool.submit(function, args) for function, args in jobs]
+            try:
+                yield lambda: np.concatenate([p.result() for p in pending])
+            finally:
+                for p in pending:
+                    p.cancel()
+    finally:
+        _SHARED = ()

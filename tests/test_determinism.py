@@ -107,6 +107,31 @@ def test_no_foreign_progress_bars(tmp_path, tiny_model, terminal):
         assert foreign not in screen, screen[-2000:]
 
 
+def test_library_bars_are_off_during_a_run_and_back_after_it_even_for_libraries_it_imported():
+    """A library imported inside a run (nested runs, as the CLI's and the run's) has its
+    bars off there, and on again once the outermost run ends, as it would have been;
+    nothing is imported only to reach a switch."""
+    script = """
+import sys
+from factory.library_bars import library_progress_off
+with library_progress_off():
+    assert "datasets" not in sys.modules and "transformers" not in sys.modules
+    with library_progress_off():
+        import datasets
+        from transformers.utils import logging
+        from huggingface_hub import utils
+        inside = (datasets.is_progress_bar_enabled(), logging.is_progress_bar_enabled(), utils.are_progress_bars_disabled())
+    after_inner = (datasets.is_progress_bar_enabled(), logging.is_progress_bar_enabled())
+print(inside, after_inner, (datasets.is_progress_bar_enabled(), logging.is_progress_bar_enabled(),
+      utils.are_progress_bars_disabled()))
+"""
+    env = {k: v for k, v in os.environ.items() if "PROGRESS_BAR" not in k and k != "TQDM_DISABLE"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == "(False, False, True) (False, False) (True, True, False)".split()
+
+
 def _on_a_terminal(command: list[str]) -> tuple[int, str]:
     import pty
 
