@@ -283,7 +283,7 @@ class RunStore:
         try:
             self.db.executemany("INSERT OR REPLACE INTO verdicts (stage, position, record, keep, reason, detail,"
                                 " changes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                [(s, p, r, int(k), reason, detail, c) for s, p, r, k, reason, detail, c in rows])
+                                rows)  # keep a bool: sqlite stores it as 1 or 0
         except sqlite3.Error as err:
             raise _store_error(err, self.path) from err
 

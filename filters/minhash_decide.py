@@ -65,9 +65,11 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     values share its key (equal keys with unequal values happen with chance 2^-64, and
     `similar_pairs` compares the values anyway)."""
     multipliers = (np.random.default_rng(7).integers(0, 2**62, size=(rows,), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
-    banded = sigs[:, : bands * rows].reshape(len(sigs), bands, rows).astype(np.uint64)
+    banded = sigs[:, : bands * rows].reshape(len(sigs), bands, rows)
+    keys = np.zeros((len(sigs), bands), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        keys = (banded * multipliers).sum(axis=2, dtype=np.uint64)
+        for j in range(rows):  # a few whole-array passes: numpy sums a short last axis slowly
+            keys += banded[:, :, j].astype(np.uint64) * multipliers[j]
         return keys * _GOLDEN + np.arange(bands, dtype=np.uint64)
 
 

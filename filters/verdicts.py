@@ -168,15 +168,17 @@ def _apply(record: Record, changes: dict[str, Any]) -> Record:
 
 
 class _Spool:
-    """A stage's input on disk, in order, readable again by record id; with `held`, the
-    records themselves are kept too (the caller holds them anyway) and handed back as
-    they are, the disk copy then only telling what they were before the stage ran."""
+    """A stage's input, in order, readable again by record id: on disk, with an id ->
+    offset map in memory. With `held` (the caller holds every record anyway) the records
+    themselves and their lines stay in memory instead: the records are handed back as
+    they are, and their lines only tell what they were before the stage ran."""
 
     def __init__(self, path: Path, held: bool = False):
         self.path = path
-        self.file = open(path, "wb")
-        self.reader = None
         self.held: list[Record] | None = [] if held else None
+        self.lines: dict[str, bytes] = {}
+        self.file = None if held else open(path, "wb")
+        self.reader = None
         self.offsets: dict[str, int] = {}
         self.hash = hashlib.sha256()
         self.count = 0
@@ -184,17 +186,20 @@ class _Spool:
 
     def add(self, record: Record) -> None:
         line = _line(record.id, record.messages, record.metadata)
-        self.offsets[record.id] = self.size
-        self.file.write(line)
-        self.size += len(line)
         self.hash.update(line)
         self.count += 1
         if self.held is not None:
             self.held.append(record)
+            self.lines[record.id] = line
+            return
+        self.offsets[record.id] = self.size
+        self.file.write(line)
+        self.size += len(line)
 
     def seal(self) -> None:
-        self.file.close()
-        self.reader = open(self.path, "rb")
+        if self.file is not None:
+            self.file.close()
+            self.reader = open(self.path, "rb")
 
     def digest(self) -> str:
         return self.hash.hexdigest()
@@ -208,6 +213,8 @@ class _Spool:
                 yield _record(line)
 
     def raw(self, record_id: str) -> bytes:
+        if self.held is not None:
+            return self.lines[record_id]
         # Reads mostly follow the input's order: a seek inside the read buffer costs no system call.
         self.reader.seek(self.offsets[record_id])
         return self.reader.readline()
@@ -216,10 +223,11 @@ class _Spool:
         return _record(self.raw(record_id))
 
     def close(self) -> None:
-        self.file.close()
-        if self.reader is not None:
-            self.reader.close()
+        for f in (self.file, self.reader):
+            if f is not None:
+                f.close()
         self.path.unlink(missing_ok=True)
+        self.held, self.lines = None, {}
 
 
 def _line(record_id: str, messages, metadata: dict[str, Any]) -> bytes:

@@ -17,7 +17,9 @@ def rows() -> list[dict]:
     for i in range(24):
         answer = f"Answer number {i} about tides and the moon, grade-{1 + i % 10}."
         out.append({"id": f"r{i}", "messages": [{"role": "user", "content": f"Question {i} about tides?"},
-                                                 {"role": "assistant", "content": answer}]})
+                                                 {"role": "assistant", "content": answer}],
+                    # Keys out of name order and a NaN: a replay must rebuild exactly what was computed.
+                    "metadata": {"zeta": i, "alpha": {"y": "t", "b": float("nan") if i % 3 == 0 else 1.5}}})
     out.append({"id": "copy", "messages": [{"role": "user", "content": "question 0 about TIDES"},
                                            {"role": "assistant", "content": out[0]["messages"][1]["content"]}]})
     return out
@@ -57,15 +59,36 @@ def test_a_rerun_replays_every_stage_and_gives_the_same_outputs(tmp_path, loopba
     url = loopback(replies=SCRIPT)
     info1, data1, rejected1 = run_filter(tmp_path, url, 5, "out")
     assert modes(info1) == ["computed"] * 3
+    first = {name: (tmp_path / "out" / name).read_bytes()
+             for name in ("data.jsonl", "rejected.jsonl", "data.parquet", "dataset/dataset_info.json")}
     served = loopback.teacher.served
 
     info2, data2, rejected2 = run_filter(tmp_path, url, 5, "out")
     assert modes(info2) == ["replayed"] * 3
     assert loopback.teacher.served == served
     assert data2 == data1 and rejected2 == rejected1
+    for name in ("data.jsonl", "rejected.jsonl", "data.parquet", "dataset/dataset_info.json"):
+        assert (tmp_path / "out" / name).read_bytes() == first[name], name
     assert [s["dropped"] for s in info2["funnel"]["stages"]] == [s["dropped"] for s in info1["funnel"]["stages"]]
     # The judge's score histogram survives a replay, for the card and the report.
     assert info2["funnel"]["stages"][2]["scores"] == info1["funnel"]["stages"][2]["scores"]
+
+
+def test_records_no_stage_changed_replay_byte_for_byte(tmp_path, loopback):
+    """Without a judge most records leave the stages untouched, as `factory filter` holds
+    them: the outputs of a replay are the computed ones, byte for byte (NaN, key order)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows()))
+    path = write_pipeline(tmp_path, loopback(), filters=[{"type": "exact_dedup"}, {"type": "minhash_dedup"}])
+    names = ("data.jsonl", "rejected.jsonl", "data.parquet", "dataset/dataset_info.json")
+    outputs = []
+    for _ in range(2):
+        assert main(["filter", str(path), "--input", str(source), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+        outputs.append({name: (tmp_path / "out" / name).read_bytes() for name in names})
+    info = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert modes(info) == ["replayed"] * 2
+    assert outputs[0] == outputs[1]
+    assert b"NaN" not in outputs[0]["data.jsonl"] and len(read_jsonl(tmp_path / "out" / "data.jsonl")) == len(rows()) - 1
 
 
 def test_a_changed_threshold_recomputes_that_stage_only(tmp_path, loopback):
