@@ -20,6 +20,7 @@ from factory.compare.reference import check_reference
 from factory.inputs import is_pair, read_records
 from factory.localpaths import shown_path
 from factory.library_bars import library_progress_off
+from factory.report import Summaries
 from factory.run import (
     RunResult,
     apply_stages,
@@ -67,9 +68,10 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
         copy_files(pipeline, with_includes(t for stage in stages for t in stage.templates()), staging / SNAPSHOT_DIR,
                    0, redact)
         context = StageContext(pipeline, out_dir, show_progress, budget, store=store, stop=stop)
+        seen = Summaries()
         try:
             kept, examples, filter_rejects = apply_stages(stages, iter(records), context, staging, redact, pairs,
-                                                          held=True)
+                                                          held=True, seen=seen)
         except (RunStopping, StopNow) as err:
             store.commit()
             folder.unfinished({"name": cfg.name, "status": stop.status if stop.requested else "stopped",
@@ -80,7 +82,7 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
                           "(grades already made are replayed, not paid again)", code,
                           stop.status if stop.requested else "stopped") from None
         funnel_stages = [stage.outcome() for stage in stages]
-        write_rejected(staging / "rejected.jsonl", [], filter_rejects, redact)
+        write_rejected(staging / "rejected.jsonl", [], filter_rejects, redact, seen)
         rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
         usage, invocations = whole_run_usage(store, "complete")
         info = {
@@ -99,6 +101,6 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
             **cost_entry(budget, cfg, usage.get("cost", 0.0)),
         }
         compare_with_reference(info, pipeline, staging, out_dir, kept, redact)
-        write_reports(staging, info, examples, redact)
+        write_reports(staging, info, examples, redact, seen)
         folder.publish(staging)
     return RunResult(out_dir, len(records), kept, rejected, RunStats(), info["funnel"], usage)

@@ -31,3 +31,11 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
         return orjson.dumps(value, default=default, option=_OPTIONS).decode()
     except TypeError:
         return json.dumps(value, ensure_ascii=False, default=default)
+
+
+def dumpb(value: Any) -> bytes:
+    """`value` as one line of JSON, newline included, as UTF-8 bytes."""
+    try:
+        return orjson.dumps(value, option=_OPTIONS | orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return (json.dumps(value, ensure_ascii=False) + "\n").encode()

@@ -27,8 +27,10 @@ SAMPLES = 12
 _chart = charts.figure
 
 
-def build_report(out_dir: Path) -> Path:
-    """Write OUTPUT_DIR/report.html from the run's files; returns its path."""
+def build_report(out_dir: Path, seen: "Summaries | None" = None) -> Path:
+    """Write OUTPUT_DIR/report.html from the run's files; returns its path. `seen`: the
+    summaries of the kept and rejected records made while they were written, so that
+    they need not be read back (the same summaries, one pass less over the outputs)."""
     info_path = out_dir / "run.json"
     if not info_path.is_file():
         raise InputDataError(f"{out_dir}: no run.json here; give the folder a finished `factory run` wrote")
@@ -38,8 +40,8 @@ def build_report(out_dir: Path) -> Path:
         raise InputDataError(f"{info_path}: not valid JSON ({err})") from err
     # One streaming pass over each file, keeping aggregates and a few samples: the report of
     # a million-row run takes the memory of a thousand-row one.
-    kept = KeptSummary.of(_kept_rows(out_dir))
-    rejected = RejectedSummary.of(_jsonl(out_dir / "rejected.jsonl"))
+    kept = seen.kept if seen else KeptSummary.of(_kept_rows(out_dir))
+    rejected = seen.rejected if seen else RejectedSummary.of(_jsonl(out_dir / "rejected.jsonl"))
     html = render(info, kept, rejected, _comparison(out_dir / COMPARE_FILE))
     path = out_dir / REPORT_FILE
     # The page quotes the data; keys never belong in data, but redact as everywhere else.
@@ -95,6 +97,29 @@ class RejectedSummary(_Summary):
         if key not in self.examples:
             text = next((m["content"] for m in (row.get("messages") or []) if m.get("role") == "user"), "")
             self.examples[key] = (_clip(row.get("detail", ""), 160), _clip(text, 200))
+
+    def note(self, stage: str, reason: str, line: str) -> None:
+        """A row as written (`line`, its JSON), read only when it is its key's first."""
+        key = (stage, reason)
+        if key in self.examples:
+            self.reasons[key] += 1
+        else:
+            self.add(jsonlines.loads(line))
+
+    def then(self, later: "RejectedSummary") -> "RejectedSummary":
+        """This summary followed by `later`'s rows, as one pass over both would make it."""
+        for key, count in later.reasons.items():
+            self.reasons[key] += count
+            self.examples.setdefault(key, later.examples[key])
+        return self
+
+
+@dataclass
+class Summaries:
+    """The report's summaries, made while a run writes its outputs (see build_report)."""
+
+    kept: KeptSummary = field(default_factory=KeptSummary)
+    rejected: RejectedSummary = field(default_factory=RejectedSummary)
 
 
 def _metadata(value: Any) -> dict:

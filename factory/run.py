@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from factory import constants
+from factory import constants, jsonlines
 from factory.config import Pipeline, TeacherConfig
 from factory.cost import Budget, BudgetReached, cost_entry
 from factory.engine import RunStats, run_task
@@ -34,6 +34,7 @@ from factory.library_bars import library_progress_off
 from factory.progress import Progress
 from factory.quota import Quotas, Surplus, build_quotas, kept_by_cell, plan_round
 from factory.record import Record, Rejection
+from factory.report import RejectedSummary, Summaries
 from factory.runfolder import RunFolder, whole_run_timeline, whole_run_usage
 from factory.secrets import Redactor
 from factory.session import open_engine
@@ -230,9 +231,10 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
     requested = task.requested_total()
     generated = _generation_funnel(store, fingerprint, units, requested)
     stages = prepared.stages + ([Surplus(quotas)] if quotas is not None else [])
+    seen = Summaries()
     try:
         kept, examples, filter_rejects = apply_stages(stages, records_from_store(store, fingerprint, units),
-                                                      context, staging, redact, pairs=task.pairs)
+                                                      context, staging, redact, pairs=task.pairs, seen=seen)
     except (RunStopping, StopNow):  # a signal or an outage while a filter stage asked the teacher
         shutil.rmtree(staging, ignore_errors=True)
         if not stop.requested:
@@ -240,7 +242,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
         raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
     funnel_stages = [generated] + [stage.outcome() for stage in stages]
     write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, units)],
-                   filter_rejects, redact)
+                   filter_rejects, redact, seen)
     rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
     usage, invocations = whole_run_usage(store, "complete")
     info = {
@@ -273,7 +275,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
         **({"quota": _quota_summary(task, quotas, stages[-1], units, len(rounds) + 1)} if quotas else {}),
     }
     compare_with_reference(info, pipeline, staging, folder.out_dir, kept, redact)
-    write_reports(staging, info, examples, redact)
+    write_reports(staging, info, examples, redact, seen)
     folder.publish(staging)
     return RunResult(folder.out_dir, requested, kept, rejected, stats, info["funnel"], info["usage"])
 
@@ -458,8 +460,10 @@ def compare_with_reference(info: dict[str, Any], pipeline: Pipeline, staging: Pa
         info["timings"]["compare_s"] = time.perf_counter() - began
 
 
-def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], redact: Redactor) -> None:
-    """The dataset card, run.json and report.html, all redacted, all written atomically."""
+def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], redact: Redactor,
+                  seen: Summaries | None = None) -> None:
+    """The dataset card, run.json and report.html, all redacted, all written atomically
+    (`seen`: the report's summaries, made while the outputs were written)."""
     from factory.card import local_place, render_card
     from factory.report import build_report
 
@@ -467,13 +471,15 @@ def write_reports(out_dir: Path, info: dict[str, Any], examples: list[dict], red
     place = local_place(output["dir"], output["formats"])
     atomic_write_text(out_dir / "README.md", redact(render_card(info, examples, place)))
     atomic_write_text(out_dir / "run.json", redact(json.dumps(info, indent=2, ensure_ascii=False, default=str)) + "\n")
-    build_report(out_dir)
+    build_report(out_dir, seen)
 
 
 def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageContext, staging: Path,
-                 redact: Redactor, pairs: bool = False, held: bool = False) -> tuple[int, list[dict], Path]:
+                 redact: Redactor, pairs: bool = False, held: bool = False,
+                 seen: Summaries | None = None) -> tuple[int, list[dict], Path]:
     """Run `records` through the filter stages and write the kept ones as the dataset in `staging`
-    (as preference rows when `pairs`; `held`: the caller holds all of `records` in memory).
+    (as preference rows when `pairs`; `held`: the caller holds all of `records` in memory;
+    `seen`: the report's summaries, fed as rows are written).
 
     Returns the kept count, a few example records for the card, and the file the
     stages' rejections went to.
@@ -485,13 +491,20 @@ def apply_stages(stages: list[Stage], records: Iterator[Record], context: StageC
     work.mkdir(parents=True, exist_ok=True)
     filter_rejects = work / "rejected.filters.jsonl"
     with open(filter_rejects, "w", encoding="utf-8") as rej:
+        def rejected(r: Rejection) -> None:
+            line = redact(r.to_json())
+            rej.write(line + "\n")
+            if seen is not None:
+                seen.rejected.note(r.stage, r.reason, line)
+
         for stage in stages:
-            stage.bind(lambda r: rej.write(redact(r.to_json()) + "\n"), context)
+            stage.bind(rejected, context)
         records = through_stages(stages, records, context.store, work, held)
         examples: list[dict] = []
         output = context.pipeline.config.output
         kept = write_dataset(_sample(records, examples), staging, work, output.formats, pairs=pairs,
-                             reasoning_in_messages=output.reasoning == "messages", held=held)
+                             reasoning_in_messages=output.reasoning == "messages", held=held,
+                             each_row=seen.kept.add if seen is not None else None)
     return kept, examples, filter_rejects
 
 
@@ -502,15 +515,27 @@ def _sample(records: Iterator[Record], examples: list[dict]) -> Iterator[Record]
         yield record
 
 
-def write_rejected(path: Path, earlier: list[Iterable[dict]], filtered: Path, redact: Redactor) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        for rows in earlier:
-            for row in rows:
-                out.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
-        with open(filtered, encoding="utf-8") as f:
+def write_rejected(path: Path, earlier: list[Iterable[dict]], filtered: Path, redact: Redactor,
+                   seen: Summaries | None = None) -> None:
+    """rejected.jsonl: the `earlier` rejections (generation's), then the filter stages' from
+    `filtered`, which is moved in whole when there are no earlier ones. `seen.rejected`
+    (the filter stages' rows) becomes the summary of the whole file."""
+    if not earlier:
+        filtered.replace(path)
+    else:
+        tmp = path.with_name(f".{path.name}.tmp")
+        first = RejectedSummary()
+        with open(tmp, "w", encoding="utf-8") as out:
+            for rows in earlier:
+                for row in rows:
+                    line = redact(jsonlines.dumps(row))
+                    out.write(line + "\n")
+                    first.note(row.get("stage", "?"), row.get("reason", "?"), line)
+        if seen is not None:
+            seen.rejected = first.then(seen.rejected)
+        with open(tmp, "ab") as out, open(filtered, "rb") as f:
             shutil.copyfileobj(f, out)
-    tmp.replace(path)
+        tmp.replace(path)
     shutil.rmtree(filtered.parent, ignore_errors=True)
 
 

@@ -54,6 +54,21 @@ def test_every_run_writes_a_report_and_factory_report_rebuilds_it(tmp_path, loop
     assert page.read_text() == html  # rebuilt from the run's files alone
 
 
+def test_the_summaries_made_while_writing_are_those_of_the_files(tmp_path, loopback):
+    """A run summarises its kept and rejected rows as it writes them: the page is the one
+    rebuilt from the files alone, with generation's rejections and a filter's together."""
+    url = loopback(faults={"malformed": 0.15, "empty": 0.1}, seed=5, retry_after=0.01)
+    path = write_pipeline(tmp_path, url, generate__count=40, generate__pairs_per_request=1,
+                          teacher__max_retries=1, generate__max_attempts=1,
+                          filters=[{"type": "exact_dedup"}, {"type": "judge", "min_score": 6}])
+    result = factory_cli("run", str(path), "--quiet")
+    out = tmp_path / "out"
+    stages = {r["stage"] for r in read_jsonl(out / "rejected.jsonl")}
+    assert {"generate", "judge"} <= stages, (stages, result.stderr)
+    html = (out / "report.html").read_text()
+    assert build_report(out).read_text() == html, result.stderr
+
+
 def test_the_report_reads_the_saved_dataset_when_there_is_no_data_jsonl(tmp_path, loopback):
     out = run_dialogues(tmp_path, loopback())
     html = (out / "report.html").read_text()
