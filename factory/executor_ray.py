@@ -11,12 +11,14 @@ by this run or by a rerun of the same command.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from factory.config import Pipeline
 from factory.engine import RunStats
 from factory.errors import ConfigError, FactoryError
 from factory.executor import (
+    SHARDS_DIR,
     Shard,
     ShardOutcome,
     cost_left,
@@ -36,7 +38,7 @@ POLL_S = 0.5
 
 # Counters a shard reports that add up over shards.
 _SUMMED = ("sent", "replayed", "teacher_errors", "bad_responses", "refused", "prompt_tokens", "completion_tokens",
-           "cached_tokens", "latency_total", "cost")
+           "cached_tokens", "reasoning_tokens", "latency_total", "cost")
 
 
 def connect(address: str | None) -> Any:
@@ -61,7 +63,7 @@ def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop
     early (an outage: exit 3) or the user stopped the run (after cancelling the rest)."""
     cfg = pipeline.config.executor
     store = folder.store
-    shards = plan(folder.out_dir, units, cfg.shards)
+    shards = plan(folder.out_dir / SHARDS_DIR, units, cfg.shards)
     since = time.time()
     todo: list[Shard] = []
     for shard in shards:
@@ -76,28 +78,42 @@ def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop
     ray = connect(cfg.address)
     mine = shard_pipeline(pipeline, len(shards), cost_left(pipeline, store, shards, fingerprint))
     remote = ray.remote(num_cpus=1, max_retries=RETRIES)(run_shard)
-    running = {remote.remote(mine, shard, fingerprint, stop.grace): shard for shard in todo}
-    failed: list[tuple[Shard, ShardOutcome]] = []
+
+    def finished(shard: Shard, outcome: ShardOutcome) -> None:
+        add_stats(stats, outcome.stats)
+        if outcome.status == "complete":
+            merge(store, shard, fingerprint, since)
+            stats.units_done += len(shard.units)
+            progress.update()
+
     progress.start()
     try:
-        while running:
-            if stop.requested:  # a signal: each shard keeps what it stored; a rerun resumes them
-                for ref in running:
-                    ray.cancel(ref)
-                return
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
-            for ref in ready:
-                shard = running.pop(ref)
-                outcome = _outcome(ray, ref, shard)
-                _add_stats(stats, outcome.stats)
-                if outcome.status == "complete":
-                    merge(store, shard, fingerprint, since)
-                    stats.units_done += len(shard.units)
-                    progress.update()
-                else:  # the others go on: what they finish is merged, and a rerun does only the rest
-                    failed.append((shard, outcome))
+        run_shards(ray, lambda shard: remote.remote(mine, shard, fingerprint, stop.grace), todo, stop, finished)
     finally:
         progress.close()
+
+
+def run_shards(ray: Any, submit: Callable[[Shard], Any], todo: list[Shard], stop: Stop,
+               finished: Callable[[Shard, ShardOutcome], None]) -> None:
+    """Run the `todo` shards at once (`submit` starts one as a Ray task), handing each one's
+    outcome to `finished` on this process as it ends. A shard that ends early (an outage)
+    leaves the others to finish; then `stop` is requested (exit 3, naming it). When `stop`
+    is requested meanwhile (a signal), the rest are cancelled: each keeps what it stored,
+    and a rerun resumes them."""
+    running = {submit(shard): shard for shard in todo}
+    failed: list[tuple[Shard, ShardOutcome]] = []
+    while running:
+        if stop.requested:
+            for ref in running:
+                ray.cancel(ref)
+            return
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+        for ref in ready:
+            shard = running.pop(ref)
+            outcome = _outcome(ray, ref, shard)
+            finished(shard, outcome)
+            if outcome.status != "complete":  # the others go on: what they finish is kept
+                failed.append((shard, outcome))
     if failed:
         shard, outcome = failed[0]
         more = f" (and {len(failed) - 1} more shards)" if len(failed) > 1 else ""
@@ -118,7 +134,8 @@ def _outcome(ray: Any, ref: Any, shard: Shard) -> ShardOutcome:
                             "rerun to resume it", 3, {})
 
 
-def _add_stats(stats: RunStats, shard: dict) -> None:
+def add_stats(stats: RunStats, shard: dict) -> None:
+    """Add a shard's counters (its outcome's `stats`) to `stats`."""
     for name in _SUMMED:
         if name in shard and shard[name] is not None:
             setattr(stats, name, getattr(stats, name) + shard[name])
