@@ -37,7 +37,7 @@ from factory.engine import RunStats
 from factory.files import atomic_write_text
 from factory.progress import Progress
 from factory.runfolder import RunFolder, whole_run_usage
-from factory.stopping import RunStopping, Stop
+from factory.stopping import RunStopping, Stop, handling_signals
 from factory.store import RunStore
 
 SHARDS_DIR = "shards"
@@ -122,7 +122,9 @@ def in_shard(shard: Shard, pipeline: Pipeline, fingerprint: str, grace: float, k
     Runs wherever the executor puts it (this process, a Ray worker); needs the
     pipeline's files and the output folder at the same paths (a shared filesystem)."""
     stop = Stop(grace)
-    with RunFolder(shard.folder, "shard") as folder:
+    # The driver stops a shard by cancelling its task, which Ray delivers as SIGINT: it
+    # drains as a local run does, then ends.
+    with handling_signals(stop), RunFolder(shard.folder, "shard") as folder:
         store = folder.store
         # What the shard itself paid before (its own invocations'), not answers it was given.
         _, invocations = whole_run_usage(store)

@@ -31,10 +31,11 @@ from factory.executor import (
 )
 from factory.progress import Progress
 from factory.runfolder import RunFolder
-from factory.stopping import Stop
+from factory.stopping import Stop, StopNow
 
 RETRIES = 3  # reruns of a shard whose worker died (Ray's max_retries for system failures)
 POLL_S = 0.5
+CANCEL_MARGIN_S = 5.0  # beyond the drain's grace, for a cancelled shard to close its store and end
 
 # Counters a shard reports that add up over shards.
 _SUMMED = ("sent", "replayed", "teacher_errors", "bad_responses", "refused", "prompt_tokens", "completion_tokens",
@@ -102,18 +103,17 @@ def run_shards(ray: Any, submit: Callable[[Shard], Any], todo: list[Shard], stop
     and a rerun resumes them."""
     running = {submit(shard): shard for shard in todo}
     failed: list[tuple[Shard, ShardOutcome]] = []
-    while running:
-        if stop.requested:
-            for ref in running:
-                ray.cancel(ref)
-            return
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
-        for ref in ready:
-            shard = running.pop(ref)
-            outcome = _outcome(ray, ref, shard)
-            finished(shard, outcome)
-            if outcome.status != "complete":  # the others go on: what they finish is kept
-                failed.append((shard, outcome))
+    with stop.polled():  # a first signal is seen here, not raised inside Ray's wait
+        while running:
+            if stop.requested:
+                _cancel(ray, running, stop, finished)
+                return
+            for ref in _wait(ray, list(running), 1, POLL_S):
+                shard = running.pop(ref)
+                outcome = _outcome(ray, ref, shard)
+                finished(shard, outcome)
+                if outcome.status != "complete":  # the others go on: what they finish is kept
+                    failed.append((shard, outcome))
     if failed:
         shard, outcome = failed[0]
         more = f" (and {len(failed) - 1} more shards)" if len(failed) > 1 else ""
@@ -121,9 +121,32 @@ def run_shards(ray: Any, submit: Callable[[Shard], Any], todo: list[Shard], stop
                      f"shard {shard.index} ({shard.label}): {outcome.reason}{more}")
 
 
+def _cancel(ray: Any, running: dict[Any, Shard], stop: Stop, finished: Callable[[Shard, ShardOutcome], None]) -> None:
+    """Cancel the running shards (in each, a signal: it drains as a local run does, for
+    the grace period), and hand on the outcome of those that end within it."""
+    for ref in running:
+        ray.cancel(ref)
+    for ref in _wait(ray, list(running), len(running), stop.grace + CANCEL_MARGIN_S):
+        shard = running.pop(ref)
+        finished(shard, _outcome(ray, ref, shard))
+
+
+def _wait(ray: Any, refs: list, count: int, timeout: float) -> list:
+    """The refs of those of `refs` that ended within `timeout` (at least `count`, unless it ran out)."""
+    try:
+        return ray.wait(refs, num_returns=count, timeout=timeout)[0]
+    except SystemError as err:  # a second signal, raised in a handler while Ray's wait ran
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, StopNow):
+            raise cause from None
+        raise
+
+
 def _outcome(ray: Any, ref: Any, shard: Shard) -> ShardOutcome:
     try:
         return ray.get(ref)
+    except ray.exceptions.TaskCancelledError:  # stopped by the driver: what it stored is kept
+        return ShardOutcome(shard.index, "stopped", "stopped", 0, {})
     except ray.exceptions.RayTaskError as err:
         cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else err
         if isinstance(cause, FactoryError):

@@ -41,7 +41,7 @@ from factory.executor import (
 )
 from factory.progress import Progress
 from factory.record import Record
-from factory.runfolder import whole_run_usage
+from factory.runfolder import answered_since, whole_run_usage
 from factory.stopping import RunStopping, Stop
 from factory.store import STORE_FILE, RunStore
 from filters.base import StageContext
@@ -96,17 +96,21 @@ def take_in(store: RunStore, root: Path) -> None:
         _merge(store, folder, since)
 
 
-def _merge(store: RunStore, folder: Path, since: float) -> None:
+def _merge(store: RunStore, folder: Path, since: float) -> dict[str, float]:
+    """Copy the shard's answered requests into the run's store, unless they are there
+    already; returns what those it answered since `since` used (see answered_since)."""
     key = f"{_MERGED}{folder.parent.name}/{folder.name}"
     with RunStore.open(folder) as source:
         # The shard's last invocation names its state: the store changes only when it runs.
         last = source.db.execute("SELECT id, ended FROM invocations ORDER BY id DESC LIMIT 1").fetchone()
         mark = list(last) if last else None
         if mark is not None and store.setting(key) == mark:
-            return
+            return {}
         merge_requests(store, source, since)
+        used = answered_since(source, since)
     store.put_setting(key, mark)
     store.commit()
+    return used
 
 
 def _spool(judge, records: Iterable[Record], grading, spool: Path) -> tuple[list[int], dict[int, list[str]]]:
@@ -149,14 +153,20 @@ def _ask(judge, spool: Path, missing: list[int], found: dict[int, list[str]], st
     config = judge.config.model_copy(update={"teacher": share_limits(judge.config.teacher, len(shards))})
     remote = ray.remote(num_cpus=1, max_retries=RETRIES)(grade_shard)
     since = time.time()
-    asked = RunStats()
-    progress = Progress(len(missing), asked, label="judge shards", enabled=context.show_progress)
+    shown = RunStats()  # the shards' own counters, for the progress line
+    progress = Progress(len(missing), shown, label="judge shards", enabled=context.show_progress)
 
     def finished(shard: Shard, outcome: ShardOutcome) -> None:
-        add_stats(asked, outcome.stats)
-        _merge(store, shard.folder, since)  # an unfinished shard's answers too: paid, so kept
+        add_stats(shown, outcome.stats)
+        # An unfinished shard's answers too: paid, so kept. What the shard's store says it
+        # answered counts, worker deaths included: the stage's usage, as one process's.
+        # The pass that grades from the journal next replays each of those requests, so
+        # they are taken off its replays: sent once, never counted as replayed.
+        used = _merge(store, shard.folder, since)
+        add_stats(judge.stats, {**used, "replayed": -used.get("sent", 0) - used.get("bad_responses", 0)})
+        context.budget.spent += used.get("cost", 0.0)
         if outcome.status == "complete":
-            asked.units_done += len(shard.units)
+            shown.units_done += len(shard.units)
             progress.update()
 
     progress.start()
@@ -165,10 +175,6 @@ def _ask(judge, spool: Path, missing: list[int], found: dict[int, list[str]], st
                                                     stop.grace), todo, stop, finished)
     finally:
         progress.close()
-        # The shards' requests are the stage's own, sent and paid once; the pass that
-        # grades from the journal next replays each of them: not counted as replayed.
-        add_stats(judge.stats, {**asked.as_dict(), "replayed": -asked.sent})
-        context.budget.spent += asked.cost
     if stop.requested:
         raise RunStopping(stop.reason)
 
