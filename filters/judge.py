@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from factory import constants
 from factory.config import Pipeline, TeacherConfig, derived_teacher
-from factory.engine import Engine, RunStats, run_task, stored_answer
+from factory.engine import Engine, RunStats, run_task
 from factory.progress import Progress
 from factory.record import Record
 from factory.session import open_engine
@@ -277,10 +277,9 @@ class _Grading:
             self.store.commit()
         return outcomes
 
-    def unanswered(self, task: _GradeTask) -> tuple[list[int], dict[int, list[str]]]:
-        """The units the journal cannot grade alone (a request of theirs was never answered),
-        and for each of them the keys of its requests it does hold. Asks nothing."""
-        return self.runner.run(_unanswered(task, self._opened()))
+    def with_engine(self, work):
+        """What `await work(engine)` returns, run on the stage's loop with its engine."""
+        return self.runner.run(work(self._opened()))
 
     def close(self) -> None:
         try:
@@ -288,39 +287,6 @@ class _Grading:
                 self.runner.run(self.opening.__aexit__(None, None, None))
         finally:
             self.runner.close()
-
-
-class NotJournaled(LookupError):
-    """The journal has no answer to this request."""
-
-
-class _JournalOnly:
-    """An asker that answers from the journal alone, noting the keys it found."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-        self.found: list[str] = []
-
-    async def ask(self, request, unit, step) -> Completion:
-        key, stored = self.engine.journaled(request, unit, step)
-        if stored is None:
-            raise NotJournaled(key)
-        self.found.append(key)
-        return stored_answer(stored)
-
-
-async def _unanswered(task: _GradeTask, engine: Engine) -> tuple[list[int], dict[int, list[str]]]:
-    missing: list[int] = []
-    found: dict[int, list[str]] = {}
-    for unit in range(task.units()):
-        asker = _JournalOnly(engine)
-        try:
-            await task.run_unit(unit, asker)
-        except NotJournaled:
-            missing.append(unit)
-            if asker.found:
-                found[unit] = asker.found
-    return missing, found
 
 
 class _Outcome:

@@ -28,7 +28,7 @@ from typing import Any
 
 from factory import constants
 from factory.config import Pipeline
-from factory.engine import RunStats
+from factory.engine import Engine, RunStats, stored_answer
 from factory.executor import (
     SHARDS_DIR,
     Shard,
@@ -44,6 +44,7 @@ from factory.record import Record
 from factory.runfolder import answered_since, whole_run_usage
 from factory.stopping import RunStopping, Stop
 from factory.store import STORE_FILE, RunStore
+from factory.teachers.base import Completion
 from filters.base import StageContext
 
 INPUT = "records.jsonl"  # a shard's records, beside its store
@@ -124,7 +125,8 @@ def _spool(judge, records: Iterable[Record], grading, spool: Path) -> tuple[list
     with open(spool, "w", encoding="utf-8") as out:
         for chunk in chunked(records, constants.JUDGE_CHUNK):
             out.writelines(json.dumps(record.to_row(), ensure_ascii=False) + "\n" for record in chunk)
-            units, keys = grading.unanswered(judge.grade_task(chunk))
+            task = judge.grade_task(chunk)
+            units, keys = grading.with_engine(lambda engine, task=task: unanswered(task, engine))
             missing.extend(position + u for u in units)
             found.update((position + u, k) for u, k in keys.items())
             position += len(chunk)
@@ -221,6 +223,42 @@ def _seed(store: RunStore, shard: Shard, found: dict[int, list[str]]) -> None:
     with RunStore.open(shard.folder) as target:
         for key, value, created in store.request_rows(keys):
             target.copy_request(key, value, None, created)
+
+
+class NotJournaled(LookupError):
+    """The journal has no answer to this request."""
+
+
+class _JournalOnly:
+    """An asker that answers from the journal alone, noting the keys it found."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.found: list[str] = []
+
+    async def ask(self, request, unit, step) -> Completion:
+        key, stored = self.engine.journaled(request, unit, step)
+        if stored is None:
+            raise NotJournaled(key)
+        self.found.append(key)
+        return stored_answer(stored)
+
+
+async def unanswered(task, engine: Engine) -> tuple[list[int], dict[int, list[str]]]:
+    """The units of the judge's `task` the journal cannot grade alone (a request of theirs
+    was never answered), and for each of them the keys of the requests it does hold.
+    Asks nothing: every request goes through the journal only."""
+    missing: list[int] = []
+    found: dict[int, list[str]] = {}
+    for unit in range(task.units()):
+        asker = _JournalOnly(engine)
+        try:
+            await task.run_unit(unit, asker)
+        except NotJournaled:
+            missing.append(unit)
+            if asker.found:
+                found[unit] = asker.found
+    return missing, found
 
 
 def grade_shard(pipeline: Pipeline, config: Any, where: str, shard: Shard, fingerprint: str,

@@ -9,7 +9,7 @@ import pytest
 
 from factory.cli import main
 from factory.config import load_pipeline
-from factory.executor import plan, share_limits, shard_pipeline
+from factory.executor import plan, shard_pipeline, share_limits
 from tests.conftest import assert_user_error, write_pipeline
 
 
