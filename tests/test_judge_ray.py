@@ -7,8 +7,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
-import time
 
 import pytest
 
@@ -28,8 +26,8 @@ from tests.test_ray import (
     kill_a_running_shard,
     on_ray,
     shard_invocations,
-    shard_requests,
     start,
+    wait_for_answers,
 )
 
 JUDGE = {"type": "judge", "min_score": 5}
@@ -171,7 +169,7 @@ def test_a_signal_while_shards_grade_drains_them_and_a_local_rerun_resumes(tmp_p
         path = write_pipeline(tmp_path, url, filters=[JUDGE], teacher__max_concurrency=2)
         args = ["filter", str(path), "--input", str(source), "--out", str(tmp_path / "out")]
         run = start(*args, *on_ray(cluster, shards=2))
-        _wait_for_answers(tmp_path / "out" / "shards" / "judge-0", run, 2)
+        wait_for_answers(tmp_path / "out" / "shards" / "judge-0", run, 2)
         run.send_signal(signal.SIGINT)
         _, stderr = run.communicate(timeout=120)
         assert run.returncode == 130, stderr
@@ -181,17 +179,3 @@ def test_a_signal_while_shards_grade_drains_them_and_a_local_rerun_resumes(tmp_p
         assert rerun.returncode == 0, rerun.stderr
         assert received(url) == 24  # the shards drained: what was in flight at the signal was stored
 
-
-def _wait_for_answers(shards, run, at_least: int, limit: float = 120) -> None:
-    """Until some shard in the folder `shards` has stored `at_least` answers."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert run.poll() is None, "the run finished first; make it longer"
-        for shard in sorted(shards.glob("0*")) if shards.exists() else []:
-            try:
-                if shard_requests(shard) >= at_least:
-                    return
-            except sqlite3.OperationalError:
-                pass  # not created yet
-        time.sleep(0.05)
-    raise AssertionError("no shard stored enough answers")

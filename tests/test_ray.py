@@ -109,6 +109,25 @@ def test_a_killed_shard_is_retried_alone_and_pays_nothing_twice(tmp_path, cluste
     assert info["usage"]["requests"] == count
 
 
+def test_a_signal_drains_the_shards_and_a_rerun_pays_nothing_twice(tmp_path, cluster):
+    """Ctrl-C on the driver cancels the shards, which Ray delivers to each as SIGINT: they
+    drain (what is in flight is answered and stored) and the run stops with 130."""
+    count = 24
+    with loopback_process("--slots", "2", "--latency-median", "0.2") as url:
+        path = write_pipeline(tmp_path, url, generate__count=count, generate__pairs_per_request=1,
+                              teacher__max_concurrency=2)
+        run = start("run", str(path), *on_ray(cluster, shards=2))
+        wait_for_answers(tmp_path / "out" / "shards", run, 2)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 130, stderr
+        assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "stopped"
+        again = factory_cli("run", str(path), "--quiet", *on_ray(cluster, shards=2), timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert sum(server_stats(url)["received"].values()) == count
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == count
+
+
 def start(*args):
     """`factory ARGS --quiet` in a child process, running on."""
     import subprocess
@@ -138,6 +157,21 @@ def kill_a_running_shard(shards, run, at_least: int, limit: float = 120):
                 return shard, shard_requests(shard)
         time.sleep(0.05)
     raise AssertionError("no shard reached the size to kill it at")
+
+
+def wait_for_answers(shards, run, at_least: int, limit: float = 120) -> None:
+    """Until some shard in the folder `shards` has stored `at_least` answers."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert run.poll() is None, "the run finished first; make it longer"
+        for shard in sorted(shards.glob("0*")) if shards.exists() else []:
+            try:
+                if shard_requests(shard) >= at_least:
+                    return
+            except sqlite3.OperationalError:
+                pass  # not created yet
+        time.sleep(0.05)
+    raise AssertionError("no shard stored enough answers")
 
 
 def corpus(records: int):
