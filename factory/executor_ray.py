@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from factory.config import Pipeline
+from factory.cost import Budget
 from factory.engine import RunStats
 from factory.errors import ConfigError, FactoryError
 from factory.executor import (
@@ -58,10 +59,11 @@ def connect(address: str | None) -> Any:
 
 
 def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop: Stop, fingerprint: str,
-                    units: list[int], progress: Progress) -> None:
+                    units: list[int], progress: Progress, budget: Budget) -> None:
     """Run every unfinished shard as a Ray task, merging each into the run's store as it
-    finishes. Returns when all are merged, or after requesting `stop` when a shard ended
-    early (an outage: exit 3) or the user stopped the run (after cancelling the rest)."""
+    finishes; what the shards pay is the run's `budget` spent. Returns when all are
+    merged, or after requesting `stop` when a shard ended early (an outage: exit 3) or
+    the user stopped the run (after cancelling the rest)."""
     cfg = pipeline.config.executor
     store = folder.store
     shards = plan(folder.out_dir / SHARDS_DIR, units, cfg.shards)
@@ -82,6 +84,7 @@ def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop
 
     def finished(shard: Shard, outcome: ShardOutcome) -> None:
         add_stats(stats, outcome.stats)
+        budget.spent += outcome.stats.get("cost") or 0.0
         if outcome.status == "complete":
             merge(store, shard, fingerprint, since)
             stats.units_done += len(shard.units)

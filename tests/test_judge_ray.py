@@ -38,7 +38,7 @@ def outputs(out) -> dict:
     info = json.loads((out / "run.json").read_text())
     card = re.sub(r"\*\*Made with\*\*: .*", "", (out / "README.md").read_text()).replace(f"'{out.name}", "'OUT")
     return {"data": (out / "data.jsonl").read_text(), "rejected": (out / "rejected.jsonl").read_text(),
-            "card": card, "funnel": info["funnel"], "usage": info["usage"]}
+            "card": card, "funnel": info["funnel"], "usage": info["usage"], "cost": info.get("cost")}
 
 
 def received(url) -> int:
@@ -47,10 +47,11 @@ def received(url) -> int:
 
 def test_a_judge_in_four_shards_grades_as_one_process_and_a_rerun_sends_nothing(tmp_path, cluster):  # noqa: F811
     with loopback_process("--slots", "8") as url:
-        single = write_pipeline(tmp_path / "single", url, generate__count=40, filters=[JUDGE])
+        priced = {"input": 1.0, "output": 4.0}
+        single = write_pipeline(tmp_path / "single", url, generate__count=40, filters=[JUDGE], teacher__price=priced)
         assert factory_cli("run", str(single), "--quiet").returncode == 0
         paid = received(url)
-        sharded = write_pipeline(tmp_path / "sharded", url, generate__count=40, filters=[JUDGE])
+        sharded = write_pipeline(tmp_path / "sharded", url, generate__count=40, filters=[JUDGE], teacher__price=priced)
         run = factory_cli("run", str(sharded), "--quiet", *on_ray(cluster), timeout=300)
         assert run.returncode == 0, run.stderr
         assert received(url) == 2 * paid  # 20 generation requests, 40 grades: each once
@@ -58,6 +59,7 @@ def test_a_judge_in_four_shards_grades_as_one_process_and_a_rerun_sends_nothing(
         out = tmp_path / "sharded" / "out"
         expected = outputs(tmp_path / "single" / "out")
         assert outputs(out) == expected
+        assert expected["cost"]["paid_now"] == expected["cost"]["total"] > 0
         judge = expected["funnel"]["stages"][1]
         assert judge["stage"] == "judge" and judge["usage"]["requests"] == 40 and judge["dropped"]["low_score"]
         shards = sorted((out / "shards" / "judge-0").iterdir())
