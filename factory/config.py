@@ -310,15 +310,16 @@ class OutputConfig(Strict):
 
 
 class ExecutorConfig(Strict):
-    """Where generation runs: this process, or shards on a Ray cluster (factory/executor.py)."""
+    """Where generation and the judge's requests run: this process, or shards on a Ray
+    cluster (factory/executor.py, filters/judge_ray.py)."""
 
     type: Literal["local", "ray"] = "local"
     # auto: the cluster `ray start` started on this machine; HOST:6379 a head node's
     # address; ray://HOST:10001 a remote head through Ray Client; null: the cluster this
     # process is connected to (or RAY_ADDRESS), else a new local one.
     address: str | None = None
-    # Generation units split into this many shards by index, each a Ray task with its own
-    # run store under <output>/shards/.
+    # Generation units (and the records a judge has to grade) split into this many shards
+    # by index, each a Ray task with its own run store under <output>/shards/.
     shards: int = Field(4, ge=1, le=100000)
 
     @field_validator("address")

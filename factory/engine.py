@@ -172,15 +172,15 @@ class Engine:
                 self.store.adopt_legacy(key, stored)  # found under its new key from now on
         return stored
 
+    def journaled(self, request: Request, unit: int | str, step: int | str) -> tuple[str, dict | None]:
+        """The request's key and what the journal holds under it (None: never answered),
+        without asking the teacher or counting a replay."""
+        key = self.key(request, unit, step)
+        return key, self._stored(key, request, unit, step)
+
     def _replay(self, stored: dict) -> Completion:
         self.stats.replayed += 1
-        if "error" in stored:
-            err = BadResponse(stored["error"])
-            if stored.get("reason"):
-                err.reason = stored["reason"]
-            raise err
-        # Answers stored before thinking was kept apart are split as they are read back.
-        return Completion.from_dict(stored["completion"]).thinking_apart()
+        return stored_answer(stored)
 
     async def _send(self, key: str, request: Request) -> Completion:
         self.stop.check()
@@ -291,6 +291,17 @@ class Engine:
     def _max_tokens(self) -> int:
         sampling = getattr(self.config, "sampling", None)
         return sampling.max_tokens if sampling else 256
+
+
+def stored_answer(stored: dict) -> Completion:
+    """A journaled answer as the teacher gave it: its completion, or the BadResponse it was."""
+    if "error" in stored:
+        err = BadResponse(stored["error"])
+        if stored.get("reason"):
+            err.reason = stored["reason"]
+        raise err
+    # Answers stored before thinking was kept apart are split as they are read back.
+    return Completion.from_dict(stored["completion"]).thinking_apart()
 
 
 def _identity(teacher: Teacher) -> dict[str, Any]:

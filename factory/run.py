@@ -192,7 +192,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
             if cfg.executor.type == "ray":
                 from factory.executor_ray import generate_on_ray
 
-                generate_on_ray(pipeline, folder, stats, stop, fingerprint, units, progress)
+                generate_on_ray(pipeline, folder, stats, stop, fingerprint, units, progress, budget)
             else:
                 teachers, concurrency = asyncio.run(generate_units(
                     task, pipeline, store, stats, stop, fingerprint, [u for u in units if u not in settled], progress,

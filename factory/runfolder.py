@@ -131,6 +131,23 @@ def whole_run_usage(store: RunStore, current: str = "running") -> tuple[dict[str
     return total, invocations
 
 
+def answered_since(store: RunStore, since: float) -> dict[str, float]:
+    """What the requests `store` answered since `since` used, counted as an engine counts
+    what it sends (RunStats' names): answers `sent`, unusable ones `bad_responses`, their
+    tokens, cost and latency. For requests another process asked (a shard): its store
+    knows them all, even those of a worker that died before it could say."""
+    row = store.db.execute(
+        "SELECT SUM(json_extract(value, '$.error') IS NULL), SUM(json_extract(value, '$.error') IS NOT NULL),"
+        " SUM(json_extract(value, '$.completion.prompt_tokens')), SUM(json_extract(value, '$.completion.completion_tokens')),"
+        " SUM(json_extract(value, '$.completion.cached_tokens')), SUM(json_extract(value, '$.completion.reasoning_tokens')),"
+        " SUM(json_extract(value, '$.cost')), SUM(json_extract(value, '$.latency')) FROM requests WHERE created >= ?",
+        (since,)).fetchone()
+    names = ("sent", "bad_responses", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+    out: dict[str, float] = {name: int(value or 0) for name, value in zip(names, row)}
+    out["cost"], out["latency_total"] = row[6] or 0.0, row[7] or 0.0
+    return out
+
+
 def whole_run_timeline(store: RunStore, most: int = 300) -> list[list[float]]:
     """[active seconds into the run, requests/s, mean latency s]: each invocation's
     seconds follow the last one's, so a resumed run's chart has no gaps of idle days."""

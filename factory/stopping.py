@@ -38,6 +38,7 @@ class Stop:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
+        self._polling = 0
 
     @property
     def requested(self) -> bool:
@@ -72,9 +73,21 @@ class Stop:
             with self._lock:
                 self._loop = self._event = None
 
+    @contextmanager
+    def polled(self) -> Iterator[None]:
+        """While this thread polls `requested` between waits (the driver waiting on its
+        shards): a first signal asks it to stop there instead of raising where it waits."""
+        with self._lock:
+            self._polling += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._polling -= 1
+
     @property
     def engine_running(self) -> bool:
-        return self._loop is not None
+        return self._loop is not None or self._polling > 0
 
     def check(self) -> None:
         if self.kind is not None:

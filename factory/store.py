@@ -211,6 +211,14 @@ class RunStore:
         self._write("INSERT OR IGNORE INTO requests (key, value, invocation, created) VALUES (?, ?, ?, ?)",
                     (key, value, invocation, created))
 
+    def request_rows(self, keys: list[str]) -> Iterator[tuple[str, str, float]]:
+        """(key, value as stored, created) of those of `keys` the journal holds, to copy
+        into another store with `copy_request`."""
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            yield from self.db.execute(f"SELECT key, value, created FROM requests WHERE key IN"
+                                       f" ({','.join('?' * len(part))})", part)
+
     def requests(self) -> int:
         return self._count("requests")
 

@@ -47,6 +47,7 @@ def build_stages(entries: list[dict[str, Any]], pipeline: Pipeline) -> list[Stag
             raise ConfigError(f"{label}.{describe_validation_error(err)}") from err
         stage = cls(config)
         stage.where = label
+        stage.position = i
         stage.prepare(pipeline, label)
         stages.append(stage)
     return stages

@@ -68,6 +68,7 @@ class Stage(abc.ABC):
         self._reject: Callable[[Rejection], None] = lambda rejection: None
         self.context: StageContext | None = None
         self.where = ""  # the stage's place in the pipeline file, for messages; set by build_stages
+        self.position: int | None = None  # its index in the pipeline's `filters:`; set by build_stages
         # The funnel as the run store's verdicts tell it (filters/verdicts.py), once the stage ran or replayed.
         self.summary: dict[str, Any] | None = None
         self.expected: int | None = None  # how many records will come, when known (for progress)

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from factory import constants
 from factory.config import Pipeline, TeacherConfig, derived_teacher
-from factory.engine import RunStats, run_task
+from factory.engine import Engine, RunStats, run_task
 from factory.progress import Progress
 from factory.record import Record
 from factory.session import open_engine
@@ -174,32 +174,30 @@ class Judge(Stage):
         progress = Progress(self.expected or 0, self.stats, label="judge", enabled=context.show_progress)
         # Used on its own (not inside a run): the stage keeps its own store in out_dir.
         store = context.store or RunStore.open(context.out_dir)
-        engine_cm = open_engine(teacher, store, self.stats, stop, context.budget)
-        runner = asyncio.Runner()
-        engine = None
+        grading = _Grading(open_engine(teacher, store, self.stats, stop, context.budget), store)
         try:
-            for chunk in _chunks(records, _chunk_size(teacher)):
-                if engine is None:
-                    engine = runner.run(engine_cm.__aenter__())
+            from filters.judge_ray import asked_in_shards, sharded
+
+            if sharded(self, context):
+                # Every request asked in shards first, into the journal: the pass below replays them.
+                records = asked_in_shards(self, records, grading, store, stop)
+            for chunk in chunked(records, _chunk_size(teacher)):
+                if not progress.started:
                     progress.start()
-                task = _GradeTask(self, chunk, context.pipeline.config.seed)
-                outcomes: dict[int, _Outcome] = {}
-                try:
-                    runner.run(run_task(task, engine, lambda unit, results: outcomes.update(results),
-                                        progress.update))
-                finally:
-                    store.commit()
+                outcomes = grading.grade(self.grade_task(chunk), progress.update)
                 if stop.requested:  # a signal or an outage: the grades so far are stored, the rest wait
                     raise RunStopping(stop.reason)
                 for i, record in enumerate(chunk):
                     yield from self._verdict(record, outcomes[i], teacher.model)
         finally:
             progress.close()
-            if engine is not None:
-                runner.run(engine_cm.__aexit__(None, None, None))
-            runner.close()
+            grading.close()
             if context.store is None:
                 store.close()
+
+    def grade_task(self, records: list[Record]) -> _GradeTask:
+        """The task grading `records`, one unit each."""
+        return _GradeTask(self, records, self.context.pipeline.config.seed)
 
     def _verdict(self, record: Record, outcome: "_Outcome", model: str) -> Iterator[Record]:
         c = self.config
@@ -243,7 +241,7 @@ def _chunk_size(teacher) -> int:
     return max(constants.JUDGE_CHUNK, teacher.batch.max_requests or constants.BATCH_LIMITS[teacher.backend][0])
 
 
-def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+def chunked(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
     chunk: list[Record] = []
     for record in records:
         chunk.append(record)
@@ -252,6 +250,43 @@ def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+class _Grading:
+    """The stage's engine, opened at its first use on an event loop of its own and
+    closed with the stage: one teacher for the journal check and every chunk."""
+
+    def __init__(self, opening, store: RunStore):
+        self.opening = opening
+        self.store = store
+        self.runner = asyncio.Runner()
+        self.engine: Engine | None = None
+
+    def _opened(self) -> Engine:
+        if self.engine is None:
+            self.engine = self.runner.run(self.opening.__aenter__())
+        return self.engine
+
+    def grade(self, task: _GradeTask, on_progress) -> dict[int, _Outcome]:
+        """Each record's outcome, by its unit; stored answers are replayed, the rest asked."""
+        outcomes: dict[int, _Outcome] = {}
+        try:
+            self.runner.run(run_task(task, self._opened(), lambda unit, results: outcomes.update(results),
+                                     on_progress))
+        finally:
+            self.store.commit()
+        return outcomes
+
+    def with_engine(self, work):
+        """What `await work(engine)` returns, run on the stage's loop with its engine."""
+        return self.runner.run(work(self._opened()))
+
+    def close(self) -> None:
+        try:
+            if self.engine is not None:
+                self.runner.run(self.opening.__aexit__(None, None, None))
+        finally:
+            self.runner.close()
 
 
 class _Outcome:
@@ -296,7 +331,12 @@ class _GradeTask(Task):
         lo, hi = c.scale
         prompt = self.judge.rubric_for(record).render(rubric_variables(record, lo, hi))
         messages = [{"role": "user", "content": prompt}]
-        results = await asyncio.gather(*(self._sample(record, messages, s, asker) for s in range(c.samples)))
+        # Every sample ends before a failure of one is raised: none is left running unseen.
+        results = await asyncio.gather(*(self._sample(record, messages, s, asker) for s in range(c.samples)),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         scored = [r for r in results if r[0] is not None]
         if not scored:
             _, reason, detail = results[0]

@@ -9,7 +9,7 @@ import pytest
 
 from factory.cli import main
 from factory.config import load_pipeline
-from factory.executor import plan, shard_pipeline
+from factory.executor import plan, shard_pipeline, share_limits
 from tests.conftest import assert_user_error, write_pipeline
 
 
@@ -45,3 +45,9 @@ def test_each_shard_gets_a_share_of_the_limits_that_adds_up_to_no_more_than_them
     assert (teacher.rpm, teacher.tpm, teacher.max_concurrency) == (33, 30000, 3)
     assert mine.config.max_cost == pytest.approx(1.5)
     assert pipeline.config.teacher.rpm == 100 and pipeline.config.max_cost == 6.0  # the run's own settings untouched
+    assert mine.config.executor.type == "local"  # a shard is one process
+
+
+def test_a_judges_own_limits_are_divided_as_the_pipelines_are():
+    keys = {"model": "judge-model", "rpm": 100, "max_concurrency": 2, "tpm": None}
+    assert share_limits(keys, 4) == {"model": "judge-model", "rpm": 25, "max_concurrency": 1, "tpm": None}

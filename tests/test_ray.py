@@ -89,8 +89,8 @@ def test_a_killed_shard_is_retried_alone_and_pays_nothing_twice(tmp_path, cluste
         path = write_pipeline(tmp_path / "killed", url, generate__count=count, generate__pairs_per_request=1,
                               teacher__max_concurrency=4)
         out = tmp_path / "killed" / "out"
-        run = _start(path, *on_ray(cluster))
-        victim, stored_at_kill = _kill_a_running_shard(out, run, at_least=3)
+        run = start("run", str(path), *on_ray(cluster))
+        victim, stored_at_kill = kill_a_running_shard(out / "shards", run, at_least=3)
         stdout, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
         received = server_stats(url)["received"]
@@ -109,22 +109,43 @@ def test_a_killed_shard_is_retried_alone_and_pays_nothing_twice(tmp_path, cluste
     assert info["usage"]["requests"] == count
 
 
-def _start(path, *extra):
+def test_a_signal_drains_the_shards_and_a_rerun_pays_nothing_twice(tmp_path, cluster):
+    """Ctrl-C on the driver cancels the shards, which Ray delivers to each as SIGINT: they
+    drain (what is in flight is answered and stored) and the run stops with 130."""
+    count = 24
+    with loopback_process("--slots", "2", "--latency-median", "0.2") as url:
+        path = write_pipeline(tmp_path, url, generate__count=count, generate__pairs_per_request=1,
+                              teacher__max_concurrency=2)
+        run = start("run", str(path), *on_ray(cluster, shards=2))
+        wait_for_answers(tmp_path / "out" / "shards", run, 2)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 130, stderr
+        assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "stopped"
+        again = factory_cli("run", str(path), "--quiet", *on_ray(cluster, shards=2), timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert sum(server_stats(url)["received"].values()) == count
+    assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == count
+
+
+def start(*args):
+    """`factory ARGS --quiet` in a child process, running on."""
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet", *extra], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "factory", *args, "--quiet"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _kill_a_running_shard(out, run, at_least: int, limit: float = 120):
-    """SIGKILL the worker process of the first shard seen with `at_least` stored answers and
-    its invocation still running; returns its folder and how many answers it had stored."""
+def kill_a_running_shard(shards, run, at_least: int, limit: float = 120):
+    """SIGKILL the worker process of the first shard in the folder `shards` seen with
+    `at_least` stored answers and its invocation still running; returns its folder and
+    how many answers it had stored."""
     deadline = time.monotonic() + limit
     seen = {}
     while time.monotonic() < deadline:
         assert run.poll() is None, f"the run finished before a shard could be killed ({seen}); make it longer"
-        for shard in sorted((out / "shards").glob("*")) if (out / "shards").exists() else []:
+        for shard in sorted(shards.glob("0*")) if shards.exists() else []:
             try:
                 running = [pid for pid, status in shard_invocations(shard) if status == "unended"]
                 stored = shard_requests(shard)
@@ -136,6 +157,21 @@ def _kill_a_running_shard(out, run, at_least: int, limit: float = 120):
                 return shard, shard_requests(shard)
         time.sleep(0.05)
     raise AssertionError("no shard reached the size to kill it at")
+
+
+def wait_for_answers(shards, run, at_least: int, limit: float = 120) -> None:
+    """Until some shard in the folder `shards` has stored `at_least` answers."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert run.poll() is None, "the run finished first; make it longer"
+        for shard in sorted(shards.glob("0*")) if shards.exists() else []:
+            try:
+                if shard_requests(shard) >= at_least:
+                    return
+            except sqlite3.OperationalError:
+                pass  # not created yet
+        time.sleep(0.05)
+    raise AssertionError("no shard stored enough answers")
 
 
 def corpus(records: int):
