@@ -7,6 +7,7 @@ for what was not graded), and outputs swapped in only when the command completes
 
 from __future__ import annotations
 
+import gc
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -60,6 +61,10 @@ def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_pro
     cfg = pipeline.config
     stop = Stop(grace)
     with handling_signals(stop), library_progress_off(), ExitStack() as stack:
+        # The input lives as long as the command and holds no cycles: the collector is kept
+        # from walking it again at every full collection the stages' own objects set off.
+        gc.freeze()
+        stack.callback(gc.unfreeze)
         folder = stack.enter_context(RunFolder(out_dir, "filter"))
         store = folder.store
         before, _ = whole_run_usage(store)
