@@ -53,34 +53,48 @@ class Products:
     def best(self, columns: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For every row (or those in `rows`): (max similarity to the rows `columns`,
         position in `columns` of that row), both exact."""
-        columns = np.ascontiguousarray(columns, dtype=np.int64)
+        values, where = self.top(self.x[np.asarray(columns, dtype=np.int64)], 1, rows)
+        return values[:, 0], where[:, 0]
+
+    def top(self, vectors: np.ndarray, count: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For every row (or those in `rows`): the `count` most similar of `vectors` (rows of
+        x, or others: k-means centroids), as (similarities, positions in `vectors`), most
+        similar first, ties by lowest position; exact, so the same on every machine. A row
+        whose float32 top `count + 1` are not all MARGIN apart is recomputed exactly."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        count = min(count, len(vectors))
         every = rows is None
         rows = np.arange(len(self.x)) if every else np.asarray(rows, dtype=np.int64)
-        cols = self.fast[self.torch.from_numpy(columns)].T.contiguous()
-        values = np.empty(len(rows), dtype=np.float32)
-        where = np.empty(len(rows), dtype=np.int64)
-        step = max(256, BLOCK_ELEMENTS // max(1, len(columns)))
+        cols = self.torch.from_numpy(vectors).T.contiguous()
+        values = np.empty((len(rows), count), dtype=np.float32)
+        where = np.empty((len(rows), count), dtype=np.int64)
+        step = max(256, BLOCK_ELEMENTS // max(1, len(vectors)))
         for start in range(0, len(rows), step):
             part = rows[start: start + step]
             lhs = self.fast[start: start + step] if every else self.fast[self.torch.from_numpy(part)]
-            block = lhs @ cols
-            top = block.topk(min(2, len(columns)), dim=1)
-            pos = top.indices[:, 0].numpy()
-            unsure = ((top.values[:, 0] - top.values[:, 1]) < self.MARGIN).numpy() if len(columns) > 1 else \
-                np.zeros(len(part), dtype=bool)
+            top = (lhs @ cols).topk(min(count + 1, len(vectors)), dim=1)
+            pos = top.indices[:, :count].numpy().copy()
+            gaps = (top.values[:, :-1] - top.values[:, 1:]).numpy()
+            unsure = (gaps < self.MARGIN).any(axis=1) if gaps.shape[1] else np.zeros(len(part), dtype=bool)
             for i in np.flatnonzero(unsure):
-                pos[i] = int(np.argmax(self.exact(part[i: i + 1], columns)[0]))  # the first of equal maxima
-            values[start: start + len(part)] = self.pair(part, columns[pos])
+                exact = (self.x[part[i]].astype(np.float64) @ vectors.astype(np.float64).T).astype(np.float32)
+                pos[i] = np.argsort(-exact, kind="stable")[:count]  # equal maxima: the lowest position first
+            for j in range(count):
+                values[start: start + len(part), j] = self.pair_with(part, vectors[pos[:, j]])
             where[start: start + len(part)] = pos
         return values, where
 
     def pair(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """float32 similarity of each (rows[i], cols[i]) pair."""
+        return self.pair_with(rows, self.x[cols])
+
+    def pair_with(self, rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """float32-rounded float64 similarity of each row rows[i] with vectors[i]."""
         out = np.empty(len(rows), dtype=np.float32)
-        step = 16_384
+        step = 16_384  # float64 copies of this many rows at a time
         for start in range(0, len(rows), step):
             a = self.x[rows[start: start + step]].astype(np.float64)
-            b = self.x[cols[start: start + step]].astype(np.float64)
+            b = vectors[start: start + step].astype(np.float64)
             out[start: start + len(a)] = np.einsum("ij,ij->i", a, b)  # rounded to float32 on the way in
         return out
 
