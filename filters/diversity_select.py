@@ -86,7 +86,9 @@ class Products:
 
     def pair(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """float32 similarity of each (rows[i], cols[i]) pair."""
-        return self.pair_with(rows, self.x[cols])
+        step = 16_384
+        return np.concatenate([self.pair_with(rows[s: s + step], self.x[cols[s: s + step]])
+                               for s in range(0, len(rows), step)] or [np.empty(0, np.float32)])
 
     def pair_with(self, rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """float32-rounded float64 similarity of each row rows[i] with vectors[i]."""
