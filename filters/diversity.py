@@ -7,6 +7,12 @@ Two selections over sentence-transformers embeddings (cached per text):
 - `kcenter`: greedy max-min distance to `budget` records, for data without scores.
 `auto` takes the first when records carry judge scores, else the second when a budget
 is set. Each dropped record names its nearest kept record and their similarity.
+
+`selection` says how: `exact` compares every record with every kept one in this
+process; `clustered` (filters/diversity_clustered.py) runs the same selection inside
+k-means clusters, as tasks (Ray tasks under `executor.type: ray`), and reports its
+agreement with the exact selection; `auto` clusters from AUTO_CLUSTERED_RECORDS records.
+The choice depends on the data only, never on the executor: the same dataset anywhere.
 """
 
 from __future__ import annotations
@@ -35,9 +41,19 @@ class Diversity(Stage):
         batch_size: int = Field(64, ge=1)
         device: str | None = None
         cache: bool = True
+        selection: Literal["auto", "exact", "clustered"] = "auto"
+        # k-means clusters (clustered selection); by default about 10,000 records each.
+        clusters: int | None = Field(None, ge=1)
+        # Neighbouring clusters each record's near-duplicates are also looked for in.
+        probes: int = Field(2, ge=0, le=32)
+        # Records the agreement with the exact selection is measured on (0: not measured).
+        agreement_sample: int = Field(1000, ge=0)
+        seed: int = 0  # of the k-means sample and start, and of the agreement sample
 
         @model_validator(mode="after")
         def _budget(self):
+            if self.selection == "exact" and self.clusters is not None:
+                raise ValueError("clusters: only with selection clustered or auto (selection is exact)")
             if isinstance(self.budget, float) and self.budget > 1:
                 raise ValueError("budget: a fraction must be at most 1 (or give a whole count)")
             if self.method == "kcenter" and self.budget is None:
@@ -48,6 +64,7 @@ class Diversity(Stage):
         super().__init__(config, **options)
         self.embedded = 0
         self.method_used = ""
+        self.selection_used: dict[str, Any] = {}
         self.projection: dict[str, list] = {}
 
     def check_models(self) -> None:
@@ -91,13 +108,15 @@ class Diversity(Stage):
         if method == "auto":
             method = "threshold" if scored or budget is None else "kcenter"
         self.method_used = method
-        if method == "kcenter":
+        if self._clustered(len(records)):
+            selection = self._select_clustered(vectors, method, scores if scored else None, budget, executor)
+        elif method == "kcenter":
+            self.selection_used = {"selection": "exact"}
             first = int(np.argmax([s if s is not None else -np.inf for s in scores])) if scored else 0
             selection = kcenter_select(vectors, budget, first=first)
         else:
-            # Best score first; stable, so ties (and unscored data) keep their input order.
-            order = np.argsort([-(s if s is not None else -np.inf) for s in scores], kind="stable")
-            selection = threshold_select(vectors, order, c.threshold, budget)
+            self.selection_used = {"selection": "exact"}
+            selection = threshold_select(vectors, _walk_order(scores), c.threshold, budget)
         kept = np.zeros(len(records), dtype=bool)
         kept[selection.kept] = True
         self.projection = _projection(vectors, kept)
@@ -114,11 +133,42 @@ class Diversity(Stage):
                 self.drop(record, "over_budget", f"budget of {budget} reached; nearest kept {near} at cosine "
                           f"{similarity:.3f}", nearest_kept=near, similarity=similarity)
 
+    def _clustered(self, n: int) -> bool:
+        from filters.diversity_clustered import AUTO_CLUSTERED_RECORDS
+
+        return self.config.selection == "clustered" or (self.config.selection == "auto" and n >= AUTO_CLUSTERED_RECORDS)
+
+    def _select_clustered(self, vectors: np.ndarray, method: str, scores: list | None, budget: int | None,
+                          executor: Any):
+        from filters import diversity_clustered as dc
+
+        c = self.config
+        run = dc.run_here
+        if executor is not None and executor.type == "ray":
+            from factory.executor_ray import connect
+
+            run = dc.ray_runner(connect(executor.address))
+        k = dc.cluster_count(len(vectors), budget, method, c.clusters)
+        hoods = dc.partition(vectors, k, c.probes, c.seed, run)
+        if method == "kcenter":
+            values = None if scores is None else np.array([np.nan if s is None else s for s in scores], dtype=float)
+            result = dc.kcenter_clustered(vectors, budget, values, hoods, run, c.agreement_sample, c.seed)
+        else:
+            order = _walk_order(scores or [None] * len(vectors))
+            result = dc.threshold_clustered(vectors, order, c.threshold, budget, hoods, run, c.agreement_sample, c.seed)
+        self.selection_used = {"selection": "clustered", **result.info}
+        return result.selection
+
     def funnel(self) -> dict[str, Any]:
-        out = {**super().funnel(), "method": self.method_used, "embedded": self.embedded}
+        out = {**super().funnel(), "method": self.method_used, **self.selection_used, "embedded": self.embedded}
         if self.projection:
             out["projection"] = self.projection
         return out
+
+
+def _walk_order(scores: list) -> np.ndarray:
+    """Best score first; stable, so ties (and unscored data) keep their input order."""
+    return np.argsort([-(s if s is not None else -np.inf) for s in scores], kind="stable")
 
 
 def _projection(vectors: np.ndarray, kept: np.ndarray) -> dict[str, list]:

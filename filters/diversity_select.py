@@ -114,12 +114,13 @@ def _finish(x: np.ndarray, products: Products, kept: list[int], nearest: np.ndar
 
 
 def threshold_select(x: np.ndarray, order: np.ndarray, threshold: float, budget: int | None,
-                     block: int = 1024) -> Selection:
+                     block: int = 1024, nearest: bool = True) -> Selection:
     """Walk rows in `order`; keep one unless it is at least `threshold`-similar to a kept row.
 
     Stops at `budget` kept rows (DEITA's score-first selection when `order` is by score).
     Exact: each block of candidates is compared with everything kept before it in one
-    product, and with the block's own earlier picks one by one.
+    product, and with the block's own earlier picks one by one. Without `nearest`, only
+    `kept` and `too_similar` are filled (a caller that finds the nearest kept itself).
     """
     n = len(x)
     budget = n if budget is None else min(budget, n)
@@ -149,6 +150,8 @@ def threshold_select(x: np.ndarray, order: np.ndarray, threshold: float, budget:
             kept.append(int(idx[j]))
             if len(kept) >= budget:
                 break
+    if not nearest:
+        return Selection(np.asarray(kept, dtype=np.int64), np.empty(0, np.int64), np.empty(0, np.float32), too_similar)
     return _finish(x, products, kept, None, too_similar)
 
 
