@@ -104,6 +104,7 @@ def render_card(info: dict[str, Any], examples: list[dict], place: Place) -> str
         *_quota(info),
         *_personal_data(info),
         *_decontamination(info),
+        *_diversity(info),
         *_reference(info),
         *_usage_and_cost(info),
         *(_pair_format(place) if task == "preference" else _messages_format(place)),
@@ -195,6 +196,19 @@ def _decontamination(info: dict) -> list[str]:
             "from ordinary prose were not checked.", "",
             "| benchmark | items | n | items not checked | records dropped |", "| --- | --- | --- | --- | --- |",
             *rows, ""]
+
+
+def _diversity(info: dict) -> list[str]:
+    """Which diversity selection ran; a clustered one with its agreement with the exact one."""
+    stage = next((s for s in info["funnel"]["stages"] if s.get("stage") == "diversity" and s.get("selection")), None)
+    if stage is None or stage["selection"] != "clustered":
+        return []
+    a = stage["agreement"]
+    return ["## Diversity selection", "",
+            f"The `{stage['method']}` selection ran within {stage['clusters']} k-means clusters of the embeddings, each"
+            f" record also checked against its {stage['probes']} nearest other clusters. On a sample of"
+            f" {a['sample']:,} records, the exact single-process rule was met by {a['rate']:.2%} (agreement):"
+            f" {a['wrongly_kept']} kept that it would drop, {a['wrongly_dropped']} dropped that it would keep.", ""]
 
 
 def _reference(info: dict) -> list[str]:

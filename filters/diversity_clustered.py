@@ -31,7 +31,7 @@ tasks): the share of sampled records whose decision the exact rule contradicts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -42,10 +42,12 @@ CLUSTER_RECORDS = 10_000         # records per cluster when the count is not giv
 AUTO_CLUSTERED_RECORDS = 200_000  # `selection: auto` clusters from this many records up
 KCENTER_OVERSAMPLE = 2           # picks asked of a cluster: this times its share of the budget
 
-Runner = Callable[[Callable, list[tuple]], list]  # (function, argument tuples) -> results, in order
+# (function, argument tuples) -> results, in order. The tuples come from a generator, made
+# as they are taken: a job's copies of its rows exist while it waits or runs, not all at once.
+Runner = Callable[[Callable, Iterable[tuple]], list]
 
 
-def run_here(fn: Callable, jobs: list[tuple]) -> list:
+def run_here(fn: Callable, jobs: Iterable[tuple]) -> list:
     """Tasks one after another in this process (each product uses every core)."""
     return [fn(*job) for job in jobs]
 
@@ -54,20 +56,25 @@ def ray_runner(ray: Any, window: int | None = None) -> Runner:
     """Tasks on the Ray cluster, at most `window` in flight (their inputs wait in the
     driver, not all at once in the object store); results in job order."""
 
-    def run(fn: Callable, jobs: list[tuple]) -> list:
+    def run(fn: Callable, jobs: Iterable[tuple]) -> list:
         remote = ray.remote(num_cpus=1)(fn)
         limit = window or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        results: dict[Any, int] = {}
-        out: list = [None] * len(jobs)
-        pending = list(enumerate(jobs))[::-1]
-        while pending or results:
-            while pending and len(results) < limit:
-                i, job = pending.pop()
-                results[remote.remote(*job)] = i
-            done, _ = ray.wait(list(results), num_returns=1)
-            for ref in done:
-                out[results.pop(ref)] = ray.get(ref)
-        return out
+        running: dict[Any, int] = {}
+        out: dict[int, Any] = {}
+        pending = enumerate(jobs)
+        more = True
+        while more or running:
+            while more and len(running) < limit:
+                nxt = next(pending, None)
+                if nxt is None:
+                    more = False
+                else:
+                    running[remote.remote(*nxt[1])] = nxt[0]
+            if running:
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    out[running.pop(ref)] = ray.get(ref)
+        return [out[i] for i in range(len(out))]
 
     return run
 
@@ -108,7 +115,7 @@ def partition(x: np.ndarray, clusters: int, probes: int, seed: int, run: Runner)
     k = len(centroids)
     probes = min(probes, k - 1)
     step = max(1, BLOCK_ELEMENTS // 64)  # rows per assignment task
-    parts = run(assign, [(x[s: s + step], centroids, probes) for s in range(0, len(x), step)])
+    parts = run(assign, ((x[s: s + step], centroids, probes) for s in range(0, len(x), step)))
     labels = np.concatenate([p[0] for p in parts])
     near = np.concatenate([p[1] for p in parts]) if probes else np.empty((len(x), 0), dtype=np.int64)
     return Neighbourhoods(labels, near, k)
@@ -204,21 +211,16 @@ def threshold_clustered(x: np.ndarray, order: np.ndarray, threshold: float, budg
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     members = hoods.members(rank)
-    kept_local = run(walk_cluster, [(x[m], threshold, budget) for m in members])
-    survivors = np.sort(np.concatenate([m[k] for m, k in zip(members, kept_local)]))
-    kept = np.zeros(n, dtype=bool)
-    kept[survivors] = True
-    _resolve(x, survivors, rank, kept, threshold, hoods, run)
-    lost = survivors[~kept[survivors]]
-    # Revive what fell only with a blocker that fell at a boundary: nothing kept before it in
-    # its neighbourhood is close. Only records close to a fallen one can be such.
-    hit = np.zeros(n, dtype=bool)
-    hit[lost] = True
-    suspects = _close_to(x, np.flatnonzero(~kept & ~hit), lost, threshold, hoods, run)
-    before, _, _, _ = _nearest(x, suspects, rank, kept, threshold, hoods, run)
-    revived = suspects[before < threshold]
-    kept[revived] = True
-    _resolve(x, revived, rank, kept, threshold, hoods, run)
+    # The exact walk stops at the budget-th keep, often early in the order; the clusters
+    # cannot know where, so they walk a prefix of the order (every decision depends only
+    # on earlier records: a prefix's decisions are the whole walk's), longer each round
+    # until it holds `budget` keeps.
+    limit = n if budget >= n else min(n, budget + budget // 4)
+    while True:
+        kept, lost, revived = _threshold_prefix(x, rank, limit, members, threshold, budget, hoods, run)
+        if kept.sum() >= budget or limit == n:
+            break
+        limit = min(n, int(limit * max(1.5, 1.1 * budget / max(1, int(kept.sum())))))
     kept_rows = np.flatnonzero(kept)
     kept_rows = kept_rows[np.argsort(rank[kept_rows])]
     cutoff = rank[kept_rows[budget - 1]] if len(kept_rows) >= budget else n  # the walk stops after it
@@ -237,13 +239,37 @@ def threshold_clustered(x: np.ndarray, order: np.ndarray, threshold: float, budg
                                                                                 threshold, hoods, run)
     nearest[dropped] = np.where(too_similar[dropped], before_at, near_at)
     similarity[dropped] = np.where(too_similar[dropped], before, near)
-    info = {"clusters": hoods.count, "probes": int(hoods.probes.shape[1]),
+    info = {"clusters": hoods.count, "probes": int(hoods.probes.shape[1]), "walked": int(limit),
             # Kept within their cluster, dropped for a kept near-duplicate in a neighbouring one.
-            "boundary_dropped": len(lost),
+            "boundary_dropped": int((rank[lost] <= cutoff).sum()),
             # Dropped within their cluster for a record that fell to the boundary check, kept after all.
             "revived": int(np.isin(revived, kept_rows).sum()),
             "agreement": threshold_agreement(x, kept_rows, rank, cutoff, threshold, run, sample, seed)}
     return Clustered(Selection(kept_rows, nearest, similarity, too_similar), info)
+
+
+def _threshold_prefix(x: np.ndarray, rank: np.ndarray, limit: int, members: list[np.ndarray], threshold: float,
+                      budget: int, hoods: Neighbourhoods, run: Runner) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clustered walk's keeps among the records ranked below `limit`: (kept flags,
+    survivors lost at a boundary, records revived)."""
+    n = len(x)
+    heads = [m[: int(np.searchsorted(rank[m], limit))] for m in members]  # members are in rank order
+    kept_local = run(walk_cluster, ((x[m], threshold, budget) for m in heads))
+    survivors = np.sort(np.concatenate([m[k] for m, k in zip(heads, kept_local)]))
+    kept = np.zeros(n, dtype=bool)
+    kept[survivors] = True
+    _resolve(x, survivors, rank, kept, threshold, hoods, run)
+    lost = survivors[~kept[survivors]]
+    # Revive what fell only with a blocker that fell at a boundary: nothing kept before it in
+    # its neighbourhood is close. Only records close to a fallen one can be such.
+    hit = np.zeros(n, dtype=bool)
+    hit[lost] = True
+    suspects = _close_to(x, np.flatnonzero(~kept & ~hit & (rank < limit)), lost, threshold, hoods, run)
+    before, _, _, _ = _nearest(x, suspects, rank, kept, threshold, hoods, run)
+    revived = suspects[before < threshold]
+    kept[revived] = True
+    _resolve(x, revived, rank, kept, threshold, hoods, run)
+    return kept, lost, revived
 
 
 def _resolve(x: np.ndarray, rows: np.ndarray, rank: np.ndarray, kept: np.ndarray, threshold: float,
@@ -256,7 +282,7 @@ def _resolve(x: np.ndarray, rows: np.ndarray, rank: np.ndarray, kept: np.ndarray
     reach = hoods.reaching(rows)
     targets = [rows[hoods.labels[rows] == c] for c in range(hoods.count)]
     jobs = [(c, r, targets[c]) for c, r in enumerate(reach) if len(r) and len(targets[c])]
-    found = run(similar_pairs, [(x[r], x[t], threshold) for _, r, t in jobs])
+    found = run(similar_pairs, ((x[r], x[t], threshold) for _, r, t in jobs))
     firsts, seconds = [], []
     for (_, r, t), (i, j) in zip(jobs, found):
         firsts.append(r[i])
@@ -284,7 +310,7 @@ def _close_to(x: np.ndarray, rows: np.ndarray, fallen: np.ndarray, threshold: fl
         return fallen
     jobs = [(r, fallen[hoods.labels[fallen] == c]) for c, r in enumerate(hoods.reaching(rows, probed=False))]
     jobs = [(r, f) for r, f in jobs if len(r) and len(f)]
-    found = run(similar_pairs, [(x[r], x[f], threshold) for r, f in jobs])
+    found = run(similar_pairs, ((x[r], x[f], threshold) for r, f in jobs))
     return np.unique(np.concatenate([r[i] for (r, _), (i, _) in zip(jobs, found)] or [fallen[:0]]))
 
 
@@ -301,7 +327,7 @@ def _nearest(x: np.ndarray, rows: np.ndarray, rank: np.ndarray, kept: np.ndarray
     targets = [kept_rows[hoods.labels[kept_rows] == c] for c in range(hoods.count)]
     reach = hoods.reaching(rows, probed)
     jobs = [(r, targets[c]) for c, r in enumerate(reach) if len(r) and len(targets[c])]
-    found = run(nearest_before, [(x[r], rank[r], x[t], rank[t], threshold) for r, t in jobs])
+    found = run(nearest_before, ((x[r], rank[r], x[t], rank[t], threshold) for r, t in jobs))
     for (r, t), result in zip(jobs, found):
         at = where[r]
         for slot in (0, 2):
@@ -327,7 +353,7 @@ def kcenter_clustered(x: np.ndarray, budget: int, scores: np.ndarray | None, hoo
     picks: list = [None] * hoods.count
     todo = list(range(hoods.count))
     while True:
-        for c, result in zip(todo, run(kcenter_cluster, [(x[members[c]], int(ask[c]), firsts[c]) for c in todo])):
+        for c, result in zip(todo, run(kcenter_cluster, ((x[members[c]], int(ask[c]), firsts[c]) for c in todo))):
             picks[c] = result
         rows = np.concatenate([members[c][p[0]] for c, p in enumerate(picks)])
         sims = np.concatenate([p[1] for p in picks])
@@ -374,7 +400,7 @@ def _best_before_over_all(x: np.ndarray, rows: np.ndarray, row_rank: np.ndarray,
     """Each sampled row's best similarity to a kept record of any cluster ranked before it."""
     step = max(1, BLOCK_ELEMENTS // max(1, len(rows)))
     chunks = [slice(s, s + step) for s in range(0, len(kept_rows), step)]
-    found = run(nearest_before, [(x[rows], row_rank, x[kept_rows[c]], kept_rank[c], threshold) for c in chunks])
+    found = run(nearest_before, ((x[rows], row_rank, x[kept_rows[c]], kept_rank[c], threshold) for c in chunks))
     return np.max([f[0] for f in found], axis=0) if found else np.full(len(rows), -np.inf, np.float32)
 
 
@@ -383,8 +409,8 @@ def threshold_agreement(x: np.ndarray, kept_rows: np.ndarray, rank: np.ndarray, 
     """On a sample: kept records that a kept record of any cluster before them is within the
     threshold of (exact would drop them), and records dropped before the budget ran out that
     none is (exact would keep them). No record contradicting the rule is exactly equal."""
-    rows = _sample(len(x), size, seed)
-    rows = rows[rank[rows] <= cutoff]  # after the cutoff the budget decides, as in the exact walk
+    walked = np.flatnonzero(rank <= cutoff)  # after the cutoff the budget decides, as in the exact walk
+    rows = walked[_sample(len(walked), size, seed)]
     best = _best_before_over_all(x, rows, rank[rows], kept_rows, rank[kept_rows], threshold, run)
     kept = np.isin(rows, kept_rows)
     wrongly_kept = int((kept & (best >= threshold)).sum())
