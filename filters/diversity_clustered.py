@@ -35,7 +35,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from filters.diversity_select import BLOCK_ELEMENTS, Products, Selection, kcenter_select, threshold_select
+from filters.diversity_select import (
+    BLOCK_ELEMENTS,
+    Products,
+    Selection,
+    kcenter_select,
+    threshold_select,
+)
 from filters.kmeans import assign, train
 
 CLUSTER_RECORDS = 10_000         # records per cluster when the count is not given
