@@ -286,7 +286,7 @@ def _resolve(x: np.ndarray, rows: np.ndarray, rank: np.ndarray, kept: np.ndarray
     if not len(rows):
         return 0
     reach = hoods.reaching(rows)
-    targets = [rows[hoods.labels[rows] == c] for c in range(hoods.count)]
+    targets = hoods.reaching(rows, probed=False)  # each cluster's own
     jobs = [(c, r, targets[c]) for c, r in enumerate(reach) if len(r) and len(targets[c])]
     found = run(similar_pairs, ((x[r], x[t], threshold) for _, r, t in jobs))
     firsts, seconds = [], []
@@ -314,7 +314,8 @@ def _close_to(x: np.ndarray, rows: np.ndarray, fallen: np.ndarray, threshold: fl
     """Those of `rows` at least `threshold` similar to one of `fallen` of their own cluster."""
     if not len(fallen):
         return fallen
-    jobs = [(r, fallen[hoods.labels[fallen] == c]) for c, r in enumerate(hoods.reaching(rows, probed=False))]
+    own = hoods.reaching(fallen, probed=False)
+    jobs = [(r, own[c]) for c, r in enumerate(hoods.reaching(rows, probed=False))]
     jobs = [(r, f) for r, f in jobs if len(r) and len(f)]
     found = run(similar_pairs, ((x[r], x[f], threshold) for r, f in jobs))
     return np.unique(np.concatenate([r[i] for (r, _), (i, _) in zip(jobs, found)] or [fallen[:0]]))
@@ -330,7 +331,7 @@ def _nearest(x: np.ndarray, rows: np.ndarray, rank: np.ndarray, kept: np.ndarray
     where = np.empty(len(x), dtype=np.int64)
     where[rows] = np.arange(n)
     kept_rows = np.flatnonzero(kept)
-    targets = [kept_rows[hoods.labels[kept_rows] == c] for c in range(hoods.count)]
+    targets = hoods.reaching(kept_rows, probed=False)
     reach = hoods.reaching(rows, probed)
     jobs = [(r, targets[c]) for c, r in enumerate(reach) if len(r) and len(targets[c])]
     found = run(nearest_before, ((x[r], rank[r], x[t], rank[t], threshold) for r, t in jobs))

@@ -35,15 +35,15 @@ def records() -> list[Record]:
     return out
 
 
-def kept_ids(tmp_path, name, model, **options):
-    stage, rejected = stage_for(tmp_path / name, model=model, threshold=0.9, **options)
+def kept_ids(tmp_path, model, **options):
+    stage, rejected = stage_for(tmp_path, model=model, threshold=0.9, **options)  # the second finds the first's cache
     kept = [r.id for r in stage(records())]
     return kept, rejected, stage.funnel()
 
 
 def test_clustered_keeps_what_the_exact_walk_keeps_and_reports_its_agreement(tmp_path, minilm):  # noqa: F811
-    exact, _, exact_funnel = kept_ids(tmp_path, "exact", minilm, selection="exact")
-    kept, rejected, funnel = kept_ids(tmp_path, "clustered", minilm, selection="clustered", clusters=4, probes=1)
+    exact, _, exact_funnel = kept_ids(tmp_path, minilm, selection="exact")
+    kept, rejected, funnel = kept_ids(tmp_path, minilm, selection="clustered", clusters=4, probes=1)
     assert exact_funnel["selection"] == "exact"
     # Each paraphrase falls to its better-scored twin, the rest is kept: the exact walk's result.
     assert len(exact) == 3 * len(SUBJECTS)
@@ -169,14 +169,17 @@ def test_on_ray_the_clusters_are_tasks_with_the_in_process_result(tmp_path, mini
     from filters.base import StageContext
 
     options = {"model": minilm, "threshold": 0.8, "selection": "clustered", "clusters": 5}
-    local, _ = stage_for(tmp_path / "local", **options)
+    local, _ = stage_for(tmp_path, **options)
     here = [r.id for r in local(records())]
-    path = write_pipeline(tmp_path / "ray", filters=[{"type": "diversity", **options}],
+    # The same folder: the embeddings come from the cache the local run filled (the actor
+    # pool is tested in test_ray.py); what runs on Ray here is the selection.
+    path = write_pipeline(tmp_path, filters=[{"type": "diversity", **options}],
                           executor__type="ray", executor__address=cluster)
     pipeline = load_pipeline(path)
     [distributed] = build_stages(pipeline.config.filters, pipeline)
-    distributed.bind(lambda rejection: None, StageContext(pipeline, tmp_path / "ray" / "out", show_progress=False))
+    distributed.bind(lambda rejection: None, StageContext(pipeline, tmp_path / "out", show_progress=False))
     assert [r.id for r in distributed(records())] == here
+    assert distributed.embedded == 0
     drop = ("embedded", "projection")
     assert {k: v for k, v in distributed.funnel().items() if k not in drop} == \
         {k: v for k, v in local.funnel().items() if k not in drop}

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from filters import diversity_clustered as dc
-from filters.diversity_select import kcenter_select, threshold_select
+from filters.diversity_select import Products, kcenter_select, threshold_select
 
 
 def vectors(n: int, dim: int, topics: int, paraphrases: float, seed: int = 0) -> np.ndarray:
@@ -81,6 +81,16 @@ def main() -> None:
           f"precision {both / len(b):.4f}, recall {both / len(a):.4f}")
     info = {key: value for key, value in ours.info.items() if key != "agreement"}
     print(f"clustered run: {info}; its own agreement estimate: {ours.info['agreement']}")
+    if args.method == "kcenter":
+        # Which k-center picks is chaotic (any change of start changes most picks); what it is
+        # for is coverage: how close the farthest record is to a pick. Both, measured alike.
+        other = kcenter_select(x, budget, first=int(order[1]))
+        c = set(other.kept.tolist())
+        print(f"exact from another start vs exact: Jaccard {len(a & c) / len(a | c):.4f}")
+        for label, kept in (("exact", exact.kept), ("clustered", ours.selection.kept), ("exact, other start", other.kept)):
+            near, _ = Products(x).best(kept)
+            print(f"coverage, {label:<19} every record within cosine {near.min():.4f} of a pick "
+                  f"(mean nearest pick {near.mean():.4f})")
 
 
 def _status(field: str) -> float:
