@@ -18,10 +18,12 @@ is the exact selection: the exact walk's result is the one set in which every re
 is kept exactly when no earlier kept record is within the threshold, and this checks
 that rule across cluster boundaries.
 
-`kcenter` (greedy max-min). Each cluster runs the greedy k-center from its best-scored
-(or first) record; the picks of all clusters merge by how far each was from the picks
-before it, farthest first (as the global greedy takes them), and the first `budget` are
-kept. A cluster asked for too few picks (all of them were taken) is asked again for more.
+`kcenter` (greedy max-min), in two rounds as distributed k-center is done (Malkomes et
+al., NeurIPS 2015): each cluster's greedy picks twice its share of the budget, from its
+best-scored (or first) record, and the global greedy then picks `budget` among those
+candidates, from the same start as the exact one. Merging the clusters' own picks
+instead would spend the budget on the clusters' edges (each cluster's farthest records
+are at its boundary, where the next cluster's are too), leaving holes elsewhere.
 
 Agreement with the exact selection is estimated on a seeded sample of records, each
 compared exactly with every kept record of every cluster (sample x kept work, split in
@@ -30,8 +32,9 @@ tasks): the share of sampled records whose decision the exact rule contradicts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -134,14 +137,9 @@ def walk_cluster(x: np.ndarray, threshold: float, budget: int | None) -> np.ndar
     return threshold_select(x, np.arange(len(x)), threshold, budget, nearest=False).kept
 
 
-def kcenter_cluster(x: np.ndarray, budget: int, first: int) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy k-center in one cluster: the picks in order, and each pick's similarity to
-    the nearest pick before it (-inf for the first)."""
-    kept = kcenter_select(x, budget, first=first).kept
-    sims = Products(x).exact(kept, kept)
-    np.fill_diagonal(sims, -np.inf)
-    sims[np.triu_indices(len(kept), 1)] = -np.inf
-    return kept, sims.max(axis=1) if len(kept) else np.empty(0, np.float32)
+def kcenter_cluster(x: np.ndarray, budget: int, first: int) -> np.ndarray:
+    """Greedy k-center in one cluster: the picks, in order."""
+    return kcenter_select(x, budget, first=first).kept
 
 
 def similar_pairs(a: np.ndarray, b: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -355,34 +353,26 @@ def kcenter_clustered(x: np.ndarray, budget: int, scores: np.ndarray | None, hoo
     members = hoods.members(np.arange(n))
     sizes = np.array([len(m) for m in members])
     ask = np.minimum(sizes, np.maximum(1, KCENTER_OVERSAMPLE * _shares(sizes, budget)))
+    # Each cluster starts where the global greedy does: its best-scored record, else its
+    # first; so the global start is its cluster's first candidate.
     firsts = [int(np.argmax(np.where(np.isnan(scores[m]), -np.inf, scores[m]))) if scores is not None else 0
               for m in members]
-    picks: list = [None] * hoods.count
-    todo = list(range(hoods.count))
-    while True:
-        for c, result in zip(todo, run(kcenter_cluster, ((x[members[c]], int(ask[c]), firsts[c]) for c in todo))):
-            picks[c] = result
-        rows = np.concatenate([members[c][p[0]] for c, p in enumerate(picks)])
-        sims = np.concatenate([p[1] for p in picks])
-        cluster = np.concatenate([np.full(len(p[0]), c) for c, p in enumerate(picks)])
-        step = np.concatenate([np.arange(len(p[0])) for p in picks])
-        # Farthest from the picks before it first; a cluster's picks stay in their order.
-        merged = np.lexsort((step, cluster, sims))[:budget]
-        taken = np.bincount(cluster[merged], minlength=hoods.count)
-        todo = [c for c in range(hoods.count) if taken[c] == ask[c] < sizes[c]]
-        if not todo:
-            break
-        ask[todo] = np.minimum(sizes[todo], 2 * ask[todo])
-    kept_rows = rows[merged]
-    cutoff = float(sims[merged[-1]])
-    rank = np.full(n, n, dtype=np.int64)
-    rank[kept_rows] = np.arange(len(kept_rows))
+    found = run(kcenter_cluster, ((x[members[c]], int(ask[c]), firsts[c]) for c in range(hoods.count)))
+    candidates = np.sort(np.concatenate([members[c][kept] for c, kept in enumerate(found)]))
+    start = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores))) if scores is not None else 0
+    chosen = kcenter_select(x[candidates], budget, first=int(np.searchsorted(candidates, start)))
+    kept_rows = candidates[chosen.kept]
+    # The greedy's last pick's similarity to its nearest earlier pick: the radius it reached.
+    last = len(kept_rows) - 1
+    cutoff = float(Products(x[kept_rows]).exact(np.array([last]), np.arange(last)).max()) if last else -np.inf
     kept = np.zeros(n, dtype=bool)
     kept[kept_rows] = True
+    rank = np.full(n, n, dtype=np.int64)
+    rank[kept_rows] = np.arange(len(kept_rows))
     nearest, similarity = np.arange(n), np.ones(n, dtype=np.float32)  # a kept record is its own nearest
     dropped = np.flatnonzero(~kept)
     _, _, similarity[dropped], nearest[dropped] = _nearest(x, dropped, rank, kept, None, hoods, run, probed=False)
-    info = {"clusters": hoods.count, "probes": int(hoods.probes.shape[1]),
+    info = {"clusters": hoods.count, "probes": int(hoods.probes.shape[1]), "candidates": len(candidates),
             "agreement": kcenter_agreement(x, kept_rows, cutoff, run, sample, seed)}
     return Clustered(Selection(kept_rows, nearest, similarity, np.zeros(n, dtype=bool)), info)
 
