@@ -204,11 +204,14 @@ def _diversity(info: dict) -> list[str]:
     if stage is None or stage["selection"] != "clustered":
         return []
     a = stage["agreement"]
+    how = (f"The `{stage['method']}` selection ran within {stage['clusters']} k-means clusters of the embeddings, each"
+           f" record also checked against its {stage['probes']} nearest other clusters.")
+    if a["rate"] is None:
+        return ["## Diversity selection", "", how + " Its agreement with the exact selection was not measured.", ""]
     return ["## Diversity selection", "",
-            f"The `{stage['method']}` selection ran within {stage['clusters']} k-means clusters of the embeddings, each"
-            f" record also checked against its {stage['probes']} nearest other clusters. On a sample of"
-            f" {a['sample']:,} records, the exact single-process rule was met by {a['rate']:.2%} (agreement):"
-            f" {a['wrongly_kept']} kept that it would drop, {a['wrongly_dropped']} dropped that it would keep.", ""]
+            how + f" On a sample of {a['sample']:,} records, the exact single-process rule was met by {a['rate']:.2%}"
+            f" (agreement): {a['wrongly_kept']} kept that it would drop, {a['wrongly_dropped']} dropped that it would"
+            " keep.", ""]
 
 
 def _reference(info: dict) -> list[str]:

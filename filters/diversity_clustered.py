@@ -434,4 +434,4 @@ def kcenter_agreement(x: np.ndarray, kept_rows: np.ndarray, cutoff: float, run: 
 def _agreement(checked: int, kept: int, wrongly_kept: int, wrongly_dropped: int) -> dict[str, Any]:
     wrong = wrongly_kept + wrongly_dropped
     return {"sample": checked, "sample_kept": kept, "wrongly_kept": wrongly_kept, "wrongly_dropped": wrongly_dropped,
-            "rate": round(1 - wrong / checked, 4) if checked else 1.0}
+            "rate": round(1 - wrong / checked, 4) if checked else None}  # None: not measured
