@@ -6,17 +6,19 @@ one: O(records x kept) work and the whole matrix in one process. Here spherical 
 exact selection runs inside each cluster, one task per cluster (in this process, or as
 Ray tasks), so work and memory per task are bounded by a cluster's size.
 
-`threshold` (score-first walk). Each cluster walks its records in the global walk order
-without a budget cap below `budget`; the survivors are then checked against the
+`threshold` (score-first walk). Each cluster walks its records in the global walk order,
+those within a prefix of that order grown until it holds `budget` keeps (the exact walk
+stops at the budget-th keep, often early); the survivors are then checked against the
 survivors of each record's `probes` next nearest clusters (the near-duplicates that
 straddle a boundary: the error source of any partition), and a walk over those
 conflicts in global order drops the later of each kept pair. A record whose only
 blocker fell there is revived if nothing kept before it in its neighbourhood is within
 the threshold. The budget then takes the first `budget` kept records in the global
-order, which is where the exact walk stops too. With no boundary conflict missed, this
-is the exact selection: the exact walk's result is the one set in which every record
-is kept exactly when no earlier kept record is within the threshold, and this checks
-that rule across cluster boundaries.
+order, which is where the exact walk stops too. With no boundary conflict missed (and
+no revived record that would have blocked a later one), this is the exact selection:
+the exact walk's result is the one set in which every record is kept exactly when no
+earlier kept record is within the threshold, and this checks that rule across cluster
+boundaries.
 
 `kcenter` (greedy max-min), in two rounds as distributed k-center is done (Malkomes et
 al., NeurIPS 2015): each cluster's greedy picks twice its share of the budget, from its
