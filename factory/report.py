@@ -206,6 +206,7 @@ def render(info: dict[str, Any], kept: KeptSummary, rejected: RejectedSummary,
                                                                     charts.COLORS[2]))))
     sections.append(_quota(info))
     sections.append(_privacy_and_contamination(info))
+    sections.append(_diversity_selection(info))
     sections.append(_lengths(kept.lengths))
     counts = kept.turns
     if counts and max(counts) > 1:
@@ -306,6 +307,25 @@ def _privacy_and_contamination(info: dict[str, Any]) -> str:
                                   "<table><tr><th>benchmark</th><th>items</th><th>n</th><th>dropped</th></tr>" + rows
                                   + "</table>"))
     return "".join(parts)
+
+
+def _diversity_selection(info: dict[str, Any]) -> str:
+    """A clustered diversity selection and its agreement with the exact one (see the card)."""
+    stage = next((s for s in info["funnel"]["stages"] if s.get("stage") == "diversity"
+                  and s.get("selection") == "clustered"), None)
+    if stage is None:
+        return ""
+    a = stage.get("agreement") or {}
+    rate = "not measured" if a.get("rate") is None else f"{a['rate']:.2%} of {a['sample']:,} sampled records"
+    rows = [("method", stage.get("method", "")), ("clusters", f"{stage['clusters']:,}"),
+            ("probes (nearest other clusters checked)", str(stage["probes"])),
+            ("agreement with the exact selection", rate)]
+    if a.get("rate") is not None:
+        rows += [("kept that the exact rule drops", f"{a['wrongly_kept']:,}"),
+                 ("dropped that the exact rule keeps", f"{a['wrongly_dropped']:,}")]
+    body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
+    return _section("Diversity selection", "Selected within k-means clusters of the embeddings.",
+                    f"<table>{body}</table>")
 
 
 def _lengths(by_role: dict[str, collections.Counter]) -> str:

@@ -132,6 +132,8 @@ def test_filter_command_reports_the_selection_in_run_json_and_card(tmp_path, min
     assert len(read_jsonl(out / "data.jsonl")) == 3 * len(SUBJECTS)
     card = (out / "README.md").read_text()
     assert "clustered" in card and "agreement" in card
+    report = (out / "report.html").read_text()
+    assert "<h2>Diversity selection</h2>" in report and "100.00% of" in report
 
 
 @pytest.mark.parametrize("options, words", [

@@ -120,7 +120,7 @@ def datasketch_loop(records: list[Record], bulk: bool) -> tuple[float, set]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=DEFAULT)
-    parser.add_argument("--rounds", type=int, default=3, help="turns each way takes; its best counts")
+    parser.add_argument("--rounds", type=int, default=5, help="turns each way takes; its best counts")
     parser.add_argument("--baseline-docs", type=int, default=10000,
                         help="documents for the datasketch baselines (the update loop is slow)")
     args = parser.parse_args()
