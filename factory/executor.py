@@ -94,10 +94,21 @@ def shard_pipeline(pipeline: Pipeline, shards: int, cost_left: float | None) -> 
     teacher = mine.config.teacher
     for name, value in share_limits({name: getattr(teacher, name) for name in SHARED_LIMITS}, shards).items():
         setattr(teacher, name, value)
+    # A teacher a task derives with limits of its own (a dialogue role's, a preference
+    # candidate's or judge's) is divided too: the rest it takes from the divided one above.
+    for overrides in _teacher_overrides(mine.config.generate):
+        overrides.update(share_limits(overrides, shards))
     if cost_left is not None:
         mine.config.max_cost = max(cost_left / shards, 1e-9)
     mine.config.executor = mine.config.executor.model_copy(update={"type": "local"})
     return mine
+
+
+def _teacher_overrides(generate) -> list[dict[str, Any]]:
+    """The `teacher:` keys a generate section changes for a role, a candidate or its judge."""
+    judge = getattr(generate, "judge", None)
+    return [*getattr(generate, "teachers", {}).values(), *getattr(generate, "candidates", []),
+            *([judge.teacher] if isinstance(getattr(judge, "teacher", None), dict) else [])]
 
 
 @dataclass

@@ -48,6 +48,22 @@ def test_each_shard_gets_a_share_of_the_limits_that_adds_up_to_no_more_than_them
     assert mine.config.executor.type == "local"  # a shard is one process
 
 
+def test_a_roles_and_a_candidates_own_limits_are_divided_too(tmp_path):
+    (tmp_path / "prompts" / "dialogue").mkdir(parents=True, exist_ok=True)
+    path = write_pipeline(tmp_path, generate={"task": "dialogue", "count": 4, "turns": [1, 2],
+                                              "teachers": {"user": {"model": "simulator", "rpm": 60, "tpm": 9000},
+                                                           "assistant": {"sampling": {"temperature": 0.2}}}})
+    teachers = shard_pipeline(load_pipeline(path), 3, cost_left=None).config.generate.teachers
+    assert teachers["user"] == {"model": "simulator", "rpm": 20, "tpm": 3000}
+    assert teachers["assistant"] == {"sampling": {"temperature": 0.2}}  # the divided pipeline's limits apply
+    path = write_pipeline(tmp_path, generate={"task": "preference", "count": 4,
+                                              "candidates": [{"rpm": 40}, {"max_concurrency": 8, "model": "m2"}],
+                                              "judge": {"teacher": {"rpm": 10}}})
+    generate = shard_pipeline(load_pipeline(path), 2, cost_left=None).config.generate
+    assert generate.candidates == [{"rpm": 20}, {"max_concurrency": 4, "model": "m2"}]
+    assert generate.judge.teacher == {"rpm": 5}
+
+
 def test_a_judges_own_limits_are_divided_as_the_pipelines_are():
     keys = {"model": "judge-model", "rpm": 100, "max_concurrency": 2, "tpm": None}
     assert share_limits(keys, 4) == {"model": "judge-model", "rpm": 25, "max_concurrency": 1, "tpm": None}
