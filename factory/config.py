@@ -82,7 +82,14 @@ _REASONING_FAMILY = re.compile(r"(?:^|/)(?:o\d+|gpt-5(?!-chat)(?:\.\d+)?)(?:-[\w
 # Request keys factory itself sets: extra_body may not set them behind its back.
 OWNED_BODY_KEYS = frozenset({
     "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "presence_penalty",
-    "frequency_penalty", "seed", "response_format", "structured_outputs", "guided_json", "stream", "n"})
+    "frequency_penalty", "seed", "response_format", "structured_outputs", "guided_json", "stream", "n",
+    "system", "stop_sequences", "output_config"})
+
+
+def thinking_enabled(extra_body: dict[str, Any]) -> bool:
+    """Whether a request body asks Claude for extended thinking (`thinking: {type: enabled}`)."""
+    thinking = extra_body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") == "enabled"
 
 
 def reasoning_family(model: str) -> bool:
@@ -177,6 +184,22 @@ class TeacherConfig(Strict):
                 where = f"teacher.sampling.{key}" if key in Sampling.model_fields else "factory itself"
                 raise ValueError(f"{key!r} is set by {where}, not by extra_body")
         return value
+
+    @model_validator(mode="after")
+    def _claude_thinking(self):
+        # Claude's rules for extended thinking, checked before anything is sent: a 400 for
+        # every request would end each sample as refused.
+        if self.backend != "anthropic" or not thinking_enabled(self.extra_body):
+            return self
+        budget = self.extra_body["thinking"].get("budget_tokens")
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
+            raise ValueError("extra_body.thinking.budget_tokens: a whole number of at least 1024 (Claude's minimum)")
+        if budget >= self.sampling.max_tokens:
+            raise ValueError(f"extra_body.thinking.budget_tokens ({budget}) must be below sampling.max_tokens "
+                             f"({self.sampling.max_tokens}), which counts the thinking and the answer")
+        if "temperature" in self.sampling.model_fields_set and self.sampling.temperature not in (None, 1):
+            raise ValueError("sampling.temperature: Claude takes only 1 with extended thinking (or leave it unset)")
+        return self
 
     @model_validator(mode="after")
     def _openai_needs_an_address(self):

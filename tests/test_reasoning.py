@@ -146,3 +146,39 @@ def test_reasoning_drop_keeps_it_nowhere_and_a_think_tag_left_in_an_answer_is_re
     assert rows and rejected and len(rows) + len(rejected) == 8
     assert {r["reason"] for r in rejected} == {"thinking_in_answer"}
     assert all("reasoning" not in row["metadata"] and "reasoning_content" not in row["messages"][-1] for row in rows)
+
+
+CLAUDE_THINKING = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+
+
+def test_claude_extended_thinking_is_the_reasoning_never_the_answer(tmp_path, loopback):
+    """backend anthropic with extended thinking, against Messages as Claude answers them
+    (thinking blocks first; a temperature other than 1 refused): the thinking is each
+    record's reasoning, no text block of it reaches an answer, and no temperature is sent."""
+    pytest.importorskip("anthropic", reason="backend: anthropic needs the anthropic package (the test extra installs it)")
+    url = loopback(keep_bodies=True)
+    path = write_pipeline(tmp_path, url, teacher__backend="anthropic", teacher__model="claude-sonnet-4-5",
+                          teacher__extra_body=CLAUDE_THINKING, teacher__sampling={"max_tokens": 4096},
+                          output__reasoning="metadata", generate__count=6)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    bodies = loopback.teacher.bodies
+    assert bodies and all(b["thinking"] == CLAUDE_THINKING["thinking"] and "temperature" not in b for b in bodies)
+    rows = read_jsonl(tmp_path / "out" / "data.jsonl")
+    assert len(rows) == 6
+    for row in rows:
+        assert row["metadata"]["reasoning"].startswith("Let me think this through.")
+        assert not any("think this through" in m["content"] for m in row["messages"])
+
+
+@pytest.mark.parametrize("teacher, words", [
+    ({"sampling": {"max_tokens": 4096, "temperature": 0.3}}, ["teacher", "sampling.temperature", "1"]),
+    ({"sampling": {"max_tokens": 1024}}, ["teacher", "budget_tokens", "max_tokens"]),
+    ({"sampling": {"max_tokens": 4096}, "extra_body": {"thinking": {"type": "enabled", "budget_tokens": 500}}},
+     ["teacher", "budget_tokens", "1024"]),
+])
+def test_claude_thinking_settings_it_refuses_are_bad_input_before_anything_is_sent(tmp_path, teacher, words):
+    options = {"backend": "anthropic", "model": "claude-sonnet-4-5", "extra_body": CLAUDE_THINKING, **teacher}
+    path = write_pipeline(tmp_path, **{f"teacher__{k}": v for k, v in options.items()})
+    result = factory_cli("validate", str(path))
+    assert_user_error(result.returncode, result.stderr, words)

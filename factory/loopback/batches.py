@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from factory.loopback.content import thinking
+
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
 
 
@@ -73,10 +75,12 @@ class BatchDesk:
     completion_tokens)` is the online endpoint's answer to an OpenAI-shaped body."""
 
     def __init__(self, options: BatchOptions, answer: Callable[[dict], tuple[str, int, int]], model: str,
-                 spend: Callable[[list, Any], tuple[str | None, dict[str, str]]] | None = None):
+                 spend: Callable[[list, Any], tuple[str | None, dict[str, str]]] | None = None,
+                 keep: Callable[[dict], None] | None = None):
         self.options = options
         self.answer = answer
         self.model = model
+        self.keep = keep  # each online Messages body, for tests that read what was sent
         # The server's rate-limit buckets (LoopbackTeacher._spend): online Messages report
         # them in Anthropic's headers, and answer 429 when a request does not fit.
         self.spend = spend
@@ -267,9 +271,11 @@ class BatchDesk:
 
     async def messages(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.keep is not None:
+            self.keep(body)
         if not isinstance(body.get("messages"), list) or not body.get("max_tokens"):
             return _anthropic_error(400, "invalid_request_error", "messages and max_tokens are required")
-        refused = _refused_schema(body)
+        refused = _refused_schema(body) or _refused_thinking(body)
         if refused:
             return _anthropic_error(400, "invalid_request_error", refused)
         headers: dict[str, str] = {}
@@ -411,9 +417,33 @@ def _refused_schema(params: dict) -> str | None:
     return f"output_config.format.schema: keyword '{keyword}' is not supported" if keyword else None
 
 
+def _thinking_enabled(params: dict) -> bool:
+    return isinstance(params.get("thinking"), dict) and params["thinking"].get("type") == "enabled"
+
+
+def _refused_thinking(params: dict) -> str | None:
+    """Claude's rules for extended thinking, in its words: a budget of at least 1024
+    tokens and below max_tokens, and no temperature but 1."""
+    if not _thinking_enabled(params):
+        return None
+    budget = params["thinking"].get("budget_tokens")
+    if not isinstance(budget, int) or budget < 1024:
+        return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+    if budget >= params.get("max_tokens", 0):
+        return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    if params.get("temperature", 1) != 1:
+        return "`temperature` may only be set to 1 when thinking is enabled"
+    return None
+
+
 def _anthropic_message(params: dict, text: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    content = [{"type": "text", "text": text}]
+    if _thinking_enabled(params):  # Claude's thinking comes first, in a block of its own, signed
+        thought = thinking(_openai_body(params)["messages"], None)
+        content.insert(0, {"type": "thinking", "thinking": thought, "signature": uuid.uuid4().hex})
+        completion_tokens += len(thought) // 4 + 1
     return {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant", "model": params.get("model"),
-            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+            "content": content, "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens,
                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
 

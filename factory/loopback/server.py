@@ -163,7 +163,8 @@ class LoopbackTeacher:
         self.billed: collections.Counter[str] = collections.Counter()
         self.buckets = {kind: [float(limit), time.monotonic()] for kind, limit in self.options.rate_limits.items()}
         self.desk = BatchDesk(BatchOptions(**self.options.batches), self.reply, self.options.model,
-                              self._spend if self.options.rate_limits else None)
+                              self._spend if self.options.rate_limits else None,
+                              self.bodies.append if self.options.keep_bodies else None)
 
     def reply(self, body: dict) -> tuple[str, int, int]:
         """(text, prompt tokens, completion tokens) for an OpenAI-shaped body: what a

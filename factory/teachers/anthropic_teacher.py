@@ -7,7 +7,10 @@ take temperature or top_p, not both, so top_p is not sent; there is no seed). A
 schema goes as `output_config.format` (structured outputs), in the subset Claude
 takes (the package's transform_schema moves other constraints, like an array's
 length, into the description; the task checks them as always), or into the prompt
-with `structured_output: prompt`. Thinking blocks never reach the answer: only text blocks do.
+with `structured_output: prompt`. Extended thinking (`extra_body: {thinking: {type:
+enabled, budget_tokens: N}}`) comes back in thinking blocks, which become the answer's
+reasoning (output.reasoning says where it goes), never its text; prompt-cache reads
+are the cached tokens priced at price.cached_input.
 
 base_url is the API's root (https://api.anthropic.com by default); a trailing /v1, as
 OpenAI-style addresses have, is dropped.
@@ -20,7 +23,7 @@ import os
 from typing import Any, AsyncIterator, Callable
 
 from factory import constants
-from factory.config import TeacherConfig
+from factory.config import TeacherConfig, thinking_enabled
 from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
 from factory.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request, Teacher
@@ -84,7 +87,12 @@ class AnthropicAPI:
     def payload(self, request: Request, use_schema: bool = True) -> dict[str, Any]:
         s = self.config.sampling
         messages = request.messages
-        body: dict[str, Any] = {"model": self.config.model, "max_tokens": s.max_tokens, "temperature": s.temperature}
+        body: dict[str, Any] = {"model": self.config.model, **self.config.extra_body, "max_tokens": s.max_tokens}
+        # Null is not sent; with extended thinking Claude takes no temperature but its own, so
+        # factory's default is not sent either (one the user wrote is checked at load: config.py).
+        thinks = thinking_enabled(self.config.extra_body)
+        if s.temperature is not None and not (thinks and "temperature" not in s.model_fields_set):
+            body["temperature"] = s.temperature
         if s.stop:
             body["stop_sequences"] = s.stop
         if request.schema is not None:
@@ -114,8 +122,10 @@ def completion_from_message(message: Any, model: str, max_tokens: int) -> Comple
     """A Messages API answer (a dict) as a Completion; BadResponse when it is not one."""
     if not isinstance(message, dict) or not isinstance(message.get("content"), list):
         raise BadResponse(f"response is not a message: {str(message)[:120]!r}")
-    text = "".join(block.get("text", "") for block in message["content"]
-                   if isinstance(block, dict) and block.get("type") == "text")
+    blocks = [block for block in message["content"] if isinstance(block, dict)]
+    text = "".join(block.get("text", "") for block in blocks if block.get("type") == "text")
+    # Extended thinking comes in blocks of its own (a redacted one holds nothing readable).
+    reasoning = "".join(block.get("thinking", "") for block in blocks if block.get("type") == "thinking") or None
     usage = message.get("usage") or {}
     prompt = sum(int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens",
                                                   "cache_creation_input_tokens"))
@@ -123,7 +133,8 @@ def completion_from_message(message: Any, model: str, max_tokens: int) -> Comple
         raise BadResponse(f"answer of {len(text):,} characters, far beyond max_tokens {max_tokens}")
     stop = message.get("stop_reason") or "unknown"
     return Completion(text=text, finish_reason=FINISH.get(stop, stop), prompt_tokens=prompt,
-                      completion_tokens=int(usage.get("output_tokens") or 0), model=message.get("model") or model)
+                      completion_tokens=int(usage.get("output_tokens") or 0), model=message.get("model") or model,
+                      reasoning=reasoning, cached_tokens=int(usage.get("cache_read_input_tokens") or 0))
 
 
 class AnthropicTeacher(Teacher):
