@@ -132,3 +132,32 @@ def test_a_sampled_answer_is_the_same_whatever_the_batch(tiny_model):
     reseeded = [dataclasses.replace(r, seed=r.seed + 1) for r in requests]
     other, _ = _answer_all(TeacherConfig(model=str(tiny_model), batch_size=8, sampling=sampling), reseeded)
     assert [c.text for c in other] != [c.text for c in alone]
+
+
+def test_teachers_that_differ_only_in_sampling_share_one_loaded_model(tiny_model):
+    """A preference task's candidates (or a dialogue's roles) on one in-process model hold
+    one copy of it, take turns generating, answer as each would alone, and the last to
+    close lets it go."""
+    import asyncio
+
+    from factory.config import TeacherConfig
+    from factory.teachers import transformers_teacher as tt
+
+    requests = _requests(8)
+    configs = [TeacherConfig(model=str(tiny_model), batch_size=4, sampling={"max_tokens": 8, "temperature": t})
+               for t in (0.0, 1.1)]
+    alone = [[c.text for c in _answer_all(config, requests)[0]] for config in configs]
+
+    async def together():
+        teachers = [tt.TransformersTeacher(config) for config in configs]
+        for teacher in teachers:
+            await teacher.start()
+        assert teachers[0]._lm is teachers[1]._lm and len(tt._LOADED) == 1
+        answers = await asyncio.gather(*[asyncio.gather(*[t.complete(r) for r in requests]) for t in teachers])
+        await teachers[0].close()
+        assert len(tt._LOADED) == 1  # the other still uses it
+        await teachers[1].close()
+        return [[c.text for c in per] for per in answers]
+
+    assert asyncio.run(together()) == alone
+    assert not tt._LOADED

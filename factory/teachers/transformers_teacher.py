@@ -9,6 +9,8 @@ read by the tolerant JSON parser.
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +22,45 @@ from factory.teachers.base import Completion, Request
 from factory.teachers.batching import BatchingTeacher
 
 
+@dataclass
+class _Loaded:
+    tokenizer: Any
+    model: Any
+    device: str
+    users: int = 0
+    # One batch at a time through a shared model: its teachers' batches take turns.
+    generating: threading.Lock = field(default_factory=threading.Lock)
+
+
+# Models loaded in this process, by (source, dtype, device): teachers that differ only in
+# sampling (a preference task's candidates, a dialogue's two roles, a judge on the same
+# model) share one copy, not one each.
+_LOADED: dict[tuple, _Loaded] = {}
+_LOADING = threading.Lock()
+
+
 class TransformersTeacher(BatchingTeacher):
     backend = "transformers"
 
     def __init__(self, config: TeacherConfig):
         super().__init__(config, config.batch_size)
-        self._tok = self._lm = None
+        self._key: tuple | None = None
+        self._loaded: _Loaded | None = None
         self.device = "cpu"
 
     def _load(self) -> None:
         name = self.config.model
         local = Path(os.path.expanduser(name))
+        source = str(local) if local.exists() else name
+        key = (source, self.config.dtype, self.config.device)
+        with _LOADING:
+            loaded = _LOADED.get(key)
+            if loaded is None:
+                loaded = _LOADED[key] = self._load_model(name, source)
+            loaded.users += 1
+        self._key, self._loaded, self.device = key, loaded, loaded.device
+
+    def _load_model(self, name: str, source: str) -> _Loaded:
         if not hub.obtainable(name):
             raise TeacherError(
                 f"cannot load model {name!r}: the Hugging Face Hub is out of reach and the model is not in the local "
@@ -43,19 +73,36 @@ class TransformersTeacher(BatchingTeacher):
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as err:
             raise TeacherError(f"the transformers backend needs torch and transformers ({err.name} is missing)") from err
-        source = str(local) if local.exists() else name
         try:
-            self._tok = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source)
             dtype = "auto" if self.config.dtype == "auto" else getattr(torch, self.config.dtype)
-            self._lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError) as err:
             raise TeacherError(f"cannot load model {name!r}: {' '.join(str(err).split())[:300]}") from err
-        self.device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._lm.to(self.device).eval()
-        if self._tok.pad_token is None:
-            self._tok.pad_token = self._tok.eos_token
-        if not getattr(self._tok, "chat_template", None):
+        device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model.to(device).eval()
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if not getattr(tokenizer, "chat_template", None):
             raise TeacherError(f"model {name!r} has no chat template; pick an instruct/chat model")
+        return _Loaded(tokenizer, model, device)
+
+    @property
+    def _tok(self):
+        return self._loaded.tokenizer
+
+    @property
+    def _lm(self):
+        return self._loaded.model
+
+    async def close(self) -> None:
+        await super().close()
+        with _LOADING:
+            if self._loaded is not None:
+                self._loaded.users -= 1
+                if self._loaded.users == 0 and _LOADED.get(self._key) is self._loaded:
+                    del _LOADED[self._key]  # the last teacher on it: the model goes with it
+                self._loaded = None
 
     def _prompt(self, request: Request) -> str:
         if request.prompt is not None:
@@ -66,6 +113,12 @@ class TransformersTeacher(BatchingTeacher):
         return self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _generate(self, requests: list[Request]) -> list[Completion]:
+        # A shared model (and its tokenizer, which is not safe across threads) serves one
+        # teacher's batch at a time.
+        with self._loaded.generating:
+            return self._generate_batch(requests)
+
+    def _generate_batch(self, requests: list[Request]) -> list[Completion]:
         import torch
         from transformers import LogitsProcessorList
 
