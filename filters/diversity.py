@@ -17,7 +17,12 @@ The choice depends on the data only, never on the executor: the same dataset any
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Literal
+import contextlib
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -25,6 +30,7 @@ from pydantic import Field, model_validator
 from factory.constants import DEFAULT_EMBEDDING_MODEL, EMBEDDING_CACHE_FILE
 from factory.record import Record
 from filters.base import Stage, TextConfig
+from filters.diversity_parts import Spilled, spill_and_embed
 
 PROJECTION_POINTS = 1000  # points of the 2-D kept/dropped map kept for the report
 
@@ -79,36 +85,60 @@ class Diversity(Stage):
         return max(1, round(b * n)) if isinstance(b, float) else int(b)
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
-        from filters.diversity_select import kcenter_select, threshold_select
-        from filters.embeddings import EmbeddingCache, embed
+        """The records stream to disk with their embeddings (filters/diversity_parts.py)
+        and are read back to be kept or dropped: this process holds a few numbers per
+        record, never the records or the matrix."""
+        c = self.config
+        with contextlib.ExitStack() as stack:
+            if self.context is not None:  # in the run folder, which one run holds at a time
+                work = self.context.out_dir / f".diversity-{self.position or 0}"
+                shutil.rmtree(work, ignore_errors=True)  # what a killed run left
+                work.mkdir(parents=True)
+                stack.callback(shutil.rmtree, work, True)
+            else:  # a stage on a Dataset, with no run folder
+                work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="factory-diversity-")))
+            executor = self.context.pipeline.config.executor if self.context else None
+            spilled = spill_and_embed(records, work, c.text, stack.enter_context(self._embedder(executor)),
+                                      c.fields or ())
+            self.embedded = spilled.embedded
+            c.check_fields(spilled.witnesses, self.where)
+            if spilled.count:
+                yield from self._keep(work, spilled, executor)
+
+    @contextlib.contextmanager
+    def _embedder(self, executor: Any) -> Iterator[Callable[[list[str]], tuple[np.ndarray, int]]]:
+        """texts -> (their vectors, how many were computed): from the cache, else the model
+        (loaded once, when first needed) or the cluster's actor pool."""
+        from filters.embeddings import EmbeddingCache, embed, load_model
 
         c = self.config
-        records = list(records)
-        if not records:
-            return
-        c.check_fields(records, self.where)
         cache = EmbeddingCache(self.context.out_dir / EMBEDDING_CACHE_FILE) if c.cache and self.context else None
-        executor = self.context.pipeline.config.executor if self.context else None
         encode = None
         if executor is not None and executor.type == "ray":  # the embeddings on the cluster's actors
             from factory.executor_ray import connect
             from filters.embeddings_ray import pool_encoder
 
             encode = pool_encoder(connect(executor.address), c.model, c.device, c.batch_size)
+        model = functools.cache(lambda: load_model(c.model, c.device))
         try:
-            vectors, self.embedded = embed([c.text(r) for r in records], c.model, cache,
-                                           c.device, c.batch_size, encode=encode)
+            yield lambda texts: embed(texts, c.model, cache, c.device, c.batch_size, loader=model, encode=encode)
         finally:
             if cache is not None:
                 cache.close()
-        scores = [r.metadata.get("judge_score") for r in records]
+
+    def _keep(self, work: Path, spilled: "Spilled", executor: Any) -> Iterator[Record]:
+        from filters.diversity_select import kcenter_select, threshold_select
+        from filters.ray_parts import ids, read_back
+
+        c = self.config
+        vectors, scores = spilled.vectors, spilled.scores
         scored = any(s is not None for s in scores)
-        budget = self.budget_for(len(records))
+        budget = self.budget_for(spilled.count)
         method = c.method
         if method == "auto":
             method = "threshold" if scored or budget is None else "kcenter"
         self.method_used = method
-        if self._clustered(len(records)):
+        if self._clustered(spilled.count):
             selection = self._select_clustered(vectors, method, scores if scored else None, budget, executor)
         elif method == "kcenter":
             self.selection_used = {"selection": "exact"}
@@ -117,14 +147,15 @@ class Diversity(Stage):
         else:
             self.selection_used = {"selection": "exact"}
             selection = threshold_select(vectors, _walk_order(scores), c.threshold, budget)
-        kept = np.zeros(len(records), dtype=bool)
+        kept = np.zeros(spilled.count, dtype=bool)
         kept[selection.kept] = True
         self.projection = _projection(vectors, kept)
-        for i, record in enumerate(records):
+        named = ids(work, spilled.parts, np.unique(selection.nearest[~kept]))
+        for i, record in enumerate(read_back(work, spilled.parts)):
             if kept[i]:
                 yield record
                 continue
-            near = records[int(selection.nearest[i])].id
+            near = named[int(selection.nearest[i])]
             similarity = round(float(selection.similarity[i]), 4)
             if selection.too_similar[i]:
                 self.drop(record, "too_similar", f"cosine {similarity:.3f} with {near} (threshold {c.threshold:g})",

@@ -125,7 +125,7 @@ def partition(x: np.ndarray, clusters: int, probes: int, seed: int, run: Runner)
     centroids = train(x, clusters, seed)
     k = len(centroids)
     probes = min(probes, k - 1)
-    step = max(1, BLOCK_ELEMENTS // 64)  # rows per assignment task
+    step = max(1, BLOCK_ELEMENTS // max(1, x.shape[1]))  # rows per assignment task: 128 MiB of them
     parts = run(assign, ((x[s: s + step], centroids, probes) for s in range(0, len(x), step)))
     labels = np.concatenate([p[0] for p in parts])
     near = np.concatenate([p[1] for p in parts]) if probes else np.empty((len(x), 0), dtype=np.int64)

@@ -68,7 +68,9 @@ class Products:
         cols = self.torch.from_numpy(vectors).T.contiguous()
         values = np.empty((len(rows), count), dtype=np.float32)
         where = np.empty((len(rows), count), dtype=np.int64)
-        step = max(256, BLOCK_ELEMENTS // max(1, len(vectors)))
+        # Rows per block: their products with every vector, and a vector gathered for each
+        # (pair_with below), each within BLOCK_ELEMENTS.
+        step = max(256, BLOCK_ELEMENTS // max(1, len(vectors), vectors.shape[1]))
         for start in range(0, len(rows), step):
             part = rows[start: start + step]
             lhs = self.fast[start: start + step] if every else self.fast[self.torch.from_numpy(part)]

@@ -1,15 +1,17 @@
-"""Records in part files on the shared filesystem, for filter stages that run on Ray.
+"""Records in part files on disk, for filter stages that must not hold their input.
 
 The driver streams a stage's records into parts once (`spill`), Ray tasks read the
-parts they are given, and the driver reads the parts back in order to keep or drop
-each record: it never holds the records, only a few numbers per record.
+parts they are given (on a filesystem every node shares), and the driver reads the
+parts back in order to keep or drop each record: it never holds the records, only a
+few numbers per record. The diversity stage spills its input the same way, in one
+process or on Ray.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -20,13 +22,16 @@ PART_RECORDS = 50_000  # records a task reads
 
 
 def spill(records: Iterable[Record], work: Path, part_records: int, scored: bool,
-           fields: Iterable[str]) -> tuple[int, list, list[Record]]:
+           fields: Iterable[str], each: Callable[[Record], None] | None = None) -> tuple[int, list, list[Record]]:
     """Write the records into parts; returns their count, their judge scores (when the
     walk needs them) and, for the field check, the first record and the first record
-    having each of `fields` (no witness for a field: no record has it)."""
+    having each of `fields` (no witness for a field: no record has it). `each` sees every
+    record on its way (a stage taking what it needs of them in the same pass)."""
     count, scores, out, witnesses, missing = 0, [], None, [], set(fields)
     try:
         for record in records:
+            if each is not None:
+                each(record)
             if not witnesses:
                 witnesses.append(record)
             for path in [p for p in missing if field_value(record.metadata, p) is not None]:

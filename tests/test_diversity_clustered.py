@@ -41,6 +41,20 @@ def kept_ids(tmp_path, model, **options):
     return kept, rejected, stage.funnel()
 
 
+def test_the_stage_takes_its_input_as_a_stream_and_leaves_no_work_behind(tmp_path, minilm):  # noqa: F811
+    """Records and vectors go to disk, not memory: a generator in gives what a list gives,
+    drops name their nearest kept record read back from disk, and the work folder goes."""
+    listed, listed_rejected, _ = kept_ids(tmp_path, minilm, selection="clustered", clusters=3)
+    stage, rejected = stage_for(tmp_path, model=minilm, threshold=0.9, selection="clustered", clusters=3)
+    streamed = [r.id for r in stage(r for r in records())]
+    assert streamed == listed and len(streamed) == 3 * len(SUBJECTS)
+    by_id = {r.id: r for r in records()}
+    assert [(r.id, r.metadata["nearest_kept"]) for r in rejected] == [(r.id, r.metadata["nearest_kept"])
+                                                                       for r in listed_rejected]
+    assert all(r.metadata["nearest_kept"] in streamed and r.messages == by_id[r.id].messages for r in rejected)
+    assert not list((tmp_path / "out").glob(".diversity-*"))
+
+
 def test_clustered_keeps_what_the_exact_walk_keeps_and_reports_its_agreement(tmp_path, minilm):  # noqa: F811
     exact, _, exact_funnel = kept_ids(tmp_path, minilm, selection="exact")
     kept, rejected, funnel = kept_ids(tmp_path, minilm, selection="clustered", clusters=4, probes=1)
