@@ -20,6 +20,7 @@ import contextlib
 import functools
 import multiprocessing
 import re
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator, Sequence
 
@@ -206,7 +207,8 @@ def signatures(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: 
     return out
 
 
-_SHARED: Sequence[str] = ()  # the texts forked workers sign, set before they are forked
+_SHARED: Sequence[str] = ()  # the texts forked workers sign, set while they are forked
+_FORKING = threading.Lock()
 
 
 def _sign_range(args) -> np.ndarray:
@@ -236,17 +238,20 @@ def signing(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int
     forking = "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if forking else None)
     if forking:
-        _SHARED = texts
         jobs = [(_sign_range, (i, i + chunk, num_perm, ngram, seed)) for i in starts]
     else:
         jobs = [(_sign_texts, (list(texts[i: i + chunk]), num_perm, ngram, seed)) for i in starts]
-    try:
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            pending = [pool.submit(function, args) for function, args in jobs]
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        # A forking pool forks all its workers at the first submit: until then no other
+        # signing (another thread's) may change the texts they are forked with.
+        with _FORKING:
+            _SHARED = texts
             try:
-                yield lambda: np.concatenate([p.result() for p in pending])
+                pending = [pool.submit(function, args) for function, args in jobs]
             finally:
-                for p in pending:
-                    p.cancel()
-    finally:
-        _SHARED = ()
+                _SHARED = ()
+        try:
+            yield lambda: np.concatenate([p.result() for p in pending])
+        finally:
+            for p in pending:
+                p.cancel()
