@@ -152,7 +152,7 @@ def test_teachers_that_differ_only_in_sampling_share_one_loaded_model(tiny_model
         teachers = [tt.TransformersTeacher(config) for config in configs]
         for teacher in teachers:
             await teacher.start()
-        assert teachers[0]._lm is teachers[1]._lm and len(tt._LOADED) == 1
+        assert teachers[0]._loaded is teachers[1]._loaded and len(tt._LOADED) == 1
         answers = await asyncio.gather(*[asyncio.gather(*[t.complete(r) for r in requests]) for t in teachers])
         await teachers[0].close()
         assert len(tt._LOADED) == 1  # the other still uses it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,15 @@ class _Loaded:
     tokenizer: Any
     model: Any
     device: str
-    users: int = 0
     # One batch at a time through a shared model: its teachers' batches take turns.
     generating: threading.Lock = field(default_factory=threading.Lock)
 
 
 # Models loaded in this process, by (source, dtype, device): teachers that differ only in
 # sampling (a preference task's candidates, a dialogue's two roles, a judge on the same
-# model) share one copy, not one each.
-_LOADED: dict[tuple, _Loaded] = {}
+# model) share one copy, not one each. Held by the teachers using it, not by this map: the
+# model goes when the last of them closes (or is dropped without closing).
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _LOADING = threading.Lock()
 
 
@@ -44,7 +45,6 @@ class TransformersTeacher(BatchingTeacher):
 
     def __init__(self, config: TeacherConfig):
         super().__init__(config, config.batch_size)
-        self._key: tuple | None = None
         self._loaded: _Loaded | None = None
         self.device = "cpu"
 
@@ -57,8 +57,7 @@ class TransformersTeacher(BatchingTeacher):
             loaded = _LOADED.get(key)
             if loaded is None:
                 loaded = _LOADED[key] = self._load_model(name, source)
-            loaded.users += 1
-        self._key, self._loaded, self.device = key, loaded, loaded.device
+        self._loaded, self.device = loaded, loaded.device
 
     def _load_model(self, name: str, source: str) -> _Loaded:
         if not hub.obtainable(name):
@@ -87,70 +86,58 @@ class TransformersTeacher(BatchingTeacher):
             raise TeacherError(f"model {name!r} has no chat template; pick an instruct/chat model")
         return _Loaded(tokenizer, model, device)
 
-    @property
-    def _tok(self):
-        return self._loaded.tokenizer
-
-    @property
-    def _lm(self):
-        return self._loaded.model
-
     async def close(self) -> None:
         await super().close()
-        with _LOADING:
-            if self._loaded is not None:
-                self._loaded.users -= 1
-                if self._loaded.users == 0 and _LOADED.get(self._key) is self._loaded:
-                    del _LOADED[self._key]  # the last teacher on it: the model goes with it
-                self._loaded = None
+        self._loaded = None  # the last teacher on the model lets it go
 
-    def _prompt(self, request: Request) -> str:
+    def _prompt(self, request: Request, tok) -> str:
         if request.prompt is not None:
             return request.prompt  # raw text: the caller wrote the template's tokens itself
         messages = request.messages
         if request.schema is not None:
             messages = with_schema_instructions(messages, request.schema)
-        return self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _generate(self, requests: list[Request]) -> list[Completion]:
         # A shared model (and its tokenizer, which is not safe across threads) serves one
         # teacher's batch at a time.
-        with self._loaded.generating:
-            return self._generate_batch(requests)
+        loaded = self._loaded  # held through the batch, even if the teacher closes meanwhile
+        with loaded.generating:
+            return self._generate_batch(requests, loaded.tokenizer, loaded.model)
 
-    def _generate_batch(self, requests: list[Request]) -> list[Completion]:
+    def _generate_batch(self, requests: list[Request], tok, lm) -> list[Completion]:
         import torch
         from transformers import LogitsProcessorList
 
         s = self.config.sampling
-        texts = [self._prompt(r) for r in requests]
-        self._tok.padding_side = "left"  # decoder-only models continue from the right edge
-        enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        texts = [self._prompt(r, tok) for r in requests]
+        tok.padding_side = "left"  # decoder-only models continue from the right edge
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         # Greedy decoding of what SeededSampling chose: each row samples from its own
         # generator, seeded by its request, so a request's answer does not depend on the
         # batch it landed in (its size, its neighbours, a split after running out of memory).
-        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "pad_token_id": self._tok.pad_token_id,
+        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "pad_token_id": tok.pad_token_id,
                                   "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         if s.temperature > 0:
             seeds = [r.seed if r.seed is not None else _request_hash(r) for r in requests]
             kwargs["logits_processor"] = LogitsProcessorList([SeededSampling(seeds, s.temperature, s.top_p)])
         try:
             with torch.inference_mode():
-                out = self._lm.generate(**enc, **kwargs)
+                out = lm.generate(**enc, **kwargs)
         except torch.OutOfMemoryError as err:
             enc = None  # drop the batch's tensors before freeing the cache
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
             raise OutOfMemory(f"out of memory generating a batch of {len(requests)} on {self.device}") from err
         new = out[:, enc["input_ids"].shape[1]:]
-        eos = {self._tok.eos_token_id, *(_as_list(getattr(self._lm.generation_config, "eos_token_id", None)))}
+        eos = {tok.eos_token_id, *(_as_list(getattr(lm.generation_config, "eos_token_id", None)))}
         results = []
         for row, mask in zip(new, enc["attention_mask"]):
             ids = row.tolist()
             length = next((i for i, t in enumerate(ids) if t in eos), None)
             finish = "stop" if length is not None else "length"
             ids = ids[:length] if length is not None else ids
-            text = self._tok.decode(ids, skip_special_tokens=True)
+            text = tok.decode(ids, skip_special_tokens=True)
             results.append(Completion(text, finish, int(mask.sum()), len(ids), self.model))
         return results
 
