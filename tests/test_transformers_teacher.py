@@ -141,6 +141,7 @@ def test_teachers_that_differ_only_in_sampling_share_one_loaded_model(tiny_model
     import asyncio
 
     from factory.config import TeacherConfig
+    from factory.teachers import shared_models
     from factory.teachers import transformers_teacher as tt
 
     requests = _requests(8)
@@ -152,12 +153,12 @@ def test_teachers_that_differ_only_in_sampling_share_one_loaded_model(tiny_model
         teachers = [tt.TransformersTeacher(config) for config in configs]
         for teacher in teachers:
             await teacher.start()
-        assert teachers[0]._loaded is teachers[1]._loaded and len(tt._LOADED) == 1
+        assert teachers[0]._loaded is teachers[1]._loaded and shared_models.loaded_count() == 1
         answers = await asyncio.gather(*[asyncio.gather(*[t.complete(r) for r in requests]) for t in teachers])
         await teachers[0].close()
-        assert len(tt._LOADED) == 1  # the other still uses it
+        assert shared_models.loaded_count() == 1  # the other still uses it
         await teachers[1].close()
         return [[c.text for c in per] for per in answers]
 
     assert asyncio.run(together()) == alone
-    assert not tt._LOADED
+    assert shared_models.loaded_count() == 0

@@ -9,9 +9,7 @@ read by the tolerant JSON parser.
 from __future__ import annotations
 
 import os
-import threading
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +19,14 @@ from factory.errors import OutOfMemory, TeacherError
 from factory.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request
 from factory.teachers.batching import BatchingTeacher
+from factory.teachers.shared_models import Loaded, shared
 
 
 @dataclass
-class _Loaded:
+class _Model:
     tokenizer: Any
     model: Any
     device: str
-    # One batch at a time through a shared model: its teachers' batches take turns.
-    generating: threading.Lock = field(default_factory=threading.Lock)
-
-
-# Models loaded in this process, by (source, dtype, device): teachers that differ only in
-# sampling (a preference task's candidates, a dialogue's two roles, a judge on the same
-# model) share one copy, not one each. Held by the teachers using it, not by this map: the
-# model goes when the last of them closes (or is dropped without closing).
-_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-_LOADING = threading.Lock()
 
 
 class TransformersTeacher(BatchingTeacher):
@@ -45,21 +34,18 @@ class TransformersTeacher(BatchingTeacher):
 
     def __init__(self, config: TeacherConfig):
         super().__init__(config, config.batch_size)
-        self._loaded: _Loaded | None = None
+        self._loaded: Loaded | None = None
         self.device = "cpu"
 
     def _load(self) -> None:
         name = self.config.model
         local = Path(os.path.expanduser(name))
         source = str(local) if local.exists() else name
-        key = (source, self.config.dtype, self.config.device)
-        with _LOADING:
-            loaded = _LOADED.get(key)
-            if loaded is None:
-                loaded = _LOADED[key] = self._load_model(name, source)
-        self._loaded, self.device = loaded, loaded.device
+        self._loaded = shared((self.backend, source, self.config.dtype, self.config.device),
+                              lambda: self._load_model(name, source))
+        self.device = self._loaded.value.device
 
-    def _load_model(self, name: str, source: str) -> _Loaded:
+    def _load_model(self, name: str, source: str) -> _Model:
         if not hub.obtainable(name):
             raise TeacherError(
                 f"cannot load model {name!r}: the Hugging Face Hub is out of reach and the model is not in the local "
@@ -84,7 +70,7 @@ class TransformersTeacher(BatchingTeacher):
             tokenizer.pad_token = tokenizer.eos_token
         if not getattr(tokenizer, "chat_template", None):
             raise TeacherError(f"model {name!r} has no chat template; pick an instruct/chat model")
-        return _Loaded(tokenizer, model, device)
+        return _Model(tokenizer, model, device)
 
     async def close(self) -> None:
         await super().close()
@@ -102,8 +88,8 @@ class TransformersTeacher(BatchingTeacher):
         # A shared model (and its tokenizer, which is not safe across threads) serves one
         # teacher's batch at a time.
         loaded = self._loaded  # held through the batch, even if the teacher closes meanwhile
-        with loaded.generating:
-            return self._generate_batch(requests, loaded.tokenizer, loaded.model)
+        with loaded.turn:
+            return self._generate_batch(requests, loaded.value.tokenizer, loaded.value.model)
 
     def _generate_batch(self, requests: list[Request], tok, lm) -> list[Completion]:
         import torch

@@ -9,12 +9,14 @@ translation from our request to vLLM's parameters is the pure `sampling_kwargs` 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from factory.config import TeacherConfig
 from factory.errors import TeacherError
 from factory.teachers.base import Completion, Request
 from factory.teachers.batching import BatchingTeacher
+from factory.teachers.shared_models import Loaded, shared
 
 INSTALL_HINT = "the vllm backend needs vLLM and a GPU: pip install 'factory[vllm]'"
 
@@ -68,7 +70,7 @@ class VLLMTeacher(BatchingTeacher):
 
     def __init__(self, config: TeacherConfig):
         super().__init__(config, config.vllm.max_batch)
-        self._llm = None
+        self._loaded: Loaded | None = None
         self._vllm = None
 
     def _load(self) -> None:
@@ -77,29 +79,43 @@ class VLLMTeacher(BatchingTeacher):
         except ImportError:
             raise TeacherError(INSTALL_HINT) from None
         self._vllm = vllm
+        kwargs = engine_kwargs(self.config)
+        # One engine per model and settings in this process: a second would not fit beside it.
+        self._loaded = shared((self.backend, json.dumps(kwargs, sort_keys=True)), lambda: self._start(vllm, kwargs))
+
+    def _start(self, vllm, kwargs: dict[str, Any]):
         try:
-            self._llm = vllm.LLM(**engine_kwargs(self.config))
+            return vllm.LLM(**kwargs)
         except Exception as err:  # CUDA, memory, unknown model: vLLM raises many kinds
             raise TeacherError(f"vLLM could not start {self.model!r}: {' '.join(str(err).split())[:300]}") from err
 
+    async def close(self) -> None:
+        await super().close()
+        self._loaded = None  # the last teacher on the engine lets it go
+
     def _generate(self, requests: list[Request]) -> list[Completion]:
+        loaded = self._loaded
+        with loaded.turn:  # the engine is shared (shared_models.py): one teacher's batch at a time
+            return self._generate_batch(requests, loaded.value)
+
+    def _generate_batch(self, requests: list[Request], llm) -> list[Completion]:
         params = [make_sampling_params(self._vllm, sampling_kwargs(self.config, r)) for r in requests]
         # Chat requests go through the model's chat template, raw-text ones (`prompt`) as they are.
         chat = [i for i, r in enumerate(requests) if r.prompt is None]
         raw = [i for i, r in enumerate(requests) if r.prompt is not None]
         outputs: list = [None] * len(requests)
         if chat:
-            done = self._llm.chat([requests[i].messages for i in chat], sampling_params=[params[i] for i in chat],
+            done = llm.chat([requests[i].messages for i in chat], sampling_params=[params[i] for i in chat],
                                   use_tqdm=False)
             for i, out in zip(chat, done):
                 outputs[i] = out
         if raw:
             # Tokenized here without special tokens: the prompt already holds the template's
             # own (a BOS among them), which vLLM's tokenizing would add a second time.
-            tokenizer = self._llm.get_tokenizer()
+            tokenizer = llm.get_tokenizer()
             prompts = [{"prompt_token_ids": tokenizer.encode(requests[i].prompt, add_special_tokens=False)}
                        for i in raw]
-            done = self._llm.generate(prompts, sampling_params=[params[i] for i in raw], use_tqdm=False)
+            done = llm.generate(prompts, sampling_params=[params[i] for i in raw], use_tqdm=False)
             for i, out in zip(raw, done):
                 outputs[i] = out
         results = []
