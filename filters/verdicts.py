@@ -12,8 +12,9 @@ stage runs over a spool of its input and each decision is written to the store a
 is made (a kept record's changes are stored as a difference from its input, not a
 copy), and what passes on is the spooled record with that difference applied, just
 as a replay rebuilds it from the store; so a replayed run cannot differ from a
-computed one. Memory stays flat: the input goes to
-a file, and only an id -> offset map is held.
+computed one. Memory stays flat: the input goes to a file, and only an id -> offset
+map is held (unless the caller holds every record anyway, `held`: then the records and
+their lines stay in memory, which saves writing and parsing them again).
 """
 
 from __future__ import annotations
