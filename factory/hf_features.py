@@ -6,7 +6,8 @@ or ("struct", {field: type}). `to_dict` gives what `datasets.Features.to_dict()`
 (datasets >= 4: lists as `List`), `arrow_schema` what `Features.arrow_schema` gives,
 its `huggingface` metadata included, and `info_json` the dataset_info.json that
 `DatasetInfo.write_to_directory` writes; tests/test_outputs.py checks all three
-against the installed `datasets`, so a change of its format cannot pass unseen.
+against the installed `datasets` (the info file by its features, and by `datasets`
+reading it back), so a change of its format cannot pass unseen.
 """
 
 from __future__ import annotations
