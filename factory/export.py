@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import shutil
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -227,15 +227,10 @@ class _TableWriter:
 
 def _max_shard_size() -> int:
     """`datasets.config.MAX_SHARD_SIZE` where `datasets` is loaded (a user may have set
-    it), else its default: 500 MB, as `save_to_disk` shards."""
-    import sys
-
+    it), else its default, "500MB", as `save_to_disk` shards."""
     datasets = sys.modules.get("datasets")
-    size = getattr(getattr(datasets, "config", None), "MAX_SHARD_SIZE", None) or "500MB"
-    if isinstance(size, str):  # "500MB" (powers of 1000) or "512MiB" (of 1024), as datasets reads them
-        match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(I?)B?\s*", size.upper())
-        if match is None:
-            return 500 * 10**6
-        power = "KMGT".find(match[2]) + 1 if match[2] else 0
-        size = float(match[1]) * (1024 if match[3] else 1000) ** power
-    return int(size)
+    if datasets is None:
+        return 500 * 10**6
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    return convert_file_size_to_int(datasets.config.MAX_SHARD_SIZE)

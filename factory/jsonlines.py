@@ -25,12 +25,12 @@ def loads(line: bytes | str) -> Any:
         return json.loads(line)
 
 
-def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
-    """`value` as one line of JSON text (no newline)."""
+def dumps(value: Any, default: Callable[[Any], Any] | None = None, sort_keys: bool = False) -> str:
+    """`value` as one line of JSON text (no newline); `sort_keys`: canonical, keys in order."""
     try:
-        return orjson.dumps(value, default=default, option=_OPTIONS).decode()
+        return orjson.dumps(value, default=default, option=_OPTIONS | (orjson.OPT_SORT_KEYS if sort_keys else 0)).decode()
     except TypeError:
-        return json.dumps(value, ensure_ascii=False, default=default)
+        return json.dumps(value, ensure_ascii=False, default=default, sort_keys=sort_keys)
 
 
 def dumpb(value: Any) -> bytes:

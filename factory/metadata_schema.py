@@ -15,11 +15,10 @@ is merged over every row first, with these rules:
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
-import orjson
+from factory import jsonlines
 
 JSON = "json"  # the kind of a field stored as JSON text
 NULL = "null"
@@ -98,7 +97,7 @@ def feature(kind: Any) -> Any:
 def conform(value: Any, kind: Any) -> Any:
     """`value` in the settled `kind`'s shape (JSON text where the kind is JSON)."""
     if kind == JSON:
-        return None if value is None else _json_text(value)
+        return None if value is None else jsonlines.dumps(value, sort_keys=True)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     if isinstance(kind, tuple):
@@ -126,11 +125,3 @@ class MetadataSchema:
 
     def conform(self, metadata: dict[str, Any]) -> Any:
         return conform(metadata, settle(self.kind))
-
-
-def _json_text(value: Any) -> str:
-    """Canonical JSON text (sorted keys; NaN and infinities null, as everywhere else)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # beyond orjson (an integer past 64 bits)
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from factory import constants
+from factory import constants, jsonlines
 from factory.config import Pipeline
 from factory.engine import Engine, RunStats, stored_answer
 from factory.executor import (
@@ -46,6 +46,7 @@ from factory.stopping import RunStopping, Stop
 from factory.store import STORE_FILE, RunStore
 from factory.teachers.base import Completion
 from filters.base import StageContext
+from filters.ray_parts import read_part
 
 INPUT = "records.jsonl"  # a shard's records, beside its store
 _MERGED = "judge-shard-merged:"  # settings key prefix: how far a shard's store was copied in
@@ -80,9 +81,7 @@ def asked_in_shards(judge, records: Iterable[Record], grading, store: RunStore, 
         missing, found = _spool(judge, records, grading, spool)
         if missing:
             _ask(judge, spool, missing, found, store, root, stop)
-        with open(spool, encoding="utf-8") as f:
-            for line in f:
-                yield Record.from_row(json.loads(line))
+        yield from read_part(spool)
     finally:
         spool.unlink(missing_ok=True)
 
@@ -122,9 +121,9 @@ def _spool(judge, records: Iterable[Record], grading, spool: Path) -> tuple[list
     missing: list[int] = []
     found: dict[int, list[str]] = {}
     position = 0
-    with open(spool, "w", encoding="utf-8") as out:
+    with open(spool, "wb") as out:
         for chunk in chunked(records, constants.JUDGE_CHUNK):
-            out.writelines(json.dumps(record.to_row(), ensure_ascii=False) + "\n" for record in chunk)
+            out.writelines(jsonlines.dumpb(record.to_row()) for record in chunk)
             task = judge.grade_task(chunk)
             units, keys = grading.with_engine(lambda engine, task=task: unanswered(task, engine))
             missing.extend(position + u for u in units)
@@ -275,9 +274,8 @@ def grade_shard(pipeline: Pipeline, config: Any, where: str, shard: Shard, finge
         judge.stats = stats
         judge.bind(lambda rejection: None,
                    StageContext(pipeline, shard.folder, show_progress=False, budget=budget, store=store, stop=stop))
-        with open(shard.folder / INPUT, encoding="utf-8") as f:
-            for _ in judge.process(Record.from_row(json.loads(line)) for line in f):
-                pass
+        for _ in judge.process(read_part(shard.folder / INPUT)):
+            pass
         return 0
 
     return in_shard(shard, pipeline, fingerprint, grace, "judge", grade)

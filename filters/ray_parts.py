@@ -9,12 +9,12 @@ process or on Ray.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from factory import jsonlines
 from factory.record import Record
 from filters.base import field_value
 
@@ -40,8 +40,8 @@ def spill(records: Iterable[Record], work: Path, part_records: int, scored: bool
             if count % part_records == 0:
                 if out:
                     out.close()
-                out = open(work / f"part-{count // part_records}.jsonl", "w", encoding="utf-8")
-            out.write(json.dumps(record.to_row(), ensure_ascii=False) + "\n")
+                out = open(work / f"part-{count // part_records}.jsonl", "wb")
+            out.write(jsonlines.dumpb(record.to_row()))
             if scored:
                 scores.append(record.metadata.get("judge_score"))
             count += 1
@@ -52,9 +52,9 @@ def spill(records: Iterable[Record], work: Path, part_records: int, scored: bool
 
 
 def read_part(path: Path) -> Iterator[Record]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line in f:
-            yield Record.from_row(json.loads(line))
+            yield Record.from_row(jsonlines.loads(line))
 
 
 def read_back(work: Path, parts: int) -> Iterator[Record]:
@@ -66,10 +66,10 @@ def ids(work: Path, parts: int, wanted: np.ndarray) -> dict[int, str]:
     """The ids of the records at `wanted` indexes (the ones drops name)."""
     wanted_set, ids, index = set(wanted.tolist()), {}, 0
     for p in range(parts):
-        with open(work / f"part-{p}.jsonl", encoding="utf-8") as f:
+        with open(work / f"part-{p}.jsonl", "rb") as f:
             for line in f:
                 if index in wanted_set:
-                    ids[index] = json.loads(line)["id"]
+                    ids[index] = jsonlines.loads(line)["id"]
                 index += 1
     return ids
 

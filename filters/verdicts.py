@@ -24,8 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-import orjson
-
+from factory import jsonlines
 from factory.record import Record, Rejection
 from filters.base import Stage
 
@@ -235,15 +234,9 @@ def _line(record_id: str, messages, metadata: dict[str, Any]) -> bytes:
     """One record as JSON, keys in their order: equal bytes mean equal values in the same
     order, so a record whose line did not change through a stage is exactly the record a
     replay parses back from the spool."""
-    try:
-        return orjson.dumps([record_id, messages, metadata], option=orjson.OPT_NON_STR_KEYS) + b"\n"
-    except TypeError:  # what orjson refuses (integers beyond 64 bits, say): the standard library's form
-        return json.dumps([record_id, messages, metadata], ensure_ascii=False).encode() + b"\n"
+    return jsonlines.dumpb([record_id, messages, metadata])
 
 
 def _record(line: bytes) -> Record:
-    try:
-        record_id, messages, metadata = orjson.loads(line)
-    except orjson.JSONDecodeError:  # NaN and the like, written by the fallback above
-        record_id, messages, metadata = json.loads(line)
+    record_id, messages, metadata = jsonlines.loads(line)
     return Record(record_id, messages, metadata)

@@ -90,16 +90,15 @@ class _AnonPeak:
         self.thread.start()
 
     def _watch(self, every: float) -> None:
+        from bench_diversity import _status
+
         while not self.done.wait(every):
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        self.peak = max(self.peak, int(line.split()[1]))
+            self.peak = max(self.peak, _status("RssAnon:"))
 
     def stop(self) -> int:
         self.done.set()
         self.thread.join()
-        return round(self.peak / 1024)
+        return round(self.peak)
 
 
 def main() -> None:

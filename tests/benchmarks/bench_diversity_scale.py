@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from bench_diversity import _status  # beside this script
 from filters import diversity_clustered as dc
 from filters.diversity_select import Products, kcenter_select, threshold_select
 
@@ -91,14 +92,6 @@ def main() -> None:
             near, _ = Products(x).best(kept)
             print(f"coverage, {label:<19} every record within cosine {near.min():.4f} of a pick "
                   f"(mean nearest pick {near.mean():.4f})")
-
-
-def _status(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _reset_peak() -> None:
