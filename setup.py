@@ -1,7 +1,7 @@
 """Build hook: the wheel carries the shipped prompts/ and pipelines/ inside the package.
 
 The repository keeps them at the top level (users copy and edit them there); an
-installed factory finds them as factory/_shipped/ (see factory/shipped.py). Everything
+installed factory finds them as factory/_shipped/ (see factory/core/resources.py). Everything
 else about the build is in pyproject.toml.
 """
 

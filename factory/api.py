@@ -6,10 +6,10 @@
     ds.run_dir, pipe.result.funnel           # the run folder; counts per stage
 
 Everything is checked when the Pipeline is made (config, templates, seeds, filters),
-so a mistake raises a `factory.errors.UserError` (ConfigError, TemplateError, ...)
+so a mistake raises a `factory.core.errors.UserError` (ConfigError, TemplateError, ...)
 before anything is sent. `run` raises `Stopped` when the run ended early (an outage,
 a stop); the same call resumes it. Inside a running event loop (a notebook) the run
-goes to a worker thread with a loop of its own (factory/offloop.py); `arun` awaits it
+goes to a worker thread with a loop of its own (factory/core/blocking.py); `arun` awaits it
 without blocking the caller's loop.
 """
 
@@ -22,14 +22,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from factory import constants
-from factory.config import (
+from factory.core import constants
+from factory.config.pipeline import (
     build_pipeline,
     mapping_overrides,
     parse_overrides,
     read_pipeline_file,
 )
-from factory.offloop import call_blocking
+from factory.core.blocking import call_blocking
 
 # What a dry run changes: every teacher is the loopback, started for the run.
 DRY_RUN = {"teacher.backend": "openai", "teacher.base_url": "http://dry-run.invalid/v1",
@@ -44,7 +44,7 @@ class Pipeline:
 
     def __init__(self, raw: dict, path: Path, overrides: dict[str, Any] | list[str] | None = None,
                  base_dir: Path | None = None, dry_run: bool = False, formats: list[str] = ()):
-        from factory.run import prepare
+        from factory.run.pipeline_run import prepare
 
         parsed = (parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple))
                   else mapping_overrides(overrides or {}))
@@ -97,7 +97,7 @@ class Pipeline:
     def execute(self, out: str | Path | None = None, *, show_progress: bool = False,
                 grace: float | None = None):
         """Run it and return the RunResult (the CLI's call). Raises Stopped when the run ended early."""
-        from factory.stopping import Stop
+        from factory.core.stopping import Stop
 
         stop = Stop(constants.DRAIN_GRACE_S if grace is None else grace)
 
@@ -110,7 +110,7 @@ class Pipeline:
         return self.result
 
     def _execute(self, out: Path, show_progress: bool, stop):
-        from factory.run import run_pipeline
+        from factory.run.pipeline_run import run_pipeline
 
         if not self.dry_run:
             return run_pipeline(self.prepared, out, show_progress=show_progress, stop=stop)
@@ -153,7 +153,7 @@ def load_kept(out_dir: Path):
 def _with_overrides(raw: Any, overrides: list[tuple[list[str], Any]]) -> Any:
     """A copy of `raw` with the overrides applied, and seed values given as a Dataset made
     the list of its rows (dicts), which the config and the run store's digest read as data."""
-    from factory.config import apply_overrides
+    from factory.config.pipeline import apply_overrides
 
     if not isinstance(raw, dict):
         return raw  # build_pipeline says what is wrong with it
@@ -164,7 +164,7 @@ def _dataset_rows(raw: dict) -> dict:
     seeds = raw.get("seeds")
     if not isinstance(seeds, dict):
         return raw
-    from factory.inputs import is_dataset
+    from factory.inputs.records import is_dataset
 
     return {**raw, "seeds": {name: value.to_list() if is_dataset(value) else value
                              for name, value in seeds.items()}}

@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from factory.compare.settings import CompareConfig as CompareDefaults
-from factory.errors import FactoryError, UserError
+from factory.config.compare import CompareConfig as CompareDefaults
+from factory.core.errors import FactoryError, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _shipped_tasks() -> list[str]:
-    from factory.shipped import shipped_pipelines
+    from factory.core.resources import shipped_pipelines
 
     return list(shipped_pipelines())
 
@@ -131,7 +131,7 @@ def _format_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
-    from factory.config import load_pipeline
+    from factory.config.pipeline import load_pipeline
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
     if getattr(args, "formats", None):
@@ -141,8 +141,8 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from factory.library_bars import library_progress_off
-    from factory.stopping import StopNow, Stopped
+    from factory.core.quiet_libraries import library_progress_off
+    from factory.core.stopping import StopNow, Stopped
 
     args = _parser().parse_args(argv)
     try:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"factory: error: {err}", file=sys.stderr)
         return err.exit_code
     except OSError as err:
-        from factory.store import is_disk_full
+        from factory.store.run_store import is_disk_full
 
         if not is_disk_full(err):
             raise
@@ -178,7 +178,7 @@ def _run(args) -> int:
     pipe = Pipeline.from_yaml(args.pipeline, args.overrides, dry_run=args.dry_run, formats=args.formats)
     hub = pipe.pipeline.config.output.hub
     if hub is not None and not args.dry_run:
-        from factory.push import find_token
+        from factory.outputs.push import find_token
 
         find_token()  # no token: say so now, before anything is spent
     result = pipe.execute(args.out, show_progress=not args.quiet, grace=args.grace)
@@ -204,7 +204,7 @@ def _nothing_kept(result) -> int:
 
 
 def _push(args) -> int:
-    from factory.push import hub_settings
+    from factory.outputs.push import hub_settings
 
     changes = {name: getattr(args, name) for name in ("repo_id", "private", "test_size", "include_rejected",
                                                       "commit_message") if getattr(args, name) is not None}
@@ -213,13 +213,13 @@ def _push(args) -> int:
 
 
 def _push_to(out_dir, hub) -> None:
-    from factory.push import push_run
+    from factory.outputs.push import push_run
 
     print(f"pushed: {push_run(out_dir, hub)}")
 
 
 def _filter(args) -> int:
-    from factory.filtering import filter_dataset
+    from factory.run.filter_command import filter_dataset
 
     pipeline = _load(args)
     out = Path(args.out) if args.out else pipeline.output_dir()
@@ -235,7 +235,7 @@ def _filter(args) -> int:
 
 
 def _init(args) -> int:
-    from factory.scaffold import init_pipeline
+    from factory.run.scaffold import init_pipeline
 
     path = init_pipeline(args.task, args.dir)
     folder = path.parent
@@ -249,7 +249,7 @@ def _compare(args) -> int:
     from pydantic import ValidationError
 
     from factory.compare.measure import HTML_FILE, JSON_FILE, compare_files
-    from factory.config import describe_validation_error
+    from factory.config.pipeline import describe_validation_error
 
     given = {"model": args.model, "roles": args.roles and [r.strip() for r in args.roles.split(",") if r.strip()],
              "max_samples": args.max_samples, "neighbours": args.neighbours, "topics": args.topics,
@@ -271,14 +271,14 @@ def _compare(args) -> int:
 
 
 def _salvage(args) -> int:
-    from factory.salvage import salvage
+    from factory.store.salvage import salvage
 
     print(salvage(args.output_dir))
     return 0
 
 
 def _summary(result, what: str = "requested samples", generated: bool = True) -> None:
-    from factory.cost import token_summary
+    from factory.core.cost import token_summary
 
     s = result.stats
     print(f"kept {result.kept} of {result.requested} {what} ({result.rejected} rejected)")
@@ -326,15 +326,15 @@ def _push_hint(out_dir: Path, hub, dry_run: bool) -> None:
 
 
 def _report(args) -> int:
-    from factory.report import build_report
+    from factory.outputs.report import build_report
 
     print(f"report: {build_report(args.output_dir)}")
     return 0
 
 
 def _validate(args) -> int:
-    from factory.config import load_pipeline
-    from factory.run import prepare
+    from factory.config.pipeline import load_pipeline
+    from factory.run.pipeline_run import prepare
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
     prepared = prepare(pipeline)

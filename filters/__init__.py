@@ -12,20 +12,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factory.config import Pipeline, describe_validation_error
-from factory.errors import ConfigError
-from factory.record import Record
+from factory.config.pipeline import Pipeline, describe_validation_error
+from factory.core.errors import ConfigError
+from factory.core.record import Record
 from filters.base import RecordFilter, Stage, StageContext, TextConfig
 
 # type -> "module:Class"; the class has a `Config` pydantic model and takes it in __init__.
 REGISTRY: dict[str, str] = {
-    "heuristics": "filters.heuristics:Heuristics",
-    "exact_dedup": "filters.exact_dedup:ExactDedup",
-    "minhash_dedup": "filters.minhash_dedup:MinHashDedup",
-    "judge": "filters.judge:Judge",
-    "diversity": "filters.diversity:Diversity",
-    "pii": "filters.pii:Pii",
-    "decontaminate": "filters.decontaminate:Decontaminate",
+    "heuristics": "filters.heuristics.heuristics:Heuristics",
+    "exact_dedup": "filters.dedup.exact:ExactDedup",
+    "minhash_dedup": "filters.dedup.minhash:MinHashDedup",
+    "judge": "filters.judge.judge:Judge",
+    "diversity": "filters.diversity.diversity:Diversity",
+    "pii": "filters.pii.pii:Pii",
+    "decontaminate": "filters.decontaminate.decontaminate:Decontaminate",
 }
 
 

@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import Field
 
-from factory.config import Pipeline, Strict
-from factory.cost import Budget
-from factory.errors import ConfigError
-from factory.record import Record, Rejection
+from factory.config.pipeline import Pipeline, Strict
+from factory.core.cost import Budget
+from factory.core.errors import ConfigError
+from factory.core.record import Record, Rejection
 
 Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
 
@@ -111,7 +111,7 @@ class Stage(abc.ABC):
         """Records in, the kept ones out (a generator). A `datasets.Dataset` in: the stage runs
         on its rows alone and returns a Dataset of the kept rows (see filters/on_dataset.py;
         `options` go there)."""
-        from factory.inputs import is_dataset
+        from factory.inputs.records import is_dataset
 
         if is_dataset(records):
             from filters.on_dataset import run_on_dataset
@@ -140,7 +140,7 @@ class Stage(abc.ABC):
 def _validated(stage: Stage, options: dict[str, Any]) -> Strict:
     from pydantic import ValidationError
 
-    from factory.config import describe_validation_error
+    from factory.config.pipeline import describe_validation_error
 
     try:
         return stage.Config.model_validate(options)

@@ -1,6 +1,6 @@
 """A filter stage on a `datasets.Dataset` alone, outside any pipeline: `MinHashDedup()(ds)`.
 
-Rows are read as records the way `factory filter --input` reads them (factory/inputs.py:
+Rows are read as records the way `factory filter --input` reads them (factory/inputs/records.py:
 `messages`, `instruction`/`output`, `prompt`/`completion`, `text`, or a preference row's
 `prompt`/`chosen`/`rejected`). The stage runs as it does in a pipeline, and the result is
 the input's kept rows, in their order and unchanged, plus a column for each metadata key
@@ -18,12 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from factory import constants
-from factory.config import Pipeline, build_pipeline
-from factory.errors import InputDataError
-from factory.inputs import to_record
-from factory.offloop import call_blocking
-from factory.record import Record, record_id
+from factory.core import constants
+from factory.config.pipeline import Pipeline, build_pipeline
+from factory.core.errors import InputDataError
+from factory.inputs.records import to_record
+from factory.core.blocking import call_blocking
+from factory.core.record import Record, record_id
 from filters.base import Stage, StageContext
 
 

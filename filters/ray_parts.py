@@ -14,8 +14,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from factory import jsonlines
-from factory.record import Record
+from factory.core import jsonlines
+from factory.core.record import Record
 from filters.base import field_value
 
 PART_RECORDS = 50_000  # records a task reads

@@ -24,8 +24,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from factory import jsonlines
-from factory.record import Record, Rejection
+from factory.core import jsonlines
+from factory.core.record import Record, Rejection
 from filters.base import Stage
 
 # Part of every stage key: bump it when a stage's decisions change meaning.

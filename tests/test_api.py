@@ -16,7 +16,7 @@ import pytest
 
 import factory
 import filters
-from factory.errors import ConfigError, TemplateError
+from factory.core.errors import ConfigError, TemplateError
 from tests.conftest import ROOT, factory_cli, write_pipeline
 
 SCRIPT = [(r"grade-(\d+)", r'{"rationale": "fine", "score": \1}')]
@@ -145,7 +145,7 @@ def test_exact_dedup_and_diversity_on_a_dataset_alone(tmp_path, monkeypatch):
 SIGNALLED_NOTEBOOK = """
 import asyncio, sys
 import factory
-from factory.stopping import Stopped
+from factory.core.stopping import Stopped
 
 async def cell():
     pipe = factory.Pipeline.from_yaml(sys.argv[1])

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from factory.errors import BadResponse, RequestRefused, TeacherError
+from factory.core.errors import BadResponse, RequestRefused, TeacherError
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import request_seed
 from factory.teachers.base import Completion, Request

@@ -242,7 +242,7 @@ MESSAGE = {"type": "message", "role": "assistant", "model": "m", "stop_reason": 
     ({"response": None, "error": {"code": "batch_cancelled", "message": "cancelled"}}, "missing"),
 ])
 def test_openai_batch_rows_are_answers_refusals_or_unanswered(row, expected):
-    from factory.teachers.openai_batch import row_outcome
+    from factory.teachers.batch.openai_batches import row_outcome
 
     outcome = row_outcome({"custom_id": "k", **row}, "m", 100)
     assert list(outcome)[0] == expected
@@ -295,10 +295,10 @@ def test_the_judge_grades_through_batches_too(tmp_path, loopback):
 
 @pytest.mark.parametrize("backend", ["openai", "anthropic"])
 def test_a_batch_created_the_moment_before_a_crash_is_found_again(tmp_path, loopback, backend):
-    from factory.config import TeacherConfig
-    from factory.store import RunStore
+    from factory.config.pipeline import TeacherConfig
+    from factory.store.run_store import RunStore
     from factory.teachers.base import Request
-    from factory.teachers.batch import BatchTeacher, make_provider
+    from factory.teachers.batch.batch_teacher import BatchTeacher, make_provider
 
     url = loopback(batches={"delay": 0.2})
     desk = loopback.teacher.desk

@@ -20,7 +20,7 @@ import pytest
 
 from factory.compare import metrics
 from factory.compare.sides import read_side
-from factory.inputs import iter_records
+from factory.inputs.records import iter_records
 from tests.conftest import assert_user_error, factory_cli, write_pipeline
 from tests.test_report import CHROMIUM, browse
 

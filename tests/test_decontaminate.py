@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.cli import main
-from factory.record import Record
-from filters.decontaminate import Decontaminate
-from filters.ngram_index import NgramIndex
+from factory.core.record import Record
+from filters.decontaminate.decontaminate import Decontaminate
+from filters.decontaminate.ngram_index import NgramIndex
 from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
 from tests.test_filter_command import write_input
 

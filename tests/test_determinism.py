@@ -54,7 +54,7 @@ def test_the_in_process_teacher_gives_the_same_dataset_whatever_the_batch(tmp_pa
 def test_diversity_picks_the_same_rows_whatever_the_thread_count(method):
     import torch
 
-    from filters.diversity_select import kcenter_select, threshold_select
+    from filters.diversity.select import kcenter_select, threshold_select
 
     rng = np.random.default_rng(7)
     # Clustered vectors: many near-ties, where rounding differences would show first.
@@ -81,7 +81,7 @@ def test_diversity_picks_the_same_rows_whatever_the_thread_count(method):
     ("Rating: 3/10 for clarity, but overall the rating: 5", 5),
 ])
 def test_the_judge_reads_only_the_verdict(answer, score):
-    from filters.judge import parse_score
+    from filters.judge.judge import parse_score
 
     assert parse_score(answer, 1, 10)[0] == score
 
@@ -113,7 +113,7 @@ def test_library_bars_are_off_during_a_run_and_back_after_it_even_for_libraries_
     nothing is imported only to reach a switch."""
     script = """
 import sys
-from factory.library_bars import library_progress_off
+from factory.core.quiet_libraries import library_progress_off
 with library_progress_off():
     assert "datasets" not in sys.modules and "transformers" not in sys.modules
     with library_progress_off():

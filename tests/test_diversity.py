@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factory.config import load_pipeline
-from factory.record import Record
+from factory.config.pipeline import load_pipeline
+from factory.core.record import Record
 from filters import StageContext, build_stages
-from filters.diversity_select import kcenter_select, threshold_select
+from filters.diversity.select import kcenter_select, threshold_select
 from tests.conftest import write_pipeline
 
 
@@ -151,7 +151,7 @@ def test_stage_score_first_keeps_the_best_phrasing(tmp_path, minilm):
 
 
 def test_unreachable_model_is_one_clear_error_before_anything_runs(tmp_path, monkeypatch):
-    from factory.errors import ConfigError
+    from factory.core.errors import ConfigError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match=r"filters\[0\]\.model: embedding model 'nobody/no-such-embedder'.*local folder"):

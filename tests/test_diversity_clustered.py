@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from factory.record import Record
-from filters import diversity_clustered as dc
+from factory.core.record import Record
+from filters.diversity import clustered as dc
 from tests.conftest import ROOT, factory_cli, read_jsonl, write_pipeline
 from tests.test_diversity import minilm, stage_for  # noqa: F401 (a fixture)
 
@@ -119,7 +119,7 @@ def test_the_same_selection_whatever_the_thread_count(tmp_path, minilm):  # noqa
 
 def test_kmeans_is_the_same_in_chunks_and_whole():
     """Assignment runs in tasks over slices of the records: a slice's answer is the whole's."""
-    from filters.kmeans import assign, train
+    from filters.diversity.kmeans import assign, train
 
     x = np.random.default_rng(3).standard_normal((3000, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -180,7 +180,7 @@ def cluster():
 
 
 def test_on_ray_the_clusters_are_tasks_with_the_in_process_result(tmp_path, minilm, cluster):  # noqa: F811
-    from factory.config import load_pipeline
+    from factory.config.pipeline import load_pipeline
     from filters import build_stages
     from filters.base import StageContext
 

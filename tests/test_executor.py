@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from factory.cli import main
-from factory.config import load_pipeline
-from factory.executor import plan, shard_pipeline, share_limits
+from factory.config.pipeline import load_pipeline
+from factory.executors.shards import plan, shard_pipeline, share_limits
 from tests.conftest import assert_user_error, write_pipeline
 
 

@@ -8,11 +8,11 @@ import random
 import pytest
 
 from factory.cli import main
-from factory.record import Record
-from filters.exact_dedup import ExactDedup
-from filters.heuristics import Heuristics
-from filters.minhash_dedup import MinHashDedup
-from filters.minhash_signing import normalise
+from factory.core.record import Record
+from filters.dedup.exact import ExactDedup
+from filters.heuristics.heuristics import Heuristics
+from filters.dedup.minhash import MinHashDedup
+from filters.dedup.minhash_signing import normalise
 from tests.conftest import read_jsonl, write_pipeline
 
 WORDS = ("river delta sediment flood plain current erosion basin channel estuary tide marsh salt fresh water "
@@ -117,7 +117,7 @@ def test_minhash_decisions_equal_datasketchs_index_walked_one_record_at_a_time(t
     """The stage decides in whole-array passes; every drop and every named record must be
     what datasketch's own LSH index gives when filled and queried record by record."""
     from filters.base import TextConfig
-    from filters.minhash_signing import signatures
+    from filters.dedup.minhash_signing import signatures
 
     texts = clustered_texts(seed, 60)
     records = [rec(i, t) for i, t in enumerate(texts)]
@@ -134,7 +134,7 @@ def test_minhash_decisions_equal_datasketchs_index_walked_one_record_at_a_time(t
 def test_lsh_bands_are_the_ones_datasketch_would_choose():
     from datasketch.lsh import _optimal_param
 
-    from filters.minhash_decide import lsh_params
+    from filters.dedup.minhash_decide import lsh_params
 
     for num_perm in (16, 64, 128, 256):
         for threshold in (0.05, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0):
@@ -213,7 +213,7 @@ def test_bad_filter_config_is_one_line_exit_2(tmp_path, loopback, capsys):
 
 
 def test_short_and_empty_documents_get_signatures_of_their_own():
-    from filters.minhash_signing import signatures
+    from filters.dedup.minhash_signing import signatures
 
     s = signatures(["a b", "", "a b", "one two three four five six", "One, two three four five six!", "x y z", ""])
     assert (s[0] == s[2]).all() and (s[3] == s[4]).all() and (s[1] == s[6]).all()
@@ -224,7 +224,7 @@ def test_short_and_empty_documents_get_signatures_of_their_own():
 
 
 def test_signatures_see_the_words_normalise_sees_in_any_script():
-    from filters.minhash_signing import signatures, word_hashes
+    from filters.dedup.minhash_signing import signatures, word_hashes
 
     texts = ["Straße, CAFÉ — naïve_coöperation!", "ΟΔΟΣ και Οδός… İstanbul’da", "東京都 の 天気は？ 晴れ。",
              "Ünïcode\u00a0spaces\u2003and\ttabs", "emoji 🙂 between words", "a\0b", "", "...", "x"]
@@ -234,7 +234,7 @@ def test_signatures_see_the_words_normalise_sees_in_any_script():
 
 
 def test_signatures_do_not_depend_on_how_documents_are_batched():
-    from filters.minhash_signing import signatures
+    from filters.dedup.minhash_signing import signatures
 
     rng = random.Random(5)
     texts = [" ".join(doc(rng, rng.choice([0, 3, 30, 400]))) for _ in range(60)]
@@ -246,7 +246,7 @@ def test_signatures_do_not_depend_on_how_documents_are_batched():
 def test_signature_agreement_estimates_jaccard_without_bias_at_every_length():
     """One-permutation MinHash: short documents leave most bins empty, so densification
     fills them; the estimate must still track the exact Jaccard of the shingle sets."""
-    from filters.minhash_signing import signatures
+    from filters.dedup.minhash_signing import signatures
 
     rng = random.Random(11)
     pairs = []

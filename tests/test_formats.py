@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from factory.formats import FILES, READERS
+from factory.outputs.formats import FILES, READERS
 from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
 from tests.test_dialogue import dialogue_pipeline
 

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from factory.chunking import chunk_text
-from factory.documents import html_to_text, read_documents
+from factory.inputs.chunking import chunk_text
+from factory.inputs.documents import html_to_text, read_documents
 from factory.tasks.grounded_qa import quote_found
 from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from factory.config import load_pipeline
-from factory.record import Record
+from factory.config.pipeline import load_pipeline
+from factory.core.record import Record
 from filters import StageContext, build_stages
-from filters.judge import Unscorable, parse_score
+from filters.judge.judge import Unscorable, parse_score
 from tests.conftest import write_pipeline
 
 # The judged answer names the reply the scripted judge gives it.
@@ -58,7 +58,7 @@ def test_scores_rationales_and_min_score(tmp_path, loopback):
 
 
 def test_grading_in_chunks_changes_nothing(tmp_path, loopback, monkeypatch):
-    from factory import constants
+    from factory.core import constants
 
     url = loopback(replies=SCRIPT)
     whole, whole_rejected = judge_stage(tmp_path / "whole", url, min_score=6, max_attempts=2)

@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from factory.config import LaunchConfig, TeacherConfig
-from factory.errors import TeacherError
-from factory.launch import command_for, launched
+from factory.config.pipeline import LaunchConfig, TeacherConfig
+from factory.core.errors import TeacherError
+from factory.teachers.launch import command_for, launched
 from tests.conftest import ROOT, factory_cli, read_jsonl, write_pipeline
 
 LOOPBACK = [sys.executable, "-m", "factory", "loopback", "--port", "{port}"]
@@ -93,8 +93,8 @@ def test_the_server_dies_with_a_factory_killed_by_sigkill(tmp_path):
     holder = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from factory.config import TeacherConfig
-        from factory.launch import launched
+        from factory.config.pipeline import TeacherConfig
+        from factory.teachers.launch import launched
         teacher = TeacherConfig(backend="openai", model="loopback",
                                 launch={{"command": {recording_pid(pid_file, LOOPBACK)!r}, "startup_timeout": 60}})
         with launched(teacher, Path({str(tmp_path)!r})) as url:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from factory.reasoning import has_thinking_tag
+from factory.core.reasoning import has_thinking_tag
 from tests.conftest import factory_cli, read_jsonl
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed (an optional extra: "

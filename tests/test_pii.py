@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from factory.cli import main
-from factory.record import Record
-from filters.pii import Pii
+from factory.core.record import Record
+from filters.pii.pii import Pii
 from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
 from tests.test_filter_command import write_input
 from tests.test_grounded_qa import grounded_pipeline

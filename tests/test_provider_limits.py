@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from factory.limits import RateLimiter, retry_after
+from factory.teachers.limits import RateLimiter, retry_after
 from tests.conftest import factory_cli, read_jsonl, server_stats, write_pipeline
 
 

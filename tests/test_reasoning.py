@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from factory.reasoning import has_thinking_tag, split_thinking
+from factory.core.reasoning import has_thinking_tag, split_thinking
 from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
 from tests.test_dialogue import dialogue_pipeline
 

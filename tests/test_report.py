@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from factory import charts
-from factory.report import SAMPLES, KeptSummary, RejectedSummary, _column_batches, _median, build_report
+from factory.outputs import charts
+from factory.outputs.report import SAMPLES, KeptSummary, RejectedSummary, _column_batches, _median, build_report
 from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

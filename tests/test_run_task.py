@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from factory.config import TeacherConfig
-from factory.engine import Engine, RunStats, run_task
-from factory.errors import RequestRefused
-from factory.limits import AdaptiveWindow, RateLimiter
-from factory.record import Rejection
-from factory.stopping import Stop
-from factory.store import RunStore
+from factory.config.pipeline import TeacherConfig
+from factory.engine.engine import Engine, RunStats, run_task
+from factory.core.errors import RequestRefused
+from factory.teachers.limits import AdaptiveWindow, RateLimiter
+from factory.core.record import Rejection
+from factory.core.stopping import Stop
+from factory.store.run_store import RunStore
 from factory.tasks.base import Task
 from factory.teachers.base import Teacher
 

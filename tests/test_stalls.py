@@ -10,13 +10,13 @@ import tracemalloc
 
 import pytest
 
-from factory import constants
+from factory.core import constants
 from factory.cli import main
-from factory.config import TeacherConfig
-from factory.errors import BadResponse, OversizedAnswer, TeacherError
+from factory.config.pipeline import TeacherConfig
+from factory.core.errors import BadResponse, OversizedAnswer, TeacherError
 from factory.loopback import EXTRA_FAULT_KINDS, FAULT_KINDS, LoopbackOptions
 from factory.teachers import Request, make_teacher
-from factory.teachers.bounds import answer_byte_cap, capped_window, fd_cap, request_timeout
+from factory.teachers.request_bounds import answer_byte_cap, capped_window, fd_cap, request_timeout
 from tests.conftest import loopback_process, server_stats, write_pipeline
 
 ASK = Request(messages=[{"role": "user", "content": "Write one question about tides."}])

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from factory.config import TeacherConfig, load_pipeline
-from factory.engine import Engine
-from factory.limits import AdaptiveWindow, RateLimiter
-from factory.run import prepare
-from factory.store import RunStore, request_key
+from factory.config.pipeline import TeacherConfig, load_pipeline
+from factory.engine.engine import Engine
+from factory.teachers.limits import AdaptiveWindow, RateLimiter
+from factory.run.pipeline_run import prepare
+from factory.store.run_store import RunStore, request_key
 from factory.tasks.base import request_seed
 from factory.teachers.base import Completion, Request
 from factory.teachers.openai_teacher import OpenAITeacher
@@ -122,10 +122,10 @@ def test_a_refused_json_schema_is_remembered_and_answers_replayed(tmp_path, loop
 
 def _in_process_teacher(backend: str, config: TeacherConfig):
     if backend == "transformers":
-        from factory.teachers.transformers_teacher import TransformersTeacher
+        from factory.teachers.in_process.transformers_teacher import TransformersTeacher
 
         return TransformersTeacher(config)  # not started: no model is loaded
-    from factory.teachers.vllm_teacher import VLLMTeacher
+    from factory.teachers.in_process.vllm_teacher import VLLMTeacher
 
     return VLLMTeacher(config)
 

@@ -59,7 +59,7 @@ def _requests(n: int):
 def _answer_all(config, requests):
     import asyncio
 
-    from factory.teachers.transformers_teacher import TransformersTeacher
+    from factory.teachers.in_process.transformers_teacher import TransformersTeacher
 
     async def go():
         teacher = TransformersTeacher(config)
@@ -73,7 +73,7 @@ def _answer_all(config, requests):
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(tiny_model):
-    from factory.config import TeacherConfig
+    from factory.config.pipeline import TeacherConfig
 
     sampling = {"max_tokens": 10, "temperature": 0.0}
     requests = _requests(12)
@@ -87,8 +87,8 @@ def test_batched_greedy_generation_matches_one_at_a_time(tiny_model):
 
 
 def test_a_batch_too_big_for_memory_is_split_and_later_batches_stay_smaller(tiny_model):
-    from factory.config import TeacherConfig
-    from factory.errors import OutOfMemory
+    from factory.config.pipeline import TeacherConfig
+    from factory.core.errors import OutOfMemory
     from factory.teachers import transformers_teacher
 
     class SmallDevice(transformers_teacher.TransformersTeacher):
@@ -120,7 +120,7 @@ def test_a_batch_too_big_for_memory_is_split_and_later_batches_stay_smaller(tiny
 
 def test_a_sampled_answer_is_the_same_whatever_the_batch(tiny_model):
     """Each request samples with its own seed: the batch it lands in changes nothing."""
-    from factory.config import TeacherConfig
+    from factory.config.pipeline import TeacherConfig
 
     sampling = {"max_tokens": 12, "temperature": 0.9, "top_p": 0.95}
     requests = [dataclasses.replace(r, seed=1000 + i) for i, r in enumerate(_requests(10))]
@@ -140,7 +140,7 @@ def test_teachers_that_differ_only_in_sampling_share_one_loaded_model(tiny_model
     close lets it go."""
     import asyncio
 
-    from factory.config import TeacherConfig
+    from factory.config.pipeline import TeacherConfig
     from factory.teachers import shared_models
     from factory.teachers import transformers_teacher as tt
 

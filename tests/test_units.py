@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from factory import constants
-from factory.config import apply_overrides, parse_overrides
-from factory.store import request_key
-from factory.limits import AdaptiveWindow
-from factory.seeds import SeedSpace, read_seed_file
-from factory.structured import JSONNotFound, extract_json, with_schema_instructions
+from factory.core import constants
+from factory.config.pipeline import apply_overrides, parse_overrides
+from factory.store.run_store import request_key
+from factory.teachers.limits import AdaptiveWindow
+from factory.inputs.seeds import SeedSpace, read_seed_file
+from factory.core.structured import JSONNotFound, extract_json, with_schema_instructions
 from factory.tasks.qa import Unusable, parse_pairs
 
 
@@ -128,7 +128,7 @@ def test_overrides_build_nested_keys_and_parse_yaml():
 
 
 def test_rate_limit_headers_set_the_provider_bucket():
-    from factory.limits import RateLimiter, parse_duration
+    from factory.teachers.limits import RateLimiter, parse_duration
 
     assert [parse_duration(t) for t in ("1s", "6m0s", "20ms", "1h2m3.5s", "0.5")] == [1, 360, 0.02, 3723.5, 0.5]
     assert parse_duration("soon") is None and parse_duration(None) is None

@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from factory.config import TeacherConfig
+from factory.config.pipeline import TeacherConfig
 from factory.teachers.base import Request
-from factory.teachers.vllm_teacher import engine_kwargs, sampling_kwargs
+from factory.teachers.in_process.vllm_teacher import engine_kwargs, sampling_kwargs
 from tests.conftest import factory_cli, read_jsonl, write_pipeline
 from tests.test_dialogue import dialogue_pipeline, exchanges
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from factory import hub
+from factory.core import hub
 from factory.compare import metrics, text_stats, topics
-from factory.compare.settings import CompareConfig
+from factory.config.compare import CompareConfig
 from factory.compare.sides import Side, read_side
-from factory.errors import FactoryError, InputDataError, UserError
-from factory.inputs import check_input, iter_records
-from factory.record import Record
+from factory.core.errors import FactoryError, InputDataError, UserError
+from factory.inputs.records import check_input, iter_records
+from factory.core.record import Record
 
 JSON_FILE = "compare.json"
 HTML_FILE = "compare.html"
@@ -33,8 +33,8 @@ def compare_files(synthetic: Path, reference: Path, settings: CompareConfig, out
                   where: str = "--model") -> tuple[dict[str, Any], int]:
     """`factory compare`: compare.json and compare.html in `out_dir`, its embedding cache
     beside them; returns the result and how many texts had to be embedded."""
-    from factory.compare.page import render_page
-    from factory.files import atomic_write_text
+    from factory.outputs.compare_page import render_page
+    from factory.core.files import atomic_write_text
 
     for path in (synthetic, reference):
         check_input(path)
@@ -57,7 +57,7 @@ def check_model(name: str, where: str) -> None:
 
 def load(settings: CompareConfig, where: str):
     """The embedding model; one that cannot load (a misspelt name) is the user's to fix."""
-    from filters.embeddings import load_model
+    from filters.diversity.embeddings import load_model
 
     try:
         return load_model(settings.model, settings.device, hint=f"set {where} to a local folder or a cached model")
@@ -70,9 +70,9 @@ def measure(synthetic: Iterable[tuple[str, Record]], synthetic_path: Path, refer
             ) -> tuple[dict[str, Any], int]:
     from threadpoolctl import threadpool_limits
 
-    from factory.constants import EMBEDDING_CACHE_FILE
+    from factory.core.constants import EMBEDDING_CACHE_FILE
     from filters.base import TextConfig
-    from filters.embeddings import EmbeddingCache, embed
+    from filters.diversity.embeddings import EmbeddingCache, embed
 
     text = TextConfig(roles=settings.roles).text
     # Each side is read (and checked) before the model loads: a bad row costs no model load.

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from factory import hub
+from factory.core import hub
 from factory.compare.measure import JSON_FILE, measure, to_json
-from factory.config import Pipeline
-from factory.errors import ConfigError, UserError
-from factory.inputs import iter_records
+from factory.config.pipeline import Pipeline
+from factory.core.errors import ConfigError, UserError
+from factory.inputs.records import iter_records
 
 KEY = "output.reference"
 SUMMARY = ("mauve", "precision", "recall", "density", "coverage")

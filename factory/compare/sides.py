@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from factory.compare.text_stats import NGRAM_SIZES, record_distinct, words
-from factory.errors import InputDataError
-from factory.record import Record
+from factory.core.errors import InputDataError
+from factory.core.record import Record
 
 
 @dataclass

@@ -36,7 +36,7 @@ from typing import Iterator
 
 from aiohttp import web
 
-from factory.store import request_key
+from factory.store.run_store import request_key
 from factory.loopback.batches import BatchDesk, BatchOptions
 from factory.loopback.content import answer, complete_text, thinking
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 def make_task(pipeline):
     """The task the pipeline's `generate.task` names, built and checked (sends nothing)."""
-    from factory.seeds import build_seed_space
-    from factory.templates import TemplateLibrary
+    from factory.inputs.seeds import build_seed_space
+    from factory.inputs.templates import TemplateLibrary
 
     cfg = pipeline.config
     seeds = build_seed_space(pipeline)
@@ -54,7 +54,7 @@ def check_seeds_used(task, pipeline, library) -> None:
     A template counts when the pipeline names it, rendered in this mode or not (a dialogue
     pipeline may switch `mode` and keep its seeds). Raises ConfigError naming the seed.
     """
-    from factory.errors import ConfigError, TemplateError
+    from factory.core.errors import ConfigError, TemplateError
 
     where = f"{pipeline.path}: seeds"
     own = task.template_variables()

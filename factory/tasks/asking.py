@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
-from factory.errors import BadResponse
+from factory.core.errors import BadResponse
 from factory.tasks.base import Asker, request_seed
 from factory.teachers.base import Completion, Request
 

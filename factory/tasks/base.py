@@ -12,10 +12,10 @@ import hashlib
 import json
 from typing import Any, Protocol
 
-from factory.record import Record, Rejection
-from factory.seeds import SeedSpace
+from factory.core.record import Record, Rejection
+from factory.inputs.seeds import SeedSpace
 from factory.teachers.base import Completion, Request
-from factory.templates import Template
+from factory.inputs.templates import Template
 
 
 class Asker(Protocol):
@@ -125,7 +125,7 @@ class Task(abc.ABC):
 
     def sample_ids(self, unit: int) -> list[tuple[int, str]]:
         """(sample index, record id) of each sample the unit makes."""
-        from factory.record import record_id
+        from factory.core.record import record_id
 
         return [(unit, record_id(self.pipeline_name, self.name, unit))]
 
@@ -177,7 +177,7 @@ class MultiSampleTask(Task):
     (pairs per request, instructions per request, evolution rounds)."""
 
     def sample_ids(self, unit: int) -> list[tuple[int, str]]:
-        from factory.record import record_id
+        from factory.core.record import record_id
 
         return [(i, record_id(self.pipeline_name, self.name, i)) for i in self._samples(unit)]
 

@@ -15,16 +15,16 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from factory.config import Pipeline, derived_teacher
-from factory.generate_config import DialogueGenerate
-from factory.record import Record, Rejection, record_id
-from factory.seeds import SeedSpace
-from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
+from factory.config.pipeline import Pipeline, derived_teacher
+from factory.config.generate import DialogueGenerate
+from factory.core.record import Record, Rejection, record_id
+from factory.inputs.seeds import SeedSpace
+from factory.core.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import RoleAsker, Task, beside_answers
 from factory.tasks.guards import Guards, strip_own_label
 from factory.teachers.base import Completion
-from factory.templates import TemplateLibrary
+from factory.inputs.templates import TemplateLibrary
 
 # What the dialogue templates may use besides the seed variables.
 TEMPLATE_VARIABLES = frozenset({"turns", "turn", "end_marker", "min_turns", "max_turns", "system_prompt"})

@@ -24,15 +24,15 @@ import random
 import re
 from typing import Any
 
-from factory.config import Pipeline
-from factory.errors import ConfigError
-from factory.instruction_config import EVOL_METHODS, EvolInstructGenerate
-from factory.record import Record, Rejection, record_id
-from factory.seeds import SeedSpace
+from factory.config.pipeline import Pipeline
+from factory.core.errors import ConfigError
+from factory.config.instruction import EVOL_METHODS, EvolInstructGenerate
+from factory.core.record import Record, Rejection, record_id
+from factory.inputs.seeds import SeedSpace
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import Asker, MultiSampleTask
 from factory.teachers.base import Completion
-from factory.templates import TemplateLibrary
+from factory.inputs.templates import TemplateLibrary
 
 SEED_VARIABLE = "instruction"
 # Template variables the task fills: the round, and the two prompts the equality check compares.

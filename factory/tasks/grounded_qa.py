@@ -17,14 +17,14 @@ import hashlib
 import re
 from typing import Any
 
-from factory.chunking import Span, chunk_text
-from factory.config import Pipeline
-from factory.documents import Document, Skipped, find_documents, read_documents
-from factory.errors import DocumentError
-from factory.seeds import SeedSpace
-from factory.structured import list_answer, strict_object
+from factory.inputs.chunking import Span, chunk_text
+from factory.config.pipeline import Pipeline
+from factory.inputs.documents import Document, Skipped, find_documents, read_documents
+from factory.core.errors import DocumentError
+from factory.inputs.seeds import SeedSpace
+from factory.core.structured import list_answer, strict_object
 from factory.tasks.qa import QATask, pair_items
-from factory.templates import TemplateLibrary
+from factory.inputs.templates import TemplateLibrary
 
 _SPACE = re.compile(r"\s+")
 _ELLIPSIS = re.compile(r"\s*(?:\.\.\.|…|\[\.\.\.\])\s*")
@@ -177,7 +177,7 @@ def _measure(chunking, pipeline: Pipeline):
         return len
     from transformers import AutoTokenizer
 
-    from factory import hub
+    from factory.core import hub
 
     name = chunking.tokenizer or pipeline.config.teacher.model
     if pipeline.resolve(name).exists():  # a folder beside the pipeline file

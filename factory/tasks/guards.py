@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from factory.reasoning import has_thinking_tag
+from factory.core.reasoning import has_thinking_tag
 
 # Line-start speaker labels and phrases (case-insensitive, per line) that show a turn
 # was written in the other role's voice.

@@ -28,17 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from factory.config import Pipeline
-from factory.errors import ConfigError, FactoryError, RequestRefused
-from factory.instruction_config import MagpieGenerate
-from factory.record import Record, Rejection, record_id
-from factory.seeds import SeedSpace
+from factory.config.pipeline import Pipeline
+from factory.core.errors import ConfigError, FactoryError, RequestRefused
+from factory.config.instruction import MagpieGenerate
+from factory.core.record import Record, Rejection, record_id
+from factory.inputs.seeds import SeedSpace
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import Asker, Task
 from factory.tasks.rouge import words
 from factory.tasks.rounds import Rounds, refuse_shards
 from factory.teachers.base import Completion
-from factory.templates import TemplateLibrary
+from factory.inputs.templates import TemplateLibrary
 
 # Units per round. Only when answers may start depends on it, never which query is kept:
 # each is compared with all earlier ones in sample order.
@@ -165,7 +165,7 @@ class MagpieTask(Task):
 
     @staticmethod
     def _tokenizer(name: str, where: str):
-        from factory import hub
+        from factory.core import hub
 
         def load(source: str):
             from transformers import AutoTokenizer

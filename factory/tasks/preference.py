@@ -15,7 +15,7 @@ worst tie (`tied_scores`), or when their margin is below `min_margin` (`low_marg
 
 The record is `messages` = the prompt and the chosen answer, so every filter reads the
 pair the way it reads a Q&A record; the rejected answer rides in `metadata.rejected`
-and becomes the `rejected` column on export (factory/export.py).
+and becomes the `rejected` column on export (factory/outputs/dataset.py).
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ import re
 import statistics
 from typing import Any
 
-from factory.config import Pipeline, TeacherConfig, derived_teacher
-from factory.generate_config import PreferenceGenerate
-from factory.record import Record, Rejection, record_id
-from factory.seeds import SeedSpace
-from factory.structured import JSONNotFound, extract_json, strict_object
+from factory.config.pipeline import Pipeline, TeacherConfig, derived_teacher
+from factory.config.generate import PreferenceGenerate
+from factory.core.record import Record, Rejection, record_id
+from factory.inputs.seeds import SeedSpace
+from factory.core.structured import JSONNotFound, extract_json, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import RoleAsker, Task
 from factory.teachers.base import Completion
-from factory.templates import TemplateLibrary
+from factory.inputs.templates import TemplateLibrary
 
 LABELS = "ABCD"
 # What the judge's rubric may use.

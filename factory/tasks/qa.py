@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from factory.config import Pipeline
-from factory.reasoning import has_thinking_tag
-from factory.record import Record, Rejection, record_id
-from factory.seeds import SeedSpace
-from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
+from factory.config.pipeline import Pipeline
+from factory.core.reasoning import has_thinking_tag
+from factory.core.record import Record, Rejection, record_id
+from factory.inputs.seeds import SeedSpace
+from factory.core.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import Asker, MultiSampleTask, beside_answers, split_usage
 from factory.teachers.base import Completion
-from factory.templates import Template, TemplateLibrary
+from factory.inputs.templates import Template, TemplateLibrary
 
 
 def qa_schema(k: int) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def _thinking_left(pair: dict[str, Any]) -> tuple[str, str] | None:
-    # Thinking outside the JSON was split off with the answer (factory/reasoning.py);
+    # Thinking outside the JSON was split off with the answer (factory/core/reasoning.py);
     # a tag inside a field is the model thinking in the text itself.
     for field in ("question", "answer"):
         if has_thinking_tag(pair[field]):

@@ -46,7 +46,7 @@ class Rounds(Generic[T]):
 def refuse_shards(pipeline, task: str, why: str) -> None:
     """Round-based tasks run in one process: a Ray shard would not see the other shards'
     rounds. Raises ConfigError (exit 2, before anything is sent) for `executor.type: ray`."""
-    from factory.errors import ConfigError
+    from factory.core.errors import ConfigError
 
     executor = pipeline.config.executor
     if executor.type == "ray":

@@ -31,18 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from factory.config import Pipeline
-from factory.errors import RequestRefused, SeedError
-from factory.instruction_config import SelfInstructGenerate
-from factory.record import Record, Rejection, record_id
-from factory.seeds import SeedSpace
-from factory.structured import JSONNotFound, extract_json, list_answer, strict_object
+from factory.config.pipeline import Pipeline
+from factory.core.errors import RequestRefused, SeedError
+from factory.config.instruction import SelfInstructGenerate
+from factory.core.record import Record, Rejection, record_id
+from factory.inputs.seeds import SeedSpace
+from factory.core.structured import JSONNotFound, extract_json, list_answer, strict_object
 from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import Asker, MultiSampleTask
 from factory.tasks.rouge import RougePool, words
 from factory.tasks.rounds import Rounds, refuse_shards
 from factory.teachers.base import Completion
-from factory.templates import TemplateLibrary
+from factory.inputs.templates import TemplateLibrary
 
 OWN_VARIABLES = frozenset({"tasks", "next_number", "count", "instruction", "examples"})
 # "Task 12:" anywhere (two tasks run together on one line are two tasks); a bare "12.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from factory.config import TeacherConfig
+from factory.config.pipeline import TeacherConfig
 from factory.teachers.base import Completion, Request, Teacher
 
 
@@ -13,7 +13,7 @@ def make_teacher(config: TeacherConfig, on_response: Callable[..., None] | None 
     """`on_response(status, headers)` sees every HTTP response (HTTP backends). Batch mode
     keeps its batches in the run `store` and submits nothing once `stop` is requested."""
     if config.mode == "batch":
-        from factory.teachers.batch import BatchTeacher
+        from factory.teachers.batch.batch_teacher import BatchTeacher
 
         if store is None:
             raise ValueError("batch mode keeps its batches in the run store: pass store")
@@ -31,10 +31,10 @@ def make_teacher(config: TeacherConfig, on_response: Callable[..., None] | None 
 
         return OpenAITeacher(config, on_response=on_response)
     if config.backend == "vllm":
-        from factory.teachers.vllm_teacher import VLLMTeacher
+        from factory.teachers.in_process.vllm_teacher import VLLMTeacher
 
         return VLLMTeacher(config)
-    from factory.teachers.transformers_teacher import TransformersTeacher
+    from factory.teachers.in_process.transformers_teacher import TransformersTeacher
 
     return TransformersTeacher(config)
 

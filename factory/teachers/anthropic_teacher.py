@@ -22,13 +22,13 @@ import json
 import os
 from typing import Any, AsyncIterator, Callable
 
-from factory import constants
-from factory.config import TeacherConfig, thinking_enabled
-from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
-from factory.structured import with_schema_instructions
+from factory.core import constants
+from factory.config.pipeline import TeacherConfig, thinking_enabled
+from factory.core.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
+from factory.core.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request, Teacher
-from factory.teachers.batch import BatchLost, BatchProvider, BatchStatus, no_batch_api, provider_errors
-from factory.teachers.bounds import answer_byte_cap, request_timeout
+from factory.teachers.batch.batch_teacher import BatchLost, BatchProvider, BatchStatus, no_batch_api, provider_errors
+from factory.teachers.request_bounds import answer_byte_cap, request_timeout
 from factory.teachers.openai_teacher import _short, redact_url
 
 # Claude's stop reasons in the chat-completions words the tasks read.

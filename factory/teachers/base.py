@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from factory.structured_modes import StructuredModes
+    from factory.core.structured_modes import StructuredModes
 
-from factory.errors import TeacherMisconfigured
+from factory.core.errors import TeacherMisconfigured
 
 
 @dataclass(slots=True)
@@ -34,7 +34,7 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
-    # The thinking that came with the answer (never part of `text`: see factory/reasoning.py).
+    # The thinking that came with the answer (never part of `text`: see factory/core/reasoning.py).
     reasoning: str | None = None
     # Of prompt_tokens, those the provider served from its prompt cache (billed lower).
     cached_tokens: int = 0
@@ -55,7 +55,7 @@ class Completion:
 
     def thinking_apart(self) -> Completion:
         """This completion with any thinking in `text` moved to `reasoning`."""
-        from factory.reasoning import split_thinking
+        from factory.core.reasoning import split_thinking
 
         text, reasoning = split_thinking(self.text, self.reasoning)
         if text == self.text and reasoning == self.reasoning:
@@ -84,7 +84,7 @@ class Teacher(abc.ABC):
         """Continue `request.prompt` as raw text (no chat template); raise as `complete` does."""
         raise TeacherMisconfigured(f"the {self.backend} backend cannot complete raw text")
 
-    # The structured-output modes an HTTP teacher chooses among (factory/structured_modes.py);
+    # The structured-output modes an HTTP teacher chooses among (factory/core/structured_modes.py);
     # None for backends that have one way only.
     modes: StructuredModes | None = None
 

@@ -16,12 +16,12 @@ import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from factory import constants
-from factory.config import TeacherConfig
-from factory.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
-from factory.structured_modes import REFUSAL_WORDS, StructuredModes
+from factory.core import constants
+from factory.config.pipeline import TeacherConfig
+from factory.core.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
+from factory.core.structured_modes import REFUSAL_WORDS, StructuredModes
 from factory.teachers.base import Completion, Request, Teacher
-from factory.teachers.bounds import answer_byte_cap, fd_cap, request_timeout
+from factory.teachers.request_bounds import answer_byte_cap, fd_cap, request_timeout
 from factory.teachers.openai_wire import read_completion, request_body
 
 class OpenAITeacher(Teacher):

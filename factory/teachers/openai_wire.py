@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from factory.config import TeacherConfig, reasoning_family
-from factory.errors import BadResponse, OversizedAnswer
-from factory.structured import with_schema_instructions
+from factory.config.pipeline import TeacherConfig, reasoning_family
+from factory.core.errors import BadResponse, OversizedAnswer
+from factory.core.structured import with_schema_instructions
 from factory.teachers.base import Completion, Request
-from factory.teachers.bounds import answer_byte_cap, answer_token_cap
+from factory.teachers.request_bounds import answer_byte_cap, answer_token_cap
 
 
 def token_limit_param(config: TeacherConfig) -> str:

@@ -17,11 +17,11 @@ import sys
 import time
 from typing import Any, Callable
 
-from factory import constants
-from factory.config import TeacherConfig
-from factory.errors import BadResponse, RequestRefused, TeacherError
-from factory.secrets import Redactor
-from factory.structured_modes import StructuredModes
+from factory.core import constants
+from factory.config.pipeline import TeacherConfig
+from factory.core.errors import BadResponse, RequestRefused, TeacherError
+from factory.core.redaction import Redactor
+from factory.core.structured_modes import StructuredModes
 from factory.teachers.base import Completion, Request, Teacher
 from factory.teachers.openai_teacher import OpenAITeacher, redact_url
 

@@ -21,8 +21,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from factory import constants
-from factory.limits import AdaptiveWindow
+from factory.core import constants
+from factory.teachers.limits import AdaptiveWindow
 
 # Gauges per server kind: running, waiting, and cache use (0..1), newest name first.
 GAUGES = {

@@ -24,7 +24,7 @@ from typing import AsyncIterator
 import httpx2
 import openai
 
-from factory.errors import OversizedAnswer
+from factory.core.errors import OversizedAnswer
 
 
 class BoundedClient(openai.DefaultAioHttpClient):

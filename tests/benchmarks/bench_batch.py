@@ -73,11 +73,11 @@ def bare_floor(count: int) -> float:
 
 
 async def teacher_only(url: str, count: int, folder: Path) -> float:
-    from factory.config import TeacherConfig
-    from factory.store import RunStore
-    from factory.structured import list_answer
+    from factory.config.pipeline import TeacherConfig
+    from factory.store.run_store import RunStore
+    from factory.core.structured import list_answer
     from factory.teachers.base import Request
-    from factory.teachers.batch import BatchTeacher
+    from factory.teachers.batch.batch_teacher import BatchTeacher
 
     config = TeacherConfig(backend="openai", model="bench", base_url=url, mode="batch",
                            batch={"poll_interval": 0.05, "gather": 0.05})

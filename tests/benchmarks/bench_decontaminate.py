@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from factory.record import Record
+from factory.core.record import Record
 from filters.base import StageContext
-from filters.decontaminate import Decontaminate
-from filters.minhash_signing import normalise
+from filters.decontaminate.decontaminate import Decontaminate
+from filters.dedup.minhash_signing import normalise
 
 DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "t0-prompts-55k.jsonl.gz"
 BENCHMARK_ITEMS = 10_000

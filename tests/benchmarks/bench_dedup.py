@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from factory.record import Record
-from filters.minhash_dedup import MinHashDedup
-from filters.minhash_signing import normalise
+from factory.core.record import Record
+from filters.dedup.minhash import MinHashDedup
+from filters.dedup.minhash_signing import normalise
 
 DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "t0-prompts-55k.jsonl.gz"
 ROOT = Path(__file__).resolve().parents[2]

@@ -31,7 +31,7 @@ def synthetic(count: int, seed: int = 0) -> Iterator:
     """`count` records of 30-80 words; one in four repeats an earlier one with 0-6 words changed."""
     import random
 
-    from factory.record import Record
+    from factory.core.record import Record
 
     rng = random.Random(seed)
     vocabulary = [f"w{i}" for i in range(20000)]
@@ -50,7 +50,7 @@ def synthetic(count: int, seed: int = 0) -> Iterator:
 
 
 def run(mode: str, records: int, cpus: int) -> dict:
-    from filters.minhash_dedup import MinHashDedup
+    from filters.dedup.minhash import MinHashDedup
 
     stage = MinHashDedup()
     digest = hashlib.sha256()
@@ -61,7 +61,7 @@ def run(mode: str, records: int, cpus: int) -> dict:
     else:
         import ray
 
-        from filters.minhash_ray import dedup_on_ray
+        from filters.dedup.minhash_ray import dedup_on_ray
 
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         stage.seen = 0

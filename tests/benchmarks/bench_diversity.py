@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from filters.diversity_select import kcenter_select, threshold_select
+from filters.diversity.select import kcenter_select, threshold_select
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ MODEL = "synthetic-benchmark-model"  # only the cache knows it: nothing is loade
 
 
 def record(i: int):
-    from factory.record import Record
+    from factory.core.record import Record
 
     return Record(f"r{i:08d}", [{"role": "user", "content": f"Question {i}: what about topic {i % 997}?"},
                                 {"role": "assistant", "content": f"Answer {i}, " + "with some words " * 20}])
@@ -41,9 +41,9 @@ def record(i: int):
 
 def fill_cache(out: Path, n: int, dim: int) -> None:
     from bench_diversity_scale import vectors
-    from factory.constants import EMBEDDING_CACHE_FILE
-    from filters.diversity import Diversity
-    from filters.embeddings import EmbeddingCache, text_key
+    from factory.core.constants import EMBEDDING_CACHE_FILE
+    from filters.diversity.diversity import Diversity
+    from filters.diversity.embeddings import EmbeddingCache, text_key
 
     text = Diversity().config.text
     x = vectors(n, dim, max(10, n // 150), 0.2)
@@ -56,7 +56,7 @@ def fill_cache(out: Path, n: int, dim: int) -> None:
 def run(way: str, out: Path, n: int, selection: str) -> dict:
     import factory
     from filters.base import StageContext
-    from filters.diversity import Diversity
+    from filters.diversity.diversity import Diversity
 
     pipeline = factory.Pipeline.from_dict({"name": "bench", "teacher": {"model": "none", "base_url": "http://x"},
                                            "seeds": {"topic": ["x"], "domain": ["x"], "persona": ["x"],

@@ -19,8 +19,8 @@ import time
 import numpy as np
 
 from bench_diversity import _status  # beside this script
-from filters import diversity_clustered as dc
-from filters.diversity_select import Products, kcenter_select, threshold_select
+from filters.diversity import clustered as dc
+from filters.diversity.select import Products, kcenter_select, threshold_select
 
 
 def vectors(n: int, dim: int, topics: int, paraphrases: float, seed: int = 0) -> np.ndarray:

@@ -172,7 +172,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)
-        floor, _ = peak_rss([sys.executable, "-c", "import factory.cli, factory.report"])
+        floor, _ = peak_rss([sys.executable, "-c", "import factory.cli, factory.outputs.report"])
         print(f"floor: importing the CLI and the report peaks at {floor:,.1f} MB")
         if args.run:
             peaks = whole_run(args.sizes, args.pairs_per_request, tmp)

@@ -40,8 +40,8 @@ import time
 import uuid
 from pathlib import Path
 
-from filters.pii import Pii
-from filters.pii_detect import IBAN_LENGTHS, Span, resolve
+from filters.pii.pii import Pii
+from filters.pii.detect import IBAN_LENGTHS, Span, resolve
 
 DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "t0-prompts-55k.jsonl.gz"
 PER_KIND = 200

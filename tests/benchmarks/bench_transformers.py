@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.tiny_model import build_tiny_chat_model  # noqa: E402
 
-from factory.config import TeacherConfig  # noqa: E402
+from factory.config.pipeline import TeacherConfig  # noqa: E402
 from factory.teachers.base import Request  # noqa: E402
-from factory.teachers.transformers_teacher import TransformersTeacher  # noqa: E402
+from factory.teachers.in_process.transformers_teacher import TransformersTeacher  # noqa: E402
 
 
 def requests(n: int) -> list[Request]:
