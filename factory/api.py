@@ -50,15 +50,15 @@ class Pipeline:
                   else mapping_overrides(overrides or {}))
         if dry_run:
             parsed += mapping_overrides(DRY_RUN)
-        self.pipeline = build_pipeline(_with_overrides(raw, parsed), path, [], base_dir)
+        self.file = build_pipeline(_with_overrides(raw, parsed), path, [], base_dir)
         # For the run's own copy of what it ran (snapshot.py): the file as read, the changes on top.
-        self.pipeline.text = path.read_text(encoding="utf-8") if path.is_file() else ""
-        self.pipeline.overrides = [f"{'.'.join(keys)}={json.dumps(value)}" for keys, value in parsed]
+        self.file.text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        self.file.overrides = [f"{'.'.join(keys)}={json.dumps(value)}" for keys, value in parsed]
         if formats:  # the CLI's --format adds to output.formats
-            output = self.pipeline.config.output
+            output = self.file.config.output
             output.formats = list(dict.fromkeys([*output.formats, *formats]))
         self.dry_run = dry_run
-        self.prepared = prepare(self.pipeline)  # formats are checked here, against the task
+        self.prepared = prepare(self.file)  # formats are checked here, against the task
         self.result = None  # the last run's RunResult: out_dir, kept, rejected, funnel, usage
 
     @classmethod
@@ -84,13 +84,13 @@ class Pipeline:
 
     @property
     def name(self) -> str:
-        return self.pipeline.config.name
+        return self.file.config.name
 
     def output_dir(self, out: str | Path | None = None) -> Path:
         """Where `run(out)` writes: `out`, else output.dir, else outputs/<name>/ (a dry run's
         default gets `-dry-run` on the end, so it never replaces a real run's output)."""
-        path = self.pipeline.output_dir(str(out) if out is not None else None)
-        if self.dry_run and out is None and not self.pipeline.config.output.dir:
+        path = self.file.output_dir(str(out) if out is not None else None)
+        if self.dry_run and out is None and not self.file.config.output.dir:
             path = path.with_name(path.name + "-dry-run")
         return path
 
@@ -117,8 +117,8 @@ class Pipeline:
         from factory.loopback import LoopbackOptions, serve_in_thread
 
         with serve_in_thread(LoopbackOptions(latency_median=0.02, latency_sigma=0.5)) as (url, _):
-            self.pipeline.config.teacher.base_url = url
-            self.pipeline.dry_run = True
+            self.file.config.teacher.base_url = url
+            self.file.dry_run = True
             print(f"factory: dry run against the loopback teacher at {url}", file=sys.stderr)
             return run_pipeline(self.prepared, out, show_progress=show_progress, stop=stop)
 
@@ -138,7 +138,7 @@ class Pipeline:
         return await asyncio.to_thread(self.run, out, show_progress=show_progress, grace=grace)
 
     def __repr__(self) -> str:
-        return f"factory.Pipeline({self.name!r}, task={self.pipeline.config.generate.task!r})"
+        return f"factory.Pipeline({self.name!r}, task={self.file.config.generate.task!r})"
 
 
 def load_kept(out_dir: Path):

@@ -176,7 +176,7 @@ def _run(args) -> int:
     from factory.api import Pipeline
 
     pipe = Pipeline.from_yaml(args.pipeline, args.overrides, dry_run=args.dry_run, formats=args.formats)
-    hub = pipe.pipeline.config.output.hub
+    hub = pipe.file.config.output.hub
     if hub is not None and not args.dry_run:
         from factory.outputs.push import find_token
 

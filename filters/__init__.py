@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factory.config.pipeline import Pipeline, describe_validation_error
+from factory.config.pipeline import PipelineFile, describe_validation_error
 from factory.core.errors import ConfigError
 from factory.core.record import Record
 from filters.base import RecordFilter, Stage, StageContext, TextConfig
@@ -29,7 +29,7 @@ REGISTRY: dict[str, str] = {
 }
 
 
-def build_stages(entries: list[dict[str, Any]], pipeline: Pipeline) -> list[Stage]:
+def build_stages(entries: list[dict[str, Any]], pipeline: PipelineFile) -> list[Stage]:
     where = str(pipeline.path)
     stages = []
     for i, entry in enumerate(entries):

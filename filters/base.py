@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import Field
 
-from factory.config.pipeline import Pipeline, Strict
+from factory.config.pipeline import PipelineFile, Strict
 from factory.core.cost import Budget
 from factory.core.errors import ConfigError
 from factory.core.record import Record, Rejection
@@ -30,7 +30,7 @@ class StageContext:
     """Where a stage runs: the pipeline (teacher defaults, prompts) and the output
     folder, whose run store and caches make a rerun cheap."""
 
-    pipeline: Pipeline
+    pipeline: PipelineFile
     out_dir: Path
     show_progress: bool = True
     # The run's max_cost, shared with generation: a judge spends from the same budget.
@@ -73,7 +73,7 @@ class Stage(abc.ABC):
         self.summary: dict[str, Any] | None = None
         self.expected: int | None = None  # how many records will come, when known (for progress)
 
-    def prepare(self, pipeline: Pipeline, where: str) -> None:
+    def prepare(self, pipeline: PipelineFile, where: str) -> None:
         """Check what can be checked before the run (templates, teacher settings);
         raise a UserError naming `where` and the key. Sends nothing."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.core import constants
-from factory.config.pipeline import Pipeline, build_pipeline
+from factory.config.pipeline import PipelineFile, build_pipeline
 from factory.core.errors import InputDataError
 from factory.inputs.records import to_record
 from factory.core.blocking import call_blocking
@@ -64,7 +64,7 @@ def dataset_records(ds: Any, label: str) -> list[Record]:
     return records
 
 
-def _pipeline_for(stage: Stage, pipeline: Any) -> Pipeline:
+def _pipeline_for(stage: Stage, pipeline: Any) -> PipelineFile:
     if pipeline is not None:
         return getattr(pipeline, "pipeline", pipeline)  # a factory.Pipeline holds its loaded config
     teacher = dict(getattr(stage.config, "teacher", None) or {})

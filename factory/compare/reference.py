@@ -13,7 +13,7 @@ from typing import Any
 
 from factory.core import hub
 from factory.compare.measure import JSON_FILE, measure, to_json
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.errors import ConfigError, UserError
 from factory.inputs.records import iter_records
 
@@ -21,7 +21,7 @@ KEY = "output.reference"
 SUMMARY = ("mauve", "precision", "recall", "density", "coverage")
 
 
-def check_reference(pipeline: Pipeline) -> None:
+def check_reference(pipeline: PipelineFile) -> None:
     """Raise ConfigError (exit 2) naming the pipeline file and the key when the reference
     cannot be read, is too small, or its embedding model cannot be had. Sends nothing."""
     ref = pipeline.config.output.reference
@@ -41,7 +41,7 @@ def check_reference(pipeline: Pipeline) -> None:
                           "reach and it is not in the local cache; give a local folder")
 
 
-def compare_kept(pipeline: Pipeline, staging: Path, cache_dir: Path, kept: int,
+def compare_kept(pipeline: PipelineFile, staging: Path, cache_dir: Path, kept: int,
                  redact: Callable[[str], str]) -> dict[str, Any] | None:
     """Measure the dataset built in `staging` against the reference: staging/compare.json,
     and the headline numbers for run.json (None without a reference)."""

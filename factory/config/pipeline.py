@@ -404,7 +404,7 @@ class PipelineConfig(Strict):
         return value
 
 
-class Pipeline:
+class PipelineFile:
     """A validated pipeline file plus where it came from."""
 
     def __init__(self, config: PipelineConfig, path: Path, raw: dict, base_dir: Path | None = None):
@@ -517,7 +517,7 @@ def _item(items: list, selector: Any, dotted: str, where: str) -> int:
                       f"pick one by position, like [{found[0]}]")
 
 
-def load_pipeline(path: str | Path, overrides: list[str] = ()) -> Pipeline:
+def load_pipeline(path: str | Path, overrides: list[str] = ()) -> PipelineFile:
     path = Path(path)
     pipeline = build_pipeline(read_pipeline_file(path), path, parse_overrides(list(overrides)))
     # The file as read, and the changes on top, for the run's own copy (snapshot.py).
@@ -546,7 +546,7 @@ def read_pipeline_file(path: Path) -> Any:
 
 
 def build_pipeline(raw: dict, path: Path, overrides: list[tuple[list[str], Any]] = (),
-                   base_dir: Path | None = None) -> Pipeline:
+                   base_dir: Path | None = None) -> PipelineFile:
     """`raw` with the overrides applied, validated; `path` names it in messages."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top, got {type(raw).__name__}")
@@ -556,7 +556,7 @@ def build_pipeline(raw: dict, path: Path, overrides: list[tuple[list[str], Any]]
     except ValidationError as err:
         raise ConfigError(f"{path}: {describe_validation_error(err)}") from err
     require_key(config.teacher, f"{path}: teacher")
-    return Pipeline(config, path, raw, base_dir)
+    return PipelineFile(config, path, raw, base_dir)
 
 
 def require_key(teacher: TeacherConfig, label: str) -> None:
@@ -566,7 +566,7 @@ def require_key(teacher: TeacherConfig, label: str) -> None:
         raise ConfigError(f"{label}.api_key_env: environment variable {name} is not set (export {name}=... first)")
 
 
-def derived_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str,
+def derived_teacher(pipeline: PipelineFile, overrides: dict[str, Any], where: str,
                     sampling_defaults: dict[str, Any] | None = None) -> TeacherConfig:
     """The pipeline's teacher with `overrides` on top: a judge's or a dialogue role's own.
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.cost import Budget
 from factory.engine.engine import RunStats
 from factory.core.errors import ConfigError, FactoryError
@@ -58,7 +58,7 @@ def connect(address: str | None) -> Any:
     return ray
 
 
-def generate_on_ray(pipeline: Pipeline, folder: RunFolder, stats: RunStats, stop: Stop, fingerprint: str,
+def generate_on_ray(pipeline: PipelineFile, folder: RunFolder, stats: RunStats, stop: Stop, fingerprint: str,
                     units: list[int], progress: Progress, budget: Budget) -> None:
     """Run every unfinished shard as a Ray task, merging each into the run's store as it
     finishes; what the shards pay is the run's `budget` spent. Returns when all are

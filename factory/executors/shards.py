@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.cost import Budget
 from factory.engine.engine import RunStats
 from factory.core.files import atomic_write_text
@@ -86,7 +86,7 @@ def share_limits(teacher: dict[str, Any], shards: int) -> dict[str, Any]:
             for name, value in teacher.items()}
 
 
-def shard_pipeline(pipeline: Pipeline, shards: int, cost_left: float | None) -> Pipeline:
+def shard_pipeline(pipeline: PipelineFile, shards: int, cost_left: float | None) -> PipelineFile:
     """The pipeline a shard runs: the teacher's limits and the cost cap divided by
     `shards`, and the executor local (a shard is itself one process)."""
     mine = copy.copy(pipeline)
@@ -125,7 +125,7 @@ class ShardOutcome:
 ShardWork = Callable[[RunStore, Stop, Budget, RunStats], int]
 
 
-def in_shard(shard: Shard, pipeline: Pipeline, fingerprint: str, grace: float, kind: str,
+def in_shard(shard: Shard, pipeline: PipelineFile, fingerprint: str, grace: float, kind: str,
              work: ShardWork) -> ShardOutcome:
     """Do `work` against the shard's own run store, as an invocation of its own; mark the
     shard done when it leaves nothing unfinished.
@@ -159,7 +159,7 @@ def in_shard(shard: Shard, pipeline: Pipeline, fingerprint: str, grace: float, k
         return ShardOutcome(shard.index, "incomplete", f"{left} {shard.noun} not finished", 3, stats.as_dict())
 
 
-def run_shard(pipeline: Pipeline, shard: Shard, fingerprint: str, grace: float) -> ShardOutcome:
+def run_shard(pipeline: PipelineFile, shard: Shard, fingerprint: str, grace: float) -> ShardOutcome:
     """Generate the shard's units not settled in its own store; mark it done when all are."""
     from factory.run.pipeline_run import GENERATE, generate_units
     from factory.tasks import make_task
@@ -208,7 +208,7 @@ def merge_requests(store: RunStore, source: RunStore, since: float) -> None:
         store.copy_request(key, value, store.invocation if created >= since else None, created)
 
 
-def cost_left(pipeline: Pipeline, store: RunStore, shards: list[Shard], fingerprint: str) -> float | None:
+def cost_left(pipeline: PipelineFile, store: RunStore, shards: list[Shard], fingerprint: str) -> float | None:
     """What max_cost leaves after everything the run and its shards have paid."""
     cap = pipeline.config.max_cost
     if cap is None:

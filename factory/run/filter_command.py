@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from factory.core import constants
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.cost import Budget, cost_entry
 from factory.engine.engine import RunStats
 from factory.outputs.formats import check_formats
@@ -40,7 +40,7 @@ from factory.inputs.templates import with_includes
 from filters.base import StageContext
 
 
-def filter_dataset(pipeline: Pipeline, input_path: Path, out_dir: Path, show_progress: bool = True,
+def filter_dataset(pipeline: PipelineFile, input_path: Path, out_dir: Path, show_progress: bool = True,
                    grace: float = constants.DRAIN_GRACE_S) -> RunResult:
     from filters import build_stages, check_fields, check_models
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from factory.core import constants, jsonlines
-from factory.config.pipeline import Pipeline, TeacherConfig
+from factory.config.pipeline import PipelineFile, TeacherConfig
 from factory.core.cost import Budget, BudgetReached, cost_entry
 from factory.engine.engine import RunStats, run_task
 from factory.core.errors import TemplateError
@@ -52,7 +52,7 @@ REFUSED = "refused"  # the rejection reason of a unit whose request the teacher 
 
 @dataclass
 class Prepared:
-    pipeline: Pipeline
+    pipeline: PipelineFile
     task: Task
     stages: list[Stage]
     examples: list[dict[str, Any]]
@@ -72,7 +72,7 @@ class Prepared:
         return with_includes(found)
 
 
-def prepare(pipeline: Pipeline) -> Prepared:
+def prepare(pipeline: PipelineFile) -> Prepared:
     """Everything that can be checked without a teacher: seeds, templates, filters.
 
     Raises a UserError (exit 2) on the first problem; sends nothing, writes nothing.
@@ -140,7 +140,7 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
             raise _stopped(folder, prepared.pipeline, task, fingerprint, RunStats(), stop) from None
 
 
-def generation_fingerprint(pipeline: Pipeline, task: Task) -> str:
+def generation_fingerprint(pipeline: PipelineFile, task: Task) -> str:
     """What decides a unit's results, but the count: a stored unit with another
     fingerprint is stale (it is generated again, its requests replayed when unchanged)."""
     cfg = pipeline.config
@@ -280,7 +280,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
     return RunResult(folder.out_dir, requested, kept, rejected, stats, info["funnel"], info["usage"])
 
 
-def _stopped(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: str, stats: RunStats,
+def _stopped(folder: RunFolder, pipeline: PipelineFile, task: Task, fingerprint: str, stats: RunStats,
              stop: Stop) -> Stopped:
     """run.json for a run that stopped early, and the one line that says so."""
     counts = _unfinished(folder, pipeline, task, fingerprint, stats, stop.status, stop.reason)
@@ -294,7 +294,7 @@ def _stopped(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: str
     return Stopped(message, stop.exit_code, stop.status)
 
 
-def _unfinished(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: str, stats: RunStats,
+def _unfinished(folder: RunFolder, pipeline: PipelineFile, task: Task, fingerprint: str, stats: RunStats,
                 status: str, reason: str) -> dict[str, int]:
     store = folder.store
     store.commit()
@@ -314,7 +314,7 @@ def _unfinished(folder: RunFolder, pipeline: Pipeline, task: Task, fingerprint: 
     return {**counts, "settled": settled}
 
 
-async def generate_units(task: Task, pipeline: Pipeline, store: RunStore, stats: RunStats, stop: Stop,
+async def generate_units(task: Task, pipeline: PipelineFile, store: RunStore, stats: RunStats, stop: Stop,
                          fingerprint: str, pending: list[int], progress: Progress,
                          budget: Budget) -> tuple[dict[str | None, Teacher], dict]:
     """Generate the `pending` units; returns the teachers used (None: the pipeline's) and
@@ -447,7 +447,7 @@ def _quota_summary(task: Task, quotas: Quotas, surplus: Surplus, units: list[int
                       for c, t in quotas.targets.items()]}
 
 
-def compare_with_reference(info: dict[str, Any], pipeline: Pipeline, staging: Path, out_dir: Path, kept: int,
+def compare_with_reference(info: dict[str, Any], pipeline: PipelineFile, staging: Path, out_dir: Path, kept: int,
                            redact: Redactor) -> None:
     """With output.reference set: compare.json in `staging` (the report draws it) and its
     headline numbers in run.json; embeddings cached in the run folder, as the diversity stage's."""
@@ -539,7 +539,7 @@ def write_rejected(path: Path, earlier: list[Iterable[dict]], filtered: Path, re
     shutil.rmtree(filtered.parent, ignore_errors=True)
 
 
-def config_summary(pipeline: Pipeline, out_dir: Path) -> dict[str, Any]:
+def config_summary(pipeline: PipelineFile, out_dir: Path) -> dict[str, Any]:
     from factory.teachers.openai_teacher import redact_url
 
     data = pipeline.config.model_dump(mode="json")
@@ -550,7 +550,7 @@ def config_summary(pipeline: Pipeline, out_dir: Path) -> dict[str, Any]:
     return data
 
 
-def shared_text(pipeline: Pipeline, out_dir: Path) -> Redactor:
+def shared_text(pipeline: PipelineFile, out_dir: Path) -> Redactor:
     """What every output meant to be shared goes through: no key value, no local path."""
     return Redactor.for_config(pipeline.raw).with_replacements(local_replacements(out_dir, pipeline.base_dir))
 

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from factory.config.pipeline import Pipeline, derived_teacher
+from factory.config.pipeline import PipelineFile, derived_teacher
 from factory.config.generate import DialogueGenerate
 from factory.core.record import Record, Rejection, record_id
 from factory.inputs.seeds import SeedSpace
@@ -106,7 +106,7 @@ class DialogueTask(Task):
     name = "dialogue"
     multi_turn = True
 
-    def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
+    def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
         cfg: DialogueGenerate = pipeline.config.generate
         self.cfg = cfg
         self.pipeline_name = pipeline.config.name
@@ -151,7 +151,7 @@ class DialogueTask(Task):
             fields.add("closing_message")  # the user's last words when they end the chat
         return fields
 
-    def role_teachers(self, pipeline: Pipeline) -> dict[str, Any]:
+    def role_teachers(self, pipeline: PipelineFile) -> dict[str, Any]:
         return {role: derived_teacher(pipeline, overrides, f"{self.where}.teachers.{role}")
                 for role, overrides in self.cfg.teachers.items()}
 

@@ -24,7 +24,7 @@ import random
 import re
 from typing import Any
 
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.errors import ConfigError
 from factory.config.instruction import EVOL_METHODS, EvolInstructGenerate
 from factory.core.record import Record, Rejection, record_id
@@ -73,7 +73,7 @@ class Eliminated(Exception):
 class EvolInstructTask(MultiSampleTask):
     name = "evol_instruct"
 
-    def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
+    def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
         cfg: EvolInstructGenerate = pipeline.config.generate
         self.cfg = cfg
         self.pipeline_name = pipeline.config.name

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from factory.inputs.chunking import Span, chunk_text
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.inputs.documents import Document, Skipped, find_documents, read_documents
 from factory.core.errors import DocumentError
 from factory.inputs.seeds import SeedSpace
@@ -76,7 +76,7 @@ class GroundedQATask(QATask):
     name = "grounded_qa"
     schema_name = "grounded_pairs"
 
-    def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
+    def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
         cfg = pipeline.config.generate
         where = f"{pipeline.path}: generate"
         base = pipeline.base_dir
@@ -172,7 +172,7 @@ class GroundedQATask(QATask):
                 f"{skipped} ({self.units()} requests)")
 
 
-def _measure(chunking, pipeline: Pipeline):
+def _measure(chunking, pipeline: PipelineFile):
     if chunking.by == "chars":
         return len
     from transformers import AutoTokenizer

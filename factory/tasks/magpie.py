@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.errors import ConfigError, FactoryError, RequestRefused
 from factory.config.instruction import MagpieGenerate
 from factory.core.record import Record, Rejection, record_id
@@ -104,7 +104,7 @@ class QueryRound:
 class MagpieTask(Task):
     name = "magpie"
 
-    def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
+    def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
         cfg: MagpieGenerate = pipeline.config.generate
         refuse_shards(pipeline, "magpie", "each query is deduplicated against every earlier one")
         self.cfg = cfg
@@ -118,7 +118,7 @@ class MagpieTask(Task):
         self.rounds: Rounds[QueryRound] = Rounds(self._round)
         self._asker: Asker | None = None
 
-    def _frame(self, pipeline: Pipeline, where: str) -> Callable[[str | None], tuple[str, str]]:
+    def _frame(self, pipeline: PipelineFile, where: str) -> Callable[[str | None], tuple[str, str]]:
         """system prompt -> (pre-query prefix, end-of-turn text); refuses what cannot work."""
         cfg, teacher = self.cfg, pipeline.config.teacher
         if teacher.backend == "anthropic":

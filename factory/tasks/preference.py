@@ -26,7 +26,7 @@ import re
 import statistics
 from typing import Any
 
-from factory.config.pipeline import Pipeline, TeacherConfig, derived_teacher
+from factory.config.pipeline import PipelineFile, TeacherConfig, derived_teacher
 from factory.config.generate import PreferenceGenerate
 from factory.core.record import Record, Rejection, record_id
 from factory.inputs.seeds import SeedSpace
@@ -100,7 +100,7 @@ class PreferenceTask(Task):
     name = "preference"
     pairs = True
 
-    def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
+    def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
         cfg: PreferenceGenerate = pipeline.config.generate
         self.cfg = cfg
         self.pipeline_name = pipeline.config.name
@@ -128,13 +128,13 @@ class PreferenceTask(Task):
     def requested(self) -> int:
         return self.cfg.count
 
-    def _derive_teachers(self, pipeline: Pipeline) -> None:
+    def _derive_teachers(self, pipeline: PipelineFile) -> None:
         self.candidate_teachers = [derived_teacher(pipeline, overrides, f"{self.where}.candidates[{i}]")
                                    for i, overrides in enumerate(self.cfg.candidates)]
         self.judge_teacher = derived_teacher(pipeline, self.cfg.judge.teacher, f"{self.where}.judge.teacher",
                                              sampling_defaults={"temperature": 0.0})
 
-    def role_teachers(self, pipeline: Pipeline) -> dict[str, TeacherConfig]:
+    def role_teachers(self, pipeline: PipelineFile) -> dict[str, TeacherConfig]:
         self._derive_teachers(pipeline)
         roles = {candidate_role(i): t for i, t in enumerate(self.candidate_teachers)}
         return {**roles, "judge": self.judge_teacher}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.reasoning import has_thinking_tag
 from factory.core.record import Record, Rejection, record_id
 from factory.inputs.seeds import SeedSpace
@@ -61,7 +61,7 @@ class QATask(MultiSampleTask):
     name = "qa"
     schema_name = "qa_pairs"
 
-    def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
+    def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
         cfg = pipeline.config.generate
         self.pipeline_name = pipeline.config.name
         self.cfg = cfg

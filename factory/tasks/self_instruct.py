@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.errors import RequestRefused, SeedError
 from factory.config.instruction import SelfInstructGenerate
 from factory.core.record import Record, Rejection, record_id
@@ -146,7 +146,7 @@ class Round:
 class SelfInstructTask(MultiSampleTask):
     name = "self_instruct"
 
-    def __init__(self, pipeline: Pipeline, seeds: SeedSpace, library: TemplateLibrary):
+    def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
         cfg: SelfInstructGenerate = pipeline.config.generate
         refuse_shards(pipeline, "self_instruct", "each round's prompts sample the pool the rounds before grew")
         self.cfg = cfg

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 from pydantic import Field, field_validator, model_validator
 
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.constants import DECONTAMINATION_INDEX_DIR
 from factory.core.record import Record
 from filters.base import Stage, TextConfig
@@ -60,7 +60,7 @@ class Decontaminate(Stage):
         self.per_benchmark: collections.Counter[str] = collections.Counter()
         self.match_s = 0.0
 
-    def prepare(self, pipeline: Pipeline, where: str) -> None:
+    def prepare(self, pipeline: PipelineFile, where: str) -> None:
         self.load(pipeline.base_dir, where)
 
     def load(self, base_dir: Path, where: str = "decontaminate") -> None:

@@ -14,7 +14,7 @@ from typing import Iterable
 from pydantic import Field
 
 from factory.core import hub
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.errors import ConfigError
 from factory.core.reasoning import has_thinking_tag
 from factory.core.record import Record
@@ -76,7 +76,7 @@ class Heuristics(RecordFilter):
         self._tokenizer = None
         self._detector = None
 
-    def prepare(self, pipeline: Pipeline, where: str) -> None:
+    def prepare(self, pipeline: PipelineFile, where: str) -> None:
         if (self.config.min_tokens or self.config.max_tokens) and not self.config.tokenizer:
             self.config.tokenizer = pipeline.config.teacher.model
 

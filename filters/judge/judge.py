@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Literal
 from pydantic import Field, model_validator
 
 from factory.core import constants
-from factory.config.pipeline import Pipeline, TeacherConfig, derived_teacher
+from factory.config.pipeline import PipelineFile, TeacherConfig, derived_teacher
 from factory.engine.engine import Engine, RunStats, run_task
 from factory.engine.progress import Progress
 from factory.core.record import Record
@@ -109,7 +109,7 @@ def rubric_variables(record: Record, lo: int, hi: int) -> dict[str, Any]:
     }
 
 
-def judge_teacher(pipeline: Pipeline, overrides: dict[str, Any], where: str) -> TeacherConfig:
+def judge_teacher(pipeline: PipelineFile, overrides: dict[str, Any], where: str) -> TeacherConfig:
     """The pipeline's teacher with the judge's own keys on top; temperature 0 unless set."""
     return derived_teacher(pipeline, overrides, f"{where}.teacher", sampling_defaults={"temperature": 0.0})
 
@@ -148,7 +148,7 @@ class Judge(Stage):
         self.scores: list[float] = []  # every graded record's score, for the card and report
         self.rubrics: dict[str, Template] = {}
 
-    def prepare(self, pipeline: Pipeline, where: str) -> None:
+    def prepare(self, pipeline: PipelineFile, where: str) -> None:
         judge_teacher(pipeline, self.config.teacher, where)
         library = TemplateLibrary(pipeline.prompts_dirs())
         names = {kind: self.config.rubric for kind in DEFAULT_RUBRICS} if self.config.rubric else DEFAULT_RUBRICS

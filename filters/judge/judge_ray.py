@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.core import constants, jsonlines
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.engine.engine import Engine, RunStats, stored_answer
 from factory.executors.shards import (
     SHARDS_DIR,
@@ -260,7 +260,7 @@ async def unanswered(task, engine: Engine) -> tuple[list[int], dict[int, list[st
     return missing, found
 
 
-def grade_shard(pipeline: Pipeline, config: Any, where: str, shard: Shard, fingerprint: str,
+def grade_shard(pipeline: PipelineFile, config: Any, where: str, shard: Shard, fingerprint: str,
                 grace: float) -> ShardOutcome:
     """Grade the shard's records with a judge of `config`, against the shard's own store
     (a Ray task); the grades themselves are the driver's to make, from the journal."""

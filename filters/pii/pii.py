@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from factory.config.pipeline import Pipeline
+from factory.config.pipeline import PipelineFile
 from factory.core.record import Record
 from filters.base import Stage
 from filters.pii.detect import KINDS, LOOK_ALIKE_FINDERS, PATTERN_FINDERS, Span, phone_finder, resolve
@@ -108,7 +108,7 @@ class Pii(Stage):
         self.found: collections.Counter[str] = collections.Counter()  # values found, per kind
         self.records_with: collections.Counter[str] = collections.Counter()  # records holding each kind
 
-    def prepare(self, pipeline: Pipeline, where: str) -> None:
+    def prepare(self, pipeline: PipelineFile, where: str) -> None:
         # Loaded now, so a model that is not on this machine is one line before anything is sent.
         self._load_ner(where)
 
