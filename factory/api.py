@@ -44,7 +44,7 @@ class Pipeline:
 
     def __init__(self, raw: dict, path: Path, overrides: dict[str, Any] | list[str] | None = None,
                  base_dir: Path | None = None, dry_run: bool = False, formats: list[str] = ()):
-        from factory.run.pipeline_run import prepare
+        from factory.run.prepare import prepare
 
         parsed = (parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple))
                   else mapping_overrides(overrides or {}))
@@ -110,7 +110,7 @@ class Pipeline:
         return self.result
 
     def _execute(self, out: Path, show_progress: bool, stop):
-        from factory.run.pipeline_run import run_pipeline
+        from factory.run.generate import run_pipeline
 
         if not self.dry_run:
             return run_pipeline(self.prepared, out, show_progress=show_progress, stop=stop)

@@ -334,7 +334,7 @@ def _report(args) -> int:
 
 def _validate(args) -> int:
     from factory.config.pipeline import load_pipeline
-    from factory.run.pipeline_run import prepare
+    from factory.run.prepare import prepare
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
     prepared = prepare(pipeline)

@@ -132,7 +132,8 @@ def test_in_process_the_prefix_comes_from_the_models_own_template(tmp_path, tiny
 
 def test_a_raw_request_is_keyed_by_its_prompt_and_a_chat_request_keeps_its_key(tmp_path):
     from factory.config.pipeline import TeacherConfig
-    from factory.engine.engine import KEY_VERSION, Engine, RunStats
+    from factory.engine.engine import Engine, RunStats
+    from factory.teachers.identity import KEY_VERSION
     from factory.teachers.limits import AdaptiveWindow, RateLimiter
     from factory.store.run_store import RunStore, request_key
     from factory.teachers.base import Request, Teacher

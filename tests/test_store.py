@@ -16,7 +16,7 @@ import pytest
 from factory.config.pipeline import TeacherConfig, load_pipeline
 from factory.engine.engine import Engine
 from factory.teachers.limits import AdaptiveWindow, RateLimiter
-from factory.run.pipeline_run import prepare
+from factory.run.prepare import prepare
 from factory.store.run_store import RunStore, request_key
 from factory.tasks.base import request_seed
 from factory.teachers.base import Completion, Request

@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from factory.core import constants
 from factory.core.cost import Budget, BudgetReached, effective_price, request_cost
@@ -31,9 +31,7 @@ from factory.store.run_store import RunStore, request_key
 from factory.core.structured_modes import legacy_setting_key, setting_key
 from factory.tasks.base import Task
 from factory.teachers.base import Completion, Request, Teacher
-
-# Bumped when what goes into a request's key changes: old keys then simply miss.
-KEY_VERSION = 2
+from factory.teachers.identity import request_identity
 
 
 @dataclass
@@ -115,7 +113,7 @@ class Engine:
         self.stop = stop or Stop(constants.DRAIN_GRACE_S)
         self.health = Health(getattr(self.config, "outage_timeout", constants.OUTAGE_TIMEOUT_S))
         self.watcher = None  # a server_load.LoadWatcher steering the window, when the server has metrics
-        self._identity = _identity(teacher)
+        self._identity = request_identity(teacher)
         self._mode_saved = False
         # Servers echo keys back in error bodies: messages about failures are scrubbed.
         self._redact = Redactor(teacher.secrets())
@@ -302,18 +300,6 @@ def stored_answer(stored: dict) -> Completion:
         raise err
     # Answers stored before thinking was kept apart are split as they are read back.
     return Completion.from_dict(stored["completion"]).thinking_apart()
-
-
-def _identity(teacher: Teacher) -> dict[str, Any]:
-    """What, besides the request itself, decides an answer: part of every request key."""
-    config = getattr(teacher, "config", None)
-    sampling = config.sampling.model_dump(exclude_none=True) if config is not None else {}
-    identity = {"v": KEY_VERSION, "model": teacher.model, "sampling": sampling,
-                "structured": getattr(config, "structured_output", None)}
-    extra = getattr(config, "extra_body", None)
-    if extra:  # top_k, min_p, a template switch ... change answers; absent, keys stay as they were
-        identity["extra_body"] = extra
-    return identity
 
 
 Sink = Callable[[int, list], None]

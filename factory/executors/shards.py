@@ -2,7 +2,7 @@
 own, merged into the run's store in unit order. Generation shards its units here; the
 judge shards the records it has to grade the same way (filters/judge/judge_ray.py).
 
-A shard is a contiguous slice of the run's unit list. It runs `run.generate_units` (the
+A shard is a contiguous slice of the run's unit list. It runs `engine.generate.generate_units` (the
 engine, its window, limits, endpoint pool and journal) against
 `<output>/shards/<k>/run.sqlite`, so a shard that dies resumes from its own journal
 and sends only what it had not stored. When every unit of a shard is settled it
@@ -34,6 +34,7 @@ from typing import Any
 from factory.config.pipeline import PipelineFile
 from factory.core.cost import Budget
 from factory.engine.engine import RunStats
+from factory.engine.generate import GENERATE, generate_units
 from factory.core.files import atomic_write_text
 from factory.engine.progress import Progress
 from factory.store.run_folder import RunFolder, whole_run_usage
@@ -161,7 +162,6 @@ def in_shard(shard: Shard, pipeline: PipelineFile, fingerprint: str, grace: floa
 
 def run_shard(pipeline: PipelineFile, shard: Shard, fingerprint: str, grace: float) -> ShardOutcome:
     """Generate the shard's units not settled in its own store; mark it done when all are."""
-    from factory.run.pipeline_run import GENERATE, generate_units
     from factory.tasks import make_task
 
     task = make_task(pipeline)
@@ -185,8 +185,6 @@ def run_shard(pipeline: PipelineFile, shard: Shard, fingerprint: str, grace: flo
 def merge(store: RunStore, shard: Shard, fingerprint: str, since: float) -> int:
     """Copy a finished shard's units and answered requests into the run's store; returns
     the units copied."""
-    from factory.run.pipeline_run import GENERATE
-
     with RunStore.open(shard.folder) as source:
         units = 0
         mine = set(shard.units)
@@ -229,8 +227,6 @@ def merged(store: RunStore, shard: Shard, fingerprint: str) -> bool:
 def seed(store: RunStore, shard: Shard, fingerprint: str) -> None:
     """Give a shard the units of its range the run's store has settled already (a run
     begun with the local executor): the shard skips them instead of generating them again."""
-    from factory.run.pipeline_run import GENERATE
-
     mine = set(shard.units)
     known = [(u, state, rows) for u, state, rows in store.unit_results(GENERATE, fingerprint, max(mine) + 1)
              if u in mine and state in ("done", "rejected")]

@@ -21,6 +21,11 @@ from factory.outputs.metadata_schema import MetadataSchema
 from factory.core.record import Record
 from factory.tasks.base import REASONING_KEY
 
+# Everything a finished run shows (what its run folder swaps in together); the store,
+# its lock, caches and logs are not views.
+VIEWS = ("dataset", "data.jsonl", "data.parquet", *FILES.values(), "rejected.jsonl", "README.md", "report.html",
+         "compare.json", "pipeline", "run.json")
+
 
 def features(pairs: bool = False, reasoning_in_messages: bool = False, metadata: Any = None) -> dict[str, Any]:
     """The dataset's columns (name -> type, see hf_features.py); with `output.reasoning:

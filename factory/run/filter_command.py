@@ -22,17 +22,9 @@ from factory.inputs.records import is_pair, read_records
 from factory.core.path_hiding import shown_path
 from factory.core.quiet_libraries import library_progress_off
 from factory.outputs.report import Summaries
-from factory.run.pipeline_run import (
-    RunResult,
-    apply_stages,
-    compare_with_reference,
-    config_summary,
-    now,
-    shared_text,
-    versions,
-    write_rejected,
-    write_reports,
-)
+from factory.run.export import apply_stages, write_rejected
+from factory.run.finish import RunResult, compare_with_reference, now, run_record, shared_text, write_reports
+from factory.outputs.dataset import VIEWS
 from factory.store.run_folder import RunFolder, whole_run_usage
 from factory.inputs.pipeline_files import SNAPSHOT_DIR, copy_files, pipeline_name
 from factory.core.stopping import RunStopping, Stop, StopNow, Stopped, handling_signals
@@ -65,7 +57,7 @@ def filter_dataset(pipeline: PipelineFile, input_path: Path, out_dir: Path, show
         # from walking it again at every full collection the stages' own objects set off.
         gc.freeze()
         stack.callback(gc.unfreeze)
-        folder = stack.enter_context(RunFolder(out_dir, "filter"))
+        folder = stack.enter_context(RunFolder(out_dir, "filter", VIEWS))
         store = folder.store
         before, _ = whole_run_usage(store)
         budget = Budget(cfg.max_cost, already=before.get("cost", 0.0))
@@ -79,9 +71,8 @@ def filter_dataset(pipeline: PipelineFile, input_path: Path, out_dir: Path, show
                                                           held=True, seen=seen)
         except (RunStopping, StopNow) as err:
             store.commit()
-            folder.unfinished({"name": cfg.name, "status": stop.status if stop.requested else "stopped",
-                               "reason": stop.reason or str(err), "input": {"path": shown_path(input_path)},
-                               "finished_at": now()})
+            folder.unfinished(run_record(pipeline, out_dir, stop.status if stop.requested else "stopped",
+                                         {"input": {"path": shown_path(input_path)}}, reason=stop.reason or str(err)))
             code = stop.exit_code or 130
             raise Stopped(f"stopped: {stop.reason or err}; rerun the same command to finish "
                           "(grades already made are replayed, not paid again)", code,
@@ -90,21 +81,16 @@ def filter_dataset(pipeline: PipelineFile, input_path: Path, out_dir: Path, show
         write_rejected(staging / "rejected.jsonl", [], filter_rejects, redact, seen)
         rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)
         usage, invocations = whole_run_usage(store, "complete")
-        info = {
-            "name": pipeline.config.name,
-            "status": "complete",
+        info = run_record(pipeline, out_dir, "complete", {
             "pipeline_file": f"{SNAPSHOT_DIR}/{pipeline_name(pipeline)}",
             "input": {"path": shown_path(input_path), "rows": len(records)},
-            "config": config_summary(pipeline, out_dir),
-            "versions": versions(),
             "started_at": started_at,
-            "finished_at": now(),
             "timings": {"filter_and_export_s": time.perf_counter() - began},
             "usage": usage,
             "invocations": invocations,
             "funnel": {"requested": len(records), "stages": funnel_stages, "kept": kept, "rejected": rejected},
             **cost_entry(budget, cfg, usage.get("cost", 0.0)),
-        }
+        })
         compare_with_reference(info, pipeline, staging, out_dir, kept, redact)
         write_reports(staging, info, examples, redact, seen)
         folder.publish(staging)

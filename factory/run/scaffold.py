@@ -30,7 +30,7 @@ def find_shipped(task: str) -> Path:
 def init_pipeline(task: str, folder: Path | None = None) -> Path:
     """Write the shipped pipeline `task` into `folder` (default ./TASK); returns its pipeline file."""
     from factory.config.pipeline import load_pipeline
-    from factory.run.pipeline_run import prepare
+    from factory.run.prepare import prepare
 
     source = find_shipped(task)
     folder = Path(folder) if folder is not None else Path(source.stem)

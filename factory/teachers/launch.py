@@ -71,7 +71,7 @@ def launched(teacher: TeacherConfig, out_dir: Path, on_exit: Callable[[str], Non
     watcher thread (so it should only signal the run, not wait on it), at most once and
     never after the block has ended. Whether or not there is a callback, an exception
     out of the block after the server died becomes a TeacherError naming the log.
-    Enter it from a thread that outlives the block (run.py: the main thread): on Linux
+    Enter it from a thread that outlives the block (factory/run/generate.py: the main thread): on Linux
     the server gets SIGTERM when the *thread* that started it ends (PR_SET_PDEATHSIG),
     not only when the process does.
     """

@@ -45,6 +45,7 @@ from factory.store.run_folder import answered_since, whole_run_usage
 from factory.core.stopping import RunStopping, Stop
 from factory.store.run_store import STORE_FILE, RunStore
 from factory.teachers.base import Completion
+from factory.teachers.identity import teacher_identity
 from filters.base import StageContext
 from filters.ray_parts import read_part
 
@@ -204,7 +205,6 @@ def _write_inputs(judge, spool: Path, shards: list[Shard]) -> dict[int, str]:
 
 
 def _asking(judge) -> str:
-    from factory.run.pipeline_run import teacher_identity
     from filters.judge.judge import judge_teacher
 
     pipeline = judge.context.pipeline
