@@ -11,34 +11,18 @@ from __future__ import annotations
 import abc
 import collections
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import Field
 
 from factory.config.pipeline import PipelineFile, Strict
-from factory.core.cost import Budget
 from factory.core.errors import ConfigError
 from factory.core.record import Record, Rejection
+from factory.inputs.records import is_dataset
+from filters.context import StageContext  # noqa: F401 (stages and callers take it from here)
+from filters.on_dataset import run_on_dataset
 
 Verdict = bool | tuple[bool, str] | tuple[bool, str, str]
-
-
-@dataclass
-class StageContext:
-    """Where a stage runs: the pipeline (teacher defaults, prompts) and the output
-    folder, whose run store and caches make a rerun cheap."""
-
-    pipeline: PipelineFile
-    out_dir: Path
-    show_progress: bool = True
-    # The run's max_cost, shared with generation: a judge spends from the same budget.
-    budget: Budget = field(default_factory=lambda: Budget(None))
-    # The run's store (a judge's requests are journaled there) and its stop (a signal
-    # drains a judge as it drains generation).
-    store: Any = None
-    stop: Any = None
 
 
 class Stage(abc.ABC):
@@ -111,11 +95,7 @@ class Stage(abc.ABC):
         """Records in, the kept ones out (a generator). A `datasets.Dataset` in: the stage runs
         on its rows alone and returns a Dataset of the kept rows (see filters/on_dataset.py;
         `options` go there)."""
-        from factory.inputs.records import is_dataset
-
         if is_dataset(records):
-            from filters.on_dataset import run_on_dataset
-
             return run_on_dataset(self, records, **options)
         return self._kept(records)
 
@@ -210,3 +190,14 @@ def field_value(metadata: dict[str, Any], path: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+def chunked(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

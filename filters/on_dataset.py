@@ -24,10 +24,11 @@ from factory.core.errors import InputDataError
 from factory.inputs.records import to_record
 from factory.core.blocking import call_blocking
 from factory.core.record import Record, record_id
-from filters.base import Stage, StageContext
+from factory.executors.on_ray import cluster_for
+from filters.context import StageContext
 
 
-def run_on_dataset(stage: Stage, ds: Any, *, pipeline: Any = None, work_dir: str | Path | None = None) -> Any:
+def run_on_dataset(stage: Any, ds: Any, *, pipeline: Any = None, work_dir: str | Path | None = None) -> Any:
     from filters import check_fields
 
     label = type(stage).__name__
@@ -37,7 +38,8 @@ def run_on_dataset(stage: Stage, ds: Any, *, pipeline: Any = None, work_dir: str
     check_fields([stage], records)
     out = Path(work_dir) if work_dir is not None else Path(constants.OUTPUTS_DIR) / f"{stage.name}-on-dataset"
     stage.rejections = []
-    stage.bind(stage.rejections.append, StageContext(config, out, show_progress=False))
+    context = StageContext(config, out, show_progress=False, cluster=cluster_for(config.config.executor))
+    stage.bind(stage.rejections.append, context)
     # The judge drives its own event loop: inside a notebook's, it runs on a worker thread.
     kept: list[Record] = call_blocking(lambda: list(stage._kept(records)))
     position = {record.id: i for i, record in enumerate(records)}
@@ -64,7 +66,7 @@ def dataset_records(ds: Any, label: str) -> list[Record]:
     return records
 
 
-def _pipeline_for(stage: Stage, pipeline: Any) -> PipelineFile:
+def _pipeline_for(stage: Any, pipeline: Any) -> PipelineFile:
     if pipeline is not None:
         return getattr(pipeline, "pipeline", pipeline)  # a factory.Pipeline holds its loaded config
     teacher = dict(getattr(stage.config, "teacher", None) or {})

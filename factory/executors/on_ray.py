@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from factory.config.pipeline import PipelineFile
@@ -43,6 +44,22 @@ _SUMMED = ("sent", "replayed", "teacher_errors", "bad_responses", "refused", "pr
            "cached_tokens", "reasoning_tokens", "latency_total", "cost")
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """The Ray cluster a run works on (`executor.type: ray`), joined when something first
+    asks for it: a run whose stages never need it never connects."""
+
+    address: str | None = None
+
+    def ray(self) -> Any:
+        return connect(self.address)
+
+
+def cluster_for(executor: Any) -> Cluster | None:
+    """The run's executor, decided once: a Cluster on Ray, None to work in this process."""
+    return Cluster(executor.address) if executor.type == "ray" else None
+
+
 def connect(address: str | None) -> Any:
     """Ray, connected to `address` (auto, ray://...), to the cluster this process already
     joined, or to a new local one."""
@@ -59,7 +76,7 @@ def connect(address: str | None) -> Any:
 
 
 def generate_on_ray(pipeline: PipelineFile, folder: RunFolder, stats: RunStats, stop: Stop, fingerprint: str,
-                    units: list[int], progress: Progress, budget: Budget) -> None:
+                    units: list[int], progress: Progress, budget: Budget, cluster: Cluster) -> None:
     """Run every unfinished shard as a Ray task, merging each into the run's store as it
     finishes; what the shards pay is the run's `budget` spent. Returns when all are
     merged, or after requesting `stop` when a shard ended early (an outage: exit 3) or
@@ -78,7 +95,7 @@ def generate_on_ray(pipeline: PipelineFile, folder: RunFolder, stats: RunStats, 
             todo.append(shard)
     if not todo:
         return
-    ray = connect(cfg.address)
+    ray = cluster.ray()
     mine = shard_pipeline(pipeline, len(shards), cost_left(pipeline, store, shards, fingerprint))
     remote = ray.remote(num_cpus=1, max_retries=RETRIES)(run_shard)
 

@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 from factory.outputs import charts
+from factory.outputs.html_page import CHECK, PAGE
 
 _chart = charts.figure
 SCORES = ("mauve", "precision", "recall", "density", "coverage")
@@ -15,8 +16,6 @@ STATUS = {"over": "over-represented", "under": "under-represented", "balanced": 
 
 
 def render_page(result: dict[str, Any]) -> str:
-    from factory.outputs.report import CHECK, PAGE
-
     syn, ref = result["synthetic"], result["reference"]
     facts = [("synthetic", f"{syn['path']} ({syn['rows']:,} records)"),
              ("reference", f"{ref['path']} ({ref['rows']:,} records)"),

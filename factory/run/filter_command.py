@@ -16,6 +16,7 @@ from factory.core import constants
 from factory.config.pipeline import PipelineFile
 from factory.core.cost import Budget, cost_entry
 from factory.engine.engine import RunStats
+from factory.executors.on_ray import cluster_for
 from factory.outputs.formats import check_formats
 from factory.compare.reference import check_reference
 from factory.inputs.records import is_pair, read_records
@@ -64,7 +65,8 @@ def filter_dataset(pipeline: PipelineFile, input_path: Path, out_dir: Path, show
         staging = folder.staging()
         copy_files(pipeline, with_includes(t for stage in stages for t in stage.templates()), staging / SNAPSHOT_DIR,
                    0, redact)
-        context = StageContext(pipeline, out_dir, show_progress, budget, store=store, stop=stop)
+        context = StageContext(pipeline, out_dir, show_progress, budget, store=store, stop=stop,
+                               cluster=cluster_for(cfg.executor))
         seen = Summaries()
         try:
             kept, examples, filter_rejects = apply_stages(stages, iter(records), context, staging, redact, pairs,

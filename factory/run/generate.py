@@ -26,6 +26,7 @@ from factory.core.stopping import RunStopping, Stop, StopNow, Stopped, handling_
 from factory.engine.engine import RunStats
 from factory.engine.generate import GENERATE, generate_units, records_from_store, rejections_from_store, unit_rows
 from factory.engine.progress import Progress
+from factory.executors.on_ray import Cluster, cluster_for, generate_on_ray
 from factory.inputs.pipeline_files import SNAPSHOT_DATA_BYTES, SNAPSHOT_DIR, copy_files, pipeline_name
 from factory.outputs.report import Summaries
 from factory.run.export import apply_stages, write_rejected
@@ -51,24 +52,23 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
     than by a signal to this thread (the Python API running it on a worker thread)."""
     stop = stop or Stop(grace)
     teacher = prepared.pipeline.config.teacher
+    cluster = cluster_for(prepared.pipeline.config.executor)
     with handling_signals(stop), library_progress_off(), ExitStack() as stack:
         folder = stack.enter_context(RunFolder(out_dir, "run", VIEWS))
         if teacher.launch is not None:
             # The server lives for the whole run: generation and any filter that asks the teacher.
             on_exit = lambda why: stop.request("server", 3, why)  # noqa: E731
-            executor = prepared.pipeline.config.executor
-            if executor.type == "ray":  # one per GPU node of the cluster, all in the endpoint pool
-                from factory.executors.on_ray import connect
+            if cluster is not None:  # one per GPU node of the cluster, all in the endpoint pool
                 from factory.teachers.launch_ray import launched_on_ray
 
-                urls = stack.enter_context(launched_on_ray(teacher, out_dir, connect(executor.address), on_exit))
+                urls = stack.enter_context(launched_on_ray(teacher, out_dir, cluster.ray(), on_exit))
                 teacher.base_url = urls[0] if len(urls) == 1 else urls
             else:
                 from factory.teachers.launch import launched
 
                 teacher.base_url = stack.enter_context(launched(teacher, out_dir, on_exit=on_exit))
         try:
-            return _run(prepared, folder, stop, show_progress)
+            return _run(prepared, folder, stop, show_progress, cluster)
         except StopNow:
             # A second signal, or one while filters or the export ran: what completed is
             # stored; say so in run.json and leave.
@@ -92,7 +92,7 @@ def generation_fingerprint(pipeline: PipelineFile, task: Task) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool) -> RunResult:
+def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool, cluster: Cluster | None) -> RunResult:
     pipeline, task = prepared.pipeline, prepared.task
     cfg = pipeline.config
     store = folder.store
@@ -106,7 +106,8 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
     started_at = now()
     before, _ = whole_run_usage(store)
     budget = Budget(cfg.max_cost, already=before.get("cost", 0.0))
-    context = StageContext(pipeline, folder.out_dir, show_progress, budget, store=store, stop=stop)
+    context = StageContext(pipeline, folder.out_dir, show_progress, budget, store=store, stop=stop,
+                           cluster=cluster)
     folder.stats = {"kind": "run"}
     teachers: dict = {}
     concurrency: dict = {}
@@ -117,10 +118,8 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool)
         stats.units_done = stats.units_before = len(settled)
         progress = Progress(len(units), stats, enabled=show_progress)
         try:
-            if cfg.executor.type == "ray":
-                from factory.executors.on_ray import generate_on_ray
-
-                generate_on_ray(pipeline, folder, stats, stop, fingerprint, units, progress, budget)
+            if cluster is not None:
+                generate_on_ray(pipeline, folder, stats, stop, fingerprint, units, progress, budget, cluster)
             else:
                 teachers, concurrency = asyncio.run(generate_units(
                     task, pipeline, store, stats, stop, fingerprint, [u for u in units if u not in settled], progress,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from factory.core.record import Record
 from filters.base import Stage, TextConfig
-from filters.dedup.minhash_signing import normalise
+from filters.dedup.minhash_signing import digest
 
 
 class ExactDedup(Stage):
@@ -20,12 +19,11 @@ class ExactDedup(Stage):
         pass
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
-        executor = self.context.pipeline.config.executor if self.context else None
-        if executor is not None and executor.type == "ray":
-            from factory.executors.on_ray import connect
+        cluster = self.context.cluster if self.context else None
+        if cluster is not None:
             from filters.dedup.exact_ray import exact_dedup_on_ray
 
-            yield from exact_dedup_on_ray(self, records, self.context.out_dir / ".exact-work", connect(executor.address))
+            yield from exact_dedup_on_ray(self, records, self.context.out_dir / ".exact-work", cluster.ray())
             return
         # Decided in one pass, dropped after it: each drop names its cluster's size.
         records = list(records)
@@ -49,8 +47,3 @@ class ExactDedup(Stage):
             else:
                 name = id_of(kept)
                 self.drop(record, "exact_duplicate", f"same text as {name}", duplicate_of=name, cluster_size=sizes[kept])
-
-
-def digest(text: str) -> bytes:
-    """16 bytes naming the text once case, whitespace and punctuation are folded."""
-    return hashlib.blake2b(normalise(text).encode(), digest_size=16).digest()

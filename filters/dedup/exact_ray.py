@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from factory.core.record import Record
+from filters.dedup.minhash_signing import digest
 from filters.ray_parts import (
     PART_RECORDS,
     ids,
@@ -58,8 +59,6 @@ def exact_dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
 
 def digest_part(work: str, part: int, part_records: int, config, partitions: int) -> dict:
     """A Ray task: each record's digest (two 64-bit halves) and index, by partition."""
-    from filters.dedup.exact import digest
-
     work_dir = Path(work)
     raw = b"".join(digest(config.text(r)) for r in read_part(work_dir / f"part-{part}.jsonl"))
     halves = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).view(np.int64)

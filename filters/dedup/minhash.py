@@ -57,12 +57,11 @@ class MinHashDedup(Stage):
 
     def process(self, records: Iterable[Record]) -> Iterator[Record]:
         c = self.config
-        executor = self.context.pipeline.config.executor if self.context else None
-        if executor is not None and executor.type == "ray":
-            from factory.executors.on_ray import connect
+        cluster = self.context.cluster if self.context else None
+        if cluster is not None:
             from filters.dedup.minhash_ray import dedup_on_ray
 
-            yield from dedup_on_ray(self, records, self.context.out_dir / ".minhash-work", connect(executor.address))
+            yield from dedup_on_ray(self, records, self.context.out_dir / ".minhash-work", cluster.ray())
             return
         records = list(records)
         c.check_fields(records, self.where)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import multiprocessing
 import re
 import threading
@@ -39,6 +40,12 @@ _U32_MAX = np.uint32(0xFFFFFFFF)
 def normalise(text: str) -> str:
     """Lower case, punctuation and underscores to spaces, whitespace collapsed."""
     return " ".join(_NON_WORD.sub(" ", text.lower()).split())
+
+
+def digest(text: str) -> bytes:
+    """16 bytes naming the text once case, whitespace and punctuation are folded: the
+    exact_dedup stage's key, local and on Ray (the same folding as the shingles here)."""
+    return hashlib.blake2b(normalise(text).encode(), digest_size=16).digest()
 
 
 @functools.cache

@@ -97,16 +97,16 @@ class Diversity(Stage):
                 stack.callback(shutil.rmtree, work, True)
             else:  # a stage on a Dataset, with no run folder
                 work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="factory-diversity-")))
-            executor = self.context.pipeline.config.executor if self.context else None
-            spilled = spill_and_embed(records, work, c.text, stack.enter_context(self._embedder(executor)),
+            cluster = self.context.cluster if self.context else None
+            spilled = spill_and_embed(records, work, c.text, stack.enter_context(self._embedder(cluster)),
                                       c.fields or ())
             self.embedded = spilled.embedded
             c.check_fields(spilled.witnesses, self.where)
             if spilled.count:
-                yield from self._keep(work, spilled, executor)
+                yield from self._keep(work, spilled, cluster)
 
     @contextlib.contextmanager
-    def _embedder(self, executor: Any) -> Iterator[Callable[[list[str]], tuple[np.ndarray, int]]]:
+    def _embedder(self, cluster: Any) -> Iterator[Callable[[list[str]], tuple[np.ndarray, int]]]:
         """texts -> (their vectors, how many were computed): from the cache, else the model
         (loaded once, when first needed) or the cluster's actor pool."""
         from filters.diversity.embeddings import EmbeddingCache, embed, load_model
@@ -114,11 +114,10 @@ class Diversity(Stage):
         c = self.config
         cache = EmbeddingCache(self.context.out_dir / EMBEDDING_CACHE_FILE) if c.cache and self.context else None
         encode = None
-        if executor is not None and executor.type == "ray":  # the embeddings on the cluster's actors
-            from factory.executors.on_ray import connect
+        if cluster is not None:  # the embeddings on the cluster's actors
             from filters.diversity.embeddings_ray import pool_encoder
 
-            encode = pool_encoder(connect(executor.address), c.model, c.device, c.batch_size)
+            encode = pool_encoder(cluster.ray(), c.model, c.device, c.batch_size)
         model = functools.cache(lambda: load_model(c.model, c.device))
         try:
             yield lambda texts: embed(texts, c.model, cache, c.device, c.batch_size, loader=model, encode=encode)
@@ -126,7 +125,7 @@ class Diversity(Stage):
             if cache is not None:
                 cache.close()
 
-    def _keep(self, work: Path, spilled: "Spilled", executor: Any) -> Iterator[Record]:
+    def _keep(self, work: Path, spilled: "Spilled", cluster: Any) -> Iterator[Record]:
         from filters.diversity.select import kcenter_select, threshold_select
         from filters.ray_parts import ids, read_back
 
@@ -139,7 +138,7 @@ class Diversity(Stage):
             method = "threshold" if scored or budget is None else "kcenter"
         self.method_used = method
         if self._clustered(spilled.count):
-            selection = self._select_clustered(vectors, method, scores if scored else None, budget, executor)
+            selection = self._select_clustered(vectors, method, scores if scored else None, budget, cluster)
         elif method == "kcenter":
             self.selection_used = {"selection": "exact"}
             first = int(np.argmax([s if s is not None else -np.inf for s in scores])) if scored else 0
@@ -170,15 +169,13 @@ class Diversity(Stage):
         return self.config.selection == "clustered" or (self.config.selection == "auto" and n >= AUTO_CLUSTERED_RECORDS)
 
     def _select_clustered(self, vectors: np.ndarray, method: str, scores: list | None, budget: int | None,
-                          executor: Any):
+                          cluster: Any):
         from filters.diversity import clustered as dc
 
         c = self.config
         run = dc.run_here
-        if executor is not None and executor.type == "ray":
-            from factory.executors.on_ray import connect
-
-            run = dc.ray_runner(connect(executor.address))
+        if cluster is not None:
+            run = dc.ray_runner(cluster.ray())
         k = dc.cluster_count(len(vectors), budget, method, c.clusters)
         hoods = dc.partition(vectors, k, c.probes, c.seed, run)
         if method == "kcenter":

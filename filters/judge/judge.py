@@ -30,7 +30,8 @@ from factory.tasks.asking import NoUsableAnswer, Unusable, ask_until_usable
 from factory.tasks.base import Asker, Task
 from factory.teachers.base import Completion
 from factory.inputs.templates import Template, TemplateLibrary
-from filters.base import Stage
+from filters.base import Stage, chunked
+from filters.judge.judge_ray import asked_in_shards, sharded
 
 DEFAULT_RUBRICS = {"single_turn": "judge/qa.j2", "multi_turn": "judge/dialogue.j2"}
 # What a rubric template may use; a template naming anything else fails at validation.
@@ -155,6 +156,10 @@ class Judge(Stage):
         self.rubrics = {kind: library.load(name, RUBRIC_VARIABLES, where=f"{where}.rubric")
                         for kind, name in names.items()}
 
+    def teacher_config(self, pipeline: PipelineFile) -> TeacherConfig:
+        """The teacher this judge asks: the pipeline's, with the judge's own keys on top."""
+        return judge_teacher(pipeline, self.config.teacher, self.where)
+
     def templates(self) -> list[Template]:
         return list(self.rubrics.values())
 
@@ -169,15 +174,13 @@ class Judge(Stage):
         context = self.context
         if context is None:
             raise RuntimeError("the judge stage needs a context (bind it before running)")
-        teacher = judge_teacher(context.pipeline, self.config.teacher, self.where)
+        teacher = self.teacher_config(context.pipeline)
         stop = context.stop or Stop(0)
         progress = Progress(self.expected or 0, self.stats, label="judge", enabled=context.show_progress)
         # Used on its own (not inside a run): the stage keeps its own store in out_dir.
         store = context.store or RunStore.open(context.out_dir)
         grading = _Grading(open_engine(teacher, store, self.stats, stop, context.budget), store)
         try:
-            from filters.judge.judge_ray import asked_in_shards, sharded
-
             if sharded(self, context):
                 # Every request asked in shards first, into the journal: the pass below replays them.
                 records = asked_in_shards(self, records, grading, store, stop)
@@ -239,17 +242,6 @@ def _chunk_size(teacher) -> int:
     if teacher.mode != "batch":
         return constants.JUDGE_CHUNK
     return max(constants.JUDGE_CHUNK, teacher.batch.max_requests or constants.BATCH_LIMITS[teacher.backend][0])
-
-
-def chunked(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class _Grading:

@@ -29,6 +29,7 @@ from typing import Any
 from factory.core import constants, jsonlines
 from factory.config.pipeline import PipelineFile
 from factory.engine.engine import Engine, RunStats, stored_answer
+from factory.executors.on_ray import RETRIES, add_stats, run_shards
 from factory.executors.shards import (
     SHARDS_DIR,
     Shard,
@@ -46,7 +47,7 @@ from factory.core.stopping import RunStopping, Stop
 from factory.store.run_store import STORE_FILE, RunStore
 from factory.teachers.base import Completion
 from factory.teachers.identity import teacher_identity
-from filters.base import StageContext
+from filters.base import StageContext, chunked
 from filters.ray_parts import read_part
 
 INPUT = "records.jsonl"  # a shard's records, beside its store
@@ -61,7 +62,7 @@ def shards_root(judge, out_dir: Path) -> Path:
 def sharded(judge, context: StageContext) -> bool:
     """Whether the judge goes through its shards: on Ray, or to take in what the shards
     of an earlier run on Ray answered (then this run, local, asks only the rest)."""
-    return context.pipeline.config.executor.type == "ray" or shards_root(judge, context.out_dir).exists()
+    return context.cluster is not None or shards_root(judge, context.out_dir).exists()
 
 
 def asked_in_shards(judge, records: Iterable[Record], grading, store: RunStore, stop: Stop) -> Iterator[Record]:
@@ -71,7 +72,7 @@ def asked_in_shards(judge, records: Iterable[Record], grading, store: RunStore, 
     context = judge.context
     root = shards_root(judge, context.out_dir)
     take_in(store, root)
-    if context.pipeline.config.executor.type != "ray":
+    if context.cluster is None:
         yield from records
         return
     root.mkdir(parents=True, exist_ok=True)
@@ -117,8 +118,6 @@ def _merge(store: RunStore, folder: Path, since: float) -> dict[str, float]:
 def _spool(judge, records: Iterable[Record], grading, spool: Path) -> tuple[list[int], dict[int, list[str]]]:
     """Write `records` to `spool`; returns the positions of those the journal cannot grade
     alone, and for those, the keys of the requests it holds of theirs."""
-    from filters.judge.judge import chunked
-
     missing: list[int] = []
     found: dict[int, list[str]] = {}
     position = 0
@@ -135,8 +134,6 @@ def _spool(judge, records: Iterable[Record], grading, spool: Path) -> tuple[list
 
 def _ask(judge, spool: Path, missing: list[int], found: dict[int, list[str]], store: RunStore, root: Path,
          stop: Stop) -> None:
-    from factory.executors.on_ray import RETRIES, add_stats, connect, run_shards
-
     context = judge.context
     pipeline = context.pipeline
     executor = pipeline.config.executor
@@ -147,7 +144,7 @@ def _ask(judge, spool: Path, missing: list[int], found: dict[int, list[str]], st
         _seed(store, shard, found)
     if not todo:
         return
-    ray = connect(executor.address)
+    ray = context.cluster.ray()
     cap = pipeline.config.max_cost
     left = None if cap is None else max(cap - whole_run_usage(store)[0].get("cost", 0.0), 0.0)
     mine = shard_pipeline(pipeline, len(shards), left)
@@ -173,8 +170,8 @@ def _ask(judge, spool: Path, missing: list[int], found: dict[int, list[str]], st
 
     progress.start()
     try:
-        run_shards(ray, lambda shard: remote.remote(mine, config, judge.where, shard, fingerprints[shard.index],
-                                                    stop.grace), todo, stop, finished)
+        run_shards(ray, lambda shard: remote.remote(mine, type(judge), config, judge.where, shard,
+                                                    fingerprints[shard.index], stop.grace), todo, stop, finished)
     finally:
         progress.close()
     if stop.requested:
@@ -205,10 +202,8 @@ def _write_inputs(judge, spool: Path, shards: list[Shard]) -> dict[int, str]:
 
 
 def _asking(judge) -> str:
-    from filters.judge.judge import judge_teacher
-
     pipeline = judge.context.pipeline
-    teacher = judge_teacher(pipeline, judge.config.teacher, judge.where)
+    teacher = judge.teacher_config(pipeline)
     return json.dumps([judge.config.model_dump(mode="json"), {k: t.sha256 for k, t in judge.rubrics.items()},
                        teacher_identity(teacher), pipeline.config.seed], sort_keys=True, default=str)
 
@@ -260,13 +255,12 @@ async def unanswered(task, engine: Engine) -> tuple[list[int], dict[int, list[st
     return missing, found
 
 
-def grade_shard(pipeline: PipelineFile, config: Any, where: str, shard: Shard, fingerprint: str,
+def grade_shard(pipeline: PipelineFile, stage: type, config: Any, where: str, shard: Shard, fingerprint: str,
                 grace: float) -> ShardOutcome:
-    """Grade the shard's records with a judge of `config`, against the shard's own store
-    (a Ray task); the grades themselves are the driver's to make, from the journal."""
-    from filters.judge.judge import Judge
-
-    judge = Judge(config)
+    """Grade the shard's records with a judge (of class `stage`, the driver's) of `config`,
+    against the shard's own store (a Ray task); the grades themselves are the driver's to
+    make, from the journal."""
+    judge = stage(config)
     judge.where = where
     judge.prepare(pipeline, where)
 
