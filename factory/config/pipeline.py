@@ -328,7 +328,7 @@ class OutputConfig(Strict):
     # it (factory/compare/), and compare.json is written beside it.
     reference: ReferenceConfig | None = None
     # Where a reasoning model's thinking goes: nowhere, metadata.reasoning, or beside each
-    # answer in its assistant message as `reasoning_content` (see the README).
+    # answer in its assistant message as `reasoning_content` (docs/teachers.md, "Reasoning datasets").
     reasoning: Literal["drop", "metadata", "messages"] = "metadata"
 
 

@@ -144,7 +144,7 @@ class Task(abc.ABC):
 
 # The key that holds an assistant message's thinking under `output.reasoning: messages`:
 # what the chat templates of Qwen3 and DeepSeek-R1 read (and vLLM's and DeepSeek's APIs
-# return), so TRL's SFTTrainer renders it with no mapping (README: reasoning datasets).
+# return), so TRL's SFTTrainer renders it with no mapping (docs/teachers.md: reasoning datasets).
 REASONING_KEY = "reasoning_content"
 
 
