@@ -45,6 +45,7 @@ from filters.ray_parts import (
     save,
     spill,
 )
+from filters.walk_order import walk_order
 
 
 def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
@@ -61,7 +62,7 @@ def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
         if not count:
             return
         parts = -(-count // part_records)
-        order = _walk_order(scores, count)
+        order = walk_order(scores, count)
         np.save(work / "rank.npy", np.argsort(order))  # record index -> walk position
         buckets = max(1, parts)
         sign = ray.remote(num_cpus=1)(sign_part)
@@ -89,14 +90,6 @@ def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
         yield from stage.apply_decisions(read_back(work, parts), named, agree, named_ids.__getitem__)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _walk_order(scores: list, count: int) -> np.ndarray:
-    """Record indexes in walk order: as they came, or best judge score first (stable)."""
-    if any(s is not None for s in scores):
-        values = np.array([-(s if s is not None else -np.inf) for s in scores], dtype=float)
-        return np.argsort(values, kind="stable")
-    return np.arange(count)
 
 
 class Signatures:
