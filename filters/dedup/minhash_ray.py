@@ -114,7 +114,7 @@ def sign_part(work: str, part: int, part_records: int, config, bands: int, rows:
     from filters.dedup.minhash_signing import signatures
 
     work_dir = Path(work)
-    texts = [config.text(r) for r in read_part(work_dir / f"part-{part}.jsonl")]
+    texts = [config.text(r) for r in read_part(work_dir, part)]
     sigs = signatures(texts, config.num_perm, config.ngram, config.seed)
     del texts
     rank = np.load(work_dir / "rank.npy", mmap_mode="r")
