@@ -1,6 +1,7 @@
 """Records in part files on disk, for filter stages that must not hold their input.
 
-The driver streams a stage's records into parts once (`spill`), Ray tasks read the
+Each part is a spool (factory/core/spool.py) of PART_RECORDS records. The driver
+streams a stage's records into parts once (`spill`), Ray tasks read the
 parts they are given (on a filesystem every node shares), and the driver reads the
 parts back in order to keep or drop each record: it never holds the records, only a
 few numbers per record. The diversity stage spills its input the same way, in one
@@ -16,6 +17,7 @@ import numpy as np
 
 from factory.core import jsonlines
 from factory.core.record import Record
+from factory.core.spool import Spool, read_lines, read_records
 from filters.base import field_value
 
 PART_RECORDS = 50_000  # records a task reads
@@ -27,7 +29,8 @@ def spill(records: Iterable[Record], work: Path, part_records: int, scored: bool
     walk needs them) and, for the field check, the first record and the first record
     having each of `fields` (no witness for a field: no record has it). `each` sees every
     record on its way (a stage taking what it needs of them in the same pass)."""
-    count, scores, out, witnesses, missing = 0, [], None, [], set(fields)
+    count, scores, witnesses, missing = 0, [], [], set(fields)
+    out: Spool | None = None
     try:
         for record in records:
             if each is not None:
@@ -39,38 +42,39 @@ def spill(records: Iterable[Record], work: Path, part_records: int, scored: bool
                 witnesses.append(record)
             if count % part_records == 0:
                 if out:
-                    out.close()
-                out = open(work / f"part-{count // part_records}.jsonl", "wb")
-            out.write(jsonlines.dumpb(record.to_row()))
+                    out.seal()
+                out = Spool(part_path(work, count // part_records))
+            out.add(record.to_row())
             if scored:
                 scores.append(record.metadata.get("judge_score"))
             count += 1
     finally:
         if out:
-            out.close()
+            out.seal()
     return count, scores, witnesses
 
 
-def read_part(path: Path) -> Iterator[Record]:
-    with open(path, "rb") as f:
-        for line in f:
-            yield Record.from_row(jsonlines.loads(line))
+def part_path(work: Path, part: int) -> Path:
+    return work / f"part-{part}.jsonl"
+
+
+def read_part(work: Path, part: int) -> Iterator[Record]:
+    return read_records(part_path(work, part))
 
 
 def read_back(work: Path, parts: int) -> Iterator[Record]:
     for p in range(parts):
-        yield from read_part(work / f"part-{p}.jsonl")
+        yield from read_part(work, p)
 
 
 def ids(work: Path, parts: int, wanted: np.ndarray) -> dict[int, str]:
     """The ids of the records at `wanted` indexes (the ones drops name)."""
     wanted_set, ids, index = set(wanted.tolist()), {}, 0
     for p in range(parts):
-        with open(work / f"part-{p}.jsonl", "rb") as f:
-            for line in f:
-                if index in wanted_set:
-                    ids[index] = jsonlines.loads(line)["id"]
-                index += 1
+        for line in read_lines(part_path(work, p)):  # only the lines wanted are parsed
+            if index in wanted_set:
+                ids[index] = jsonlines.loads(line)["id"]
+            index += 1
     return ids
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from factory.core import jsonlines
 from factory.core.record import Record, Rejection
+from factory.core.spool import Spool, read_lines
 from filters.base import Stage
 
 # Part of every stage key: bump it when a stage's decisions change meaning.
@@ -50,7 +51,7 @@ def through_stages(stages: list[Stage], records: Iterator[Record], store, work: 
 
 def _through(stage: Stage, position: int, records: Iterator[Record], store, work: Path,
              keys: list[str], held: bool) -> Iterator[Record]:
-    spool = _Spool(work / f"stage-{position}.jsonl", held)
+    spool = _StageInput(work / f"stage-{position}.jsonl", held)
     try:
         for record in records:
             spool.add(record)
@@ -73,7 +74,7 @@ def stage_key(stage: Stage, inputs: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _compute(stage: Stage, spool: "_Spool", store, key: str) -> Iterator[Record]:
+def _compute(stage: Stage, spool: "_StageInput", store, key: str) -> Iterator[Record]:
     """Run the stage over its spooled input, storing each decision as it is made, and
     pass on what a replay of those decisions would give: the input record from the spool
     with the stored difference applied (the difference taken through the store's own
@@ -128,7 +129,7 @@ def _compute(stage: Stage, spool: "_Spool", store, key: str) -> Iterator[Record]
                      "verdicts": "computed"}
 
 
-def _replay(stage: Stage, spool: "_Spool", store, key: str, summary: dict[str, Any]) -> Iterator[Record]:
+def _replay(stage: Stage, spool: "_StageInput", store, key: str, summary: dict[str, Any]) -> Iterator[Record]:
     seen, kept = spool.count, 0
     dropped: dict[str, int] = {}
     for record_id, keep, reason, detail, changes in store.verdicts(key):
@@ -167,22 +168,21 @@ def _apply(record: Record, changes: dict[str, Any]) -> Record:
     return record
 
 
-class _Spool:
-    """A stage's input, in order, readable again by record id: on disk, with an id ->
-    offset map in memory. With `held` (the caller holds every record anyway) the records
-    themselves and their lines stay in memory instead: the records are handed back as
-    they are, and their lines only tell what they were before the stage ran."""
+class _StageInput:
+    """A stage's input, in order, readable again by record id: a spool on disk
+    (factory/core/spool.py), with an id -> offset map in memory. With `held` (the caller
+    holds every record anyway) the records themselves and their lines stay in memory
+    instead: the records are handed back as they are, and their lines only tell what
+    they were before the stage ran. Its lines are [id, messages, metadata], not
+    `Record.to_row()`: stage keys stored by earlier runs hash these bytes."""
 
     def __init__(self, path: Path, held: bool = False):
-        self.path = path
         self.held: list[Record] | None = [] if held else None
         self.lines: dict[str, bytes] = {}
-        self.file = None if held else open(path, "wb")
-        self.reader = None
+        self.spool = None if held else Spool(path)
         self.offsets: dict[str, int] = {}
         self.hash = hashlib.sha256()
         self.count = 0
-        self.size = 0
 
     def add(self, record: Record) -> None:
         line = _line(record.id, record.messages, record.metadata)
@@ -191,42 +191,32 @@ class _Spool:
         if self.held is not None:
             self.held.append(record)
             self.lines[record.id] = line
-            return
-        self.offsets[record.id] = self.size
-        self.file.write(line)
-        self.size += len(line)
+        else:
+            self.offsets[record.id] = self.spool.add_line(line)
 
     def seal(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.reader = open(self.path, "rb")
+        if self.spool is not None:
+            self.spool.seal()
 
     def digest(self) -> str:
         return self.hash.hexdigest()
 
     def records(self) -> Iterator[Record]:
         if self.held is not None:
-            yield from self.held
-            return
-        with open(self.path, "rb") as f:
-            for line in f:
-                yield _record(line)
+            return iter(self.held)
+        return map(_record, read_lines(self.spool.path))
 
     def raw(self, record_id: str) -> bytes:
         if self.held is not None:
             return self.lines[record_id]
-        # Reads mostly follow the input's order: a seek inside the read buffer costs no system call.
-        self.reader.seek(self.offsets[record_id])
-        return self.reader.readline()
+        return self.spool.line_at(self.offsets[record_id])
 
     def get(self, record_id: str) -> Record:
         return _record(self.raw(record_id))
 
     def close(self) -> None:
-        for f in (self.file, self.reader):
-            if f is not None:
-                f.close()
-        self.path.unlink(missing_ok=True)
+        if self.spool is not None:
+            self.spool.remove()
         self.held, self.lines = None, {}
 
 

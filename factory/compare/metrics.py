@@ -112,7 +112,15 @@ def _kl(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, restarts: int):
-    """A fitted scikit-learn KMeans (the same for the same data and seed, on one thread)."""
+    """A fitted scikit-learn KMeans (the same for the same data and seed, on one thread).
+
+    Not the diversity stage's k-means (filters/diversity/kmeans.py), on purpose: MAUVE is
+    defined with Euclidean k-means (k-means++ seeding, the best of several restarts, run to
+    convergence) over PCA coordinates that are not unit length, as the paper's code does,
+    and the topics take their centres from it too; that one is spherical (cosine, unit
+    centroids), trained on a sample with a few Lloyd's iterations and made exact across
+    thread counts for millions of records, so it would give other buckets and other MAUVE
+    values. Here the samples are small (thousands) and run on one thread."""
     from sklearn.cluster import KMeans
 
     return KMeans(n_clusters=k, n_init=restarts, max_iter=KMEANS_MAX_ITER, random_state=seed).fit(x)

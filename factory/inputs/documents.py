@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import glob
 import html.parser
-import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from factory.core import jsonlines
 from factory.core.errors import DocumentError
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl")
@@ -101,22 +101,19 @@ def _text(path: Path) -> str:
 
 
 def _jsonl(path: Path, name: str, text_field: str, id_field: str | None):
-    for number, line in enumerate(_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DocumentError(f"{path}:{number}: invalid JSON ({err.msg})") from err
-        if not isinstance(row, dict) or text_field not in row:
-            raise DocumentError(f"{path}:{number}: no {text_field!r} field (set generate.text_field)")
-        text = row[text_field]
-        if not isinstance(text, str):
-            raise DocumentError(f"{path}:{number}: field {text_field!r} is {type(text).__name__}, not text")
-        if id_field and id_field not in row:
-            raise DocumentError(f"{path}:{number}: no {id_field!r} field (generate.id_field)")
-        doc_id = f"{name}:{row[id_field]}" if id_field else f"{name}:{number}"
-        yield Document(doc_id, name, text, line=number)
+    try:
+        for number, row in jsonlines.read(path, DocumentError):
+            if not isinstance(row, dict) or text_field not in row:
+                raise DocumentError(f"{path}:{number}: no {text_field!r} field (set generate.text_field)")
+            text = row[text_field]
+            if not isinstance(text, str):
+                raise DocumentError(f"{path}:{number}: field {text_field!r} is {type(text).__name__}, not text")
+            if id_field and id_field not in row:
+                raise DocumentError(f"{path}:{number}: no {id_field!r} field (generate.id_field)")
+            doc_id = f"{name}:{row[id_field]}" if id_field else f"{name}:{number}"
+            yield Document(doc_id, name, text, line=number)
+    except OSError as err:
+        raise DocumentError(f"{path}: cannot read ({err.strerror or err})") from err
 
 
 def _pdf(path: Path) -> str:

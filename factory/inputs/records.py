@@ -171,18 +171,7 @@ def _rows(path: Path):
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, jsonlines.loads(line)
-            except ValueError as err:
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InputDataError(f"{path}: not UTF-8 text") from None
-                raise InputDataError(f"{path}:{number}: invalid JSON ({getattr(err, 'msg', err)})") from None
+    return jsonlines.read(path, InputDataError)
 
 
 def _json_array(path: Path) -> Iterator[tuple[int, Any]]:

@@ -10,12 +10,12 @@ exactly the same prompts.
 from __future__ import annotations
 
 import csv
-import json
 import random
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from factory.config.pipeline import SeedFile
+from factory.core import jsonlines
 from factory.core.errors import SeedError
 
 
@@ -34,7 +34,10 @@ def read_seed_file(path: Path, field: str | None = None) -> list:
     if suffix not in (".txt", ".jsonl", ".csv"):
         raise SeedError(f"{path}: unsupported seed file type {suffix or '(none)'}; use .txt, .jsonl or .csv")
     try:
-        text = path.read_text(encoding="utf-8")
+        if suffix == ".jsonl":
+            values: list[Any] = [value for _, value in jsonlines.read(path, SeedError)]
+        else:
+            text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise SeedError(f"{path}: seed file not found") from err
     except IsADirectoryError as err:
@@ -45,17 +48,8 @@ def read_seed_file(path: Path, field: str | None = None) -> list:
         raise SeedError(f"{path}: cannot read seed file ({err.strerror or err})") from err
 
     if suffix == ".txt":
-        values: list[Any] = [line.strip() for line in text.splitlines() if line.strip()]
-    elif suffix == ".jsonl":
-        values = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                values.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise SeedError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
-    else:
+        values = [line.strip() for line in text.splitlines() if line.strip()]
+    elif suffix == ".csv":
         rows = csv.DictReader(text.splitlines())
         if not rows.fieldnames:
             raise SeedError(f"{path}: empty CSV file (expected a header row)")

@@ -19,6 +19,7 @@ from factory.core.files import replace_path
 from factory.outputs.formats import FILES, PAIR_WRITERS, WRITERS, NotSingleTurn
 from factory.outputs.metadata_schema import MetadataSchema
 from factory.core.record import Record
+from factory.core.spool import Spool
 from factory.tasks.base import REASONING_KEY
 
 # Everything a finished run shows (what its run folder swaps in together); the store,
@@ -76,25 +77,24 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     text_files = [*extra, *(["jsonl"] if "jsonl" in formats else [])]
     # The rows between the passes: a spool file, or a list when the caller holds every
     # record anyway (`held`), which saves writing and parsing them again.
-    spool = None if held else staging / "rows.spool.jsonl"
     kept_rows: list[dict] = []
     schema = MetadataSchema()
     count = 0
     with ExitStack() as files:
-        rows = files.enter_context(open(spool, "w", encoding="utf-8")) if spool else None
+        spool = None if held else files.enter_context(Spool(staging / "rows.spool.jsonl"))
         outs = {name: files.enter_context(open(staging / _file_name(name), "w", encoding="utf-8")) for name in extra}
         for record in records:
             row = pair_row(record) if pairs else record.to_row()
             schema.add(row["metadata"])
             for name, out in outs.items():
                 out.write(jsonlines.dumps(_format_row(name, record, row)) + "\n")
-            if rows is not None:
-                rows.write(jsonlines.dumps(row) + "\n")
+            if spool is not None:
+                spool.add(row)
             else:
                 kept_rows.append(row)
             count += 1
     with ExitStack() as files:
-        source = map(jsonlines.loads, files.enter_context(open(spool, "rb"))) if spool else kept_rows
+        source = spool.values() if spool else kept_rows
         jsonl = files.enter_context(open(staging / "data.jsonl", "wb")) if "jsonl" in formats else None
         columns = features(pairs, reasoning_in_messages, schema.feature())
         tables = _TableWriter(staging, columns, "parquet" in formats)
@@ -108,8 +108,8 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
             if each_row is not None:  # each row as written, for whoever summarises them
                 each_row(row)
         tables.finish()
-    if spool:
-        spool.unlink()
+    if spool is not None:
+        spool.remove()
 
     replace_path(staging / "dataset", out_dir / "dataset")
     for name in (["parquet"] if "parquet" in formats else []) + text_files:

@@ -171,15 +171,8 @@ def _column_batches(ds, columns: list[str], batch_size: int) -> Iterator[dict[st
 
 
 def _jsonl(path: Path) -> Iterator[dict]:
-    if not path.is_file():
-        return
-    with path.open("rb") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield jsonlines.loads(line)
-                except ValueError as err:
-                    raise InputDataError(f"{path}:{n}: not valid JSON ({err})") from err
+    if path.is_file():
+        yield from (row for _, row in jsonlines.read(path, InputDataError))
 
 
 def _comparison(path: Path) -> dict | None:

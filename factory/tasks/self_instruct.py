@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.config.pipeline import PipelineFile
+from factory.core import jsonlines
 from factory.core.errors import RequestRefused, SeedError
 from factory.config.instruction import SelfInstructGenerate
 from factory.core.record import Record, Rejection, record_id
@@ -65,19 +66,13 @@ class SeedTask:
 def read_seed_tasks(path: Path) -> list[SeedTask]:
     """Self-Instruct's seed format, one task a line. Raises SeedError naming the line."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = list(jsonlines.read(path, SeedError))
     except FileNotFoundError as err:
         raise SeedError(f"{path}: seed tasks file not found (generate.seed_tasks)") from err
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise SeedError(f"{path}: cannot read seed tasks ({err.__class__.__name__}: {err})") from err
     tasks = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SeedError(f"{path}:{number}: invalid JSON ({err.msg})") from err
+    for number, row in rows:
         instruction = row.get("instruction") if isinstance(row, dict) else None
         if not isinstance(instruction, str) or not instruction.strip():
             raise SeedError(f"{path}:{number}: a seed task needs a non-empty 'instruction'")

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from pydantic import model_validator
 
+from factory.core import jsonlines
 from factory.core.errors import ConfigError
 from factory.core.strict import Strict
 
@@ -107,15 +108,7 @@ def _file_rows(path: Path, where: str) -> Iterable[Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            rows = []
-            with open(path, encoding="utf-8") as f:
-                for number, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as err:
-                            raise ConfigError(f"{where}: {path}:{number}: invalid JSON ({err.msg})") from err
-            return rows
+            return [row for _, row in jsonlines.read(path, lambda message: ConfigError(f"{where}: {message}"))]
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict):  # {"data": [...]} or a mapping of columns

@@ -60,7 +60,7 @@ def exact_dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
 def digest_part(work: str, part: int, part_records: int, config, partitions: int) -> dict:
     """A Ray task: each record's digest (two 64-bit halves) and index, by partition."""
     work_dir = Path(work)
-    raw = b"".join(digest(config.text(r)) for r in read_part(work_dir / f"part-{part}.jsonl"))
+    raw = b"".join(digest(config.text(r)) for r in read_part(work_dir, part))
     halves = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).view(np.int64)
     index = np.arange(part * part_records, part * part_records + len(halves), dtype=np.int64)
     partition = halves[:, 0].view(np.uint64) % np.uint64(partitions)

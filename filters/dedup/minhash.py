@@ -20,6 +20,7 @@ from factory.core.record import Record
 from filters.base import Stage, TextConfig
 from filters.dedup.minhash_decide import decide, lsh_params
 from filters.dedup.minhash_signing import signing
+from filters.walk_order import walk_order
 
 
 class MinHashDedup(Stage):
@@ -71,12 +72,8 @@ class MinHashDedup(Stage):
             sigs = signed()
         del texts
         scores = [r.metadata.get("judge_score") for r in records] if c.keep == "best_score" else []
-        if any(s is not None for s in scores):
-            order = sorted(range(len(records)), key=lambda i: -(scores[i] if scores[i] is not None else float("-inf")))
-        else:
-            order = range(len(records))
         bands, rows = self.bands_and_rows()
-        named, agree = decide(sigs, np.asarray(order, dtype=np.int64), bands, rows, self.need())
+        named, agree = decide(sigs, np.asarray(walk_order(scores, len(records)), dtype=np.int64), bands, rows, self.need())
         yield from self.apply_decisions(records, named, agree, lambda i: records[i].id)
 
     def apply_decisions(self, records: Iterable[Record], named: np.ndarray, agree: np.ndarray,

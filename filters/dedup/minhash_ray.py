@@ -45,6 +45,7 @@ from filters.ray_parts import (
     save,
     spill,
 )
+from filters.walk_order import walk_order
 
 
 def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
@@ -61,7 +62,7 @@ def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
         if not count:
             return
         parts = -(-count // part_records)
-        order = _walk_order(scores, count)
+        order = walk_order(scores, count)
         np.save(work / "rank.npy", np.argsort(order))  # record index -> walk position
         buckets = max(1, parts)
         sign = ray.remote(num_cpus=1)(sign_part)
@@ -91,14 +92,6 @@ def dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _walk_order(scores: list, count: int) -> np.ndarray:
-    """Record indexes in walk order: as they came, or best judge score first (stable)."""
-    if any(s is not None for s in scores):
-        values = np.array([-(s if s is not None else -np.inf) for s in scores], dtype=float)
-        return np.argsort(values, kind="stable")
-    return np.arange(count)
-
-
 class Signatures:
     """Rows of the signature part files, memory-mapped: only the rows asked for are read."""
 
@@ -121,7 +114,7 @@ def sign_part(work: str, part: int, part_records: int, config, bands: int, rows:
     from filters.dedup.minhash_signing import signatures
 
     work_dir = Path(work)
-    texts = [config.text(r) for r in read_part(work_dir / f"part-{part}.jsonl")]
+    texts = [config.text(r) for r in read_part(work_dir, part)]
     sigs = signatures(texts, config.num_perm, config.ngram, config.seed)
     del texts
     rank = np.load(work_dir / "rank.npy", mmap_mode="r")

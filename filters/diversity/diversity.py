@@ -31,6 +31,7 @@ from factory.core.constants import DEFAULT_EMBEDDING_MODEL, EMBEDDING_CACHE_FILE
 from factory.core.record import Record
 from filters.base import Stage, TextConfig
 from filters.diversity.parts import Spilled, spill_and_embed
+from filters.walk_order import walk_order
 
 PROJECTION_POINTS = 1000  # points of the 2-D kept/dropped map kept for the report
 
@@ -145,7 +146,7 @@ class Diversity(Stage):
             selection = kcenter_select(vectors, budget, first=first)
         else:
             self.selection_used = {"selection": "exact"}
-            selection = threshold_select(vectors, _walk_order(scores), c.threshold, budget)
+            selection = threshold_select(vectors, walk_order(scores, spilled.count), c.threshold, budget)
         kept = np.zeros(spilled.count, dtype=bool)
         kept[selection.kept] = True
         self.projection = _projection(vectors, kept)
@@ -182,7 +183,7 @@ class Diversity(Stage):
             values = None if scores is None else np.array([np.nan if s is None else s for s in scores], dtype=float)
             result = dc.kcenter_clustered(vectors, budget, values, hoods, run, c.agreement_sample, c.seed)
         else:
-            order = _walk_order(scores or [None] * len(vectors))
+            order = walk_order(scores or (), len(vectors))
             result = dc.threshold_clustered(vectors, order, c.threshold, budget, hoods, run, c.agreement_sample, c.seed)
         self.selection_used = {"selection": "clustered", **result.info}
         return result.selection
@@ -192,11 +193,6 @@ class Diversity(Stage):
         if self.projection:
             out["projection"] = self.projection
         return out
-
-
-def _walk_order(scores: list) -> np.ndarray:
-    """Best score first; stable, so ties (and unscored data) keep their input order."""
-    return np.argsort([-(s if s is not None else -np.inf) for s in scores], kind="stable")
 
 
 def _projection(vectors: np.ndarray, kept: np.ndarray) -> dict[str, list]:

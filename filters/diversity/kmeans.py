@@ -10,6 +10,10 @@ fixed chunking, rounded to float32. Training follows faiss's practice: Lloyd's
 iterations on a seeded sample of at most TRAIN_PER_CLUSTER records a cluster, started
 from seeded sample records (Forgy: they follow the data's density, so clusters come out
 of similar sizes, which bounds the work per cluster); then every record is assigned once.
+
+`factory compare` keeps scikit-learn's Euclidean k-means for MAUVE and its topics
+(factory/compare/metrics.py says why): a different algorithm on a different space, not
+this one written twice.
 """
 
 from __future__ import annotations

@@ -23,10 +23,11 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from factory.core import constants, jsonlines
+from factory.core import constants
 from factory.config.pipeline import PipelineFile
 from factory.engine.engine import Engine, RunStats, stored_answer
 from factory.executors.on_ray import RETRIES, add_stats, run_shards
@@ -42,13 +43,13 @@ from factory.executors.shards import (
 )
 from factory.engine.progress import Progress
 from factory.core.record import Record
+from factory.core.spool import Spool, read_lines, read_records
 from factory.store.run_folder import answered_since, whole_run_usage
 from factory.core.stopping import RunStopping, Stop
 from factory.store.run_store import STORE_FILE, RunStore
 from factory.teachers.base import Completion
 from factory.teachers.identity import teacher_identity
 from filters.base import StageContext, chunked
-from filters.ray_parts import read_part
 
 INPUT = "records.jsonl"  # a shard's records, beside its store
 _MERGED = "judge-shard-merged:"  # settings key prefix: how far a shard's store was copied in
@@ -83,7 +84,7 @@ def asked_in_shards(judge, records: Iterable[Record], grading, store: RunStore, 
         missing, found = _spool(judge, records, grading, spool)
         if missing:
             _ask(judge, spool, missing, found, store, root, stop)
-        yield from read_part(spool)
+        yield from read_records(spool)
     finally:
         spool.unlink(missing_ok=True)
 
@@ -121,9 +122,10 @@ def _spool(judge, records: Iterable[Record], grading, spool: Path) -> tuple[list
     missing: list[int] = []
     found: dict[int, list[str]] = {}
     position = 0
-    with open(spool, "wb") as out:
+    with Spool(spool) as out:
         for chunk in chunked(records, constants.JUDGE_CHUNK):
-            out.writelines(jsonlines.dumpb(record.to_row()) for record in chunk)
+            for record in chunk:
+                out.add(record.to_row())
             task = judge.grade_task(chunk)
             units, keys = grading.with_engine(lambda engine, task=task: unanswered(task, engine))
             missing.extend(position + u for u in units)
@@ -183,17 +185,17 @@ def _write_inputs(judge, spool: Path, shards: list[Shard]) -> dict[int, str]:
     asks (the judge's settings, rubrics and teacher) and its records, for done.json."""
     asking = _asking(judge)
     fingerprints = {}
-    with open(spool, "rb") as f:
-        lines = enumerate(f)
+    with closing(read_lines(spool)) as spooled:
+        lines = enumerate(spooled)
         for shard in shards:
             shard.folder.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256(asking.encode())
             tmp = shard.folder / f".{INPUT}.tmp"
-            with open(tmp, "wb") as out:
+            with Spool(tmp) as out:
                 for position in shard.units:  # ascending, and the shards follow each other
                     for index, line in lines:
                         if index == position:
-                            out.write(line)
+                            out.add_line(line)
                             digest.update(line)
                             break
             tmp.replace(shard.folder / INPUT)
@@ -268,7 +270,7 @@ def grade_shard(pipeline: PipelineFile, stage: type, config: Any, where: str, sh
         judge.stats = stats
         judge.bind(lambda rejection: None,
                    StageContext(pipeline, shard.folder, show_progress=False, budget=budget, store=store, stop=stop))
-        for _ in judge.process(read_part(shard.folder / INPUT)):
+        for _ in judge.process(read_records(shard.folder / INPUT)):
             pass
         return 0
 
