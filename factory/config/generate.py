@@ -15,7 +15,6 @@ from factory.config.instruction import (
 )
 from factory.config.sizing import Sizing
 from factory.core.strict import Strict
-from factory.tasks.guards import DEFAULT_ASSISTANT_BREAKS, DEFAULT_USER_BREAKS
 
 
 def _fill_defaults(given: dict[str, str], defaults: dict[str, str]) -> dict[str, str]:
@@ -40,6 +39,20 @@ class QAGenerate(Sizing):
         if "user" not in value:
             raise ValueError("needs a 'user' template")
         return value
+
+
+# Line-start speaker labels and phrases (case-insensitive, per line) that show a turn
+# was written in the other role's voice.
+DEFAULT_ASSISTANT_BREAKS = (
+    r"^\W*(?:user|customer|human|client)\W*:",
+)
+DEFAULT_USER_BREAKS = (
+    r"^\W*(?:assistant|agent|support agent|ai|bot|chatbot)\W*:",
+    r"\bhow (?:can|may) i (?:help|assist) you\b",
+    r"\bas an ai\b",
+    r"\bi(?:'m| am) (?:an?|your) (?:ai|virtual|digital) assistant\b",
+    r"\bis there anything else (?:i|we) can (?:help|assist)",
+)
 
 
 class DialogueGuards(Strict):
