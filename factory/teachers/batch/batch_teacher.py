@@ -33,6 +33,7 @@ from factory.core.errors import BadResponse, RequestRefused, TeacherError, Teach
 from factory.core.stopping import RunStopping, Stop
 from factory.store.run_store import RunStore
 from factory.teachers.base import Completion, Request, Teacher
+from factory.teachers.outage import OutageClock
 
 
 class BatchLost(TeacherError):
@@ -174,7 +175,7 @@ class BatchTeacher(Teacher):
         self._wake_submitter = asyncio.Event()
         self._wake_poller = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._failing_since: float | None = None
+        self.outage = OutageClock(config.outage_timeout)
         self._last_error = ""
         # The provider refused a batch because its queue was full (OpenAI's enqueued
         # token limit): nothing goes out until one of the batches in progress ends.
@@ -344,7 +345,7 @@ class BatchTeacher(Teacher):
             self.submissions[key] = self.submissions.get(key, 0) + 1
         self.open[local] = OpenBatch(local, remote, keys, status)
         self.counts["submitted"] += 1
-        self._succeeded()
+        self.outage.succeeded()
         self._event(f"batch {remote} submitted: {len(keys)} requests")
         self._wake_poller.set()
         return True
@@ -400,7 +401,7 @@ class BatchTeacher(Teacher):
                 if (status.status, status.counts) != (batch.status, batch.counts):
                     batch.status, batch.counts = status.status, status.counts
                     self.store.update_batch(batch.local, status=status.status, counts=status.counts)
-                self._succeeded()
+                self.outage.succeeded()
                 return
             outcomes = {key: outcome async for key, outcome in self.provider.outcomes(batch.remote, status)}
             state = "collected"
@@ -409,7 +410,7 @@ class BatchTeacher(Teacher):
         except TeacherError as err:
             self._failed(err, [k for k in batch.keys if k in self.waiting])
             return
-        self._succeeded()
+        self.outage.succeeded()
         mine = set(batch.keys)
         outcomes = {k: v for k, v in outcomes.items() if k in mine}  # a row that is not ours is ignored
         why = f"batch {batch.remote} {status.status}" + "".join(f"; {e}" for e in status.detail.get("errors", [])[:3])
@@ -464,20 +465,16 @@ class BatchTeacher(Teacher):
 
     # -- failures and stops ---------------------------------------------------------------
 
-    def _succeeded(self) -> None:
-        self._failing_since = None
-
     def _failed(self, err: TeacherError, keys: list[str]) -> None:
         """The provider could not be asked (after the client's retries). Callers wait on;
         past teacher.outage_timeout they get the error, and the engine stops the run as
         incomplete (the batches stay recorded: a rerun polls them)."""
-        now = time.monotonic()
-        self._failing_since = self._failing_since or now
+        self.outage.failed(str(err))
         fatal = getattr(err, "fatal", False)
         if self._last_error != str(err) and not fatal:
             self._last_error = str(err)
             print(f"factory: the batch API did not answer ({err}); trying again", file=sys.stderr, flush=True)
-        if fatal or now - self._failing_since >= self.config.outage_timeout:
+        if fatal or self.outage.outage():
             for key in keys:
                 waiter = self.waiting.pop(key, None)
                 if waiter is None:
