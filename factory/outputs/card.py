@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from factory.config.backends import BACKENDS
 from factory.core.cost import token_summary
 
 TASK_CATEGORIES = {"qa": ["question-answering", "text-generation"], "grounded_qa": ["question-answering", "text-generation"],
@@ -275,15 +276,15 @@ def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
 
 def _teacher(teacher: dict) -> str:
     url = teacher.get("base_url")
-    backend = teacher.get("backend")
-    if teacher.get("mode") == "batch":
-        kind = {"openai": "the OpenAI Batch API", "anthropic": "Anthropic's Message Batches"}.get(backend, backend)
-    elif backend == "openai":
-        replicas = len(url) if isinstance(url, list) else 1
-        kind = "an OpenAI-compatible API" if replicas == 1 else f"{replicas} OpenAI-compatible endpoints"
+    backend = BACKENDS.get(teacher.get("backend"))
+    if backend is None:
+        kind = teacher.get("backend")
+    elif teacher.get("mode") == "batch":
+        kind = backend.batch.card if backend.batch else teacher.get("backend")
+    elif isinstance(url, list) and len(url) > 1 and backend.replicas_card:
+        kind = backend.replicas_card.format(n=len(url))
     else:
-        kind = {"transformers": "transformers, in process", "vllm": "vLLM, in process",
-                "anthropic": "Anthropic's Messages API"}.get(backend, backend)
+        kind = backend.card
     return f"`{teacher.get('model')}` through {kind}"
 
 

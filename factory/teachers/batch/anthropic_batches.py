@@ -26,7 +26,6 @@ class AnthropicBatches(BatchProvider):
     result.type succeeded, errored, canceled or expired)."""
 
     name = "anthropic"
-    limits = constants.BATCH_LIMITS["anthropic"]
 
     def __init__(self, config: TeacherConfig):
         self.config = config

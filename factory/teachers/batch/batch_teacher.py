@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from factory.core import constants
+from factory.config.backends import BATCH_BACKENDS
 from factory.config.pipeline import TeacherConfig
+from factory.core.lazy_import import load
 from factory.core.errors import BadResponse, RequestRefused, TeacherError
 from factory.core.stopping import RunStopping, Stop
 from factory.store.run_store import RunStore
@@ -53,13 +55,8 @@ class OpenBatch:
 
 
 def make_provider(config: TeacherConfig) -> BatchProvider:
-    if config.backend == "anthropic":
-        from factory.teachers.batch.anthropic_batches import AnthropicBatches
-
-        return AnthropicBatches(config)
-    from factory.teachers.batch.openai_batches import OpenAIBatches
-
-    return OpenAIBatches(config)
+    """The batch API of the teacher's backend, as the backends table names it."""
+    return load(BATCH_BACKENDS[config.backend].provider)(config)
 
 
 class BatchTeacher(Teacher):
@@ -73,9 +70,9 @@ class BatchTeacher(Teacher):
         self.store = store
         self.stop = stop
         self.provider = provider or make_provider(config)
-        most_requests, most_bytes = self.provider.limits
-        self.max_requests = config.batch.max_requests or most_requests
-        self.max_bytes = config.batch.max_bytes or most_bytes
+        api = BATCH_BACKENDS[config.backend]
+        self.max_requests = config.batch.max_requests or api.max_requests
+        self.max_bytes = config.batch.max_bytes or api.max_bytes
         self.waiting: dict[str, Waiting] = {}  # every request a caller waits for, by key
         self.queue: dict[str, bytes] = {}  # of those, the ones not in a batch yet (insertion order)
         self.queued_bytes = 0

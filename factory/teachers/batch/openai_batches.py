@@ -32,7 +32,6 @@ FIND_WINDOW_S = 3600.0
 
 class OpenAIBatches(BatchProvider):
     name = "openai"
-    limits = constants.BATCH_LIMITS["openai"]
 
     def __init__(self, config: TeacherConfig):
         self.config = config

@@ -36,8 +36,7 @@ class BatchProvider:
     {"error": message, "reason": ...} for an answer that cannot be used (malformed,
     oversized); {"missing": why} for a row it did not answer."""
 
-    name = ""
-    limits: tuple[int, int] = (0, 0)  # most requests, most bytes in one batch
+    name = ""  # the backend's name (its limits are in factory/config/backends.py)
 
     async def start(self) -> None:
         pass
