@@ -1,4 +1,5 @@
-"""The `generate:` section of a pipeline, one model per task, chosen by `task:`."""
+"""The `generate:` sections of the qa, dialogue, grounded_qa and preference tasks (the
+table of tasks, which `task:` chooses from, is factory/config/tasks.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,6 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory.core import constants
-from factory.config.instruction import (
-    EvolInstructGenerate,
-    MagpieGenerate,
-    SelfInstructGenerate,
-)
 from factory.config.sizing import Sizing
 from factory.core.strict import Strict
 
@@ -244,10 +240,3 @@ class PreferenceGenerate(Sizing):
         if self.min_margin > hi - lo:
             raise ValueError(f"min_margin {self.min_margin:g} is more than the judge's scale spans ({lo}-{hi})")
         return self
-
-
-__all__ = ["TASKS", "Sizing"]
-
-TASKS = {"qa": QAGenerate, "dialogue": DialogueGenerate, "grounded_qa": GroundedQAGenerate,
-         "preference": PreferenceGenerate, "evol_instruct": EvolInstructGenerate, "self_instruct": SelfInstructGenerate,
-         "magpie": MagpieGenerate}

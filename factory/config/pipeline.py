@@ -19,7 +19,7 @@ from factory.core import constants
 from factory.config.backends import BACKENDS, BATCH_BACKENDS, one_of
 from factory.config.compare import ReferenceConfig
 from factory.core.errors import ConfigError
-from factory.config.generate import TASKS
+from factory.config.tasks import TASKS
 from factory.core.strict import Strict
 from factory.core.structured_modes import MODES
 
@@ -287,7 +287,7 @@ def _task_kind(value: Any) -> str | None:
 
 
 GenerateConfig = Annotated[
-    Union[tuple(Annotated[model, Tag(name)] for name, model in TASKS.items())],
+    Union[tuple(Annotated[kind.config, Tag(name)] for name, kind in TASKS.items())],
     Discriminator(
         _task_kind,
         custom_error_type="unknown_task",

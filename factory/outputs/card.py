@@ -10,12 +10,15 @@ from typing import Any
 import yaml
 
 from factory.config.backends import BACKENDS
+from factory.config.sizing import Sizing
+from factory.config.tasks import TASKS, TaskKind
 from factory.core.cost import token_summary
 
-TASK_CATEGORIES = {"qa": ["question-answering", "text-generation"], "grounded_qa": ["question-answering", "text-generation"],
-                   "dialogue": ["text-generation"]}
-WHAT = {"qa": "samples (question/answer pairs)", "grounded_qa": "question/answer pairs from document chunks",
-        "dialogue": "conversations"}
+
+
+def _task_kind(task: str) -> TaskKind:
+    # A task no longer listed (an old run folder) gets the plain words.
+    return TASKS.get(task) or TaskKind(Sizing, "")
 
 
 def size_category(n: int) -> str:
@@ -65,7 +68,7 @@ def render_card(info: dict[str, Any], examples: list[dict], place: Place) -> str
     header: dict[str, Any] = {
         "license": out["license"],
         "language": out["language"],
-        "task_categories": TASK_CATEGORIES.get(task, ["text-generation"]),
+        "task_categories": list(_task_kind(task).categories),
         "size_categories": [size_category(kept)],
         "tags": sorted({"factory", *out.get("tags", []), *(() if "input" in info else ("synthetic", task)),
                         *(("dpo",) if task == "preference" else ())}),
@@ -263,7 +266,7 @@ def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
     teacher = info["teacher"]
     usage = info["usage"]
     lines = [
-        f"- **Task**: `{task}`; {info['funnel']['requested']:,} {WHAT.get(task, 'samples')} requested.",
+        f"- **Task**: `{task}`; {info['funnel']['requested']:,} {_task_kind(task).what} requested.",
         f"- **Teacher**: {_teacher(teacher)}.",
         *(f"- **Teacher of the {role}**: {_teacher(t)}." for role, t in info.get("role_teachers", {}).items()),
         f"- **Sampling**: {_inline(info['sampling'])}.",
