@@ -48,8 +48,3 @@ BACKENDS: dict[str, Backend] = {
 }
 BATCH_BACKENDS = {name: b.batch for name, b in BACKENDS.items() if b.batch is not None}
 
-
-def one_of(names) -> str:
-    """"a, b or c", for messages that list the allowed names."""
-    names = list(names)
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

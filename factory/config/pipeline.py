@@ -16,9 +16,11 @@ import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from factory.core import constants
-from factory.config.backends import BACKENDS, BATCH_BACKENDS, one_of
+from factory.config.backends import BACKENDS, BATCH_BACKENDS
 from factory.config.compare import ReferenceConfig
+from factory.config.formats import FORMATS
 from factory.core.errors import ConfigError
+from factory.core.registry import one_of
 from factory.config.tasks import TASKS
 from factory.core.strict import Strict
 from factory.core.structured_modes import MODES
@@ -318,8 +320,8 @@ class HubConfig(Strict):
 
 class OutputConfig(Strict):
     dir: str | None = None
-    # dataset/ is always written; these are written beside it (see factory/outputs/formats.py).
-    formats: list[Literal["jsonl", "parquet", "sharegpt", "alpaca", "openai"]] = Field(
+    # dataset/ is always written; these are written beside it (factory/config/formats.py).
+    formats: list[Literal[tuple(FORMATS)]] = Field(
         default_factory=lambda: ["jsonl", "parquet"])
     license: str = "other"
     language: list[str] = Field(default_factory=lambda: ["en"])

@@ -5,7 +5,7 @@
 here. A task is a module with a Task class (factory/tasks/), the model of its
 `generate:` keys (config sits below tasks, so the model lives in config/: generate.py,
 instruction.py), and one line below. Task classes are named by strings, so listing
-them imports none (factory/core/lazy_import.py).
+them imports none (factory/core/registry.py).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from factory.config.backends import BACKENDS
+from factory.config.formats import FORMATS
 from factory.config.sizing import Sizing
 from factory.config.tasks import TASKS, TaskKind
 from factory.core.cost import token_summary
@@ -343,20 +344,9 @@ def _pair_format(place: Place) -> list[str]:
 
 
 def _other_files(formats: list[str], pairs: bool = False) -> list[str]:
-    from factory.outputs.formats import FILES
-
-    notes = {**_FORMAT_NOTES, **(_PAIR_FORMAT_NOTES if pairs else {})}
-    lines = [f"- `{FILES[f]}`: {notes[f]}" for f in formats if f in FILES]
+    chosen = [FORMATS[f] for f in formats if FORMATS[f].module]  # jsonl and parquet have their own place
+    lines = [f"- `{f.file}`: {f.pair_card_line if pairs and f.pair_card_line else f.card_line}" for f in chosen]
     return ["The same rows also come as:", "", *lines, ""] if lines else []
-
-
-_FORMAT_NOTES = {
-    "sharegpt": "ShareGPT (`conversations` of `{from, value}`; human/gpt/system)",
-    "alpaca": "Alpaca (`instruction`, `input`, `output`, `system`)",
-    "openai": "OpenAI fine-tuning JSONL (`messages` only)",
-}
-_PAIR_FORMAT_NOTES = {"openai": "OpenAI DPO fine-tuning JSONL (`input.messages`, `preferred_output`, "
-                                "`non_preferred_output`)"}
 
 
 def _filtered_from(info: dict) -> list[str]:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from factory.core.files import atomic_write_text, replace_path
-from factory.outputs.formats import FILES
+from factory.config.formats import FORMATS
 from factory.store.run_store import RunStore
 
 # Everything a finished run shows; the store, its lock, caches and logs are not views.
-VIEWS = ("dataset", "data.jsonl", "data.parquet", *FILES.values(), "rejected.jsonl", "README.md", "report.html",
+VIEWS = ("dataset", *(f.file for f in FORMATS.values()), "rejected.jsonl", "README.md", "report.html",
          "compare.json", "pipeline", "run.json")
 
 

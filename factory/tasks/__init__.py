@@ -4,7 +4,7 @@ each module loads only when chosen."""
 from __future__ import annotations
 
 from factory.config.tasks import TASKS
-from factory.core.lazy_import import load
+from factory.core.registry import load
 
 
 def make_task(pipeline):

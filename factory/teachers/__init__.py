@@ -7,7 +7,7 @@ from typing import Callable
 
 from factory.config.backends import BACKENDS
 from factory.config.pipeline import TeacherConfig
-from factory.core.lazy_import import load
+from factory.core.registry import load
 from factory.teachers.base import Completion, Request, Teacher
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 from factory.core import constants
 from factory.config.backends import BATCH_BACKENDS
 from factory.config.pipeline import TeacherConfig
-from factory.core.lazy_import import load
+from factory.core.registry import load
 from factory.core.errors import BadResponse, RequestRefused, TeacherError
 from factory.core.stopping import RunStopping, Stop
 from factory.store.run_store import RunStore
