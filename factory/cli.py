@@ -124,10 +124,12 @@ def _grace_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _format_option(parser: argparse.ArgumentParser) -> None:
+    from factory.config.formats import FORMATS
+
     parser.add_argument("--format", dest="formats", action="append", default=[], metavar="FORMAT",
-                        choices=["jsonl", "parquet", "sharegpt", "alpaca", "openai"],
-                        help="also write this format beside dataset/ (repeatable): sharegpt, alpaca, openai, "
-                             "jsonl, parquet; adds to output.formats")
+                        choices=list(FORMATS),
+                        help=f"also write this format beside dataset/ (repeatable): {', '.join(FORMATS)}; "
+                             "adds to output.formats")
 
 
 def _load(args):

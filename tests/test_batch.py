@@ -260,7 +260,7 @@ def test_openai_batch_rows_are_answers_refusals_or_unanswered(row, expected):
     ({"type": "expired"}, "missing"),
 ])
 def test_anthropic_batch_results_are_answers_refusals_or_unanswered(result, expected):
-    from factory.teachers.anthropic_teacher import result_outcome
+    from factory.teachers.batch.anthropic_batches import result_outcome
 
     outcome = result_outcome(result, "m", 100)
     assert list(outcome)[0] == expected

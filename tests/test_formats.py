@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from factory.outputs.formats import FILES, READERS
+from factory.config.formats import FORMATS
+from factory.outputs.formats import reader
 from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
 from tests.test_dialogue import dialogue_pipeline
 
@@ -13,8 +14,8 @@ def assert_round_trip(out, formats):
     rows = read_jsonl(out / "data.jsonl")
     assert rows
     for name in formats:
-        written = read_jsonl(out / FILES[name])
-        assert [READERS[name](w) for w in written] == [r["messages"] for r in rows], name
+        written = read_jsonl(out / FORMATS[name].file)
+        assert [reader(name)(w) for w in written] == [r["messages"] for r in rows], name
         if name != "openai":
             assert [w["id"] for w in written] == [r["id"] for r in rows]
         else:
@@ -28,9 +29,9 @@ def test_qa_in_every_format(tmp_path, loopback):
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     assert_round_trip(out, ["sharegpt", "alpaca", "openai"])
-    first = read_jsonl(out / FILES["sharegpt"])[0]["conversations"]
+    first = read_jsonl(out / FORMATS["sharegpt"].file)[0]["conversations"]
     assert [t["from"] for t in first] == ["system", "human", "gpt"]
-    alpaca = read_jsonl(out / FILES["alpaca"])[0]
+    alpaca = read_jsonl(out / FORMATS["alpaca"].file)[0]
     assert alpaca["system"] == "You answer questions about the sea." and alpaca["input"] == ""
     assert "data.alpaca.jsonl" in (out / "README.md").read_text()
 
@@ -42,7 +43,7 @@ def test_dialogues_as_sharegpt_and_openai_from_the_pipeline_file(tmp_path, loopb
     result = factory_cli("run", str(path), "--quiet")
     assert result.returncode == 0, result.stderr
     assert_round_trip(tmp_path / "out", ["sharegpt", "openai"])
-    assert not (tmp_path / "out" / FILES["alpaca"]).exists()
+    assert not (tmp_path / "out" / FORMATS["alpaca"].file).exists()
 
 
 def test_alpaca_for_dialogues_is_refused_before_anything_is_sent(tmp_path, loopback):
@@ -66,5 +67,5 @@ def test_alpaca_for_multi_turn_input_is_refused_by_filter(tmp_path, loopback):
 
 def test_alpaca_input_field_joins_the_instruction():
     row = {"instruction": "Translate to French.", "input": "good morning", "output": "bonjour", "system": ""}
-    assert READERS["alpaca"](row) == [{"role": "user", "content": "Translate to French.\n\ngood morning"},
+    assert reader("alpaca")(row) == [{"role": "user", "content": "Translate to French.\n\ngood morning"},
                                       {"role": "assistant", "content": "bonjour"}]

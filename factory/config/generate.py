@@ -1,4 +1,5 @@
-"""The `generate:` section of a pipeline, one model per task, chosen by `task:`."""
+"""The `generate:` sections of the qa, dialogue, grounded_qa and preference tasks (the
+table of tasks, which `task:` chooses from, is factory/config/tasks.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from factory.core import constants
-from factory.config.instruction import (
-    EvolInstructGenerate,
-    MagpieGenerate,
-    SelfInstructGenerate,
-)
 from factory.config.sizing import Sizing
 from factory.core.strict import Strict
-from factory.tasks.guards import DEFAULT_ASSISTANT_BREAKS, DEFAULT_USER_BREAKS
 
 
 def _fill_defaults(given: dict[str, str], defaults: dict[str, str]) -> dict[str, str]:
@@ -40,6 +35,20 @@ class QAGenerate(Sizing):
         if "user" not in value:
             raise ValueError("needs a 'user' template")
         return value
+
+
+# Line-start speaker labels and phrases (case-insensitive, per line) that show a turn
+# was written in the other role's voice.
+DEFAULT_ASSISTANT_BREAKS = (
+    r"^\W*(?:user|customer|human|client)\W*:",
+)
+DEFAULT_USER_BREAKS = (
+    r"^\W*(?:assistant|agent|support agent|ai|bot|chatbot)\W*:",
+    r"\bhow (?:can|may) i (?:help|assist) you\b",
+    r"\bas an ai\b",
+    r"\bi(?:'m| am) (?:an?|your) (?:ai|virtual|digital) assistant\b",
+    r"\bis there anything else (?:i|we) can (?:help|assist)",
+)
 
 
 class DialogueGuards(Strict):
@@ -231,10 +240,3 @@ class PreferenceGenerate(Sizing):
         if self.min_margin > hi - lo:
             raise ValueError(f"min_margin {self.min_margin:g} is more than the judge's scale spans ({lo}-{hi})")
         return self
-
-
-__all__ = ["TASKS", "Sizing"]
-
-TASKS = {"qa": QAGenerate, "dialogue": DialogueGenerate, "grounded_qa": GroundedQAGenerate,
-         "preference": PreferenceGenerate, "evol_instruct": EvolInstructGenerate, "self_instruct": SelfInstructGenerate,
-         "magpie": MagpieGenerate}

@@ -16,9 +16,12 @@ import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from factory.core import constants
+from factory.config.backends import BACKENDS, BATCH_BACKENDS
 from factory.config.compare import ReferenceConfig
+from factory.config.formats import FORMATS
 from factory.core.errors import ConfigError
-from factory.config.generate import TASKS
+from factory.core.registry import one_of
+from factory.config.tasks import TASKS
 from factory.core.strict import Strict
 from factory.core.structured_modes import MODES
 
@@ -118,7 +121,7 @@ class BatchSettings(Strict):
 
 
 class TeacherConfig(Strict):
-    backend: Literal["openai", "anthropic", "transformers", "vllm"] = "transformers"
+    backend: Literal[tuple(BACKENDS)] = "transformers"  # factory/config/backends.py
     model: str = constants.DEFAULT_LOCAL_MODEL
     # One server, or a list of replicas / providers serving the same model.
     base_url: str | list[str] | None = None
@@ -223,15 +226,16 @@ class TeacherConfig(Strict):
     def _batch_mode_fits(self):
         if self.mode != "batch":
             return self
-        if self.backend not in constants.BATCH_LIMITS:
-            raise ValueError("mode: batch sends requests through a provider's batch API: set backend: openai or anthropic")
+        if self.backend not in BATCH_BACKENDS:
+            raise ValueError("mode: batch sends requests through a provider's batch API: set backend: "
+                             + one_of(BATCH_BACKENDS))
         if isinstance(self.base_url, list) or self.launch is not None:
             raise ValueError("mode: batch talks to one provider's batch API: give one base_url and no launch")
-        most_requests, most_bytes = constants.BATCH_LIMITS[self.backend]
-        if (self.batch.max_requests or 0) > most_requests:
-            raise ValueError(f"batch.max_requests: {self.backend} takes at most {most_requests:,} requests a batch")
-        if (self.batch.max_bytes or 0) > most_bytes:
-            raise ValueError(f"batch.max_bytes: {self.backend} takes at most {most_bytes:,} bytes a batch")
+        api = BATCH_BACKENDS[self.backend]
+        if (self.batch.max_requests or 0) > api.max_requests:
+            raise ValueError(f"batch.max_requests: {self.backend} takes at most {api.max_requests:,} requests a batch")
+        if (self.batch.max_bytes or 0) > api.max_bytes:
+            raise ValueError(f"batch.max_bytes: {self.backend} takes at most {api.max_bytes:,} bytes a batch")
         return self
 
     @field_validator("base_url")
@@ -285,7 +289,7 @@ def _task_kind(value: Any) -> str | None:
 
 
 GenerateConfig = Annotated[
-    Union[tuple(Annotated[model, Tag(name)] for name, model in TASKS.items())],
+    Union[tuple(Annotated[kind.config, Tag(name)] for name, kind in TASKS.items())],
     Discriminator(
         _task_kind,
         custom_error_type="unknown_task",
@@ -316,8 +320,8 @@ class HubConfig(Strict):
 
 class OutputConfig(Strict):
     dir: str | None = None
-    # dataset/ is always written; these are written beside it (see factory/outputs/formats.py).
-    formats: list[Literal["jsonl", "parquet", "sharegpt", "alpaca", "openai"]] = Field(
+    # dataset/ is always written; these are written beside it (factory/config/formats.py).
+    formats: list[Literal[tuple(FORMATS)]] = Field(
         default_factory=lambda: ["jsonl", "parquet"])
     license: str = "other"
     language: list[str] = Field(default_factory=lambda: ["en"])

@@ -132,7 +132,5 @@ BATCH_GATHER_S = 2.0
 BATCH_DISCOUNT = 0.5
 BATCH_RESUBMITS = 3
 BATCH_MAX_IN_FLIGHT = 50_000
-# Each provider's limits on one batch: requests, and bytes (OpenAI: of the input file).
-BATCH_LIMITS = {"openai": (50_000, 200 * 1024 * 1024), "anthropic": (100_000, 256 * 1024 * 1024)}
 # One call to a batch API (uploading a file of up to 200 MB, reading a result file).
 BATCH_HTTP_TIMEOUT_S = 600.0

@@ -25,6 +25,7 @@ from factory.core import constants
 from factory.core.cost import Budget, BudgetReached, effective_price, request_cost
 from factory.core.errors import BadResponse, RequestRefused, TeacherError
 from factory.teachers.limits import AdaptiveWindow, RateLimiter
+from factory.teachers.outage import OutageClock
 from factory.core.redaction import Redactor
 from factory.core.stopping import INCOMPLETE, RunStopping, Stop
 from factory.store.run_store import RunStore, request_key
@@ -68,37 +69,6 @@ class RunStats:
                 "reasoning_tokens": self.reasoning_tokens, "cost": round(self.cost, 6)}
 
 
-class Health:
-    """Whether the teacher answers: the outage clock behind `teacher.outage_timeout`."""
-
-    def __init__(self, outage_timeout: float):
-        self.outage_timeout = outage_timeout
-        self.last_success: float | None = None
-        self.failing_since: float | None = None  # start of the oldest attempt failed since the last success
-        self.last_error = ""
-        self.announced = False
-
-    def succeeded(self) -> None:
-        self.last_success = time.monotonic()
-        self.failing_since = None
-        self.announced = False
-
-    def failed(self, began: float, error: str) -> None:
-        start = max(began, self.last_success or began)
-        self.failing_since = start if self.failing_since is None else min(self.failing_since, start)
-        self.last_error = error
-
-    def down_for(self) -> float:
-        return 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
-
-    def outage(self) -> bool:
-        return self.failing_since is not None and self.down_for() >= self.outage_timeout
-
-    def since(self) -> str:
-        wall = time.time() - self.down_for()
-        return time.strftime("%H:%M:%S", time.localtime(wall))
-
-
 class Engine:
     def __init__(self, teacher: Teacher, store: RunStore, window: AdaptiveWindow, limiter: RateLimiter,
                  stats: RunStats | None = None, budget: Budget | None = None, stop: Stop | None = None):
@@ -111,7 +81,7 @@ class Engine:
         self.limiter = limiter
         self.stats = stats or RunStats()
         self.stop = stop or Stop(constants.DRAIN_GRACE_S)
-        self.health = Health(getattr(self.config, "outage_timeout", constants.OUTAGE_TIMEOUT_S))
+        self.health = OutageClock(getattr(self.config, "outage_timeout", constants.OUTAGE_TIMEOUT_S))
         self.watcher = None  # a server_load.LoadWatcher steering the window, when the server has metrics
         self._identity = request_identity(teacher)
         self._mode_saved = False
@@ -155,7 +125,7 @@ class Engine:
                 self._announce_trouble()
                 # Not an answer: ask again after a pause, unless the run is stopping.
                 pause = min(constants.RETRY_MAX_PAUSE_S, constants.RETRY_FIRST_PAUSE_S * 2 ** (failures - 1))
-                left = self.health.outage_timeout - self.health.down_for()
+                left = self.health.timeout - self.health.down_for()
                 if await self.stop.sleep(min(pause * random.uniform(0.5, 1.0), max(0.05, left))):
                     raise RunStopping(self.stop.reason) from err
 
@@ -220,7 +190,7 @@ class Engine:
             raise
         except TeacherError as err:
             stats.teacher_errors += 1
-            self.health.failed(began, self._redact(str(err)))
+            self.health.failed(self._redact(str(err)), began)
             raise
         finally:
             self.window.release()
@@ -273,7 +243,7 @@ class Engine:
         if not self.health.announced and self.health.down_for() >= constants.OUTAGE_ANNOUNCE_S:
             self.health.announced = True
             print(f"factory: the teacher has not answered since {self.health.since()} ({self.health.last_error}); "
-                  f"asking again for up to {self.health.outage_timeout:g} s (teacher.outage_timeout)",
+                  f"asking again for up to {self.health.timeout:g} s (teacher.outage_timeout)",
                   file=sys.stderr, flush=True)
 
     def _token_estimate(self, request: Request) -> int:

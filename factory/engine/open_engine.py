@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import AsyncIterator
 
 from factory.core import constants
+from factory.config.backends import BACKENDS
 from factory.config.pipeline import TeacherConfig
 from factory.core.cost import Budget
 from factory.engine.engine import Engine, RunStats
@@ -32,7 +33,7 @@ async def open_engine(config: TeacherConfig, store: RunStore, stats: RunStats, s
     # key (a paid API, most likely) the first request goes alone to read them.
     # A batch API queues requests itself: no per-minute buckets, no probe, no /metrics.
     online = config.mode == "online"
-    single_http = online and config.backend in ("openai", "anthropic") and not isinstance(config.base_url, list)
+    single_http = online and BACKENDS[config.backend].http and not isinstance(config.base_url, list)
     limiter = RateLimiter(config.rpm if online else None, config.tpm if online else None, learn=single_http,
                           probe=single_http and bool(config.api_key_env))
 

@@ -9,12 +9,17 @@ from typing import Any
 
 import yaml
 
+from factory.config.backends import BACKENDS
+from factory.config.formats import FORMATS
+from factory.config.sizing import Sizing
+from factory.config.tasks import TASKS, TaskKind
 from factory.core.cost import token_summary
 
-TASK_CATEGORIES = {"qa": ["question-answering", "text-generation"], "grounded_qa": ["question-answering", "text-generation"],
-                   "dialogue": ["text-generation"]}
-WHAT = {"qa": "samples (question/answer pairs)", "grounded_qa": "question/answer pairs from document chunks",
-        "dialogue": "conversations"}
+
+
+def _task_kind(task: str) -> TaskKind:
+    # A task no longer listed (an old run folder) gets the plain words.
+    return TASKS.get(task) or TaskKind(Sizing, "")
 
 
 def size_category(n: int) -> str:
@@ -64,7 +69,7 @@ def render_card(info: dict[str, Any], examples: list[dict], place: Place) -> str
     header: dict[str, Any] = {
         "license": out["license"],
         "language": out["language"],
-        "task_categories": TASK_CATEGORIES.get(task, ["text-generation"]),
+        "task_categories": list(_task_kind(task).categories),
         "size_categories": [size_category(kept)],
         "tags": sorted({"factory", *out.get("tags", []), *(() if "input" in info else ("synthetic", task)),
                         *(("dpo",) if task == "preference" else ())}),
@@ -262,7 +267,7 @@ def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
     teacher = info["teacher"]
     usage = info["usage"]
     lines = [
-        f"- **Task**: `{task}`; {info['funnel']['requested']:,} {WHAT.get(task, 'samples')} requested.",
+        f"- **Task**: `{task}`; {info['funnel']['requested']:,} {_task_kind(task).what} requested.",
         f"- **Teacher**: {_teacher(teacher)}.",
         *(f"- **Teacher of the {role}**: {_teacher(t)}." for role, t in info.get("role_teachers", {}).items()),
         f"- **Sampling**: {_inline(info['sampling'])}.",
@@ -275,15 +280,15 @@ def _generated_by(info: dict, cfg: dict, task: str) -> list[str]:
 
 def _teacher(teacher: dict) -> str:
     url = teacher.get("base_url")
-    backend = teacher.get("backend")
-    if teacher.get("mode") == "batch":
-        kind = {"openai": "the OpenAI Batch API", "anthropic": "Anthropic's Message Batches"}.get(backend, backend)
-    elif backend == "openai":
-        replicas = len(url) if isinstance(url, list) else 1
-        kind = "an OpenAI-compatible API" if replicas == 1 else f"{replicas} OpenAI-compatible endpoints"
+    backend = BACKENDS.get(teacher.get("backend"))
+    if backend is None:
+        kind = teacher.get("backend")
+    elif teacher.get("mode") == "batch":
+        kind = backend.batch.card if backend.batch else teacher.get("backend")
+    elif isinstance(url, list) and len(url) > 1 and backend.replicas_card:
+        kind = backend.replicas_card.format(n=len(url))
     else:
-        kind = {"transformers": "transformers, in process", "vllm": "vLLM, in process",
-                "anthropic": "Anthropic's Messages API"}.get(backend, backend)
+        kind = backend.card
     return f"`{teacher.get('model')}` through {kind}"
 
 
@@ -339,20 +344,9 @@ def _pair_format(place: Place) -> list[str]:
 
 
 def _other_files(formats: list[str], pairs: bool = False) -> list[str]:
-    from factory.outputs.formats import FILES
-
-    notes = {**_FORMAT_NOTES, **(_PAIR_FORMAT_NOTES if pairs else {})}
-    lines = [f"- `{FILES[f]}`: {notes[f]}" for f in formats if f in FILES]
+    chosen = [FORMATS[f] for f in formats if FORMATS[f].module]  # jsonl and parquet have their own place
+    lines = [f"- `{f.file}`: {f.pair_card_line if pairs and f.pair_card_line else f.card_line}" for f in chosen]
     return ["The same rows also come as:", "", *lines, ""] if lines else []
-
-
-_FORMAT_NOTES = {
-    "sharegpt": "ShareGPT (`conversations` of `{from, value}`; human/gpt/system)",
-    "alpaca": "Alpaca (`instruction`, `input`, `output`, `system`)",
-    "openai": "OpenAI fine-tuning JSONL (`messages` only)",
-}
-_PAIR_FORMAT_NOTES = {"openai": "OpenAI DPO fine-tuning JSONL (`input.messages`, `preferred_output`, "
-                                "`non_preferred_output`)"}
 
 
 def _filtered_from(info: dict) -> list[str]:

@@ -16,16 +16,12 @@ from factory.outputs import hf_features
 from factory.core import jsonlines
 from factory.core.errors import InputDataError
 from factory.core.files import replace_path
-from factory.outputs.formats import FILES, PAIR_WRITERS, WRITERS, NotSingleTurn
+from factory.config.formats import FORMATS
+from factory.outputs.formats import NotSingleTurn, conversation_formats, training, writer as format_writer
 from factory.outputs.metadata_schema import MetadataSchema
 from factory.core.record import Record
 from factory.core.spool import Spool
 from factory.tasks.base import REASONING_KEY
-
-# Everything a finished run shows (what its run folder swaps in together); the store,
-# its lock, caches and logs are not views.
-VIEWS = ("dataset", "data.jsonl", "data.parquet", *FILES.values(), "rejected.jsonl", "README.md", "report.html",
-         "compare.json", "pipeline", "run.json")
 
 
 def features(pairs: bool = False, reasoning_in_messages: bool = False, metadata: Any = None) -> dict[str, Any]:
@@ -73,7 +69,7 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    extra = [f for f in formats if f in FILES]
+    extra = training(formats)
     text_files = [*extra, *(["jsonl"] if "jsonl" in formats else [])]
     # The rows between the passes: a spool file, or a list when the caller holds every
     # record anyway (`held`), which saves writing and parsing them again.
@@ -82,12 +78,14 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
     count = 0
     with ExitStack() as files:
         spool = None if held else files.enter_context(Spool(staging / "rows.spool.jsonl"))
-        outs = {name: files.enter_context(open(staging / _file_name(name), "w", encoding="utf-8")) for name in extra}
+        outs = {name: files.enter_context(open(staging / FORMATS[name].file, "w", encoding="utf-8")) for name in extra}
+        # A preference pair goes out in the format's pair form: only formats that hold pairs get here (formats.py).
+        writers = {name: format_writer(name, pairs) for name in extra}
         for record in records:
             row = pair_row(record) if pairs else record.to_row()
             schema.add(row["metadata"])
             for name, out in outs.items():
-                out.write(jsonlines.dumps(_format_row(name, record, row)) + "\n")
+                out.write(jsonlines.dumps(_format_row(name, writers[name], record, row)) + "\n")
             if spool is not None:
                 spool.add(row)
             else:
@@ -113,23 +111,19 @@ def write_dataset(records: Iterable[Record], out_dir: Path, work_dir: Path, form
 
     replace_path(staging / "dataset", out_dir / "dataset")
     for name in (["parquet"] if "parquet" in formats else []) + text_files:
-        replace_path(staging / _file_name(name), out_dir / _file_name(name))
+        replace_path(staging / FORMATS[name].file, out_dir / FORMATS[name].file)
     shutil.rmtree(staging, ignore_errors=True)
     return count
 
 
-def _file_name(name: str) -> str:
-    return {"jsonl": "data.jsonl", "parquet": "data.parquet"}.get(name) or FILES[name]
-
-
-def _format_row(name: str, record: Record, row: dict) -> dict:
-    if "chosen" in row:  # a preference pair: only PAIR_WRITERS' formats are let through (formats.py)
-        return PAIR_WRITERS[name](row["prompt"], *row["chosen"], *row["rejected"])
+def _format_row(name: str, write: Callable[..., dict], record: Record, row: dict) -> dict:
+    if "chosen" in row:  # a preference pair
+        return write(row["prompt"], *row["chosen"], *row["rejected"])
     try:
-        return WRITERS[name](record.id, record.messages)
+        return write(record.id, record.messages)
     except NotSingleTurn as err:
-        raise InputDataError(f"output.formats: {err}; alpaca holds single-turn records only "
-                             "(use sharegpt or openai for conversations)") from err
+        raise InputDataError(f"output.formats: {err}; {name} holds single-turn records only "
+                             f"(use {conversation_formats()} for conversations)") from err
 
 
 class _TableWriter:

@@ -25,7 +25,6 @@ from factory.core.quiet_libraries import library_progress_off
 from factory.outputs.report import Summaries
 from factory.run.export import apply_stages, write_rejected
 from factory.run.finish import RunResult, compare_with_reference, now, run_record, shared_text, write_reports
-from factory.outputs.dataset import VIEWS
 from factory.store.run_folder import RunFolder, whole_run_usage
 from factory.inputs.pipeline_files import SNAPSHOT_DIR, copy_files, pipeline_name
 from factory.core.stopping import RunStopping, Stop, StopNow, Stopped, handling_signals
@@ -58,7 +57,7 @@ def filter_dataset(pipeline: PipelineFile, input_path: Path, out_dir: Path, show
         # from walking it again at every full collection the stages' own objects set off.
         gc.freeze()
         stack.callback(gc.unfreeze)
-        folder = stack.enter_context(RunFolder(out_dir, "filter", VIEWS))
+        folder = stack.enter_context(RunFolder(out_dir, "filter"))
         store = folder.store
         before, _ = whole_run_usage(store)
         budget = Budget(cfg.max_cost, already=before.get("cost", 0.0))

@@ -34,7 +34,6 @@ from factory.run.finish import RunResult, compare_with_reference, run_record, sh
 from factory.run.prepare import Prepared
 from factory.run.quota import Surplus, build_quotas
 from factory.run.top_up import kept_by_cell_so_far, next_round, quota_summary, short_message
-from factory.outputs.dataset import VIEWS
 from factory.store.run_folder import RunFolder, whole_run_timeline, whole_run_usage
 from factory.store.run_store import RunStore
 from factory.tasks.base import Task
@@ -54,7 +53,7 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
     teacher = prepared.pipeline.config.teacher
     cluster = cluster_for(prepared.pipeline.config.executor)
     with handling_signals(stop), library_progress_off(), ExitStack() as stack:
-        folder = stack.enter_context(RunFolder(out_dir, "run", VIEWS))
+        folder = stack.enter_context(RunFolder(out_dir, "run"))
         if teacher.launch is not None:
             # The server lives for the whole run: generation and any filter that asks the teacher.
             on_exit = lambda why: stop.request("server", 3, why)  # noqa: E731

@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from factory.core.files import atomic_write_text, replace_path
+from factory.config.formats import FORMATS
 from factory.store.run_store import RunStore
 
+# Everything a finished run shows; the store, its lock, caches and logs are not views.
+VIEWS = ("dataset", *(f.file for f in FORMATS.values()), "rejected.jsonl", "README.md", "report.html",
+         "compare.json", "pipeline", "run.json")
+
+
 class RunFolder:
-    def __init__(self, out_dir: Path, command: str, views: tuple[str, ...] = ()):
-        """`views`: the names of everything a finished command shows in `out_dir` (the
-        outputs know them: factory/outputs/dataset.py); the store, its lock, caches and
-        logs are not views."""
+    def __init__(self, out_dir: Path, command: str):
         self.out_dir = out_dir
         self.command = command
-        self.views = views
         self.fresh = not out_dir.exists()
         self.store: RunStore | None = None
 
@@ -67,7 +69,7 @@ class RunFolder:
         """Swap the views built in `staging` in; views it lacks are removed. run.json goes
         last, so a reader never sees a finished status beside half-swapped files."""
         (self.out_dir / "run.json").unlink(missing_ok=True)
-        for name in self.views:
+        for name in VIEWS:
             built = staging / name
             if built.exists():
                 if name != "run.json":
@@ -80,7 +82,7 @@ class RunFolder:
 
     def unfinished(self, info: dict[str, Any]) -> None:
         """A run that stopped before it was complete: run.json with its status, no other view."""
-        for name in self.views:
+        for name in VIEWS:
             _remove(self.out_dir / name)
         atomic_write_text(self.out_dir / "run.json", json.dumps(info, indent=2, ensure_ascii=False, default=str) + "\n")
 

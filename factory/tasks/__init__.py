@@ -1,7 +1,10 @@
-"""Generation tasks: `qa`, `dialogue`, `grounded_qa`, `preference`, `evol_instruct`, `self_instruct`,
-`magpie`. Each module loads only when chosen."""
+"""Generation tasks, one module each, listed in one table (factory/config/tasks.py);
+each module loads only when chosen."""
 
 from __future__ import annotations
+
+from factory.config.tasks import TASKS
+from factory.core.registry import load
 
 
 def make_task(pipeline):
@@ -9,38 +12,9 @@ def make_task(pipeline):
     from factory.inputs.seeds import build_seed_space
     from factory.inputs.templates import TemplateLibrary
 
-    cfg = pipeline.config
     seeds = build_seed_space(pipeline)
     library = TemplateLibrary(pipeline.prompts_dirs())
-    kind = cfg.generate.task
-    if kind == "dialogue":
-        from factory.tasks.dialogue import DialogueTask
-
-        task = DialogueTask(pipeline, seeds, library)
-    elif kind == "grounded_qa":
-        from factory.tasks.grounded_qa import GroundedQATask
-
-        task = GroundedQATask(pipeline, seeds, library)
-    elif kind == "preference":
-        from factory.tasks.preference import PreferenceTask
-
-        task = PreferenceTask(pipeline, seeds, library)
-    elif kind == "evol_instruct":
-        from factory.tasks.evol_instruct import EvolInstructTask
-
-        task = EvolInstructTask(pipeline, seeds, library)
-    elif kind == "self_instruct":
-        from factory.tasks.self_instruct import SelfInstructTask
-
-        task = SelfInstructTask(pipeline, seeds, library)
-    elif kind == "magpie":
-        from factory.tasks.magpie import MagpieTask
-
-        task = MagpieTask(pipeline, seeds, library)
-    else:
-        from factory.tasks.qa import QATask
-
-        task = QATask(pipeline, seeds, library)
+    task = load(TASKS[pipeline.config.generate.task].task)(pipeline, seeds, library)
     task.library = library  # where its templates came from (another mode's are peeked there)
     check_seeds_used(task, pipeline, library)
     return task

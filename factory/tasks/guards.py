@@ -11,18 +11,6 @@ from typing import Iterable
 
 from factory.core.reasoning import has_thinking_tag
 
-# Line-start speaker labels and phrases (case-insensitive, per line) that show a turn
-# was written in the other role's voice.
-DEFAULT_ASSISTANT_BREAKS = (
-    r"^\W*(?:user|customer|human|client)\W*:",
-)
-DEFAULT_USER_BREAKS = (
-    r"^\W*(?:assistant|agent|support agent|ai|bot|chatbot)\W*:",
-    r"\bhow (?:can|may) i (?:help|assist) you\b",
-    r"\bas an ai\b",
-    r"\bi(?:'m| am) (?:an?|your) (?:ai|virtual|digital) assistant\b",
-    r"\bis there anything else (?:i|we) can (?:help|assist)",
-)
 # A label naming the speaker's own role at the very start is formatting, not content.
 _OWN_LABEL = {
     "user": re.compile(r"^\W{0,4}(?:user|customer|human|client|me)\W{0,4}:\s*", re.I),

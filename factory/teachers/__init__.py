@@ -1,10 +1,13 @@
-"""Teacher backends behind one small interface; heavy libraries load only when chosen."""
+"""Teacher backends behind one small interface; heavy libraries load only when chosen.
+The backends are listed in one table, factory/config/backends.py."""
 
 from __future__ import annotations
 
 from typing import Callable
 
+from factory.config.backends import BACKENDS
 from factory.config.pipeline import TeacherConfig
+from factory.core.registry import load
 from factory.teachers.base import Completion, Request, Teacher
 
 
@@ -18,25 +21,10 @@ def make_teacher(config: TeacherConfig, on_response: Callable[..., None] | None 
         if store is None:
             raise ValueError("batch mode keeps its batches in the run store: pass store")
         return BatchTeacher(config, store, stop)
-    if config.backend == "anthropic":
-        from factory.teachers.anthropic_teacher import AnthropicTeacher
-
-        return AnthropicTeacher(config, on_response=on_response)
-    if config.backend == "openai" and isinstance(config.base_url, list):
-        from factory.teachers.pool import EndpointPool
-
-        return EndpointPool(config, on_response=on_response)
-    if config.backend == "openai":
-        from factory.teachers.openai_teacher import OpenAITeacher
-
-        return OpenAITeacher(config, on_response=on_response)
-    if config.backend == "vllm":
-        from factory.teachers.in_process.vllm_teacher import VLLMTeacher
-
-        return VLLMTeacher(config)
-    from factory.teachers.in_process.transformers_teacher import TransformersTeacher
-
-    return TransformersTeacher(config)
+    backend = BACKENDS[config.backend]
+    several = isinstance(config.base_url, list) and backend.replicas is not None
+    teacher = load(backend.replicas if several else backend.teacher)
+    return teacher(config, on_response=on_response) if backend.http else teacher(config)
 
 
 __all__ = ["Completion", "Request", "Teacher", "make_teacher"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from factory.core import constants
+from factory.config.backends import BACKENDS
 from factory.config.pipeline import TeacherConfig
 
 try:
@@ -79,7 +80,7 @@ def capped_window(config: TeacherConfig, wanted: int) -> tuple[int, str | None]:
 
     Only HTTP teachers hold a socket per request; in-process ones are not capped.
     """
-    if config.backend not in ("openai", "anthropic") or config.mode == "batch":
+    if not BACKENDS[config.backend].http or config.mode == "batch":
         return wanted, None  # a batch request waits in memory, holding no socket
     cap = fd_cap()
     if wanted <= cap:

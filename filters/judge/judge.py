@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Literal
 from pydantic import Field, model_validator
 
 from factory.core import constants
+from factory.config.backends import BATCH_BACKENDS
 from factory.config.pipeline import PipelineFile, TeacherConfig, derived_teacher
 from factory.engine.engine import Engine, RunStats, run_task
 from factory.engine.progress import Progress
@@ -241,7 +242,7 @@ def _chunk_size(teacher) -> int:
     chunk fills a whole batch: one round per batch, not one per JUDGE_CHUNK records."""
     if teacher.mode != "batch":
         return constants.JUDGE_CHUNK
-    return max(constants.JUDGE_CHUNK, teacher.batch.max_requests or constants.BATCH_LIMITS[teacher.backend][0])
+    return max(constants.JUDGE_CHUNK, teacher.batch.max_requests or BATCH_BACKENDS[teacher.backend].max_requests)
 
 
 class _Grading:

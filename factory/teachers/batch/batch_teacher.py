@@ -25,102 +25,18 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 from factory.core import constants
+from factory.config.backends import BATCH_BACKENDS
 from factory.config.pipeline import TeacherConfig
-from factory.core.errors import BadResponse, RequestRefused, TeacherError, TeacherMisconfigured
+from factory.core.registry import load
+from factory.core.errors import BadResponse, RequestRefused, TeacherError
 from factory.core.stopping import RunStopping, Stop
 from factory.store.run_store import RunStore
 from factory.teachers.base import Completion, Request, Teacher
-
-
-class BatchLost(TeacherError):
-    """The provider no longer knows a batch (404): its unanswered requests go out again."""
-
-
-def no_batch_api(where: str) -> TeacherMisconfigured:
-    """A 404 when creating a batch: the server has no batch API (a vLLM server, a proxy)."""
-    return TeacherMisconfigured(f"{where} has no batch API (404 when creating a batch); "
-                                "use teacher.mode: online with this server")
-
-
-@dataclass
-class BatchStatus:
-    status: str  # the provider's own word (in_progress, expired, ended ...)
-    ended: bool
-    counts: dict[str, int] = field(default_factory=dict)
-    detail: dict[str, Any] = field(default_factory=dict)  # what the provider needs to fetch results
-
-
-class BatchProvider:
-    """One provider's batch API. Outcomes are dicts, as the run store keeps them:
-    {"completion": ...}; {"refused": the provider's message} for a row it refused;
-    {"error": message, "reason": ...} for an answer that cannot be used (malformed,
-    oversized); {"missing": why} for a row it did not answer."""
-
-    name = ""
-    limits: tuple[int, int] = (0, 0)  # most requests, most bytes in one batch
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    def where(self) -> str:
-        """Where the batches go, for run.json: never a secret."""
-        return self.name
-
-    def secrets(self) -> list[str]:
-        return []
-
-    def entry(self, key: str, request: Request) -> bytes:
-        """The request as the provider takes it in a batch, named by `key` (JSON, one line)."""
-        raise NotImplementedError
-
-    async def submit(self, entries: list[bytes], record_file: Callable[[str], None]) -> tuple[str, str]:
-        """Create a batch of `entries`; returns (its id, its status). `record_file(id)` is
-        called with an uploaded input file's id before the batch is created."""
-        raise NotImplementedError
-
-    async def find(self, batch: dict[str, Any], known: set[str]) -> str | None:
-        """The id of a batch recorded as submitting (created, then a crash before its id
-        was stored), or None when the provider never created it. `known`: the ids the run
-        store holds already."""
-        return None
-
-    async def status(self, remote: str) -> BatchStatus:
-        """Raises BatchLost on a 404."""
-        raise NotImplementedError
-
-    def outcomes(self, remote: str, status: BatchStatus) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """(key, outcome) of every row the ended batch reports, results and errors both."""
-        raise NotImplementedError
-
-
-class provider_errors:
-    """An SDK's errors (after its own retries) as factory's: a 404 a lost batch or file,
-    a refused key fatal, anything else a failure to ask again later. `sdk` is the
-    `openai` or `anthropic` module: both name their errors alike."""
-
-    def __init__(self, sdk, where: str):
-        self.sdk, self.where = sdk, where
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, kind, err, tb) -> bool:
-        sdk = self.sdk
-        base = getattr(sdk, "OpenAIError", None) or sdk.AnthropicError
-        if err is None or not isinstance(err, base):
-            return False
-        text = " ".join(str(err).split())[:300]
-        if isinstance(err, sdk.NotFoundError):
-            raise BatchLost(f"{self.where} answered 404: {text}") from err
-        if isinstance(err, (sdk.AuthenticationError, sdk.PermissionDeniedError)):
-            raise TeacherMisconfigured(f"{self.where} refused the key: {text}") from err
-        raise TeacherError(f"batch API at {self.where}: {text}") from err
+from factory.teachers.batch.provider import BatchLost, BatchProvider, BatchStatus
+from factory.teachers.outage import OutageClock
 
 
 @dataclass
@@ -139,13 +55,8 @@ class OpenBatch:
 
 
 def make_provider(config: TeacherConfig) -> BatchProvider:
-    if config.backend == "anthropic":
-        from factory.teachers.anthropic_teacher import AnthropicBatches
-
-        return AnthropicBatches(config)
-    from factory.teachers.batch.openai_batches import OpenAIBatches
-
-    return OpenAIBatches(config)
+    """The batch API of the teacher's backend, as the backends table names it."""
+    return load(BATCH_BACKENDS[config.backend].provider)(config)
 
 
 class BatchTeacher(Teacher):
@@ -159,9 +70,9 @@ class BatchTeacher(Teacher):
         self.store = store
         self.stop = stop
         self.provider = provider or make_provider(config)
-        most_requests, most_bytes = self.provider.limits
-        self.max_requests = config.batch.max_requests or most_requests
-        self.max_bytes = config.batch.max_bytes or most_bytes
+        api = BATCH_BACKENDS[config.backend]
+        self.max_requests = config.batch.max_requests or api.max_requests
+        self.max_bytes = config.batch.max_bytes or api.max_bytes
         self.waiting: dict[str, Waiting] = {}  # every request a caller waits for, by key
         self.queue: dict[str, bytes] = {}  # of those, the ones not in a batch yet (insertion order)
         self.queued_bytes = 0
@@ -174,7 +85,7 @@ class BatchTeacher(Teacher):
         self._wake_submitter = asyncio.Event()
         self._wake_poller = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._failing_since: float | None = None
+        self.outage = OutageClock(config.outage_timeout)
         self._last_error = ""
         # The provider refused a batch because its queue was full (OpenAI's enqueued
         # token limit): nothing goes out until one of the batches in progress ends.
@@ -344,7 +255,7 @@ class BatchTeacher(Teacher):
             self.submissions[key] = self.submissions.get(key, 0) + 1
         self.open[local] = OpenBatch(local, remote, keys, status)
         self.counts["submitted"] += 1
-        self._succeeded()
+        self.outage.succeeded()
         self._event(f"batch {remote} submitted: {len(keys)} requests")
         self._wake_poller.set()
         return True
@@ -400,7 +311,7 @@ class BatchTeacher(Teacher):
                 if (status.status, status.counts) != (batch.status, batch.counts):
                     batch.status, batch.counts = status.status, status.counts
                     self.store.update_batch(batch.local, status=status.status, counts=status.counts)
-                self._succeeded()
+                self.outage.succeeded()
                 return
             outcomes = {key: outcome async for key, outcome in self.provider.outcomes(batch.remote, status)}
             state = "collected"
@@ -409,7 +320,7 @@ class BatchTeacher(Teacher):
         except TeacherError as err:
             self._failed(err, [k for k in batch.keys if k in self.waiting])
             return
-        self._succeeded()
+        self.outage.succeeded()
         mine = set(batch.keys)
         outcomes = {k: v for k, v in outcomes.items() if k in mine}  # a row that is not ours is ignored
         why = f"batch {batch.remote} {status.status}" + "".join(f"; {e}" for e in status.detail.get("errors", [])[:3])
@@ -464,20 +375,16 @@ class BatchTeacher(Teacher):
 
     # -- failures and stops ---------------------------------------------------------------
 
-    def _succeeded(self) -> None:
-        self._failing_since = None
-
     def _failed(self, err: TeacherError, keys: list[str]) -> None:
         """The provider could not be asked (after the client's retries). Callers wait on;
         past teacher.outage_timeout they get the error, and the engine stops the run as
         incomplete (the batches stay recorded: a rerun polls them)."""
-        now = time.monotonic()
-        self._failing_since = self._failing_since or now
+        self.outage.failed(str(err))
         fatal = getattr(err, "fatal", False)
         if self._last_error != str(err) and not fatal:
             self._last_error = str(err)
             print(f"factory: the batch API did not answer ({err}); trying again", file=sys.stderr, flush=True)
-        if fatal or now - self._failing_since >= self.config.outage_timeout:
+        if fatal or self.outage.outage():
             for key in keys:
                 waiter = self.waiting.pop(key, None)
                 if waiter is None:

@@ -16,7 +16,7 @@ from factory.core import constants
 from factory.config.pipeline import TeacherConfig
 from factory.core.errors import BadResponse, TeacherError
 from factory.teachers.base import Request
-from factory.teachers.batch.batch_teacher import BatchLost, BatchProvider, BatchStatus, no_batch_api, provider_errors
+from factory.teachers.batch.provider import BatchLost, BatchProvider, BatchStatus, no_batch_api, provider_errors
 from factory.teachers.openai_teacher import OpenAITeacher, _short, redact_url
 from factory.teachers.openai_wire import read_completion
 
@@ -32,7 +32,6 @@ FIND_WINDOW_S = 3600.0
 
 class OpenAIBatches(BatchProvider):
     name = "openai"
-    limits = constants.BATCH_LIMITS["openai"]
 
     def __init__(self, config: TeacherConfig):
         self.config = config
