@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from factory.outputs.formats import FILES, READERS
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
-from tests.test_dialogue import dialogue_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import dialogue_pipeline, write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 
 def assert_round_trip(out, formats):
