@@ -83,7 +83,7 @@ def test_batched_greedy_generation_matches_one_at_a_time(tiny_model):
 def test_a_batch_too_big_for_memory_is_split_and_later_batches_stay_smaller(tiny_model):
     from factory.config.pipeline import TeacherConfig
     from factory.core.errors import OutOfMemory
-    from factory.teachers import transformers_teacher
+    from factory.teachers.in_process import transformers_teacher
 
     class SmallDevice(transformers_teacher.TransformersTeacher):
         """A device that holds three sequences at a time (a GPU's limit, on the CPU)."""
@@ -135,8 +135,8 @@ def test_teachers_that_differ_only_in_sampling_share_one_loaded_model(tiny_model
     import asyncio
 
     from factory.config.pipeline import TeacherConfig
-    from factory.teachers import shared_models
-    from factory.teachers import transformers_teacher as tt
+    from factory.teachers.in_process import shared_models
+    from factory.teachers.in_process import transformers_teacher as tt
 
     requests = _requests(8)
     configs = [TeacherConfig(model=str(tiny_model), batch_size=4, sampling={"max_tokens": 8, "temperature": t})
