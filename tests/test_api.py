@@ -17,7 +17,9 @@ import pytest
 import factory
 import filters
 from factory.core.errors import ConfigError, TemplateError
-from tests.conftest import ROOT, factory_cli, write_pipeline
+from tests.helpers.checkout import ROOT
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
 
 SCRIPT = [(r"grade-(\d+)", r'{"rationale": "fine", "score": \1}')]
 

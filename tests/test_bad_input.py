@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from factory.cli import main
-from tests.conftest import assert_user_error, factory_cli, write_pipeline
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 
 def _edit(key_path: str, value):

@@ -19,7 +19,10 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, assert_user_error, factory_cli, read_jsonl, write_pipeline
+from tests.helpers.checkout import ROOT
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli, start_run
 
 pytest.importorskip("anthropic", reason="backend: anthropic needs the anthropic package (the test extra installs it)")
 
@@ -39,11 +42,6 @@ def batch_pipeline(tmp_path, url, backend: str, count: int, mode: str = "batch",
                           teacher__batch={"poll_interval": 0.05, "gather": 0.3, **batch}, **more)
     (tmp_path / "topics.txt").write_text("".join(f"topic {i:04d}\n" for i in range(TOPICS)))
     return path
-
-
-def start_run(path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(condition, proc, limit: float = 120) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 PRICE = {"input": 1000.0, "output": 2000.0}  # per million tokens: large, so a few requests cost something
 

@@ -16,8 +16,9 @@ from factory.cli import main
 from factory.core.record import Record
 from filters.decontaminate.decontaminate import Decontaminate
 from filters.decontaminate.ngram_index import NgramIndex
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
-from tests.test_filter_command import write_input
+from tests.helpers.datafiles import read_jsonl, write_input
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 WORDS = ("harbour tide channel pilot vessel anchor current estuary beacon ledger cargo invoice clerk ferry "
          "lantern quarry orchard meadow furnace kettle saddle timber copper wagon thistle harvest").split()

@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, factory_cli, write_pipeline
-from tests.tiny_model import build_tiny_chat_model
+from tests.helpers.checkout import ROOT
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
 
 
 def outputs(out) -> tuple[str, str]:
@@ -30,11 +31,6 @@ def test_the_same_dataset_whatever_the_window_and_the_timing(tmp_path, loopback)
         assert result.returncode == 0, result.stderr
         runs.append(outputs(out))
     assert runs[0] == runs[1] and runs[0][0].count("\n") > 0
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def test_the_in_process_teacher_gives_the_same_dataset_whatever_the_batch(tmp_path, tiny_model):

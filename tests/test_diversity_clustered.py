@@ -4,15 +4,16 @@ stage, against the exact selection; the same anywhere (thread counts, Ray); bad 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 from factory.core.record import Record
 from filters.diversity import clustered as dc
-from tests.conftest import ROOT, factory_cli, read_jsonl, write_pipeline
-from tests.test_diversity import minilm, stage_for  # noqa: F401 (a fixture)
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
+from tests.helpers.stages import diversity_stage
 
 SUBJECTS = ["the Roman Empire", "volcanoes", "chess openings", "photosynthesis", "the stock market", "jazz music",
             "black holes", "sourdough bread", "the French Revolution", "honey bees", "solar panels", "marathon training",
@@ -36,16 +37,17 @@ def records() -> list[Record]:
 
 
 def kept_ids(tmp_path, model, **options):
-    stage, rejected = stage_for(tmp_path, model=model, threshold=0.9, **options)  # the second finds the first's cache
+    # The second call finds the first's cache.
+    stage, rejected = diversity_stage(tmp_path, model=model, threshold=0.9, **options)
     kept = [r.id for r in stage(records())]
     return kept, rejected, stage.funnel()
 
 
-def test_the_stage_takes_its_input_as_a_stream_and_leaves_no_work_behind(tmp_path, minilm):  # noqa: F811
+def test_the_stage_takes_its_input_as_a_stream_and_leaves_no_work_behind(tmp_path, minilm):
     """Records and vectors go to disk, not memory: a generator in gives what a list gives,
     drops name their nearest kept record read back from disk, and the work folder goes."""
     listed, listed_rejected, _ = kept_ids(tmp_path, minilm, selection="clustered", clusters=3)
-    stage, rejected = stage_for(tmp_path, model=minilm, threshold=0.9, selection="clustered", clusters=3)
+    stage, rejected = diversity_stage(tmp_path, model=minilm, threshold=0.9, selection="clustered", clusters=3)
     streamed = [r.id for r in stage(r for r in records())]
     assert streamed == listed and len(streamed) == 3 * len(SUBJECTS)
     by_id = {r.id: r for r in records()}
@@ -55,7 +57,7 @@ def test_the_stage_takes_its_input_as_a_stream_and_leaves_no_work_behind(tmp_pat
     assert not list((tmp_path / "out").glob(".diversity-*"))
 
 
-def test_clustered_keeps_what_the_exact_walk_keeps_and_reports_its_agreement(tmp_path, minilm):  # noqa: F811
+def test_clustered_keeps_what_the_exact_walk_keeps_and_reports_its_agreement(tmp_path, minilm):
     exact, _, exact_funnel = kept_ids(tmp_path, minilm, selection="exact")
     kept, rejected, funnel = kept_ids(tmp_path, minilm, selection="clustered", clusters=4, probes=1)
     assert exact_funnel["selection"] == "exact"
@@ -91,9 +93,9 @@ def test_a_boundary_straddled_without_probes_is_seen_in_the_agreement():
     assert sorted(probed.selection.kept.tolist()) == list(range(400))  # the exact walk: every first of a pair
 
 
-def test_kcenter_clustered_covers_every_subject_and_agrees(tmp_path, minilm):  # noqa: F811
-    stage, _ = stage_for(tmp_path, model=minilm, method="kcenter", budget=len(SUBJECTS), selection="clustered",
-                         clusters=3)
+def test_kcenter_clustered_covers_every_subject_and_agrees(tmp_path, minilm):
+    stage, _ = diversity_stage(tmp_path, model=minilm, method="kcenter", budget=len(SUBJECTS), selection="clustered",
+                               clusters=3)
     kept = list(stage(records()))
     funnel = stage.funnel()
     assert funnel["selection"] == "clustered" and len(kept) == len(SUBJECTS)
@@ -101,7 +103,7 @@ def test_kcenter_clustered_covers_every_subject_and_agrees(tmp_path, minilm):  #
     assert 0.0 <= funnel["agreement"]["rate"] <= 1.0 and funnel["agreement"]["sample"] == len(records())
 
 
-def test_the_same_selection_whatever_the_thread_count(tmp_path, minilm):  # noqa: F811
+def test_the_same_selection_whatever_the_thread_count(tmp_path, minilm):
     import torch
 
     threads = torch.get_num_threads()
@@ -109,7 +111,7 @@ def test_the_same_selection_whatever_the_thread_count(tmp_path, minilm):  # noqa
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            stage, _ = stage_for(tmp_path, model=minilm, threshold=0.8, selection="clustered", clusters=5)
+            stage, _ = diversity_stage(tmp_path, model=minilm, threshold=0.8, selection="clustered", clusters=5)
             outcomes.append(([r.id for r in stage(records())], {k: v for k, v in stage.funnel().items()
                                                                if k not in ("embedded", "projection")}))
     finally:
@@ -132,7 +134,7 @@ def test_kmeans_is_the_same_in_chunks_and_whole():
     assert len(np.unique(labels)) == 12 and np.bincount(labels).max() < 3 * len(x) / 12
 
 
-def test_filter_command_reports_the_selection_in_run_json_and_card(tmp_path, minilm):  # noqa: F811
+def test_filter_command_reports_the_selection_in_run_json_and_card(tmp_path, minilm):
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(r.to_row()) + "\n" for r in records()))
     path = write_pipeline(tmp_path, filters=[{"type": "diversity", "model": minilm, "threshold": 0.9,
@@ -168,24 +170,13 @@ def test_bad_selection_options_exit_2_naming_the_key(tmp_path, options, words):
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
-def test_on_ray_the_clusters_are_tasks_with_the_in_process_result(tmp_path, minilm, cluster):  # noqa: F811
+def test_on_ray_the_clusters_are_tasks_with_the_in_process_result(tmp_path, minilm, cluster):
     from factory.config.pipeline import load_pipeline
     from filters import build_stages
     from filters.base import StageContext
 
     options = {"model": minilm, "threshold": 0.8, "selection": "clustered", "clusters": 5}
-    local, _ = stage_for(tmp_path, **options)
+    local, _ = diversity_stage(tmp_path, **options)
     here = [r.id for r in local(records())]
     # The same folder: the embeddings come from the cache the local run filled (the actor
     # pool is tested in test_ray.py); what runs on Ray here is the selection.

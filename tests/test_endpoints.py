@@ -6,8 +6,11 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
-from tests.test_resume import wait_for_rows
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.checkout import ROOT
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli, wait_for_rows
 
 
 def run_ok(path):
@@ -55,7 +58,7 @@ def test_one_replica_killed_mid_run_loses_nothing(tmp_path):
 
 
 def test_a_list_of_urls_is_checked(tmp_path, loopback):
-    from tests.conftest import assert_user_error
+    from tests.helpers.processes import assert_user_error
 
     url = loopback()
     for bad, words in (([], ["teacher.base_url", "non-empty list"]), ([url, url], ["listed twice"])):

@@ -8,13 +8,7 @@ import pytest
 
 from factory.tasks.asking import Unusable
 from factory.tasks.evol_instruct import content_words, judged_equal
-from tests.instruction_pipelines import (
-    SEED_INSTRUCTIONS,
-    evol_pipeline,
-    kept,
-    rejected,
-    run,
-)
+from tests.helpers.instruction_pipelines import SEED_INSTRUCTIONS, evol_pipeline, kept, rejected, run
 
 
 def test_each_seed_evolves_for_its_rounds_and_every_sample_is_kept_or_rejected(tmp_path, loopback):

@@ -10,7 +10,8 @@ import pytest
 from factory.cli import main
 from factory.config.pipeline import load_pipeline
 from factory.executors.shards import plan, shard_pipeline, share_limits
-from tests.conftest import assert_user_error, write_pipeline
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error
 
 
 @pytest.mark.parametrize("setting,words", [

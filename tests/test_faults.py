@@ -9,8 +9,11 @@ import pytest
 
 from factory.cli import main
 from factory.loopback import FAULT_KINDS
-from tests.conftest import factory_cli, loopback_process, read_jsonl, server_stats, write_pipeline
-from tests.test_resume import start_run, stored, wait_for_rows
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli, start_run, wait_for_rows
+from tests.helpers.run_store import stored
 
 KNOWN_REASONS = {"bad_response", "unparseable", "truncated", "too_few_pairs"}
 

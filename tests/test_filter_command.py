@@ -6,12 +6,12 @@ import collections
 import json
 
 import datasets
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from factory.cli import main
-from tests.conftest import assert_user_error, read_jsonl, write_pipeline
+from tests.helpers.datafiles import read_jsonl, write_input
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error
 
 # Four shapes of row, each with an exact copy (case and punctuation changed) to be dropped.
 ROWS = [
@@ -26,22 +26,6 @@ ROWS = [
     {"text": "Glaciers carve U-shaped valleys."},
     {"text": "glaciers carve u-shaped valleys"},
 ]
-
-
-def write_input(tmp_path, form: str, rows: list[dict]):
-    # Columnar files give every row every column: the ones a row lacks are null.
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows])
-    if form == "jsonl":
-        path = tmp_path / "in.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif form == "parquet":
-        path = tmp_path / "in.parquet"
-        pq.write_table(table, path)
-    else:
-        path = tmp_path / "saved"
-        datasets.Dataset(table).save_to_disk(str(path))
-    return path
 
 
 @pytest.mark.parametrize("form", ["jsonl", "parquet", "saved_dataset"])
@@ -95,7 +79,6 @@ def test_judge_through_filter_and_refiltering_keeps_scores(tmp_path, loopback):
     assert [r["id"] for r in again] == [r["id"] for r in kept]
     assert [r["metadata"]["judge_score"] for r in again] == [r["metadata"]["judge_score"] for r in kept]
     assert loopback.teacher.served == sent
-
 
 
 SOURCED = [

@@ -13,15 +13,9 @@ from filters.dedup.exact import ExactDedup
 from filters.heuristics.heuristics import Heuristics
 from filters.dedup.minhash import MinHashDedup
 from filters.dedup.minhash_signing import normalise
-from tests.conftest import read_jsonl, write_pipeline
-
-WORDS = ("river delta sediment flood plain current erosion basin channel estuary tide marsh salt fresh water "
-         "bank levee meander oxbow silt clay gravel sand dune wind storm surge wave harbour pier dock boat "
-         "crew cargo route chart depth sounding buoy light signal coast cliff rock reef shoal island").split()
-
-
-def doc(rng: random.Random, n: int = 90) -> list[str]:
-    return [rng.choice(WORDS) + str(rng.randint(0, 40)) for _ in range(n)]
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.records import WORDS, clustered_texts, doc, rec
 
 
 def shingles(text: str, n: int = 5) -> set:
@@ -32,10 +26,6 @@ def shingles(text: str, n: int = 5) -> set:
 def jaccard(a: str, b: str) -> float:
     x, y = shingles(a), shingles(b)
     return len(x & y) / len(x | y)
-
-
-def rec(i: int, text: str, **meta) -> Record:
-    return Record(f"r{i}", [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": text}], meta)
 
 
 def test_minhash_finds_planted_near_duplicates_and_drops_nothing_unlike():
@@ -73,23 +63,6 @@ class _Signature:
 
     def __len__(self):
         return len(self.hashvalues)
-
-
-def clustered_texts(seed: int, bases: int) -> list[str]:
-    """Documents with copies, edits of several strengths, edits of edits (chains whose
-    ends differ more than their links) and exact repeats, shuffled."""
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(bases):
-        family = [doc(rng, rng.choice([12, 40, 90]))]
-        for _ in range(rng.choice([0, 1, 3, 8, 30])):
-            words = list(rng.choice(family))
-            for _ in range(rng.choice([0, 1, 2, 4, 8])):
-                words[rng.randrange(len(words))] = rng.choice(WORDS) + "x"
-            family.append(words)
-        texts += [" ".join(w) for w in family]
-    rng.shuffle(texts)
-    return texts
 
 
 def reference_walk(sigs, threshold: float, order) -> dict[int, int]:
@@ -292,7 +265,7 @@ def test_language_check_keeps_only_the_listed_languages():
 def test_token_bounds_count_with_the_given_tokenizer(tmp_path):
     from transformers import AutoTokenizer
 
-    from tests.tiny_model import build_tiny_chat_model
+    from tests.helpers.tiny_models import build_tiny_chat_model
 
     folder = build_tiny_chat_model(tmp_path / "tiny")
     tok = AutoTokenizer.from_pretrained(folder)

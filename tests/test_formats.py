@@ -6,8 +6,9 @@ import json
 
 from factory.config.formats import FORMATS
 from factory.outputs.formats import reader
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
-from tests.test_dialogue import dialogue_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import dialogue_pipeline, write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 
 def assert_round_trip(out, formats):

@@ -10,7 +10,9 @@ import pytest
 from factory.inputs.chunking import chunk_text
 from factory.inputs.documents import html_to_text, read_documents
 from factory.tasks.grounded_qa import quote_found
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import grounded_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 PARAGRAPHS = [
     "Tides rise and fall twice a day on most coasts. The Moon's pull makes a bulge of water on the near side.",
@@ -56,12 +58,6 @@ def write_documents(folder):
         json.dumps({"id": "kelp", "text": "Kelp forests grow in cold, nutrient-rich water and can grow half a metre a day."}) + "\n"
         + json.dumps({"id": "krill", "text": "Krill are small crustaceans that feed on phytoplankton and feed whales in turn."}) + "\n")
     return docs
-
-
-def grounded_pipeline(folder, url, generate=None, **changes):
-    gen = {"task": "grounded_qa", "documents": "docs", "id_field": "id", "pairs_per_chunk": 2,
-           "chunking": {"size": 240, "overlap": 60, "min_chars": 40}, **(generate or {})}
-    return write_pipeline(folder, url, generate=gen, seeds={"persona": ["a student", "a sailor"]}, filters=[], **changes)
 
 
 def test_every_document_type_is_read_and_every_pair_traces_to_its_text(tmp_path, loopback):
@@ -119,7 +115,7 @@ def test_long_paragraphs_split_at_sentences_then_words_then_characters():
 def test_chunking_by_tokens_with_a_real_tokenizer(tmp_path, loopback):
     from transformers import AutoTokenizer
 
-    from tests.tiny_model import build_tiny_chat_model
+    from tests.helpers.tiny_models import build_tiny_chat_model
 
     folder = build_tiny_chat_model(tmp_path / "tiny")
     tokenizer = AutoTokenizer.from_pretrained(folder)

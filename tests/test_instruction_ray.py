@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import factory_cli, loopback_process, server_stats
-from tests.instruction_pipelines import evol_pipeline, outputs_of, run_info
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.instruction_pipelines import evol_pipeline, outputs_of, run_info
+from tests.helpers.processes import factory_cli
+from tests.helpers.ray_cluster import on_ray
 
 pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
-from tests.test_ray import cluster, on_ray  # noqa: F401  (the module's cluster fixture)
 
 
-def test_evol_instruct_shards_on_ray_give_the_single_process_dataset(tmp_path, cluster):  # noqa: F811
+def test_evol_instruct_shards_on_ray_give_the_single_process_dataset(tmp_path, cluster):
     with loopback_process("--slots", "8") as url:
         single = evol_pipeline(tmp_path / "single", url, count=24)
         assert factory_cli("run", str(single), "--quiet").returncode == 0

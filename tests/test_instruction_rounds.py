@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import loopback_process, server_stats
-from tests.instruction_pipelines import (
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.instruction_pipelines import (
     evol_pipeline,
     kept,
     magpie_pipeline,
@@ -15,7 +15,8 @@ from tests.instruction_pipelines import (
     run_info,
     self_instruct_pipeline,
 )
-from tests.test_resume import kill_after, stored
+from tests.helpers.processes import kill_after
+from tests.helpers.run_store import stored
 
 TASKS = {
     "evol_instruct": lambda folder, url: evol_pipeline(folder, url, count=24),

@@ -8,7 +8,7 @@ from factory.config.pipeline import load_pipeline
 from factory.core.record import Record
 from filters import StageContext, build_stages
 from filters.judge.judge import Unscorable, parse_score
-from tests.conftest import write_pipeline
+from tests.helpers.pipelines import write_pipeline
 
 # The judged answer names the reply the scripted judge gives it.
 SCRIPT = [

@@ -11,24 +11,15 @@ import signal
 import pytest
 
 from factory.cli import main
-from tests.conftest import (
-    factory_cli,
-    loopback_process,
-    read_jsonl,
-    server_stats,
-    write_pipeline,
-)
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli, start_factory
+from tests.helpers.ray_cluster import kill_a_running_shard, on_ray, wait_for_answers
+from tests.helpers.run_store import invocations
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
 
-from tests.test_ray import (
-    cluster,  # noqa: F401  (the module's Ray cluster)
-    kill_a_running_shard,
-    on_ray,
-    shard_invocations,
-    start,
-    wait_for_answers,
-)
 
 JUDGE = {"type": "judge", "min_score": 5}
 
@@ -45,7 +36,7 @@ def received(url) -> int:
     return sum(server_stats(url)["received"].values())
 
 
-def test_a_judge_in_four_shards_grades_as_one_process_and_a_rerun_sends_nothing(tmp_path, cluster):  # noqa: F811
+def test_a_judge_in_four_shards_grades_as_one_process_and_a_rerun_sends_nothing(tmp_path, cluster):
     with loopback_process("--slots", "8") as url:
         priced = {"input": 1.0, "output": 4.0}
         single = write_pipeline(tmp_path / "single", url, generate__count=40, filters=[JUDGE], teacher__price=priced)
@@ -70,11 +61,11 @@ def test_a_judge_in_four_shards_grades_as_one_process_and_a_rerun_sends_nothing(
         again = factory_cli("run", str(sharded), "--quiet", *on_ray(cluster), timeout=300)
         assert again.returncode == 0, again.stderr
         assert received(url) == 2 * paid
-    assert all(len(shard_invocations(s)) == 1 for s in shards)
+    assert all(len(invocations(s)) == 1 for s in shards)
     assert outputs(out)["data"] == expected["data"]
 
 
-def test_a_shard_killed_mid_grading_is_retried_alone_and_pays_nothing_twice(tmp_path, cluster):  # noqa: F811
+def test_a_shard_killed_mid_grading_is_retried_alone_and_pays_nothing_twice(tmp_path, cluster):
     count = 48
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"Question {i} about tides?",
@@ -84,7 +75,7 @@ def test_a_shard_killed_mid_grading_is_retried_alone_and_pays_nothing_twice(tmp_
         # One request in flight per shard (max_concurrency 4 split over 4 shards).
         path = write_pipeline(tmp_path, url, filters=[JUDGE], teacher__max_concurrency=4)
         out = tmp_path / "ray"
-        run = start("filter", str(path), "--input", str(source), "--out", str(out), *on_ray(cluster))
+        run = start_factory("filter", str(path), "--input", str(source), "--out", str(out), *on_ray(cluster))
         victim, stored_at_kill = kill_a_running_shard(out / "shards" / "judge-0", run, at_least=3)
         _, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
@@ -96,9 +87,9 @@ def test_a_shard_killed_mid_grading_is_retried_alone_and_pays_nothing_twice(tmp_
     # request in flight when it died went out twice.
     assert stored_at_kill >= 3
     assert count <= sent <= count + 1
-    assert [status for _, status in shard_invocations(victim)] == ["unended", "complete"]  # killed, then resumed
+    assert [status for _, status in invocations(victim)] == ["unended", "complete"]  # killed, then resumed
     others = [s for s in sorted((out / "shards" / "judge-0").iterdir()) if s != victim]
-    assert all([st for _, st in shard_invocations(s)] == ["complete"] for s in others)  # retried alone
+    assert all([st for _, st in invocations(s)] == ["complete"] for s in others)  # retried alone
     for name in ("data.jsonl", "rejected.jsonl"):
         assert (out / name).read_text() == (tmp_path / "local" / name).read_text()
     info = json.loads((out / "run.json").read_text())
@@ -109,7 +100,7 @@ def test_a_shard_killed_mid_grading_is_retried_alone_and_pays_nothing_twice(tmp_
 SCRIPT = [(r"grade-(\d+)", r'{"rationale": "clear", "score": \1}'), (r"garbage", "I would rather not grade this.")]
 
 
-def test_records_graded_in_part_before_ask_only_their_next_attempt(tmp_path, loopback, cluster):  # noqa: F811
+def test_records_graded_in_part_before_ask_only_their_next_attempt(tmp_path, loopback, cluster):
     """A local judge ran with max_attempts 2; the same folder on Ray with max_attempts 3
     asks only each ungradable record's third attempt (its shard replays the first two),
     and ends as a local rerun would, usage included."""
@@ -144,7 +135,7 @@ def test_records_graded_in_part_before_ask_only_their_next_attempt(tmp_path, loo
     assert lower["funnel"]["kept"] > again["funnel"]["kept"]
 
 
-def test_judge_shards_meeting_an_outage_stop_as_incomplete_and_a_rerun_finishes(tmp_path, cluster):  # noqa: F811
+def test_judge_shards_meeting_an_outage_stop_as_incomplete_and_a_rerun_finishes(tmp_path, cluster):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
                               for i in range(6)))
@@ -163,14 +154,14 @@ def test_judge_shards_meeting_an_outage_stop_as_incomplete_and_a_rerun_finishes(
     assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) + len(read_jsonl(tmp_path / "out" / "rejected.jsonl")) == 6
 
 
-def test_a_signal_while_shards_grade_drains_them_and_a_local_rerun_resumes(tmp_path, cluster):  # noqa: F811
+def test_a_signal_while_shards_grade_drains_them_and_a_local_rerun_resumes(tmp_path, cluster):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
                               for i in range(24)))
     with loopback_process("--slots", "2", "--latency-median", "0.2") as url:
         path = write_pipeline(tmp_path, url, filters=[JUDGE], teacher__max_concurrency=2)
         args = ["filter", str(path), "--input", str(source), "--out", str(tmp_path / "out")]
-        run = start(*args, *on_ray(cluster, shards=2))
+        run = start_factory(*args, *on_ray(cluster, shards=2))
         wait_for_answers(tmp_path / "out" / "shards" / "judge-0", run, 2)
         run.send_signal(signal.SIGINT)
         _, stderr = run.communicate(timeout=120)

@@ -7,21 +7,11 @@ import collections
 import json
 
 from factory.cli import main
-from tests.conftest import assert_user_error, read_jsonl, write_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import KEEP_SCRIPT, keep_pipeline, write_pipeline
+from tests.helpers.processes import assert_user_error
 
-# The rubric shows the judge stand-in the record's cell and index; it fails half of the
-# volcano samples (the even ones) and passes everything else.
-RUBRIC = "Grade topic={{ metadata.seed.topic }} sample={{ metadata.sample_index }}: {{ answer }}"
-SCRIPT = [(r"topic=volcanoes sample=\d*[02468]:", '{"rationale": "off", "score": 1}'),
-          (r"topic=", '{"rationale": "fine", "score": 9}')]
 TOPICS = ["tides", "volcanoes", "glaciers", "coral reefs"]
-
-
-def keep_pipeline(tmp_path, url, **changes):
-    (tmp_path / "prompts" / "judge").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "prompts" / "judge" / "cells.j2").write_text(RUBRIC)
-    return write_pipeline(tmp_path, url, generate__keep=12, generate__balance="topic",
-                          filters=[{"type": "judge", "min_score": 5, "rubric": "judge/cells.j2"}], **changes)
 
 
 def metadata(row):
@@ -30,7 +20,7 @@ def metadata(row):
 
 
 def test_balanced_keep_tops_up_the_short_cell_and_ends_exact(tmp_path, loopback):
-    url = loopback(replies=SCRIPT)
+    url = loopback(replies=KEEP_SCRIPT)
     path = keep_pipeline(tmp_path, url)
     assert main(["run", str(path), "--quiet"]) == 0
     out = tmp_path / "out"
@@ -62,7 +52,7 @@ def test_balanced_keep_tops_up_the_short_cell_and_ends_exact(tmp_path, loopback)
 
 
 def test_same_dataset_whatever_the_window(tmp_path, loopback):
-    url = loopback(replies=SCRIPT)
+    url = loopback(replies=KEEP_SCRIPT)
     datasets = []
     for window in (1, 16):
         folder = tmp_path / f"w{window}"

@@ -20,7 +20,10 @@ import yaml
 from factory.config.pipeline import LaunchConfig, TeacherConfig
 from factory.core.errors import TeacherError
 from factory.teachers.launch import command_for, launched
-from tests.conftest import ROOT, factory_cli, read_jsonl, write_pipeline
+from tests.helpers.checkout import ROOT
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
 
 LOOPBACK = [sys.executable, "-m", "factory", "loopback", "--port", "{port}"]
 

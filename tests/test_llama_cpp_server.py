@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from factory.core.reasoning import has_thinking_tag
-from tests.conftest import factory_cli, read_jsonl
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.processes import factory_cli
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed (an optional extra: "
                     "pip install 'llama-cpp-python[server]'; it compiles llama.cpp)")

@@ -9,9 +9,8 @@ import json
 import pytest
 
 from factory.cli import main
-from tests.conftest import assert_user_error, factory_cli
-from tests.instruction_pipelines import kept, magpie_pipeline, rejected, run, run_info
-from tests.tiny_model import build_tiny_chat_model
+from tests.helpers.instruction_pipelines import kept, magpie_pipeline, rejected, run, run_info
+from tests.helpers.processes import assert_user_error, factory_cli
 
 
 def test_queries_come_from_the_pre_query_prefix_and_repeats_are_dropped_after_the_first(tmp_path, loopback):
@@ -103,11 +102,6 @@ def test_backends_and_settings_that_cannot_do_it_are_refused_before_anything_is_
     result = factory_cli("run", str(path), *extra, env={"MAGPIE_TEST_KEY": "sk-test"})
     assert_user_error(result.returncode, result.stderr, words)
     assert not (tmp_path / "out").exists()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))
 
 
 def test_in_process_the_prefix_comes_from_the_models_own_template(tmp_path, tiny_model, capsys):

@@ -8,7 +8,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 PEOPLE = [
     {"name": "Ada", "age": 36},
@@ -124,7 +126,7 @@ def test_the_card_loads_the_kept_records_whatever_the_formats(tmp_path, loopback
 def test_the_run_folder_carries_its_pipeline_and_push_works_from_anywhere(tmp_path, loopback, monkeypatch):
     from factory.outputs import push
     from factory.cli import main
-    from tests.test_push import RecordingHub
+    from tests.helpers.hub import RecordingHub
 
     monkeypatch.setenv("HF_TOKEN", "hf_test_token_never_written_0123456789")
     recorder = RecordingHub()

@@ -14,7 +14,8 @@ import pytest
 
 from factory import __version__
 from factory.core.resources import shipped_pipelines
-from tests.conftest import ROOT, assert_user_error, factory_cli
+from tests.helpers.checkout import ROOT
+from tests.helpers.processes import assert_user_error, factory_cli
 
 # What a wheel is built from (a copy, so the build leaves nothing in the checkout).
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "factory", "filters", "prompts", "pipelines")

@@ -12,9 +12,9 @@ import yaml
 from factory.cli import main
 from factory.core.record import Record
 from filters.pii.pii import Pii
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
-from tests.test_filter_command import write_input
-from tests.test_grounded_qa import grounded_pipeline
+from tests.helpers.datafiles import read_jsonl, write_input
+from tests.helpers.pipelines import grounded_pipeline, write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 PLANTED = [
     ("email", "Write to maria.lopez+orders@mail.example.org for a refund.", "maria.lopez+orders@mail.example.org"),
@@ -210,7 +210,7 @@ def test_grounded_run_redacts_answers_quotes_and_the_passage_in_metadata(tmp_pat
 
 @pytest.fixture(scope="module")
 def tiny_ner(tmp_path_factory):
-    from tests.tiny_ner import build_tiny_ner_model
+    from tests.helpers.tiny_models import build_tiny_ner_model
 
     return build_tiny_ner_model(tmp_path_factory.mktemp("ner"))
 

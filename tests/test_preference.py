@@ -12,26 +12,9 @@ import yaml
 from factory.cli import main
 from factory.tasks.asking import Unusable
 from factory.tasks.preference import parse_verdict
-from tests.conftest import assert_user_error, factory_cli, read_jsonl
-
-PROMPTS = ["How do I store winter squash?", "Explain crop rotation to a child.", "Why do tomatoes split?",
-           "What is a cover crop for?", "How deep should garlic be planted?", "When should I prune apple trees?"]
-
-
-def write_preference(folder: Path, url: str, **generate) -> Path:
-    (folder / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    config = {
-        "name": "test-pref",
-        "seed": 5,
-        "teacher": {"backend": "openai", "model": "loopback", "base_url": url, "timeout": 10, "max_retries": 2},
-        "seeds": {"prompt": {"file": "prompts.txt"}},
-        "generate": {"task": "preference", "count": 6, "combine": "product",
-                     "templates": {"system": "preference/system.j2"}, **generate},
-        "output": {"dir": str(folder / "out"), "formats": ["jsonl", "parquet", "openai"]},
-    }
-    path = folder / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import PREFERENCE_PROMPTS, write_preference
+from tests.helpers.processes import assert_user_error, factory_cli
 
 
 def rejected_rows(out: Path) -> list[dict]:
@@ -51,7 +34,7 @@ def test_pairs_are_trl_conversational_rows_with_scores_and_margin(tmp_path, loop
     for row in ds:
         # TRL's explicit form: the prompt as messages, each answer one assistant message.
         assert [m["role"] for m in row["prompt"]] == ["system", "user"]
-        assert row["prompt"][1]["content"] in PROMPTS
+        assert row["prompt"][1]["content"] in PREFERENCE_PROMPTS
         assert [m["role"] for m in row["chosen"]] == [m["role"] for m in row["rejected"]] == ["assistant"]
         assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
         meta = row["metadata"]
@@ -98,7 +81,7 @@ def test_a_verdict_missing_a_score_is_retried_then_rejected(tmp_path, loopback):
     missing = [r for r in rejected_rows(tmp_path / "out") if r["reason"] == "missing_score"]
     assert len(missing) == 2
     assert all("no score for candidate B" in r["detail"] and "2 attempts" in r["detail"] for r in missing)
-    assert {r["messages"][-1]["content"] for r in missing} == {PROMPTS[2], PROMPTS[4]}
+    assert {r["messages"][-1]["content"] for r in missing} == {PREFERENCE_PROMPTS[2], PREFERENCE_PROMPTS[4]}
 
 
 def test_identical_candidates_are_rejected_not_paired(tmp_path, loopback):

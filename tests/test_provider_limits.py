@@ -8,7 +8,10 @@ from email.utils import format_datetime
 import pytest
 
 from factory.teachers.limits import RateLimiter, retry_after
-from tests.conftest import factory_cli, read_jsonl, server_stats, write_pipeline
+from factory.loopback.process import server_stats
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
 
 
 def test_retry_after_holds_every_request_for_the_whole_window(tmp_path, loopback):

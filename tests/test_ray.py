@@ -7,57 +7,18 @@ One cluster for the module (Ray takes seconds to start); the runs are the real
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
-import time
 
 import pytest
 
-from tests.conftest import (
-    ROOT,
-    factory_cli,
-    loopback_process,
-    read_jsonl,
-    server_stats,
-    write_pipeline,
-)
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli, start_factory
+from tests.helpers.ray_cluster import kill_a_running_shard, on_ray, wait_for_answers
+from tests.helpers.run_store import invocations
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    # Workers start from the raylet's environment: they import this checkout's factory.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    os.environ["HF_HUB_OFFLINE"] = "1"  # the embedding actors load the test model from disk
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-
-
-def on_ray(address: str, shards: int = 4) -> list[str]:
-    return ["--set", "executor.type=ray", "--set", f"executor.shards={shards}", "--set", f"executor.address={address}"]
-
-
-def shard_requests(shard) -> int:
-    db = sqlite3.connect(str(shard / "run.sqlite"))
-    try:
-        return db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-    finally:
-        db.close()
-
-
-def shard_invocations(shard) -> list[tuple[int, str]]:
-    """(pid, status) of each invocation of a shard: "unended" while it runs, or when it was killed."""
-    db = sqlite3.connect(str(shard / "run.sqlite"))
-    try:
-        rows = db.execute("SELECT pid, status, ended FROM invocations ORDER BY id").fetchall()
-        return [(pid, "unended" if ended is None else status) for pid, status, ended in rows]
-    finally:
-        db.close()
 
 
 def test_four_shards_on_ray_give_the_single_process_dataset(tmp_path, cluster):
@@ -79,7 +40,7 @@ def test_four_shards_on_ray_give_the_single_process_dataset(tmp_path, cluster):
     # Done shards are never run again: a rerun merges nothing new and sends nothing.
     again = factory_cli("run", str(sharded), "--quiet", *on_ray(cluster), timeout=300)
     assert again.returncode == 0, again.stderr
-    assert all(len(shard_invocations(s)) == 1 for s in shards)
+    assert all(len(invocations(s)) == 1 for s in shards)
 
 
 def test_a_killed_shard_is_retried_alone_and_pays_nothing_twice(tmp_path, cluster):
@@ -89,7 +50,7 @@ def test_a_killed_shard_is_retried_alone_and_pays_nothing_twice(tmp_path, cluste
         path = write_pipeline(tmp_path / "killed", url, generate__count=count, generate__pairs_per_request=1,
                               teacher__max_concurrency=4)
         out = tmp_path / "killed" / "out"
-        run = start("run", str(path), *on_ray(cluster))
+        run = start_factory("run", str(path), *on_ray(cluster))
         victim, stored_at_kill = kill_a_running_shard(out / "shards", run, at_least=3)
         stdout, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
@@ -99,9 +60,9 @@ def test_a_killed_shard_is_retried_alone_and_pays_nothing_twice(tmp_path, cluste
     # request in flight when the worker died went out twice.
     assert stored_at_kill >= 3
     assert count <= sum(received.values()) <= count + 1
-    assert [status for _, status in shard_invocations(victim)] == ["unended", "complete"]  # killed, then resumed
+    assert [status for _, status in invocations(victim)] == ["unended", "complete"]  # killed, then resumed
     others = [s for s in sorted((out / "shards").iterdir()) if s != victim]
-    assert all([st for _, st in shard_invocations(s)] == ["complete"] for s in others)  # retried alone
+    assert all([st for _, st in invocations(s)] == ["complete"] for s in others)  # retried alone
 
     rows = read_jsonl(out / "data.jsonl")
     assert len(rows) == count and len({r["id"] for r in rows}) == count
@@ -116,7 +77,7 @@ def test_a_signal_drains_the_shards_and_a_rerun_pays_nothing_twice(tmp_path, clu
     with loopback_process("--slots", "2", "--latency-median", "0.2") as url:
         path = write_pipeline(tmp_path, url, generate__count=count, generate__pairs_per_request=1,
                               teacher__max_concurrency=2)
-        run = start("run", str(path), *on_ray(cluster, shards=2))
+        run = start_factory("run", str(path), *on_ray(cluster, shards=2))
         wait_for_answers(tmp_path / "out" / "shards", run, 2)
         run.send_signal(signal.SIGINT)
         _, stderr = run.communicate(timeout=120)
@@ -128,54 +89,8 @@ def test_a_signal_drains_the_shards_and_a_rerun_pays_nothing_twice(tmp_path, clu
     assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == count
 
 
-def start(*args):
-    """`factory ARGS --quiet` in a child process, running on."""
-    import subprocess
-    import sys
-
-    return subprocess.Popen([sys.executable, "-m", "factory", *args, "--quiet"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def kill_a_running_shard(shards, run, at_least: int, limit: float = 120):
-    """SIGKILL the worker process of the first shard in the folder `shards` seen with
-    `at_least` stored answers and its invocation still running; returns its folder and
-    how many answers it had stored."""
-    deadline = time.monotonic() + limit
-    seen = {}
-    while time.monotonic() < deadline:
-        assert run.poll() is None, f"the run finished before a shard could be killed ({seen}); make it longer"
-        for shard in sorted(shards.glob("0*")) if shards.exists() else []:
-            try:
-                running = [pid for pid, status in shard_invocations(shard) if status == "unended"]
-                stored = shard_requests(shard)
-            except sqlite3.OperationalError:
-                continue  # not created yet
-            seen[shard.name] = (running, stored)
-            if running and stored >= at_least and not (shard / "done.json").exists():
-                os.kill(running[-1], signal.SIGKILL)
-                return shard, shard_requests(shard)
-        time.sleep(0.05)
-    raise AssertionError("no shard reached the size to kill it at")
-
-
-def wait_for_answers(shards, run, at_least: int, limit: float = 120) -> None:
-    """Until some shard in the folder `shards` has stored `at_least` answers."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert run.poll() is None, "the run finished first; make it longer"
-        for shard in sorted(shards.glob("0*")) if shards.exists() else []:
-            try:
-                if shard_requests(shard) >= at_least:
-                    return
-            except sqlite3.OperationalError:
-                pass  # not created yet
-        time.sleep(0.05)
-    raise AssertionError("no shard stored enough answers")
-
-
 def corpus(records: int):
-    from tests.test_filters import clustered_texts, rec
+    from tests.helpers.records import clustered_texts, rec
 
     texts = clustered_texts(9, records // 8)
     return [rec(i, t, judge_score=i % 7) for i, t in enumerate(texts)]
@@ -270,10 +185,11 @@ def test_embeddings_from_an_actor_pool_select_as_one_process_and_fill_the_same_c
     from factory.config.pipeline import load_pipeline
     from filters import build_stages
     from filters.base import StageContext
-    from tests.test_diversity import stage_for, topic_records
+    from tests.helpers.records import topic_records
+    from tests.helpers.stages import diversity_stage
 
     model = str(gt.get_model_path())
-    local, _ = stage_for(tmp_path / "local", model=model, budget=4)
+    local, _ = diversity_stage(tmp_path / "local", model=model, budget=4)
     path = write_pipeline(tmp_path / "ray", filters=[{"type": "diversity", "model": model, "budget": 4}],
                           executor__type="ray", executor__address=cluster)
     pipeline = load_pipeline(path)
@@ -282,7 +198,7 @@ def test_embeddings_from_an_actor_pool_select_as_one_process_and_fill_the_same_c
     assert [r.id for r in distributed(topic_records())] == [r.id for r in local(topic_records())]
     assert distributed.embedded == 12
     # A local run over the same folder finds every vector in the cache the pool filled.
-    again, _ = stage_for(tmp_path / "ray", model=model, budget=4)
+    again, _ = diversity_stage(tmp_path / "ray", model=model, budget=4)
     list(again(topic_records()))
     assert again.embedded == 0
 
@@ -305,9 +221,9 @@ def test_shards_meeting_an_outage_stop_the_run_as_incomplete_and_a_rerun_finishe
 def test_top_up_rounds_on_ray_give_the_single_process_dataset(tmp_path, cluster, loopback):
     """generate.keep with balance: later rounds add units; their shards are slices of the
     grown unit list, and the dataset is still the one-process dataset."""
-    from tests.test_keep import SCRIPT, keep_pipeline
+    from tests.helpers.pipelines import KEEP_SCRIPT, keep_pipeline
 
-    url = loopback(replies=SCRIPT)
+    url = loopback(replies=KEEP_SCRIPT)
     single = keep_pipeline(tmp_path / "single", url)
     assert factory_cli("run", str(single), "--quiet").returncode == 0
     sharded = keep_pipeline(tmp_path / "sharded", url)

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from factory.core.reasoning import has_thinking_tag, split_thinking
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
-from tests.test_dialogue import dialogue_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import dialogue_pipeline, write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 PRICE = {"input": 1000.0, "output": 2000.0, "cached_input": 100.0}
 

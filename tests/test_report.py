@@ -6,26 +6,15 @@ import json
 import pickle
 import random
 import re
-import shutil
-import subprocess
 
 import pytest
 
 from factory.outputs import charts
 from factory.outputs.report import SAMPLES, KeptSummary, RejectedSummary, _column_batches, _median, build_report
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def browse(page, screenshot) -> tuple[str, str]:
-    """Load `page` in headless Chromium: (the DOM after scripts ran, the browser's log)."""
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-             "--window-size=1100,6000"]
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
-    shot = subprocess.run([*flags, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, text=True,
-                          timeout=120)
-    return dom.stdout, dom.stderr + shot.stderr
+from tests.helpers.browser import CHROMIUM, browse
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 
 def run_dialogues(tmp_path, url):

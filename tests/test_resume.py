@@ -3,49 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 
-from tests.conftest import ROOT, factory_cli, loopback_process, server_stats, write_pipeline
-
-
-def stored(out_dir) -> int:
-    """Answers in the run's store."""
-    db = sqlite3.connect(str(out_dir / "run.sqlite"))
-    try:
-        return db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-    finally:
-        db.close()
-
-
-def wait_for_rows(out_dir, rows: int, proc, limit: float = 60) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-        if (out_dir / "run.sqlite").exists():
-            try:
-                if stored(out_dir) >= rows:
-                    return
-            except sqlite3.OperationalError:
-                pass  # the table is not there yet
-        time.sleep(0.01)
-    raise AssertionError("the store never reached the expected size")
-
-
-def start_run(path, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "factory", "run", str(path), "--quiet", *extra], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def kill_after(path, out_dir, rows: int) -> None:
-    """Run the pipeline at `path` in its own process and SIGKILL it once `rows` answers are stored."""
-    proc = start_run(path)
-    wait_for_rows(out_dir, rows, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli, kill_after
+from tests.helpers.run_store import stored
 
 
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):

@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from factory.cli import main
-from tests.conftest import ROOT, factory_cli, read_jsonl, write_pipeline
+from tests.helpers.checkout import ROOT
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
 
 
 def test_run_writes_the_documented_layout(tmp_path, loopback, capsys):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import factory_cli, write_pipeline
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
 
 KEY = "sk-factory-test-0123456789abcdefSECRET"
 

@@ -9,14 +9,8 @@ import re
 import pytest
 
 from factory.tasks.self_instruct import split_instructions
-from tests.conftest import assert_user_error, factory_cli
-from tests.instruction_pipelines import (
-    SEED_TASKS,
-    kept,
-    rejected,
-    run,
-    self_instruct_pipeline,
-)
+from tests.helpers.instruction_pipelines import SEED_TASKS, kept, rejected, run, self_instruct_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli
 
 
 def lcs_rouge(a: str, b: str) -> float:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 from factory.teachers.server_load import ServerLoad, metrics_url, next_window, parse_metrics, queue_target
-from tests.conftest import factory_cli, read_jsonl, write_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
 
 VLLM_V1 = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.

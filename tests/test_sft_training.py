@@ -7,13 +7,7 @@ import math
 
 import pytest
 
-from tests.instruction_pipelines import (
-    evol_pipeline,
-    magpie_pipeline,
-    run,
-    self_instruct_pipeline,
-)
-from tests.tiny_model import build_tiny_chat_model
+from tests.helpers.instruction_pipelines import evol_pipeline, magpie_pipeline, run, self_instruct_pipeline
 
 trl = pytest.importorskip("trl", reason="TRL is not installed (pip install trl; it is in the test extra)")
 
@@ -22,11 +16,6 @@ PIPELINES = {
     "self_instruct": lambda folder, url: self_instruct_pipeline(folder, url, count=15),
     "magpie": lambda folder, url: magpie_pipeline(folder, url, count=8, system_prompt="You are a patient tutor."),
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-sft-model"))
 
 
 @pytest.mark.parametrize("task", PIPELINES)

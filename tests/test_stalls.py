@@ -17,7 +17,8 @@ from factory.core.errors import BadResponse, OversizedAnswer, TeacherError
 from factory.loopback import EXTRA_FAULT_KINDS, FAULT_KINDS, LoopbackOptions
 from factory.teachers import Request, make_teacher
 from factory.teachers.request_bounds import answer_byte_cap, capped_window, fd_cap, request_timeout
-from tests.conftest import loopback_process, server_stats, write_pipeline
+from factory.loopback.process import loopback_process, server_stats
+from tests.helpers.pipelines import write_pipeline
 
 ASK = Request(messages=[{"role": "user", "content": "Write one question about tides."}])
 

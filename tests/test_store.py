@@ -21,8 +21,10 @@ from factory.store.run_store import RunStore, request_key
 from factory.tasks.base import request_seed
 from factory.teachers.base import Completion, Request
 from factory.teachers.openai_teacher import OpenAITeacher
-from tests.conftest import assert_user_error, factory_cli, read_jsonl, write_pipeline
-from tests.test_resume import start_run, stored, wait_for_rows
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import assert_user_error, factory_cli, start_run, wait_for_rows
+from tests.helpers.run_store import stored
 
 
 def received(teacher) -> int:

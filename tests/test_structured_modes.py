@@ -7,7 +7,9 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import factory_cli, read_jsonl, write_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
+from tests.helpers.processes import factory_cli
 
 
 def settings(out) -> dict:

@@ -5,16 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import pytest
 
 from factory.cli import main
-from tests.conftest import read_jsonl, write_pipeline
-from tests.tiny_model import build_tiny_chat_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
 
 
 def test_local_model_runs_the_pipeline_end_to_end(tmp_path, tiny_model):

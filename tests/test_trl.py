@@ -10,7 +10,7 @@ import datasets
 import pytest
 
 from factory.cli import main
-from tests.test_preference import write_preference
+from tests.helpers.pipelines import write_preference
 
 trl = pytest.importorskip("trl", reason="trl is not installed (pip install -e '.[test]')")
 

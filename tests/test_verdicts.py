@@ -7,7 +7,8 @@ import json
 import sqlite3
 
 from factory.cli import main
-from tests.conftest import read_jsonl, write_pipeline
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import write_pipeline
 
 SCRIPT = [(r"grade-(\d+)", r'{"rationale": "fine", "score": \1}')]
 

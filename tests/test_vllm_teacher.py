@@ -12,8 +12,9 @@ import pytest
 from factory.config.pipeline import TeacherConfig
 from factory.teachers.base import Request
 from factory.teachers.in_process.vllm_teacher import engine_kwargs, sampling_kwargs
-from tests.conftest import factory_cli, read_jsonl, write_pipeline
-from tests.test_dialogue import dialogue_pipeline, exchanges
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.pipelines import dialogue_pipeline, exchanges, write_pipeline
+from tests.helpers.processes import factory_cli
 
 STAND_IN = '''
 """A stand-in for vLLM's offline API, written by the test: answers like the loopback teacher."""
@@ -136,7 +137,7 @@ def test_dialogues_on_the_offline_engine(tmp_path):
 
 
 def test_magpie_queries_are_raw_completions_of_the_offline_engine(tmp_path):
-    from tests.instruction_pipelines import magpie_pipeline
+    from tests.helpers.instruction_pipelines import magpie_pipeline
 
     env, log = stand_in(tmp_path)
     path = magpie_pipeline(tmp_path, "unused", {"backend": "vllm", "base_url": None}, count=20)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from factory.compare import metrics, topics
 from factory.compare.sides import read_side
 from factory.inputs.records import iter_records
-from tests.test_compare import EVEN, qa_rows
+from tests.helpers.topic_qa import EVEN, qa_rows
 
 
 def reading(rows: list[int], sample: int) -> None:

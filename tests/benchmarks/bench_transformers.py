@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.tiny_model import build_tiny_chat_model  # noqa: E402
+from tests.helpers.tiny_models import build_tiny_chat_model  # noqa: E402
 
 from factory.config.pipeline import TeacherConfig  # noqa: E402
 from factory.teachers.base import Request  # noqa: E402

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT, factory_cli, read_jsonl
+from tests.helpers.checkout import ROOT
+from tests.helpers.datafiles import read_jsonl
+from tests.helpers.processes import factory_cli
 
 SEED_INSTRUCTIONS = [
     "Explain why bread dough needs to rest before baking.",
