@@ -60,6 +60,14 @@ class Task(abc.ABC):
     seeds: SeedSpace
     library: Any = None  # the TemplateLibrary they were loaded from (set by make_task)
 
+    def __init__(self, pipeline: Any, seeds: SeedSpace):
+        """What every generation task keeps of its pipeline: its `generate:` keys (`cfg`),
+        the name and seed its ids and sampling derive from, and the seed space it walks."""
+        self.cfg = pipeline.config.generate
+        self.pipeline_name = pipeline.config.name
+        self.pipeline_seed = pipeline.config.seed
+        self.seeds = seeds
+
     @abc.abstractmethod
     def units(self) -> int:
         """How many units the run needs for the requested count."""

@@ -107,12 +107,9 @@ class DialogueTask(Task):
     multi_turn = True
 
     def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
-        cfg: DialogueGenerate = pipeline.config.generate
-        self.cfg = cfg
-        self.pipeline_name = pipeline.config.name
-        self.pipeline_seed = pipeline.config.seed
+        super().__init__(pipeline, seeds)
+        cfg: DialogueGenerate = self.cfg
         self.reasoning = pipeline.config.output.reasoning
-        self.seeds = seeds
         self.where = f"{pipeline.path}: generate"
         provided = set(seeds.names) | TEMPLATE_VARIABLES
         used = {"assistant_system"} | ({"single_call"} if cfg.mode == "single_call" else {"user_system", "user_opening"})

@@ -74,11 +74,8 @@ class EvolInstructTask(MultiSampleTask):
     name = "evol_instruct"
 
     def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
-        cfg: EvolInstructGenerate = pipeline.config.generate
-        self.cfg = cfg
-        self.pipeline_name = pipeline.config.name
-        self.pipeline_seed = pipeline.config.seed
-        self.seeds = seeds
+        super().__init__(pipeline, seeds)
+        cfg: EvolInstructGenerate = self.cfg
         self.samples_per_unit = cfg.rounds
         if SEED_VARIABLE not in seeds.names:
             raise ConfigError(f"{pipeline.path}: seeds.{SEED_VARIABLE}: evol_instruct evolves the seed variable "

@@ -105,12 +105,9 @@ class MagpieTask(Task):
     name = "magpie"
 
     def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
-        cfg: MagpieGenerate = pipeline.config.generate
+        super().__init__(pipeline, seeds)
+        cfg: MagpieGenerate = self.cfg
         refuse_shards(pipeline, "magpie", "each query is deduplicated against every earlier one")
-        self.cfg = cfg
-        self.pipeline_name = pipeline.config.name
-        self.pipeline_seed = pipeline.config.seed
-        self.seeds = seeds
         where = f"{pipeline.path}: generate"
         self.templates = {role: library.load(name, set(seeds.names), where=f"{where}.templates.{role}")
                           for role, name in cfg.templates.items()}

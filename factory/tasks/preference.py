@@ -101,11 +101,8 @@ class PreferenceTask(Task):
     pairs = True
 
     def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
-        cfg: PreferenceGenerate = pipeline.config.generate
-        self.cfg = cfg
-        self.pipeline_name = pipeline.config.name
-        self.pipeline_seed = pipeline.config.seed
-        self.seeds = seeds
+        super().__init__(pipeline, seeds)
+        cfg: PreferenceGenerate = self.cfg
         self.where = f"{pipeline.path}: generate"
         provided = set(seeds.names)
         self.templates = {role: library.load(name, provided, where=f"{self.where}.templates.{role}")

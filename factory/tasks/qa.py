@@ -62,13 +62,10 @@ class QATask(MultiSampleTask):
     schema_name = "qa_pairs"
 
     def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
-        cfg = pipeline.config.generate
-        self.pipeline_name = pipeline.config.name
-        self.cfg = cfg
-        self.seeds = seeds
+        super().__init__(pipeline, seeds)
+        cfg = self.cfg
         self.k = self.pairs_per_unit()
         self.samples_per_unit = self.k
-        self.pipeline_seed = pipeline.config.seed
         self.reasoning = pipeline.config.output.reasoning
         self.schema = self.make_schema()
         where = f"{pipeline.path}: generate.templates"

@@ -142,12 +142,9 @@ class SelfInstructTask(MultiSampleTask):
     name = "self_instruct"
 
     def __init__(self, pipeline: PipelineFile, seeds: SeedSpace, library: TemplateLibrary):
-        cfg: SelfInstructGenerate = pipeline.config.generate
+        super().__init__(pipeline, seeds)
+        cfg: SelfInstructGenerate = self.cfg
         refuse_shards(pipeline, "self_instruct", "each round's prompts sample the pool the rounds before grew")
-        self.cfg = cfg
-        self.pipeline_name = pipeline.config.name
-        self.pipeline_seed = pipeline.config.seed
-        self.seeds = seeds
         self.k = cfg.instructions_per_request
         self.samples_per_unit = self.k
         self.seed_path = pipeline.resolve(cfg.seed_tasks)
