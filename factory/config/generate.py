@@ -19,7 +19,7 @@ def _fill_defaults(given: dict[str, str], defaults: dict[str, str]) -> dict[str,
 
 
 class QAGenerate(Sizing):
-    task: Literal["qa"] = "qa"
+    task: str = "qa"  # which task: the TASKS table routes by it (factory/config/tasks.py)
     pairs_per_request: int = Field(3, ge=1, le=50)
     combine: Literal["product", "sample"] = "sample"
     templates: dict[Literal["system", "user"], str] = Field(
@@ -82,7 +82,7 @@ DIALOGUE_TEMPLATES = {
 
 
 class DialogueGenerate(Sizing):
-    task: Literal["dialogue"]
+    task: str
     # turns: one request per turn, user simulator and assistant in alternation;
     # single_call: the whole conversation as JSON in one request (cheaper, less varied).
     mode: Literal["turns", "single_call"] = "turns"
@@ -150,7 +150,7 @@ class Chunking(Strict):
 
 
 class GroundedQAGenerate(Sizing):
-    task: Literal["grounded_qa"]
+    task: str
     # A folder (read recursively), a file, or a glob, or a list of them; relative paths
     # are taken from the pipeline file's folder.
     documents: str | list[str]
@@ -211,7 +211,7 @@ PREFERENCE_TEMPLATES = {"user": "preference/user.j2"}
 
 
 class PreferenceGenerate(Sizing):
-    task: Literal["preference"]
+    task: str
     # count: prompts to request, each ending as one chosen/rejected pair or one rejection.
     # 2-4 candidate answers per prompt, each written by the pipeline's teacher with these
     # `teacher:` keys changed: a temperature of its own, or another model or endpoint.

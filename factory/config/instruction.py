@@ -45,7 +45,7 @@ class EvolElimination(Strict):
 class EvolInstructGenerate(Sizing):
     """`count`: evolved instructions to request, `rounds` per seed instruction."""
 
-    task: Literal["evol_instruct"]
+    task: str
     rounds: int = Field(4, ge=1, le=20)
     # Relative weights of the evolutions; 0 turns one off.
     methods: dict[Literal[tuple(EVOL_METHODS)], float] = Field(default_factory=lambda: dict.fromkeys(EVOL_METHODS, 1.0))
@@ -83,7 +83,7 @@ SELF_INSTRUCT_BLOCKED = ["image", "images", "graph", "graphs", "picture", "pictu
 class SelfInstructGenerate(Sizing):
     """`count`: new instructions to request."""
 
-    task: Literal["self_instruct"]
+    task: str
     # Human-written seed tasks, JSON lines: {"instruction", "instances": [{"input", "output"}],
     # "is_classification"} (the Self-Instruct paper's format).
     seed_tasks: str
@@ -127,7 +127,7 @@ PRE_QUERY_PRESETS = ("chatml", "llama3", "phi3", "gemma", "mistral")
 class MagpieGenerate(Sizing):
     """`count`: queries to request."""
 
-    task: Literal["magpie"]
+    task: str
     # How the user's turn opens: a preset for the model's family, the text itself, or a
     # tokenizer (local folder or cached Hub id) whose chat template says. Without any,
     # in-process backends use the teacher model's own template.

@@ -2,9 +2,11 @@
 
 `generate.task`'s allowed values (and the model that checks the rest of `generate:`),
 `make_task` (factory/tasks/) and the dataset card's words for the task all come from
-here. A task is a module with a Task class (factory/tasks/), the model of its
-`generate:` keys (config sits below tasks, so the model lives in config/: generate.py,
-instruction.py), and one line below. Task classes are named by strings, so listing
+here. A task is a module with a Task class (factory/tasks/) and one line below, which
+names the model of its `generate:` keys: another task's when it takes the same keys
+(the table routes by the name, so one model may serve several tasks), or a model of its
+own in config/ (generate.py, instruction.py: config sits below tasks) when it has keys
+of its own. Task classes are named by strings, so listing
 them imports none (factory/core/registry.py).
 """
 
