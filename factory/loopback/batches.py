@@ -109,12 +109,15 @@ class BatchDesk:
     # -- shared ---------------------------------------------------------------------------
 
     def _new(self, provider: str, rows: list[dict], input_file_id: str | None = None) -> Batch:
-        self.created += 1
+        ordinal = self.created + 1
         prefix = "batch_" if provider == "openai" else "msgbatch_"
-        batch = Batch(prefix + uuid.uuid4().hex[:24], self.created, provider, rows, time.time(), input_file_id)
+        batch = Batch(prefix + uuid.uuid4().hex[:24], ordinal, provider, rows, time.time(), input_file_id)
         self.batches[batch.id] = batch
         for row in rows:
             self.submitted[row["custom_id"]] += 1
+        # Counted last: a test thread that sees the count (the server runs on another
+        # thread) then finds the batch and its rows too.
+        self.created = ordinal
         return batch
 
     def _find(self, request: web.Request) -> Batch:
