@@ -68,7 +68,7 @@ def dataset_records(ds: Any, label: str) -> list[Record]:
 
 def _pipeline_for(stage: Any, pipeline: Any) -> PipelineFile:
     if pipeline is not None:
-        return getattr(pipeline, "pipeline", pipeline)  # a factory.Pipeline holds its loaded config
+        return getattr(pipeline, "file", pipeline)  # a factory.Pipeline holds its loaded file
     teacher = dict(getattr(stage.config, "teacher", None) or {})
     raw = {"name": f"{stage.name}-on-dataset", "teacher": teacher, "generate": {"task": "qa", "count": 1}}
     return build_pipeline(raw, Path(f"<{type(stage).__name__}>"), base_dir=Path.cwd())

@@ -130,6 +130,19 @@ def test_the_judge_on_a_dataset_inside_a_running_loop(tmp_path, loopback):
     assert again.stats.sent == 0 and again.stats.replayed == 3
 
 
+def test_a_stage_on_a_dataset_takes_its_teacher_from_a_factory_pipeline(tmp_path, loopback):
+    url = loopback(replies=SCRIPT)
+    seeds = {name: ["x"] for name in ("domain", "topic", "persona", "difficulty")}
+    teacher = {"backend": "openai", "base_url": url, "model": "loopback"}
+    pipe = factory.Pipeline.from_dict({"name": "graded", "teacher": teacher, "seeds": seeds,
+                                       "generate": {"task": "qa", "count": 1}}, base_dir=tmp_path)
+    ds = datasets.Dataset.from_list([{"prompt": f"Question {i}?", "completion": f"grade-{s} answer"}
+                                     for i, s in enumerate([9, 3])])
+    judge = filters.Judge(min_score=5)
+    kept = judge(ds, pipeline=pipe, work_dir=tmp_path / "judge")
+    assert list(kept["judge_score"]) == [9] and judge.stats.sent == 2
+
+
 def test_exact_dedup_and_diversity_on_a_dataset_alone(tmp_path, monkeypatch):
     ds = datasets.Dataset.from_list([{"prompt": "How do bees make wax?", "completion": text} for text in [
         "Bees secrete wax from glands on their abdomen.", "bees secrete WAX from glands on their abdomen",

@@ -61,7 +61,7 @@ def run(way: str, out: Path, n: int, selection: str) -> dict:
     pipeline = factory.Pipeline.from_dict({"name": "bench", "teacher": {"model": "none", "base_url": "http://x"},
                                            "seeds": {"topic": ["x"], "domain": ["x"], "persona": ["x"],
                                                      "difficulty": ["x"]},
-                                           "generate": {"task": "qa", "count": 1}}).pipeline
+                                           "generate": {"task": "qa", "count": 1}}).file
     stage = Diversity(model=MODEL, threshold=0.9, budget=0.1, selection=selection)
     stage.bind(lambda rejection: None, StageContext(pipeline, out, show_progress=False))
     stream = (record(i) for i in range(n))
