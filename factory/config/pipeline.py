@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
@@ -20,6 +21,7 @@ from factory.config.backends import BACKENDS, BATCH_BACKENDS
 from factory.config.compare import ReferenceConfig
 from factory.config.formats import FORMATS
 from factory.core.errors import ConfigError
+from factory.core.redaction import looks_like_a_key, secret_fields
 from factory.core.registry import one_of
 from factory.config.tasks import TASKS
 from factory.core.strict import Strict
@@ -246,14 +248,23 @@ class TeacherConfig(Strict):
                 raise ValueError("expected a URL or a non-empty list of URLs")
             if len(set(value)) != len(value):
                 raise ValueError("the same URL is listed twice")
+        for url in value if isinstance(value, list) else [value] if value else []:
+            # Refused, not stripped: the pipeline file (copied into the run, pushed) would
+            # still hold the password. Never echoed: this message reaches the console.
+            if urlsplit(url.strip()).netloc.rpartition("@")[0]:
+                raise ValueError("holds a user name and password (user:password@host), which would be written "
+                                 "with the run and pushed: remove them; a key is read from the environment "
+                                 "variable named by teacher.api_key_env and sent as a Bearer token")
+        if isinstance(value, list):
             return value[0] if len(value) == 1 else value
         return value
 
     @field_validator("api_key_env")
     @classmethod
     def _looks_like_a_name(cls, value: str | None) -> str | None:
-        # A common slip is pasting the key itself; refuse it without echoing it back.
-        if value is not None and not value.replace("_", "").isalnum():
+        # A common slip is pasting the key itself; refuse it without echoing it back (the
+        # message that the variable is not set would print it twice).
+        if value is not None and (not value.replace("_", "").isalnum() or looks_like_a_key(value)):
             raise ValueError("must be the name of an environment variable (like OPENAI_API_KEY), not a key")
         return value
 
@@ -559,12 +570,18 @@ def build_pipeline(raw: dict, path: Path, overrides: list[tuple[list[str], Any]]
         config = PipelineConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: {describe_validation_error(err)}") from err
-    require_key(config.teacher, f"{path}: teacher")
+    check_credentials(config.teacher, f"{path}: teacher")
     return PipelineFile(config, path, raw, base_dir)
 
 
-def require_key(teacher: TeacherConfig, label: str) -> None:
-    """The variable named by `api_key_env` must be set: checked before anything is sent."""
+def check_credentials(teacher: TeacherConfig, label: str) -> None:
+    """No secret written in `extra_body` (it would reach run.json, the run's copy of the
+    pipeline and the Hub), and the variable named by `api_key_env` set: checked before
+    anything is sent. The secret itself is never shown."""
+    for where in secret_fields(teacher.extra_body):
+        raise ConfigError(f"{label}.extra_body.{where}: looks like a secret (by its name or its form), which "
+                          "would be written with the run and pushed: put the key in an environment variable "
+                          "and name it with teacher.api_key_env (sent as a Bearer token)")
     name = teacher.api_key_env
     if name and not os.environ.get(name):
         raise ConfigError(f"{label}.api_key_env: environment variable {name} is not set (export {name}=... first)")
@@ -597,7 +614,7 @@ def derived_teacher(pipeline: PipelineFile, overrides: dict[str, Any], where: st
         config = TeacherConfig.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(f"{where}.{describe_validation_error(err)}") from err
-    require_key(config, where)
+    check_credentials(config, where)
     return config
 
 
