@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import yaml
@@ -124,3 +125,17 @@ def test_a_key_pasted_into_api_key_env_is_refused_without_being_shown(tmp_path, 
     assert loopback.teacher.arrivals == []
     _nowhere(pasted, tmp_path, done.stdout + done.stderr)
 
+
+def test_a_launched_server_printing_its_environment_leaves_no_key_in_its_log(tmp_path):
+    # The server prints its whole environment, the key among it, before it serves.
+    command = ["sh", "-c", 'env; exec "$0" "$@"', sys.executable, "-m", "factory", "loopback", "--port", "{port}"]
+    path = write_pipeline(tmp_path, None, generate__count=4, teacher__api_key_env="FACTORY_TEST_KEY",
+                          teacher__launch={"command": command, "startup_timeout": 60})
+    config = yaml.safe_load(path.read_text())
+    del config["teacher"]["base_url"]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    done = factory_cli("run", str(path), env={"FACTORY_TEST_KEY": KEY})
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "out" / "teacher-server.log").read_text()
+    assert "FACTORY_TEST_KEY=***" in log and "listening on" in log
+    _nowhere(KEY, tmp_path, done.stdout + done.stderr)

@@ -22,6 +22,7 @@ from factory.core import constants
 from factory.core.cost import Budget, BudgetReached, cost_entry
 from factory.core.path_hiding import shown_path
 from factory.core.quiet_libraries import library_progress_off
+from factory.core.redaction import Redactor
 from factory.core.stopping import RunStopping, Stop, StopNow, Stopped, handling_signals
 from factory.engine.engine import RunStats
 from factory.engine.generate import GENERATE, generate_units, records_from_store, rejections_from_store, unit_rows
@@ -65,7 +66,8 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
             else:
                 from factory.teachers.launch import launched
 
-                teacher.base_url = stack.enter_context(launched(teacher, out_dir, on_exit=on_exit))
+                secrets = Redactor.for_config(prepared.pipeline.raw).secrets  # the judge's key too
+                teacher.base_url = stack.enter_context(launched(teacher, out_dir, on_exit=on_exit, secrets=secrets))
         try:
             return _run(prepared, folder, stop, show_progress, cluster)
         except StopNow:

@@ -2,7 +2,8 @@
 
 `teacher.launch` names a preset (`vllm`: `vllm serve MODEL` with the teacher's
 settings) or any command. The server's output goes to `teacher-server.log` in the
-run's folder; the run waits for its health endpoint, and the server is stopped when
+run's folder, every known key value in it replaced by `***` (a server may print
+its environment); the run waits for its health endpoint, and the server is stopped when
 the run ends, on Ctrl-C and on errors, and (Linux) when factory itself is killed. If
 the server exits while the run needs it, `on_exit` hears of it with one line that ends
 with the last lines of the log.
@@ -21,10 +22,11 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 from factory.config.pipeline import LaunchConfig, TeacherConfig
 from factory.core.errors import TeacherError
+from factory.core.redaction import Redactor
 
 LOG_FILE = "teacher-server.log"
 
@@ -64,8 +66,11 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 @contextmanager
 def launched(teacher: TeacherConfig, out_dir: Path, on_exit: Callable[[str], None] | None = None,
-             host: str = "127.0.0.1", extra_args: tuple[str, ...] = (), log_name: str = LOG_FILE) -> Iterator[str]:
+             host: str = "127.0.0.1", extra_args: tuple[str, ...] = (), log_name: str = LOG_FILE,
+             secrets: list[str] | None = None) -> Iterator[str]:
     """Start the server, wait until it is healthy, yield its base URL; stop it after.
+
+    `secrets` (default: the teacher's own key) are replaced by `***` in the server's log.
 
     If the server exits before the block does, `on_exit(message)` is called from a
     watcher thread (so it should only signal the run, not wait on it), at most once and
@@ -80,14 +85,23 @@ def launched(teacher: TeacherConfig, out_dir: Path, on_exit: Callable[[str], Non
     cmd = command_for(teacher, launch, port, host) + list(extra_args)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / log_name
+    if secrets is None:
+        secrets = [os.environ.get(teacher.api_key_env, "")] if teacher.api_key_env else []
     log = open(log_path, "ab")
     try:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True,  # its own group: stopping it stops its children
                                 preexec_fn=_dies_with_parent())
     except OSError as err:
         log.close()
         raise TeacherError(f"teacher.launch: cannot start {cmd[0]!r} ({err.strerror or err})") from err
+    copier = threading.Thread(target=_copy_redacted, args=(proc.stdout, log, Redactor(secrets)),
+                              name="teacher-server-log", daemon=True)
+    copier.start()
+
+    def logged() -> None:
+        """Wait (briefly) for the dead server's last lines to reach the log."""
+        copier.join(timeout=2)
     root = f"http://127.0.0.1:{port}"
     # Held while deciding and telling, so the block's end and the server's death are ordered.
     lock = threading.Lock()
@@ -100,13 +114,14 @@ def launched(teacher: TeacherConfig, out_dir: Path, on_exit: Callable[[str], Non
 
     def watch() -> None:
         proc.wait()
+        logged()
         died.set()
         with lock:
             if not stopping and on_exit is not None:
                 on_exit(exit_message())
 
     try:
-        _wait_healthy(proc, root + launch.health, launch.startup_timeout, log_path)
+        _wait_healthy(proc, root + launch.health, launch.startup_timeout, log_path, logged)
         threading.Thread(target=watch, name="teacher-server-watch", daemon=True).start()
         try:
             yield f"{root}/v1"
@@ -121,6 +136,7 @@ def launched(teacher: TeacherConfig, out_dir: Path, on_exit: Callable[[str], Non
         with lock:
             stopping = True
         _stop(proc)
+        copier.join(timeout=5)
         log.close()
 
 
@@ -149,10 +165,25 @@ def _dies_with_parent() -> Callable[[], None] | None:
     return arm
 
 
-def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float, log_path: Path) -> None:
+def _copy_redacted(source: IO[bytes], log: IO[bytes], redact: Redactor) -> None:
+    """The server's output into its log, line by line, without the keys it may print."""
+    try:
+        # Bounded lines: a progress bar redrawn with \r for hours is not held whole.
+        for line in iter(lambda: source.readline(1 << 20), b""):
+            log.write(redact(line.decode("utf-8", errors="replace")).encode("utf-8"))
+            log.flush()
+    except (OSError, ValueError):
+        pass  # the log was closed after a server whose children kept the pipe open
+    finally:
+        source.close()
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float, log_path: Path,
+                  logged: Callable[[], None]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            logged()
             raise TeacherError(f"teacher.launch: the server exited with code {proc.returncode} before it was "
                                f"ready; log {log_path}: {log_tail(log_path)}")
         try:
