@@ -104,13 +104,16 @@ class RunStore:
     # -- opening and closing ------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path) -> "RunStore":
+    def open(cls, folder: Path, lock_fd: int | None = None) -> "RunStore":
         """Lock `folder` for this process and open (or create, or migrate) its store.
+        `lock_fd`: the folder's lock, already taken with `lock_folder` (salvage takes it
+        before it moves the damaged file); the store releases it when it closes.
 
         Raises FolderInUse (exit 2) when another process holds it; StoreError when the
         file is damaged or cannot be written."""
         folder.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(folder)
+        if lock_fd is None:
+            lock_fd = lock_folder(folder)
         try:
             db = _connect(folder / STORE_FILE)
             store = cls(folder, db, lock_fd)
@@ -438,7 +441,9 @@ class RunStore:
         return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
-def _lock(folder: Path) -> int:
+def lock_folder(folder: Path) -> int:
+    """Take `folder`'s lock for this process (held until the returned fd is closed).
+    Raises FolderInUse, having changed nothing, when another process holds it."""
     path = folder / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -12,13 +12,14 @@ salvaged answers and sends only what was lost.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import time
 from pathlib import Path
 
 from factory.core.errors import InputDataError
-from factory.store.run_store import LEGACY_JOURNAL, STORE_FILE, RunStore
+from factory.store.run_store import LEGACY_JOURNAL, STORE_FILE, RunStore, lock_folder
 
 # A journal row's key and the start of its value, as SQLite lays them out in a page:
 # the key's text, then (after the record header) the value's JSON text.
@@ -30,25 +31,33 @@ def salvage(out_dir: Path) -> str:
     damaged = next((out_dir / name for name in (STORE_FILE, LEGACY_JOURNAL) if (out_dir / name).exists()), None)
     if damaged is None:
         raise InputDataError(f"{out_dir}: no run store here ({STORE_FILE})")
-    rows: dict[str, str] = {}
-    settings: dict[str, str] = {}
-    table = "requests" if damaged.name == STORE_FILE else "completions"
-    _readable(damaged, table, rows)
-    _readable(damaged, "settings", settings)
-    # Batches at the provider were paid for, or will be: salvaged too, so a rerun polls
-    # them instead of submitting their requests again.
-    batches = _rows(damaged, f"SELECT {BATCH_COLUMNS} FROM batches") if table == "requests" else []
-    members = _rows(damaged, "SELECT key, batch, outcome FROM batch_requests") if table == "requests" else []
-    for path in (damaged, Path(f"{damaged}-wal")):
-        if path.exists():
-            _scan(path.read_bytes(), rows)
+    # The folder's lock before anything moves: a run that holds it writes to this very
+    # file, and would go on writing into it after it was set aside. Refused (FolderInUse,
+    # exit 2) with nothing touched.
+    lock = lock_folder(out_dir)
+    try:
+        rows: dict[str, str] = {}
+        settings: dict[str, str] = {}
+        table = "requests" if damaged.name == STORE_FILE else "completions"
+        _readable(damaged, table, rows)
+        _readable(damaged, "settings", settings)
+        # Batches at the provider were paid for, or will be: salvaged too, so a rerun polls
+        # them instead of submitting their requests again.
+        batches = _rows(damaged, f"SELECT {BATCH_COLUMNS} FROM batches") if table == "requests" else []
+        members = _rows(damaged, "SELECT key, batch, outcome FROM batch_requests") if table == "requests" else []
+        for path in (damaged, Path(f"{damaged}-wal")):
+            if path.exists():
+                _scan(path.read_bytes(), rows)
 
-    aside = damaged.with_name(f"{damaged.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{damaged}{suffix}")
-        if source.exists():
-            source.rename(Path(f"{aside}{suffix}"))
-    store = RunStore.open(out_dir)
+        aside = damaged.with_name(f"{damaged.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{damaged}{suffix}")
+            if source.exists():
+                source.rename(Path(f"{aside}{suffix}"))
+    except BaseException:
+        os.close(lock)
+        raise
+    store = RunStore.open(out_dir, lock_fd=lock)
     try:
         store.begin_invocation("salvage")
         target = "completions" if table == "completions" else "requests"
