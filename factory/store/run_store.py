@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 from factory.core import constants, jsonlines
 from factory.core.errors import FactoryError, UserError
+from factory.store.recover import quoted, schema
 
 STORE_FILE = "run.sqlite"
 LOCK_FILE = "run.lock"
@@ -373,6 +374,21 @@ class RunStore:
         if row is None:
             return None
         return row[0], row[1], json.loads(row[2]) if row[2] else None
+
+    # -- whole tables (salvage) ----------------------------------------------------------
+
+    def tables(self) -> dict[str, list[str]]:
+        """Each table's columns, as this version's migrations made them."""
+        return {name: [column for column, _ in columns] for name, columns in schema(self.db).items()}
+
+    def rows_in(self, table: str) -> int:
+        return self._count(table)
+
+    def copy_rows(self, table: str, columns: list[str], rows: Iterator[tuple]) -> None:
+        """Rows read from another store's `table`; a row whose key is here already stays."""
+        names = ", ".join(map(quoted, columns))
+        self._write_many(f"INSERT OR IGNORE INTO {quoted(table)} ({names}) VALUES ({', '.join('?' * len(columns))})",
+                         rows)
 
     # -- invocations ----------------------------------------------------------------------
 
