@@ -506,7 +506,7 @@ def _store_error(err: sqlite3.Error, path: Path) -> StoreError:
     if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError) or \
             "malformed" in text or "not a database" in text:
         return StoreError(f"{path}: the run store is damaged ({text}); `factory salvage {path.parent}` copies "
-                          f"every intact answer into a fresh store, then rerun the same command")
+                          f"all that is readable into a fresh store, then rerun the same command")
     return StoreError(f"{path}: {text}")
 
 
