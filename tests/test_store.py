@@ -22,7 +22,7 @@ from factory.tasks.base import request_seed
 from factory.teachers.base import Completion, Request
 from factory.teachers.openai_teacher import OpenAITeacher
 from tests.helpers.datafiles import read_jsonl
-from tests.helpers.pipelines import write_pipeline
+from tests.helpers.pipelines import slow_pipeline, write_pipeline
 from tests.helpers.processes import assert_user_error, factory_cli, start_run, wait_for_rows
 from tests.helpers.run_store import stored
 
@@ -294,11 +294,9 @@ def test_a_damaged_store_names_salvage_and_salvage_recovers_the_answers(tmp_path
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_drains_the_requests_in_flight_and_a_rerun_resumes(tmp_path, loopback, sig, code):
-    url = loopback(latency_median=0.3, slots=4)
-    teacher = loopback.teacher
     count = 40
-    path = write_pipeline(tmp_path, url, generate__count=count, generate__pairs_per_request=1,
-                          teacher__max_concurrency=4)
+    path = slow_pipeline(tmp_path, loopback, count, slots=4, latency=0.3)
+    teacher = loopback.teacher
     out = tmp_path / "out"
     proc = start_run(path)
     try:
@@ -333,10 +331,8 @@ def test_a_signal_drains_the_requests_in_flight_and_a_rerun_resumes(tmp_path, lo
 
 def test_a_second_sigint_stops_at_once(tmp_path, loopback):
     latency = 5.0
-    url = loopback(latency_median=latency, slots=4)
+    path = slow_pipeline(tmp_path, loopback, 40, slots=4, latency=latency)
     teacher = loopback.teacher
-    path = write_pipeline(tmp_path, url, generate__count=40, generate__pairs_per_request=1,
-                          teacher__max_concurrency=4)
     proc = start_run(path)
     try:
         deadline = time.monotonic() + 60

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 from factory.core import constants, jsonlines
 from factory.core.errors import FactoryError, UserError
+from factory.store.recover import quoted, schema
 
 STORE_FILE = "run.sqlite"
 LOCK_FILE = "run.lock"
@@ -104,13 +105,16 @@ class RunStore:
     # -- opening and closing ------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path) -> "RunStore":
+    def open(cls, folder: Path, lock_fd: int | None = None) -> "RunStore":
         """Lock `folder` for this process and open (or create, or migrate) its store.
+        `lock_fd`: the folder's lock, already taken with `lock_folder` (salvage takes it
+        before it moves the damaged file); the store releases it when it closes.
 
         Raises FolderInUse (exit 2) when another process holds it; StoreError when the
         file is damaged or cannot be written."""
         folder.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(folder)
+        if lock_fd is None:
+            lock_fd = lock_folder(folder)
         try:
             db = _connect(folder / STORE_FILE)
             store = cls(folder, db, lock_fd)
@@ -371,6 +375,21 @@ class RunStore:
             return None
         return row[0], row[1], json.loads(row[2]) if row[2] else None
 
+    # -- whole tables (salvage) ----------------------------------------------------------
+
+    def tables(self) -> dict[str, list[str]]:
+        """Each table's columns, as this version's migrations made them."""
+        return {name: [column for column, _ in columns] for name, columns in schema(self.db).items()}
+
+    def rows_in(self, table: str) -> int:
+        return self._count(table)
+
+    def copy_rows(self, table: str, columns: list[str], rows: Iterator[tuple]) -> None:
+        """Rows read from another store's `table`; a row whose key is here already stays."""
+        names = ", ".join(map(quoted, columns))
+        self._write_many(f"INSERT OR IGNORE INTO {quoted(table)} ({names}) VALUES ({', '.join('?' * len(columns))})",
+                         rows)
+
     # -- invocations ----------------------------------------------------------------------
 
     def begin_invocation(self, command: str) -> int:
@@ -438,7 +457,9 @@ class RunStore:
         return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
-def _lock(folder: Path) -> int:
+def lock_folder(folder: Path) -> int:
+    """Take `folder`'s lock for this process (held until the returned fd is closed).
+    Raises FolderInUse, having changed nothing, when another process holds it."""
     path = folder / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -485,7 +506,7 @@ def _store_error(err: sqlite3.Error, path: Path) -> StoreError:
     if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError) or \
             "malformed" in text or "not a database" in text:
         return StoreError(f"{path}: the run store is damaged ({text}); `factory salvage {path.parent}` copies "
-                          f"every intact answer into a fresh store, then rerun the same command")
+                          f"all that is readable into a fresh store, then rerun the same command")
     return StoreError(f"{path}: {text}")
 
 

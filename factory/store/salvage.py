@@ -1,28 +1,31 @@
-"""`factory salvage OUTPUT_DIR`: every intact answer of a damaged run store, in a fresh one.
+"""`factory salvage OUTPUT_DIR`: everything still readable of a damaged run store, in a fresh one.
 
 A store can be damaged by a disk that failed, a file truncated by a copy, or a stray
-write over it. The answers in it were paid for, so they are worth recovering: first
-every row SQLite can still read, then a scan of the raw bytes of the file and its
+write over it. What it holds was paid for (answers) or decides what a rerun does
+(units, filter verdicts, settings, invocations, provider batches), so all of it is
+copied: every table this version's schema has, row by row as far as SQLite can still
+read it (factory/store/recover.py), then a scan of the raw bytes of the file and its
 write-ahead log for journal entries (a 64-character key beside a JSON answer), which
-finds the rows on intact pages even when the pages that lead to them are gone. The
-damaged file is kept beside the new one; a rerun of the same command then replays the
-salvaged answers and sends only what was lost.
+finds the answers on intact pages even when the pages that lead to them are gone. The
+damaged file is kept beside the new one; a rerun of the same command then replays what
+was salvaged and sends only what was lost.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import sqlite3
 import time
 from pathlib import Path
+from typing import Iterator
 
 from factory.core.errors import InputDataError
-from factory.store.run_store import LEGACY_JOURNAL, STORE_FILE, RunStore
+from factory.store.recover import DamagedFile
+from factory.store.run_store import LEGACY_JOURNAL, STORE_FILE, RunStore, lock_folder
 
 # A journal row's key and the start of its value, as SQLite lays them out in a page:
 # the key's text, then (after the record header) the value's JSON text.
-BATCH_COLUMNS = "id, provider, remote, file, state, status, requests, counts, submitted, updated"
 _ROW = re.compile(rb"([0-9a-f]{64})(?:[\x00-\xff]{0,16}?)(\{\"(?:completion|error)\")")
 
 
@@ -30,74 +33,82 @@ def salvage(out_dir: Path) -> str:
     damaged = next((out_dir / name for name in (STORE_FILE, LEGACY_JOURNAL) if (out_dir / name).exists()), None)
     if damaged is None:
         raise InputDataError(f"{out_dir}: no run store here ({STORE_FILE})")
-    rows: dict[str, str] = {}
-    settings: dict[str, str] = {}
-    table = "requests" if damaged.name == STORE_FILE else "completions"
-    _readable(damaged, table, rows)
-    _readable(damaged, "settings", settings)
-    # Batches at the provider were paid for, or will be: salvaged too, so a rerun polls
-    # them instead of submitting their requests again.
-    batches = _rows(damaged, f"SELECT {BATCH_COLUMNS} FROM batches") if table == "requests" else []
-    members = _rows(damaged, "SELECT key, batch, outcome FROM batch_requests") if table == "requests" else []
-    for path in (damaged, Path(f"{damaged}-wal")):
-        if path.exists():
-            _scan(path.read_bytes(), rows)
+    # The folder's lock before anything moves: a run that holds it writes to this very
+    # file, and would go on writing into it after it was set aside. Refused (FolderInUse,
+    # exit 2) with nothing touched.
+    lock = lock_folder(out_dir)
+    try:
+        aside = _set_aside(damaged)
+    except BaseException:
+        os.close(lock)
+        raise
+    journal = "requests" if damaged.name == STORE_FILE else "completions"
+    with RunStore.open(out_dir, lock_fd=lock) as store:
+        source = DamagedFile(aside)
+        try:
+            copied = _copy_tables(source, store)
+        finally:
+            source.close()
+        if journal not in source.complete:
+            _copy_scanned(aside, store, journal)
+        # A stage's marker (settings verdicts/<key>) says all its decisions are stored, and
+        # a rerun replays them instead of running the stage: with verdicts missing it would
+        # replay nothing. Unless every verdict was read, the stages run again (a judge asks
+        # through the journal, so nothing it graded is paid twice).
+        redo_filters = "verdicts" in source.tables and "verdicts" not in source.complete
+        if redo_filters:
+            store.keep_verdicts([])
+        answers = store.rows_in(journal)
+        store.begin_invocation("salvage")  # after the copied invocations: its id follows theirs
+        store.end_invocation("salvage", {"salvaged_answers": answers})
+    others = ", ".join(f"{table} {n}" for table, n in sorted(copied.items()) if table != journal and n)
+    return (f"salvaged {answers} answers into {out_dir / STORE_FILE} ({others or 'nothing else readable'}"
+            f"{'; the filters run again: not every verdict was readable' if redo_filters else ''}; the damaged "
+            f"file is now {aside.name}); rerun the same command to finish the run")
 
+
+def _set_aside(damaged: Path) -> Path:
     aside = damaged.with_name(f"{damaged.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     for suffix in ("", "-wal", "-shm"):
         source = Path(f"{damaged}{suffix}")
         if source.exists():
             source.rename(Path(f"{aside}{suffix}"))
-    store = RunStore.open(out_dir)
-    try:
-        store.begin_invocation("salvage")
-        target = "completions" if table == "completions" else "requests"
-        for key, value in rows.items():
-            store._write(f"INSERT OR REPLACE INTO {target} (key, value, created{', invocation' if target == 'requests' else ''})"
-                         f" VALUES (?, ?, ?{', NULL' if target == 'requests' else ''})", (key, value, time.time()))
-        for key, value in settings.items():
-            store._write("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
-        for row in batches:
-            store._write(f"INSERT OR REPLACE INTO batches ({BATCH_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
-        for row in members:
-            store._write("INSERT OR REPLACE INTO batch_requests (key, batch, outcome) VALUES (?, ?, ?)", row)
-        store.end_invocation("salvage", {"salvaged_answers": len(rows)})
-    finally:
-        store.close()
-    return (f"salvaged {len(rows)} answers into {out_dir / STORE_FILE} (the damaged file is now {aside.name}); "
-            f"rerun the same command to finish the run")
+    return aside
 
 
-def _readable(path: Path, table: str, into: dict[str, str]) -> None:
-    """Rows SQLite itself can still read, in key order, up to the first damaged page."""
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return
-    try:
-        for key, value in db.execute(f"SELECT key, value FROM {table}"):
-            into[key] = value
-    except sqlite3.Error:
-        pass
-    finally:
-        db.close()
+def _copy_tables(source: DamagedFile, store: RunStore) -> dict[str, int]:
+    """Every table of the fresh store, filled with what `source` holds of it (the columns
+    both have: a file from an older version lacks later tables and columns); returns the
+    rows read per table."""
+    read: dict[str, int] = {}
+    for table, columns in store.tables().items():
+        shared = [column for column in columns if column in source.columns(table)]
+        if shared:
+            read[table] = 0
+            store.copy_rows(table, shared, _counted(source.rows(table, shared), read, table))
+            store.commit()
+    return read
 
 
-def _rows(path: Path, sql: str) -> list[tuple]:
-    """The rows `sql` can still read, up to the first damaged page."""
-    rows: list[tuple] = []
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return rows
-    try:
-        for row in db.execute(sql):
-            rows.append(row)
-    except sqlite3.Error:
-        pass
-    finally:
-        db.close()
-    return rows
+def _counted(rows: Iterator[tuple], tally: dict[str, int], table: str) -> Iterator[tuple]:
+    for row in rows:
+        tally[table] += 1
+        yield row
+
+
+def _copy_scanned(aside: Path, store: RunStore, journal: str) -> None:
+    """Journal entries found in the raw bytes; the rows SQLite read already stay as read."""
+    rows: dict[str, str] = {}
+    for path in (aside, Path(f"{aside}-wal")):
+        if path.exists():
+            _scan(path.read_bytes(), rows)
+    now = time.time()
+    if journal == "requests":  # which invocation paid for a scanned answer is not known
+        store.copy_rows("requests", ["key", "value", "invocation", "created"],
+                        ((key, value, None, now) for key, value in rows.items()))
+    else:
+        store.copy_rows("completions", ["key", "value", "created"], ((key, value, now) for key, value in rows.items()))
+    store.commit()
 
 
 def _scan(data: bytes, into: dict[str, str]) -> None:

@@ -38,6 +38,14 @@ def write_pipeline(folder: Path, base_url: str = "http://127.0.0.1:9/v1", **chan
     return path
 
 
+def slow_pipeline(folder: Path, loopback, count: int, slots: int, latency: float) -> Path:
+    """One request per sample to a new loopback teacher that answers `slots` at a time
+    after `latency` s, with as many in flight: a run long enough to act on while it goes."""
+    url = loopback(latency_median=latency, slots=slots)
+    return write_pipeline(folder, url, generate__count=count, generate__pairs_per_request=1,
+                          teacher__max_concurrency=slots)
+
+
 DIALOGUE_SYSTEM = "You are the support assistant of Orbit Notes."
 
 

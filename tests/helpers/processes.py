@@ -8,7 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from tests.helpers.checkout import ROOT
 from tests.helpers.run_store import stored
@@ -39,6 +41,19 @@ def start_factory(*args: str) -> subprocess.Popen:
 def start_run(path: Path, *extra: str) -> subprocess.Popen:
     """`factory run PATH EXTRA --quiet` in a child process, running on, its output piped."""
     return start_factory("run", str(path), *extra)
+
+
+@contextmanager
+def running(path: Path, *extra: str) -> Iterator[subprocess.Popen]:
+    """`start_run` for the with-block; killed at its end if it still runs, so a test that
+    failed half-way leaves no run behind."""
+    proc = start_run(path, *extra)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def wait_for_rows(out_dir: Path, rows: int, proc: subprocess.Popen, limit: float = 60) -> None:
