@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from factory.core import hub
 from factory.compare import metrics, text_stats, topics
 from factory.config.compare import CompareConfig
 from factory.compare.sides import Side, read_side
@@ -48,11 +47,15 @@ def compare_files(synthetic: Path, reference: Path, settings: CompareConfig, out
     return result, embedded
 
 
+MODEL_HINT = "give a local folder or a cached model"
+
+
 def check_model(name: str, where: str) -> None:
-    """A model that is neither a folder, nor cached, nor on a reachable Hub: say so before any work."""
-    if not hub.obtainable(name):
-        raise UserError(f"{where}: cannot load embedding model {name!r}: it is not a local folder, not in the local "
-                        "Hugging Face cache, and the Hub is out of reach; give a local folder or a cached model")
+    """A model that cannot be had here: say so before any work. The diversity stage's
+    check, so the same default model is found the same way (a package's local copy)."""
+    from filters.diversity.embeddings import check_model as check_embedding_model
+
+    check_embedding_model(name, where, MODEL_HINT)
 
 
 def load(settings: CompareConfig, where: str):
