@@ -124,8 +124,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool,
                     task, pipeline, store, stats, stop, fingerprint, [u for u in units if u not in settled], progress,
                     budget))
         except BudgetReached as err:
-            _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", str(err))
-            raise Stopped(str(err), 1, "incomplete") from None
+            raise _over_budget(folder, pipeline, task, fingerprint, stats, err) from None
         finally:
             folder.stats = {"kind": "run", "generate": stats.as_dict()}
         if stop.requested:
@@ -138,6 +137,8 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool,
             if not stop.requested:
                 raise
             raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
+        except BudgetReached as err:  # a filter stage asking the teacher (a judge) in a top-up round
+            raise _over_budget(folder, pipeline, task, fingerprint, stats, err) from None
         if not quotas.short(kept_cells):
             break
         new = next_round(task, quotas, kept_cells, units, len(rounds) + 1, cfg.generate.max_rounds)
@@ -166,6 +167,9 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool,
         if not stop.requested:
             raise
         raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
+    except BudgetReached as err:  # a filter stage asking the teacher (a judge)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _over_budget(folder, pipeline, task, fingerprint, stats, err) from None
     funnel_stages = [generated] + [stage.outcome() for stage in stages]
     write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, units)],
                    filter_rejects, redact, seen)
@@ -212,6 +216,13 @@ def _stopped(folder: RunFolder, pipeline: PipelineFile, task: Task, fingerprint:
         message = (f"incomplete: {pending} of {total} units pending ({stop.reason}); "
                    f"rerun the same command to finish")
     return Stopped(message, stop.exit_code, stop.status)
+
+
+def _over_budget(folder: RunFolder, pipeline: PipelineFile, task: Task, fingerprint: str, stats: RunStats,
+                 err: BudgetReached) -> Stopped:
+    """run.json for a run that max_cost stopped, in generation or in a filter stage, and its one line."""
+    _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", str(err))
+    return Stopped(str(err), 1, "incomplete")
 
 
 def _unfinished(folder: RunFolder, pipeline: PipelineFile, task: Task, fingerprint: str, stats: RunStats,
