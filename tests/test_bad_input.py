@@ -232,3 +232,24 @@ def test_init_outside_the_current_folder_says_where_it_wrote(tmp_path):
     inside = subprocess.run([sys.executable, "-m", "factory", "init", "qa", "mine"], cwd=here,
                             capture_output=True, text=True, timeout=120)
     assert inside.returncode == 0 and inside.stdout.startswith("wrote mine/:"), inside.stdout
+
+
+def test_a_damaged_store_is_one_line(tmp_path, loopback):
+    """SQLite's integrity report spans lines ('*** in database main ***' then the page):
+    the refusal stays one line, naming the store and `factory salvage`."""
+    import sqlite3
+
+    path = write_pipeline(tmp_path, loopback())
+    assert factory_cli("run", str(path), "--quiet").returncode == 0
+    store = tmp_path / "out" / "run.sqlite"
+    db = sqlite3.connect(str(store))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with open(store, "r+b") as f:
+        f.seek(page_size)  # the second page's b-tree header: a page type that does not exist
+        f.write(b"\x07\xff\xff")
+    broken = factory_cli("run", str(path), "--quiet")
+    assert broken.returncode != 0 and "Traceback" not in broken.stderr, broken.stderr
+    lines = broken.stderr.strip().splitlines()
+    assert len(lines) == 1 and "factory salvage" in lines[0] and str(store) in lines[0], broken.stderr
