@@ -65,7 +65,10 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
             else:
                 from factory.teachers.launch import launched
 
-                teacher.base_url = stack.enter_context(launched(teacher, out_dir, on_exit=on_exit))
+                # The run's only server is gone: what is in flight can never be answered (its
+                # retries would only back off), so there is nothing to drain: stop at once.
+                teacher.base_url = stack.enter_context(launched(
+                    teacher, out_dir, on_exit=lambda why: stop.request("server", 3, why, grace=0)))
         try:
             return _run(prepared, folder, stop, show_progress, cluster)
         except StopNow:
