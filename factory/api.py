@@ -19,10 +19,12 @@ import asyncio
 import copy
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from factory.core import constants
+from factory.core.errors import ConfigError
 from factory.config.pipeline import (
     build_pipeline,
     mapping_overrides,
@@ -46,8 +48,7 @@ class Pipeline:
                  base_dir: Path | None = None, dry_run: bool = False, formats: list[str] = ()):
         from factory.run.prepare import prepare
 
-        parsed = (parse_overrides(list(overrides)) if isinstance(overrides, (list, tuple))
-                  else mapping_overrides(overrides or {}))
+        parsed = _parse_overrides(overrides)
         if dry_run:
             parsed += mapping_overrides(DRY_RUN)
         self.file = build_pipeline(_with_overrides(raw, parsed), path, [], base_dir)
@@ -148,6 +149,17 @@ def load_kept(out_dir: Path):
     ds = datasets.load_from_disk(str(Path(out_dir) / "dataset"))
     ds.run_dir = Path(out_dir)
     return ds
+
+
+def _parse_overrides(overrides: Any) -> list[tuple[list[str], Any]]:
+    """The API's two forms, {"generate.count": 10} or ["generate.count=10"]; any other
+    value is the caller's mistake, said in one ConfigError."""
+    if overrides is None or isinstance(overrides, Mapping):
+        return mapping_overrides(overrides or {})
+    if isinstance(overrides, (list, tuple)) and all(isinstance(pair, str) for pair in overrides):
+        return parse_overrides(list(overrides))
+    raise ConfigError(f"overrides: expected a dict of dotted keys ({{'generate.count': 50}}) or a list of "
+                      f"'KEY=VALUE' strings, not {overrides!r:.80}")
 
 
 def _with_overrides(raw: Any, overrides: list[tuple[list[str], Any]]) -> Any:

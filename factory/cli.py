@@ -241,7 +241,12 @@ def _init(args) -> int:
 
     path = init_pipeline(args.task, args.dir)
     folder = path.parent
-    print(f"wrote {folder}/: {path.name}, prompts/, README.md and the seed files it reads")
+    # A folder the user named relative to here but which lies elsewhere ("../../x") is
+    # written as asked, and named in full so that where it went is no surprise.
+    where, full = f"{folder}/", folder.resolve()
+    if not full.is_relative_to(Path.cwd().resolve()):
+        where = f"{full}/ (outside the current folder)"
+    print(f"wrote {where}: {path.name}, prompts/, README.md and the seed files it reads")
     print(f"next: cd {folder} && factory run {path.name} --dry-run   (free, loopback teacher), "
           f"then factory run {path.name}")
     return 0

@@ -88,6 +88,9 @@ def test_mistakes_raise_clear_exceptions_before_anything_is_sent(tmp_path, loopb
         factory.Pipeline.from_yaml(path, overrides={"generate.cuont": 3})
     with pytest.raises(ConfigError, match="pipeline file not found"):
         factory.Pipeline.from_yaml(tmp_path / "missing.yaml")
+    for wrong in (42, "generate.count=3", [42], {"generate.count": 3}.items()):
+        with pytest.raises(ConfigError, match=r"^overrides: expected a dict .* or a list of 'KEY=VALUE' strings"):
+            factory.Pipeline.from_yaml(path, overrides=wrong)
     with pytest.raises(TemplateError, match="nope.j2"):
         factory.Pipeline.from_dict({"name": "x", "generate": {"task": "qa", "count": 1,
                                                               "templates": {"user": "nope.j2"}}})

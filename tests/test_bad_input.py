@@ -204,3 +204,52 @@ def test_filter_command_checks_roles_and_fields_against_its_input(tmp_path, caps
     code = main(["filter", str(path), "--input", str(source), "--out", str(tmp_path / "filtered"), "--quiet"])
     assert_user_error(code, capsys.readouterr().err, words)
     assert not (tmp_path / "filtered").exists()
+
+
+@pytest.mark.parametrize("place", ["below a file", "in /proc"])
+def test_init_into_a_place_it_cannot_write_is_one_line(tmp_path, place):
+    (tmp_path / "notes.txt").write_text("mine")
+    target = tmp_path / "notes.txt" / "mine" if place == "below a file" else Path("/proc/factory-init-test")
+    made = factory_cli("init", "qa", str(target))
+    assert_user_error(made.returncode, made.stderr, ["factory init", str(target), "cannot write"])
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_init_outside_the_current_folder_says_where_it_wrote(tmp_path):
+    """`factory init qa ../../x` is honoured (the user typed it) but the line names the
+    folder in full, so a path that climbs out of the current folder is not a surprise."""
+    import subprocess
+    import sys
+
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    made = subprocess.run([sys.executable, "-m", "factory", "init", "qa", "../../x"], cwd=here,
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "x" / "pipeline.yaml").is_file()
+    first = made.stdout.splitlines()[0]
+    assert f"wrote {tmp_path / 'x'}/" in first and "outside the current folder" in first, made.stdout
+    inside = subprocess.run([sys.executable, "-m", "factory", "init", "qa", "mine"], cwd=here,
+                            capture_output=True, text=True, timeout=120)
+    assert inside.returncode == 0 and inside.stdout.startswith("wrote mine/:"), inside.stdout
+
+
+def test_a_damaged_store_is_one_line(tmp_path, loopback):
+    """SQLite's integrity report spans lines ('*** in database main ***' then the page):
+    the refusal stays one line, naming the store and `factory salvage`."""
+    import sqlite3
+
+    path = write_pipeline(tmp_path, loopback())
+    assert factory_cli("run", str(path), "--quiet").returncode == 0
+    store = tmp_path / "out" / "run.sqlite"
+    db = sqlite3.connect(str(store))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with open(store, "r+b") as f:
+        f.seek(page_size)  # the second page's b-tree header: a page type that does not exist
+        f.write(b"\x07\xff\xff")
+    broken = factory_cli("run", str(path), "--quiet")
+    assert broken.returncode != 0 and "Traceback" not in broken.stderr, broken.stderr
+    lines = broken.stderr.strip().splitlines()
+    assert len(lines) == 1 and "factory salvage" in lines[0] and str(store) in lines[0], broken.stderr

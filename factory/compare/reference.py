@@ -11,8 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from factory.core import hub
-from factory.compare.measure import JSON_FILE, measure, to_json
+from factory.compare.measure import JSON_FILE, check_model, measure, to_json
 from factory.config.pipeline import PipelineFile
 from factory.core.errors import ConfigError, UserError
 from factory.inputs.records import iter_records
@@ -36,9 +35,7 @@ def check_reference(pipeline: PipelineFile) -> None:
     if rows <= ref.neighbours:
         raise ConfigError(f"{where}: {path} has {rows} records; the comparison needs more than {ref.neighbours} "
                           "(neighbours)")
-    if not hub.obtainable(ref.model):
-        raise ConfigError(f"{where}.model: cannot load embedding model {ref.model!r}: the Hugging Face Hub is out of "
-                          "reach and it is not in the local cache; give a local folder")
+    check_model(ref.model, f"{where}.model")
 
 
 def compare_kept(pipeline: PipelineFile, staging: Path, cache_dir: Path, kept: int,

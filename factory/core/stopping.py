@@ -48,12 +48,15 @@ class Stop:
     def status(self) -> str:
         return "stopped" if self.kind == "signal" else "incomplete"
 
-    def request(self, kind: str, exit_code: int, reason: str) -> bool:
-        """Ask the run to drain and stop; the first request wins. Safe from any thread."""
+    def request(self, kind: str, exit_code: int, reason: str, grace: float | None = None) -> bool:
+        """Ask the run to drain and stop; the first request wins. Safe from any thread.
+        `grace` shortens the drain for this stop (0: requests in flight cannot finish)."""
         with self._lock:
             if self.kind is not None:
                 return False
             self.kind, self.exit_code, self.reason = kind, exit_code, reason
+            if grace is not None:
+                self.grace = min(self.grace, grace)
             loop, event = self._loop, self._event
         if loop is not None and event is not None and not loop.is_closed():
             loop.call_soon_threadsafe(event.set)

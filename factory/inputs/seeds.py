@@ -37,7 +37,8 @@ def read_seed_file(path: Path, field: str | None = None) -> list:
         if suffix == ".jsonl":
             values: list[Any] = [value for _, value in jsonlines.read(path, SeedError)]
         else:
-            text = path.read_text(encoding="utf-8")
+            # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first value.
+            text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as err:
         raise SeedError(f"{path}: seed file not found") from err
     except IsADirectoryError as err:

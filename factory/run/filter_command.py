@@ -8,13 +8,14 @@ for what was not graded), and outputs swapped in only when the command completes
 from __future__ import annotations
 
 import gc
+import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from factory.core import constants
 from factory.config.pipeline import PipelineFile
-from factory.core.cost import Budget, cost_entry
+from factory.core.cost import Budget, BudgetReached, cost_entry
 from factory.engine.engine import RunStats
 from factory.executors.on_ray import cluster_for
 from factory.outputs.formats import check_formats
@@ -78,6 +79,12 @@ def filter_dataset(pipeline: PipelineFile, input_path: Path, out_dir: Path, show
             raise Stopped(f"stopped: {stop.reason or err}; rerun the same command to finish "
                           "(grades already made are replayed, not paid again)", code,
                           stop.status if stop.requested else "stopped") from None
+        except BudgetReached as err:
+            store.commit()
+            shutil.rmtree(staging, ignore_errors=True)
+            folder.unfinished(run_record(pipeline, out_dir, "incomplete", {"input": {"path": shown_path(input_path)}},
+                                         reason=str(err)))
+            raise Stopped(str(err), 1, "incomplete") from None
         funnel_stages = [stage.outcome() for stage in stages]
         write_rejected(staging / "rejected.jsonl", [], filter_rejects, redact, seen)
         rejected = sum(sum(s["dropped"].values()) for s in funnel_stages)

@@ -67,7 +67,10 @@ def run_pipeline(prepared: Prepared, out_dir: Path, show_progress: bool = True,
                 from factory.teachers.launch import launched
 
                 secrets = Redactor.for_config(prepared.pipeline.raw).secrets  # the judge's key too
-                teacher.base_url = stack.enter_context(launched(teacher, out_dir, on_exit=on_exit, secrets=secrets))
+                # The run's only server is gone: what is in flight can never be answered (its
+                # retries would only back off), so there is nothing to drain: stop at once.
+                teacher.base_url = stack.enter_context(launched(
+                    teacher, out_dir, on_exit=lambda why: stop.request("server", 3, why, grace=0), secrets=secrets))
         try:
             return _run(prepared, folder, stop, show_progress, cluster)
         except StopNow:
@@ -126,8 +129,7 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool,
                     task, pipeline, store, stats, stop, fingerprint, [u for u in units if u not in settled], progress,
                     budget))
         except BudgetReached as err:
-            _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", str(err))
-            raise Stopped(str(err), 1, "incomplete") from None
+            raise _over_budget(folder, pipeline, task, fingerprint, stats, err) from None
         finally:
             folder.stats = {"kind": "run", "generate": stats.as_dict()}
         if stop.requested:
@@ -140,6 +142,8 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool,
             if not stop.requested:
                 raise
             raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
+        except BudgetReached as err:  # a filter stage asking the teacher (a judge) in a top-up round
+            raise _over_budget(folder, pipeline, task, fingerprint, stats, err) from None
         if not quotas.short(kept_cells):
             break
         new = next_round(task, quotas, kept_cells, units, len(rounds) + 1, cfg.generate.max_rounds)
@@ -168,6 +172,9 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool,
         if not stop.requested:
             raise
         raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
+    except BudgetReached as err:  # a filter stage asking the teacher (a judge)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _over_budget(folder, pipeline, task, fingerprint, stats, err) from None
     funnel_stages = [generated] + [stage.outcome() for stage in stages]
     write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, units)],
                    filter_rejects, redact, seen)
@@ -214,6 +221,13 @@ def _stopped(folder: RunFolder, pipeline: PipelineFile, task: Task, fingerprint:
         message = (f"incomplete: {pending} of {total} units pending ({stop.reason}); "
                    f"rerun the same command to finish")
     return Stopped(message, stop.exit_code, stop.status)
+
+
+def _over_budget(folder: RunFolder, pipeline: PipelineFile, task: Task, fingerprint: str, stats: RunStats,
+                 err: BudgetReached) -> Stopped:
+    """run.json for a run that max_cost stopped, in generation or in a filter stage, and its one line."""
+    _unfinished(folder, pipeline, task, fingerprint, stats, "incomplete", str(err))
+    return Stopped(str(err), 1, "incomplete")
 
 
 def _unfinished(folder: RunFolder, pipeline: PipelineFile, task: Task, fingerprint: str, stats: RunStats,

@@ -39,25 +39,35 @@ def init_pipeline(task: str, folder: Path | None = None) -> Path:
                           f"choose a new one (factory init {task} DIR)")
     pipeline = load_pipeline(source)
     prepared = prepare(pipeline)  # the shipped pipeline must itself be sound; sends nothing
-    stem = source.stem
-    staging = folder.with_name(f".{folder.name}.init-{os.getpid()}")
+    # Beside the folder, by its full name: "." and "x/.." have no name of their own.
+    target = Path(os.path.abspath(folder))
+    staging = target.with_name(f".{target.name}.init-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        copy_files(pipeline, prepared.templates(), staging)
-        shipped_file = staging / source.name
-        text = shipped_file.read_text(encoding="utf-8")
-        # Its comments say how to run it from a checkout: say it for the new folder.
-        text = text.replace(f"pipelines/{source.name}", PIPELINE_FILE).replace("pipelines/", "")
-        shipped_file.unlink()
-        (staging / PIPELINE_FILE).write_text(text, encoding="utf-8")
-        (staging / "README.md").write_text(_readme(pipeline, stem), encoding="utf-8")
-        if folder.exists():
-            folder.rmdir()  # empty, checked above
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, folder)
+        _write(pipeline, prepared, source, staging, target)
+    except OSError as err:
+        raise ConfigError(f"factory init: cannot write {folder}: {err.strerror or err}; choose a folder you can "
+                          f"write (factory init {task} DIR)") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder / PIPELINE_FILE
+
+
+def _write(pipeline, prepared, source: Path, staging: Path, folder: Path) -> None:
+    """The new folder's files, built in `staging` and moved to `folder` in one rename."""
+    stem = source.stem
+    copy_files(pipeline, prepared.templates(), staging)
+    shipped_file = staging / source.name
+    text = shipped_file.read_text(encoding="utf-8")
+    # Its comments say how to run it from a checkout: say it for the new folder.
+    text = text.replace(f"pipelines/{source.name}", PIPELINE_FILE).replace("pipelines/", "")
+    shipped_file.unlink()
+    (staging / PIPELINE_FILE).write_text(text, encoding="utf-8")
+    (staging / "README.md").write_text(_readme(pipeline, stem), encoding="utf-8")
+    if folder.exists():
+        folder.rmdir()  # empty, checked above
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, folder)
 
 
 def _readme(pipeline, stem: str) -> str:

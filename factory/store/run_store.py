@@ -491,7 +491,8 @@ def _connect(path: Path) -> sqlite3.Connection:
             db.execute(f"PRAGMA user_version={number}")
             db.execute("COMMIT")
         problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-        if problem != "ok":
+        if problem != "ok":  # "*** in database main ***" on a line of its own, then the page
+            problem = " ".join(problem.replace("*** in database main ***", "").split())
             raise sqlite3.DatabaseError(f"database disk image is malformed ({problem})")
     except sqlite3.Error as err:
         raise _store_error(err, path) from err
@@ -499,7 +500,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _store_error(err: sqlite3.Error, path: Path) -> StoreError:
-    text = str(err)
+    text = " ".join(str(err).split())  # one line, whatever SQLite's message spans
     if isinstance(err, sqlite3.OperationalError) and ("disk is full" in text or "disk I/O" in text):
         return StoreError(f"{path}: cannot write the run store ({text}); free some space and rerun the same "
                           f"command: everything committed so far is kept")

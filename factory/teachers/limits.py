@@ -49,7 +49,7 @@ class AdaptiveWindow:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()
-            else:
+            elif fut in self._waiters:  # a wake may have passed over it (cancelled) already
                 self._waiters.remove(fut)
             raise
 

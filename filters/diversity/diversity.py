@@ -77,7 +77,7 @@ class Diversity(Stage):
     def check_models(self) -> None:
         from filters.diversity.embeddings import check_model
 
-        check_model(self.config.model, self.where)
+        check_model(self.config.model, f"{self.where}.model")
 
     def budget_for(self, n: int) -> int | None:
         b = self.config.budget

