@@ -167,9 +167,6 @@ def test_bad_selection_options_exit_2_naming_the_key(tmp_path, options, words):
     assert len(line) == 1 and "pipeline.yaml" in line[0] and all(w in line[0] for w in words), done.stderr
 
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'factory[ray]'")
-
-
 def test_on_ray_the_clusters_are_tasks_with_the_in_process_result(tmp_path, minilm, cluster):
     from factory.config.pipeline import load_pipeline
     from filters import build_stages

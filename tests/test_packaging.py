@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -24,6 +25,23 @@ SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "factory", 
 def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def fresh_venv_beside_this_one(venv: Path) -> Path:
+    """A new venv (its python returned) that sees the site-packages of the interpreter
+    running the tests, a venv's or the system's alike. `venv --system-site-packages` would
+    show it the base interpreter's instead, which lacks what a venv installed. The folders
+    go on its path as plain lines of a .pth file, so the .pth files inside them (the
+    checkout's editable install among them) are not run: only the wheel's factory is there."""
+    made = run([sys.executable, "-m", "venv", str(venv)], venv.parent)
+    assert made.returncode == 0, made.stderr
+    python = venv / "bin" / "python"
+    own = run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], venv.parent)
+    assert own.returncode == 0, own.stderr
+    borrowed = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    (Path(own.stdout.strip()) / "borrowed-site-packages.pth").write_text(
+        "".join(f"{folder}\n" for folder in borrowed if Path(folder).is_dir()))
+    return python
 
 
 @pytest.mark.slow
@@ -46,14 +64,12 @@ def test_the_wheel_installs_anywhere_and_starts_a_pipeline(tmp_path):
         names = set(archive.namelist())
     assert {"factory/__init__.py", "filters/__init__.py", "factory/_shipped/prompts/qa/user.j2"} <= names
 
-    # A fresh environment that reuses the installed dependencies (no network) but not
-    # the checkout: its factory is the wheel's.
+    # A fresh environment that reuses the dependencies installed where these tests run (no
+    # network) but not the checkout: its factory is the wheel's.
     venv = tmp_path / "venv"
-    made = run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path)
-    assert made.returncode == 0, made.stderr
-    python = venv / "bin" / "python"
+    python = fresh_venv_beside_this_one(venv)
     # --ignore-installed: the checkout's own (editable) factory of the same version, seen
-    # through the system site-packages, must not count as already satisfied.
+    # through the borrowed site-packages, must not count as already satisfied.
     installed = run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
                      str(wheel)], tmp_path)
     assert installed.returncode == 0, installed.stderr

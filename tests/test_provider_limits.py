@@ -23,9 +23,11 @@ def test_retry_after_holds_every_request_for_the_whole_window(tmp_path, loopback
     stats = server_stats(url)
     [throttled] = stats["throttled_at"]
     later = [t - throttled for t in stats["arrivals"] if t > throttled]
-    # Requests already on the wire when the 429 came may land a moment after it; then
-    # nothing until Retry-After has passed, the refused request included.
-    assert later and all(dt < 0.1 or dt >= 0.95 for dt in later), sorted(later)
+    # Within the Retry-After window only requests already on the wire when the 429 came may
+    # land (how late they land depends on the machine's load): at most the other 3 of the
+    # window of 4. Everything sent after it, the refused request included, waits it out.
+    held = [dt for dt in later if dt < 0.95]
+    assert later and len(held) <= 4 - 1, sorted(later)
     # The refused request and every one not yet sent came after the window: 13 arrivals
     # in all (12 requests, one of them twice), the 429 the 6th.
     assert len(stats["arrivals"]) == 13 and sum(dt >= 0.95 for dt in later) >= 13 - 6 - 3
@@ -44,7 +46,8 @@ def test_retry_after_forms(headers, seconds):
 
 def test_retry_after_as_an_http_date():
     when = datetime.now(timezone.utc) + timedelta(seconds=30)
-    assert 28 <= retry_after({"retry-after": format_datetime(when, usegmt=True)}) <= 30
+    # Whole seconds, counted down from when it is read: a loaded machine may read it late.
+    assert 20 <= retry_after({"retry-after": format_datetime(when, usegmt=True)}) <= 30
 
 
 def test_anthropic_rate_limit_headers_tune_the_buckets():
@@ -55,8 +58,9 @@ def test_anthropic_rate_limit_headers_tune_the_buckets():
                      "anthropic-ratelimit-tokens-limit": "80000", "anthropic-ratelimit-tokens-remaining": "80000",
                      "anthropic-ratelimit-tokens-reset": reset})
     learned = limiter.describe()["from_headers"]
-    # 10 requests spent, full again in 30 s: 20 a minute, less the safety margin.
-    assert learned["requests"]["limit"] == 50 and 17 <= learned["requests"]["per_minute"] <= 20
+    # 10 requests spent, full again in 30 s: 20 a minute, less the safety margin; more when a
+    # loaded machine reads the reset late (10 s late: 30 a minute, less the margin).
+    assert learned["requests"]["limit"] == 50 and 17 <= learned["requests"]["per_minute"] <= 30
     assert "tokens" not in learned  # full: no rate to learn yet
     assert limiter.counts_tokens is False
 

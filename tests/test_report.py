@@ -11,7 +11,7 @@ import pytest
 
 from factory.outputs import charts
 from factory.outputs.report import SAMPLES, KeptSummary, RejectedSummary, _column_batches, _median, build_report
-from tests.helpers.browser import CHROMIUM, browse
+from tests.helpers.browser import browse
 from tests.helpers.datafiles import read_jsonl
 from tests.helpers.pipelines import write_pipeline
 from tests.helpers.processes import assert_user_error, factory_cli
@@ -142,7 +142,6 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path):
     assert_user_error(result.returncode, result.stderr, [str(tmp_path), "run.json"])
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's chromium)")
 def test_the_report_loads_in_a_browser_with_every_chart_drawn(tmp_path, loopback):
     out = run_dialogues(tmp_path, loopback())
     screenshot = tmp_path / "report.png"

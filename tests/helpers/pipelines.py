@@ -10,19 +10,22 @@ from pathlib import Path
 import yaml
 
 QA_USER = 'Write {{ k }} question/answer pairs about "{{ topic }}" for {{ persona }}.'
+QA_SYSTEM = "You write {{ k }} pairs at a time."
+TOPICS = ["tides", "volcanoes", "glaciers", "coral reefs"]
+PERSONAS = ["a student", "a ship captain"]
 
 
 def write_pipeline(folder: Path, base_url: str = "http://127.0.0.1:9/v1", **changes) -> Path:
     """A small Q&A pipeline with its own prompts and seed files; `changes` are dotted keys."""
     (folder / "prompts" / "qa").mkdir(parents=True, exist_ok=True)
     (folder / "prompts" / "qa" / "user.j2").write_text(QA_USER)
-    (folder / "prompts" / "qa" / "system.j2").write_text("You write {{ k }} pairs at a time.")
-    (folder / "topics.txt").write_text("tides\nvolcanoes\nglaciers\ncoral reefs\n")
+    (folder / "prompts" / "qa" / "system.j2").write_text(QA_SYSTEM)
+    (folder / "topics.txt").write_text("".join(f"{topic}\n" for topic in TOPICS))
     config = {
         "name": "test-qa",
         "seed": 3,
         "teacher": {"backend": "openai", "model": "loopback", "base_url": base_url, "timeout": 10, "max_retries": 4},
-        "seeds": {"topic": {"file": "topics.txt"}, "persona": ["a student", "a ship captain"]},
+        "seeds": {"topic": {"file": "topics.txt"}, "persona": list(PERSONAS)},
         "generate": {"task": "qa", "count": 12, "pairs_per_request": 2,
                      "templates": {"system": "qa/system.j2", "user": "qa/user.j2"}},
         "output": {"dir": str(folder / "out")},
