@@ -87,6 +87,13 @@ MISSED_FORMS = [
     ("secret", "SLACK_BOT_TOKEN=xoxb-2048351234-4091827364512-kG7pQ2rX9vT4mW1nB8cZ5dLs", "xoxb-2048351234-4091827364512-kG7pQ2rX9vT4mW1nB8cZ5dLs"),
     ("secret", "posted with xoxp-1234567890-1234567890123-1234567890123-0a1b2c3d4e5f60718293a4b5c6d7e8f9 by mistake",
      "xoxp-1234567890-1234567890123-1234567890123-0a1b2c3d4e5f60718293a4b5c6d7e8f9"),
+    # Found missing by the benchmark's hand-written corpus.
+    ("secret", "curl https://hooks.slack.com/services/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 -d x",
+     "https://hooks.slack.com/services/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"),
+    ("secret", "I pasted glpat-Xq3vT9bL0pZ8aR2mK7wN into the chat.", "glpat-Xq3vT9bL0pZ8aR2mK7wN"),
+    ("secret", "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.Sfl9xwRJSMeKKF2QT4fw",
+     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.Sfl9xwRJSMeKKF2QT4fw"),
+    ("email", "Write to o'brien@example.ie for a refund.", "o'brien@example.ie"),
 ]
 # Look-alikes of the forms above that must stay as written.
 MISSED_FORMS_LOOK_ALIKES = [
@@ -98,6 +105,7 @@ MISSED_FORMS_LOOK_ALIKES = [
     "Released " + "2024-03-15".translate(FULLWIDTH) + " as " + "v1.2.3.4".translate(FULLWIDTH) + ".",
     "The slack channel xoxo-friends and the word xoxb alone.",
     "10² is a hundred and ½ is a half; SSN format is AAA-GG-SSSS.",
+    "Send the bearer bond to 'jane' today; it's@noon.",
 ]
 
 

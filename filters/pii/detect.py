@@ -76,7 +76,7 @@ def normalize(text: str) -> str:
 
 # -- email --------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
                     r"[A-Za-z]{2,24}(?![\w-])")
 
 
@@ -268,12 +268,14 @@ _PROVIDER_KEYS = re.compile(
     r"|xox[abeprs]-[A-Za-z0-9-]{20,}|xapp-\d-[A-Za-z0-9-]{20,}"  # Slack bot, user, app tokens
     r"|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,}"  # Stripe
     r"|AIza[A-Za-z0-9_-]{35}"  # Google API key
-    r"|hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{20,}"  # Slack incoming webhook
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab personal access token
+    r"|(?:https?://)?hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{20,}"  # Slack incoming webhook
     r")(?![A-Za-z0-9_-])")
 # `api_key = "..."`, `token: ...`, `the secret is ...`: the value after the name is the secret.
 _NAMED_VALUE = re.compile(
     r"(?i)(?<![a-z])(?:api[_-]?key|access[_-]?key|secret(?:[_-]?key)?|token|password|passwd|pwd|key)"
-    r"\b[\"']?\s*(?:[:=]|=>|\bis\b)\s*[\"']?([A-Za-z0-9_\-+/=.~]{16,})")
+    r"\b[\"']?\s*(?:[:=]|=>|\bis\b)\s*[\"']?([A-Za-z0-9_\-+/=.~]{16,})"
+    r"|\bbearer\s+([A-Za-z0-9_\-+/=.~]{16,})")  # an HTTP Authorization header
 MIN_ENTROPY_BITS = 3.0  # per character; English words and repeated digits stay below it
 
 
@@ -289,11 +291,12 @@ def secrets(text: str) -> Iterable[Span]:
     for m in _PROVIDER_KEYS.finditer(text):
         yield Span("secret", m.start(), m.end())
     for m in _NAMED_VALUE.finditer(text):
-        value = m.group(1).rstrip(".")
+        group = 1 if m.group(1) else 2
+        value = m.group(group).rstrip(".")
         has_letter = any(ch.isalpha() for ch in value)
         has_digit = any(ch.isdigit() for ch in value)
         if has_letter and has_digit and entropy(value) >= MIN_ENTROPY_BITS:
-            yield Span("secret", m.start(1), m.start(1) + len(value))
+            yield Span("secret", m.start(group), m.start(group) + len(value))
 
 
 # -- phone numbers --------------------------------------------------------------------
