@@ -64,6 +64,51 @@ LOOK_ALIKES = [
 ]
 
 
+# Forms an attack found missed (issue 25): each (kind, text, the value as written there).
+FULLWIDTH = str.maketrans("0123456789@", "０１２３４５６７８９＠")
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+MISSED_FORMS = [
+    ("ip", "Set the DNS server 8.8.8.8 as primary.", "8.8.8.8"),
+    ("ip", "The DNS server 2001:4860:4860::8888 answers over IPv6.", "2001:4860:4860::8888"),
+    ("iban", "Pay into de89 3704 0044 0532 0130 00 by Friday.", "de89 3704 0044 0532 0130 00"),
+    ("iban", "iban: gb82west12345698765432", "gb82west12345698765432"),
+    ("card", "Charged to 4111\u00a01111\u00a01111\u00a01111 twice.", "4111\u00a01111\u00a01111\u00a01111"),
+    ("card", "Card 4111\u202f1111\u202f1111\u202f1111 on file.", "4111\u202f1111\u202f1111\u202f1111"),
+    ("card", "Card " + "4111 1111 1111 1111".translate(FULLWIDTH) + " on file.", "4111 1111 1111 1111".translate(FULLWIDTH)),
+    ("card", "Card " + "4111 1111 1111 1111".translate(ARABIC_INDIC) + " on file.",
+     "4111 1111 1111 1111".translate(ARABIC_INDIC)),
+    ("phone", "Call " + "(415) 555-2671".translate(FULLWIDTH) + " today.", "(415) 555-2671".translate(FULLWIDTH)),
+    ("phone", "Call " + "+44 20 7946 0958".translate(ARABIC_INDIC) + " today.",
+     "+44 20 7946 0958".translate(ARABIC_INDIC)),
+    ("ssn", "SSN " + "536-22-1234".translate(ARABIC_INDIC) + " on the form.", "536-22-1234".translate(ARABIC_INDIC)),
+    ("email", "Write to maria.lopez＠mail.example.org soon.", "maria.lopez＠mail.example.org"),
+    ("ssn", "SSN: 536221234 on the form.", "536221234"),
+    ("ssn", "Her social security number is 536221234.", "536221234"),
+    ("secret", "SLACK_BOT_TOKEN=xoxb-2048351234-4091827364512-kG7pQ2rX9vT4mW1nB8cZ5dLs", "xoxb-2048351234-4091827364512-kG7pQ2rX9vT4mW1nB8cZ5dLs"),
+    ("secret", "posted with xoxp-1234567890-1234567890123-1234567890123-0a1b2c3d4e5f60718293a4b5c6d7e8f9 by mistake",
+     "xoxp-1234567890-1234567890123-1234567890123-0a1b2c3d4e5f60718293a4b5c6d7e8f9"),
+    # Found missing by the benchmark's hand-written corpus.
+    ("secret", "curl https://hooks.slack.com/services/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 -d x",
+     "https://hooks.slack.com/services/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"),
+    ("secret", "I pasted glpat-Xq3vT9bL0pZ8aR2mK7wN into the chat.", "glpat-Xq3vT9bL0pZ8aR2mK7wN"),
+    ("secret", "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.Sfl9xwRJSMeKKF2QT4fw",
+     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.Sfl9xwRJSMeKKF2QT4fw"),
+    ("email", "Write to o'brien@example.ie for a refund.", "o'brien@example.ie"),
+]
+# Look-alikes of the forms above that must stay as written.
+MISSED_FORMS_LOOK_ALIKES = [
+    "Order 536221234 ships Monday.",  # nine digits without an SSN context
+    "The DNS server runs release 4.4.2.1 and firmware v8.8.8.8.",
+    "de89 3704 0044 0532 0130 01 has a wrong check digit.",
+    "Order " + "4111 1111 1111 1112".translate(ARABIC_INDIC) + " fails Luhn.",
+    "Order 4111\u00a01111\u00a01111\u00a01112 fails Luhn.",
+    "Released " + "2024-03-15".translate(FULLWIDTH) + " as " + "v1.2.3.4".translate(FULLWIDTH) + ".",
+    "The slack channel xoxo-friends and the word xoxb alone.",
+    "10² is a hundred and ½ is a half; SSN format is AAA-GG-SSSS.",
+    "Send the bearer bond to 'jane' today; it's@noon.",
+]
+
+
 def redact(text: str, **options) -> tuple[str, dict]:
     stage = Pii(Pii.Config(**options))
     out = list(stage([Record("r", [{"role": "user", "content": text}])]))
@@ -80,6 +125,19 @@ def test_each_planted_value_is_replaced_by_its_placeholder(kind, text, value):
 
 @pytest.mark.parametrize("text", LOOK_ALIKES)
 def test_look_alikes_stay_untouched(text):
+    redacted, found = redact(text)
+    assert redacted == text and not found
+
+
+@pytest.mark.parametrize("kind,text,value", MISSED_FORMS, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(MISSED_FORMS)])
+def test_other_scripts_spacings_cases_and_contexts_are_found(kind, text, value):
+    redacted, found = redact(text)
+    assert redacted == text.replace(value, f"[{kind.upper()}]")
+    assert dict(found) == {kind: 1}
+
+
+@pytest.mark.parametrize("text", MISSED_FORMS_LOOK_ALIKES)
+def test_look_alikes_of_those_forms_stay_untouched(text):
     redacted, found = redact(text)
     assert redacted == text and not found
 

@@ -11,9 +11,13 @@ an IP address, a private address (10.0.0.1, 192.168.x.x) is no one's.
 | phone | numbers in international (+44 ...) and national formats | libphonenumber's validity rules for the number's region (national numbers are read in `regions`) |
 | card | payment card numbers, 13-19 digits, spaces or dashes allowed | the Luhn checksum and a known issuer prefix and length |
 | iban | bank account numbers | the country's IBAN length and the ISO 7064 mod-97 checksum |
-| ssn | US social security numbers written AAA-GG-SSSS | the SSA's rules: no 000/666/9xx area, 00 group, 0000 serial |
+| ssn | US social security numbers written AAA-GG-SSSS, or nine digits after "SSN" / "social security" | the SSA's rules: no 000/666/9xx area, 00 group, 0000 serial |
 | ip | IPv4 and IPv6 addresses | public (globally routable) only, and not a version number |
-| secret | OpenAI, AWS, GitHub, Hugging Face keys; any long high-entropy value after key/token/secret/password | the provider's key format; the entropy of the value |
+| secret | OpenAI, AWS, GitHub, Hugging Face, Slack, Stripe, Google keys; any long high-entropy value after key/token/secret/password | the provider's key format; the entropy of the value |
+
+The finders read `normalize(text)`, which has the same length as `text`: fullwidth
+forms, other scripts' digits and Unicode spaces become their ASCII selves, so one set of
+patterns serves "４１１１", "٤١١١" and "4111\u00a01111", and a span is also the span of the original.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -34,9 +39,44 @@ class Span:
     end: int
 
 
+# -- normalising -----------------------------------------------------------------------
+
+
+def _ascii_form(ch: str) -> str:
+    if ch.isascii():
+        return ch
+    digit = unicodedata.decimal(ch, None)  # a decimal digit of any script: "٤", "४", "４"
+    if digit is not None:
+        return str(digit)
+    category = unicodedata.category(ch)
+    if category == "Zs":  # no-break, narrow, thin, figure spaces
+        return " "
+    if category == "No":  # superscripts, fractions, circled numbers are not digits as written ("10²")
+        return ch
+    folded = unicodedata.normalize("NFKC", ch)  # fullwidth "＠", "Ａ", "－"
+    return folded if len(folded) == 1 and folded.isascii() else ch
+
+
+_ASCII_FORMS: dict[str, str] = {}
+
+
+def normalize(text: str) -> str:
+    """`text` with each character that has a one-character ASCII form replaced by it; the
+    same length, so offsets found in the result are offsets in `text`."""
+    if text.isascii():
+        return text
+    out = []
+    for ch in text:
+        folded = _ASCII_FORMS.get(ch)
+        if folded is None:
+            folded = _ASCII_FORMS.setdefault(ch, _ascii_form(ch))
+        out.append(folded)
+    return "".join(out)
+
+
 # -- email --------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+'-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
                     r"[A-Za-z]{2,24}(?![\w-])")
 
 
@@ -101,7 +141,7 @@ IBAN_LENGTHS = {
     "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27,
     "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 
 
 def iban_valid(compact: str) -> bool:
@@ -114,7 +154,7 @@ def iban_valid(compact: str) -> bool:
 def ibans(text: str) -> Iterable[Span]:
     for m in _IBAN.finditer(text):
         raw = m.group(0)
-        compact = raw.replace(" ", "")
+        compact = raw.replace(" ", "").upper()  # written in lower case too ("de89 3704 ...")
         # The match may run on into the next word ("... 3000 BIC"): try the registry length.
         want = IBAN_LENGTHS.get(compact[:2])
         if want is None or len(compact) < want:
@@ -127,7 +167,10 @@ def ibans(text: str) -> Iterable[Span]:
         if end == len(text) or not text[end].isalnum():
             # An IBAN-shaped string with a wrong check digit is a mistyped account number:
             # not redacted, and not read again as a phone or card number either.
-            yield Span("iban" if iban_valid(compact[:want]) else "", m.start(), end)
+            if iban_valid(compact[:want]):
+                yield Span("iban", m.start(), end)
+            elif raw[:2].isupper():
+                yield Span("", m.start(), end)
 
 
 # -- ISBNs (look-alikes only) -------------------------------------------------------
@@ -176,14 +219,19 @@ _SSN = re.compile(r"(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])")
 _SSN_EXAMPLES = {"078-05-1120", "219-09-9999", "123-45-6789"}  # printed on sample cards and in ads
 
 
+# Nine digits in a row are an SSN only where the text says so: "SSN: 536221234".
+_SSN_NAMED = re.compile(r"(?i)\b(?:ssns?|ss#|social[ -]security(?:[ -](?:number|no\.?|#))?)"
+                        r"(?:\W{0,3}(?:is|was|number|no\.?|#|of))?\W{0,3}(?<![\d-])(\d{3})()(\d{2})(\d{4})(?![\d-])")
+
+
 def ssns(text: str) -> Iterable[Span]:
-    for m in _SSN.finditer(text):
+    for m in (*_SSN.finditer(text), *_SSN_NAMED.finditer(text)):
         area, group, serial = int(m.group(1)), int(m.group(3)), int(m.group(4))
         if area == 0 or area == 666 or area >= 900 or group == 0 or serial == 0:
             continue
         if f"{m.group(1)}-{m.group(3)}-{m.group(4)}" in _SSN_EXAMPLES:
             continue
-        yield Span("ssn", m.start(), m.end())
+        yield Span("ssn", m.start(1), m.end(4))
 
 
 # -- IP addresses ---------------------------------------------------------------------
@@ -191,7 +239,8 @@ def ssns(text: str) -> Iterable[Span]:
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 # A dotted number right after these words is a version or a section, not an address.
-_VERSION_BEFORE = re.compile(r"(?:\bv|version|release|build|ver\.?|rev\.?|firmware|§|section|chapter|\bv\.)\s*$", re.IGNORECASE)
+# Whole words only: "DNS server 8.8.8.8" ends in "ver" but names an address.
+_VERSION_BEFORE = re.compile(r"(?:\b(?:v|version|release|build|ver|rev|firmware|section|chapter)\.?|§)\s*$", re.IGNORECASE)
 
 
 def ips(text: str) -> Iterable[Span]:
@@ -216,11 +265,17 @@ _PROVIDER_KEYS = re.compile(
     r"|(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}"  # AWS access key id
     r"|gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}"  # GitHub
     r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
+    r"|xox[abeprs]-[A-Za-z0-9-]{20,}|xapp-\d-[A-Za-z0-9-]{20,}"  # Slack bot, user, app tokens
+    r"|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,}"  # Stripe
+    r"|AIza[A-Za-z0-9_-]{35}"  # Google API key
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab personal access token
+    r"|(?:https?://)?hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]{20,}"  # Slack incoming webhook
     r")(?![A-Za-z0-9_-])")
 # `api_key = "..."`, `token: ...`, `the secret is ...`: the value after the name is the secret.
 _NAMED_VALUE = re.compile(
     r"(?i)(?<![a-z])(?:api[_-]?key|access[_-]?key|secret(?:[_-]?key)?|token|password|passwd|pwd|key)"
-    r"\b[\"']?\s*(?:[:=]|=>|\bis\b)\s*[\"']?([A-Za-z0-9_\-+/=.~]{16,})")
+    r"\b[\"']?\s*(?:[:=]|=>|\bis\b)\s*[\"']?([A-Za-z0-9_\-+/=.~]{16,})"
+    r"|\bbearer\s+([A-Za-z0-9_\-+/=.~]{16,})")  # an HTTP Authorization header
 MIN_ENTROPY_BITS = 3.0  # per character; English words and repeated digits stay below it
 
 
@@ -236,11 +291,12 @@ def secrets(text: str) -> Iterable[Span]:
     for m in _PROVIDER_KEYS.finditer(text):
         yield Span("secret", m.start(), m.end())
     for m in _NAMED_VALUE.finditer(text):
-        value = m.group(1).rstrip(".")
+        group = 1 if m.group(1) else 2
+        value = m.group(group).rstrip(".")
         has_letter = any(ch.isalpha() for ch in value)
         has_digit = any(ch.isdigit() for ch in value)
         if has_letter and has_digit and entropy(value) >= MIN_ENTROPY_BITS:
-            yield Span("secret", m.start(1), m.start(1) + len(value))
+            yield Span("secret", m.start(group), m.start(group) + len(value))
 
 
 # -- phone numbers --------------------------------------------------------------------

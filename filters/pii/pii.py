@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from factory.config.pipeline import PipelineFile
 from factory.core.record import Record
 from filters.base import Stage
-from filters.pii.detect import KINDS, LOOK_ALIKE_FINDERS, PATTERN_FINDERS, Span, phone_finder, resolve
+from filters.pii.detect import KINDS, LOOK_ALIKE_FINDERS, PATTERN_FINDERS, Span, normalize, phone_finder, resolve
 
 NER_KINDS = ("name", "address")
 PLACEHOLDERS = {kind: f"[{kind.upper()}]" for kind in (*KINDS, *NER_KINDS)}
@@ -134,8 +134,9 @@ class Pii(Stage):
     def spans(self, text: str) -> list[Span]:
         """Every kind found in `text`, overlaps resolved in the detectors' order of precedence."""
         found: list[Span] = []
+        plain = normalize(text)  # same offsets as `text`
         for finder in self._finders:
-            found.extend(finder(text))
+            found.extend(finder(plain))
         if self._ner is not None:
             found.extend(self._ner(text))
         return [s for s in resolve(found) if s.kind in self.kinds and text[s.start:s.end].casefold() not in self._allowed]

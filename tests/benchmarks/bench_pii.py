@@ -1,307 +1,288 @@
-"""PII redaction: recall on planted values, precision on look-alikes, findings in real text,
-and speed, against bare patterns (the same kinds, no validators).
+"""PII redaction: recall and precision per kind on a hand-written corpus that the
+detector's rules were not written from.
 
-How the set is built (fixed seed): 6,000 T0 rows (prompt + completion, real prose with
-its own numbers, dates and prices) are drawn from ../shared/data; into each of the
-first 4,800 one generated value is inserted at a sentence boundary, with a lead-in
-("Contact:", "Paid with" ...):
-- planted, 200 per kind, all valid: emails; US phone numbers in five national formats
-  and numbers of GB, DE, FR, ES, IN, JP, AU, BR in international format (libphonenumber's
-  example numbers with random last digits, kept when valid); Luhn-valid card numbers of
-  seven networks, grouped by spaces, dashes or not at all; IBANs of eight countries with
-  computed mod-97 check digits, compact or in groups of four; SSNs by the SSA's rules;
-  public IPv4 and IPv6 addresses; OpenAI, AWS, GitHub and Hugging Face keys and random
-  values after `api_key=`/`token:`/`secret`;
-- look-alikes, 200 per family: 16-digit order numbers failing Luhn with card prefixes,
-  dates in five formats, valid ISBN-13 and ISBN-10, prices, version strings (1.2.3.4
-  after "version"), private and loopback IPs, IBANs with a wrong check digit, SSN-shaped
-  numbers with a 000/666/9xx area, invalid phone-shaped numbers (123-456-7890), clock
-  times, git hashes and UUIDs in prose.
-The last 1,200 rows are left unmodified: what is found there is listed for a person to
-judge (T0 holds real news text, and some of it is real contact data).
+Where the data comes from. Nothing here is made with the detector's own checks (no
+libphonenumber, no Luhn, no mod-97, no `is_global`, no SSA area rules, no version
+trigger words): every value and every sentence below is written out by hand.
+- Card numbers are the test numbers that payment processors publish for developers
+  (Stripe, PayPal, Adyen); IBANs the examples of the SWIFT IBAN registry and of the
+  banks' own documentation; IP addresses public resolvers and well-known hosts; phone
+  numbers public switchboards and numbers in each country's usual written forms;
+  secrets follow each provider's documented key format (bodies random, fixed seed),
+  plus the AWS documentation's example secret key and jwt.io's example token.
+- Each value is written the ways people write it (spaces, dashes, none; no-break and
+  narrow no-break spaces; fullwidth and Arabic-Indic digits; upper and lower case) and
+  put in several sentences of its kind ("DNS server ...", "Paid with ...", log lines,
+  .env lines, JSON).
+- Hard negatives, written from everyday text rather than from the detector's rules:
+  version numbers without a trigger word, dates and timestamps, order, tracking,
+  invoice and case numbers, ISBNs, ISSNs, ORCIDs, EAN/UPC codes, prices, coordinates,
+  OIDs, clause numbers, ZIP+4 codes, hashes and UUIDs, CSS and npm `@` forms, and
+  placeholders where a secret would go.
 
-Recall: a planted value counts when one span of its kind covers it. Look-alike
-precision: the share of look-alikes no span touches. Both for the stage (default
-regions: US) and for bare patterns.
+Recall per kind: planted values covered by one span of that kind. Precision per kind:
+the spans of that kind (over every text, planted and negative) that overlap a value
+planted as that kind. Every count is printed; the misses are listed by kind.
 
-Run: python tests/benchmarks/bench_pii.py [--data ../shared/data/t0-prompts-55k.jsonl.gz]
+Run: PYTHONPATH=. python tests/benchmarks/bench_pii.py [--misses N]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import gzip
-import json
 import random
-import re
 import string
 import time
-import uuid
-from pathlib import Path
 
 from filters.pii.pii import Pii
-from filters.pii.detect import IBAN_LENGTHS, Span, resolve
 
-DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "t0-prompts-55k.jsonl.gz"
-PER_KIND = 200
-ROWS = 6000
-LEAD_INS = ["Contact:", "Details:", "For the record,", "Note", "See", "Reference:", "(", "Paid with", "Send to"]
+FULLWIDTH = str.maketrans("0123456789@", "０１２３４５６７８９＠")
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 
 
-def luhn_complete(body: str) -> str:
-    for check in "0123456789":
-        digits = body + check
-        total = sum(int(d) if i % 2 == 0 else (int(d) * 2 - 9 if int(d) > 4 else int(d) * 2)
-                    for i, d in enumerate(reversed(digits)))
-        if total % 10 == 0:
-            return digits
-    raise AssertionError
+def grouped(value: str, sizes: tuple[int, ...], sep: str) -> str:
+    parts, at = [], 0
+    for size in sizes:
+        parts.append(value[at:at + size])
+        at += size
+    return sep.join(p for p in parts if p)
 
 
-def group(digits: str, rng: random.Random, sizes=(4,)) -> str:
-    sep = rng.choice([" ", "-", ""])
-    size = sizes[0]
-    return sep.join(digits[i:i + size] for i in range(0, len(digits), size))
+def written(value: str, spaced: str) -> list[str]:
+    """The ways a grouped number is written: as given, with no-break and narrow no-break
+    spaces, in fullwidth and in Arabic-Indic digits."""
+    return [spaced, spaced.replace(" ", "\u00a0"), spaced.replace(" ", "\u202f"), spaced.translate(FULLWIDTH),
+            spaced.translate(ARABIC_INDIC)]
 
 
-def card(rng: random.Random) -> str:
-    prefix, length = rng.choice([("4", 16), ("51", 16), ("2720", 16), ("34", 15), ("6011", 16), ("3530", 16), ("62", 16)])
-    body = prefix + "".join(rng.choice(string.digits) for _ in range(length - len(prefix) - 1))
-    return group(luhn_complete(body), rng)
+# -- planted values --------------------------------------------------------------------
+
+CARDS = ["4242424242424242", "4000056655665556", "4111111111111111", "4012888888881881", "5555555555554444",
+         "2223003122003222", "5200828282828210", "5105105105105100", "378282246310005", "371449635398431",
+         "6011111111111117", "6011000990139424", "3056930009020004", "36227206271667", "3566002020360505",
+         "3530111333300000", "6200000000000005", "4222222222222"]
+CARD_SENTENCES = ["Paid with card {v} yesterday.", "My Visa is {v}, exp 04/27, CVV 123.", "cc_number: {v}",
+                  "Kartennummer {v} bitte belasten.", "Refund the charge on {v} please."]
 
 
-def bad_card(rng: random.Random) -> str:
-    digits = card(rng).replace(" ", "").replace("-", "")
-    last = str((int(digits[-1]) + rng.randint(1, 9)) % 10)
-    return group(digits[:-1] + last, rng)
+def card_forms(number: str) -> list[str]:
+    sizes = (4, 6, 5) if len(number) == 15 else (4, 6, 4) if len(number) == 14 else (4, 4, 4, 4, 3)
+    return [number, grouped(number, sizes, "-"), *written(number, grouped(number, sizes, " "))]
 
 
-BBAN = {"DE": "n18", "GB": "a4n14", "FR": "n10c11n2", "ES": "n20", "NL": "a4n10", "IT": "a1n10c12", "BE": "n12",
-        "PL": "n24"}
+IBANS = ["DE89370400440532013000", "GB29NWBK60161331926819", "GB82WEST12345698765432", "FR1420041010050500013M02606",
+         "ES9121000418450200051332", "NL91ABNA0417164300", "IT60X0542811101000000123456", "BE68539007547034",
+         "CH9300762011623852957", "AT611904300234573201", "PL61109010140000071219812874", "SE4550000000058398257466",
+         "NO9386011117947", "DK5000400440116243", "FI2112345600000785", "PT50000201231234567890154",
+         "IE29AIBK93115212345678", "LU280019400644750000"]
+IBAN_SENTENCES = ["Transfer to {v} today.", "IBAN: {v}", "Bankverbindung: {v}, BIC folgt.",
+                  "please wire it to {v} by friday"]
 
 
-def iban(rng: random.Random, valid: bool = True) -> str:
-    country = rng.choice(sorted(BBAN))
-    bban = ""
-    for kind, count in re.findall(r"([anc])(\d+)", BBAN[country]):
-        pool = {"a": string.ascii_uppercase, "n": string.digits, "c": string.ascii_uppercase + string.digits}[kind]
-        bban += "".join(rng.choice(pool) for _ in range(int(count)))
-    numeric = int("".join(str(int(ch, 36)) for ch in bban + country + "00"))
-    check = 98 - numeric % 97
-    if not valid:
-        check = (check + rng.randint(1, 50)) % 97 + 2
-    compact = f"{country}{check:02d}{bban}"
-    assert len(compact) == IBAN_LENGTHS[country]
-    return " ".join(compact[i:i + 4] for i in range(0, len(compact), 4)) if rng.random() < 0.5 else compact
+def iban_forms(iban: str) -> list[str]:
+    paper = " ".join(iban[i:i + 4] for i in range(0, len(iban), 4))
+    return [iban, iban.lower(), paper.lower(), *written(iban, paper)]
 
 
-def phone(rng: random.Random) -> str:
-    import phonenumbers
+PHONES = ["(202) 456-1414", "202-456-1414", "202.456.1414", "+1 202 456 1414", "1-800-273-8255", "(617) 253-1000",
+          "+1-650-253-0000", "212 736 5000", "+44 20 7219 3000", "+44 (0)20 7946 0958", "+44 1392 885680",
+          "0044 20 7219 3000", "+49 30 22730", "+49 (0)30 901820", "+49 1512 3456789", "+49-89-1234567",
+          "+33 1 42 92 81 00", "+33 (0)1 42 68 53 00", "+33 6 12 34 56 78", "+91 98765 43210", "+91-11-2301-2380",
+          "+81 3-3581-3111", "+81 90-1234-5678", "+61 2 9250 7111", "+61 412 345 678", "+55 11 98765-4321",
+          "+55 (21) 2555-0101", "+34 912 34 56 78", "+39 06 6982", "+31 20 794 0000"]
+PHONE_SENTENCES = ["Call me on {v} after six.", "Tel.: {v}", "Her mobile is {v}.", "(reachable at {v} on weekdays)"]
 
-    if rng.random() < 0.5:
-        area = rng.choice([212, 305, 312, 415, 503, 617, 702, 206, 404, 713, 818, 919])
-        ex, line = rng.randint(200, 999), rng.randint(0, 9999)
-        if ex == 555:
-            ex = 556
-        return rng.choice([f"({area}) {ex}-{line:04d}", f"{area}-{ex}-{line:04d}", f"{area}.{ex}.{line:04d}",
-                           f"+1 {area} {ex} {line:04d}", f"1-{area}-{ex}-{line:04d}"])
-    while True:
-        region = rng.choice(["GB", "DE", "FR", "ES", "IN", "JP", "AU", "BR"])
-        example = phonenumbers.example_number_for_type(region, rng.choice(
-            [phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE]))
-        national = str(example.national_number)
-        number = phonenumbers.parse(f"+{example.country_code}{national[:-3]}{rng.randint(0, 999):03d}")
-        if phonenumbers.is_valid_number(number):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+SSNS = ["536-22-1234", "219-45-8876", "401-86-2231", "078-33-4410", "625-09-7712", "302-71-0045"]
+SSN_SENTENCES = ["SSN {v} on the W-2.", "Her social security number is {v}.", "ssn: {v}",
+                 "Applicant SSN: {v}, DOB 1984-02-11."]
 
 
-def ssn(rng: random.Random) -> str:
-    area = rng.choice([a for a in range(1, 900) if a != 666])
-    return f"{area:03d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
+def ssn_forms(ssn: str) -> list[str]:
+    return [ssn, ssn.replace("-", " "), ssn.replace("-", ""), ssn.translate(ARABIC_INDIC), ssn.translate(FULLWIDTH)]
 
 
-def public_ip(rng: random.Random) -> str:
-    import ipaddress
-
-    while True:
-        if rng.random() < 0.8:
-            address = ipaddress.ip_address(".".join(str(rng.randint(1, 223)) for _ in range(4)))
-        else:
-            address = ipaddress.ip_address(f"2a0{rng.randint(0, 9)}:" + ":".join(f"{rng.randint(0, 65535):x}" for _ in range(7)))
-        if address.is_global:
-            return str(address)
+EMAILS = ["jane.doe@example.com", "J.Smith@Uni-Bonn.DE", "orders+2024@shop.example.co.uk", "li.wei@corp.example",
+          "o'brien@example.ie", "first_last@sub.domain.example.museum", "ANA.PEREZ@MAIL.EXAMPLE.ES", "x@ab.io"]
+EMAIL_SENTENCES = ["Write to {v} for a refund.", "From: Jane <{v}>", "mailto:{v}", "Contact: {v}."]
 
 
-def token(rng: random.Random, n: int, pool: str = string.ascii_letters + string.digits) -> str:
-    return "".join(rng.choice(pool) for _ in range(n))
+def email_forms(address: str) -> list[str]:
+    return [address, address.replace("@", "＠"), address.lower()]
 
 
-def secret(rng: random.Random) -> tuple[str, str]:
-    """(text to insert, the secret inside it)."""
-    value = rng.choice([
-        lambda: "sk-proj-" + token(rng, 48), lambda: "AKIA" + token(rng, 16, string.ascii_uppercase + string.digits),
-        lambda: "ghp_" + token(rng, 36), lambda: "hf_" + token(rng, 34), lambda: token(rng, 32, "0123456789abcdef"),
-        lambda: token(rng, 40, string.ascii_letters + string.digits + "/+")])()
-    if value.startswith(("sk-", "AKIA", "ghp_", "hf_")):
-        return value, value
-    name = rng.choice(["api_key=", "API_KEY = ", "token: ", "client_secret: ", "the secret is ", "password="])
-    return name + value, value
+IPS = ["8.8.8.8", "1.1.1.1", "9.9.9.9", "208.67.222.222", "93.184.216.34", "151.101.1.69", "140.82.112.3",
+       "2001:4860:4860::8888", "2606:4700:4700::1111", "2620:fe::fe", "2a03:2880:f003:c07:face:b00c::2"]
+IP_SENTENCES = ["Set the DNS server {v} as primary.", "nameserver {v}", "Failed password for admin from {v} port 52144 ssh2",
+                "X-Forwarded-For: {v}", "ping {v} shows 12 ms.", "The server {v} went down at noon."]
 
 
-def email(rng: random.Random) -> str:
-    first, last = rng.choice(["anna", "li", "omar", "jo", "maria"]), rng.choice(["smith", "nguyen", "okafor", "berg"])
-    local = rng.choice([f"{first}.{last}", f"{first}{rng.randint(1, 99)}", f"{first}+news", f"{first[0]}_{last}"])
-    return f"{local}@{rng.choice(['example.com', 'mail.co.uk', 'uni-bonn.de', 'corp.example.org'])}"
+def secret_values(rng: random.Random) -> list[tuple[str, str]]:
+    """(sentence, the secret in it)."""
+    def body(n: int, pool: str = string.ascii_letters + string.digits) -> str:
+        return "".join(rng.choice(pool) for _ in range(n))
+
+    keys = ["sk-proj-" + body(48), "sk-" + body(48), "sk-ant-api03-" + body(80), "AKIA" + body(16, string.ascii_uppercase + string.digits),
+            "ghp_" + body(36), "github_pat_11" + body(20) + "_" + body(59), "hf_" + body(34),
+            "xoxb-" + body(12, string.digits) + "-" + body(13, string.digits) + "-" + body(24),
+            "xoxp-" + body(11, string.digits) + "-" + body(12, string.digits) + "-" + body(13, string.digits) + "-" + body(32, "0123456789abcdef"),
+            "sk_live_" + body(24), "AIza" + body(35), "glpat-" + body(20)]
+    cases = []
+    for key in keys:
+        cases += [(f"export API_TOKEN={key}", key), (f"I pasted {key} into the chat by mistake.", key),
+                  (f'{{"credentials": "{key}"}}', key)]
+    hook = "https://hooks.slack.com/services/T" + body(8, string.ascii_uppercase + string.digits) + "/B" + body(
+        10, string.ascii_uppercase + string.digits) + "/" + body(24)
+    jwt = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5"
+           "MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+    aws_secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    pw = "Tr0ub4dor&3x9Lq"
+    client_secret = body(32, "0123456789abcdef")
+    cases += [(f"aws_secret_access_key = {aws_secret}", aws_secret), (f"Authorization: Bearer {jwt}", jwt),
+              (f"curl -X POST -d 'payload' {hook}", hook), (f"DB_PASSWORD={pw}", pw),
+              (f"postgres://app:{pw}@db.example.com:5432/app", pw),
+              (f"client_secret: {client_secret}", client_secret)]
+    return cases
 
 
-PLANTED = {
-    "email": lambda rng: (email(rng),) * 2, "phone": lambda rng: (phone(rng),) * 2,
-    "card": lambda rng: (card(rng),) * 2, "iban": lambda rng: (iban(rng),) * 2, "ssn": lambda rng: (ssn(rng),) * 2,
-    "ip": lambda rng: (public_ip(rng),) * 2, "secret": secret,
+def planted(rng: random.Random) -> list[tuple[str, str, int, int]]:
+    """(text, kind, start, end) of each planted value."""
+    out = []
+
+    def plant(kind: str, sentences: list[str], forms: list[str]) -> None:
+        for form in forms:
+            sentence = rng.choice(sentences)
+            text = sentence.replace("{v}", form)
+            at = sentence.index("{v}")
+            out.append((text, kind, at, at + len(form)))
+
+    for number in CARDS:
+        plant("card", CARD_SENTENCES, card_forms(number))
+    for iban in IBANS:
+        plant("iban", IBAN_SENTENCES, iban_forms(iban))
+    for phone in PHONES:
+        plant("phone", PHONE_SENTENCES, [phone, phone.translate(FULLWIDTH), phone.translate(ARABIC_INDIC),
+                                         phone.replace(" ", "\u00a0")])
+    for ssn in SSNS:
+        for sentence in SSN_SENTENCES:
+            plant("ssn", [sentence], ssn_forms(ssn))
+    for address in EMAILS:
+        plant("email", EMAIL_SENTENCES, email_forms(address))
+    for address in IPS:
+        for sentence in IP_SENTENCES:
+            plant("ip", [sentence], [address])
+    for text, value in secret_values(rng):
+        at = text.index(value)
+        out.append((text, "secret", at, at + len(value)))
+    return out
+
+
+# -- hard negatives --------------------------------------------------------------------
+
+NEGATIVES = {
+    "version number": ["Chrome 120.0.6099.109 fixed it.", "Running kernel 5.15.0.91 on the host.",
+                       "Windows 10.0.19045.3803 is installed.", "Upgrade to 2.4.1.8 tonight.", "nginx/1.25.3 answered.",
+                       "pin numpy==1.26.4", "Android 4.4.2 and iOS 17.2.1 both crash.", "Firmware 8.8.8.8 bricks it.",
+                       "See clause 4.2.1.3 of the contract.", "Table 3.1.2.4 lists the limits.",
+                       "The DNS server was updated to 9.18.24.1 last week."],
+    "date or time": ["Released on 2024-03-15.", "Due 15/03/2024.", "Born 03/15/1984.", "Signed 15.03.2024.",
+                     "On March 15, 2024 at 10:30:00 UTC.", "ts=2024-03-15T10:30:00Z", "Batch 20240315 ran.",
+                     "From 1999–2003 he lived abroad.", "Fri, 15 Mar 2024 10:30:00 +0000"],
+    "order, tracking, case number": ["Order #112-4567890-1234567 has shipped.", "Invoice INV-2024-000123 is due.",
+                                     "PO 4500012345 approved.", "Ticket 536221234 was closed.",
+                                     "UPS tracking 1Z999AA10123456784.", "USPS 9400 1000 0000 0000 0000 00 is out for delivery.",
+                                     "Case No. 2:21-cv-01234 was dismissed.", "Lot 20240315-0042 was recalled.",
+                                     "Serial SN 2049-8817-3320 registered.", "Your order number is 4000 1234 5678 9010."],
+    "ISBN, ISSN, ORCID, barcode": ["ISBN 978-0-262-03384-8 is the third edition.", "ISBN 0-13-110362-8 (K&R).",
+                                   "Cite 9780262033848 in the list.", "ISSN 0028-0836 is Nature.",
+                                   "ORCID 0000-0002-1825-0097", "EAN 4006381333931 on the box.", "UPC 036000291452",
+                                   "DOI 10.1038/nature14539", "arXiv:2303.08774", "Patent US 9,876,543 B2"],
+    "price or quantity": ["It costs $1,299.99.", "Preis: €2.499,00", "USD 12,345.67 total.", "¥120,000 per month.",
+                          "£3,450,000 house.", "1 234 567,89 € brutto", "CHF 1'250.00", "Population 8,336,817.",
+                          "Growth of +5.3% in Q3 2024.", "A 1e-9 tolerance and pi 3.14159265358979."],
+    "coordinates": ["40.7128, -74.0060", "48.8566° N, 2.3522° E", "lat 51.5074 lon -0.1278",
+                    "N 47°22'37\" E 8°32'28\"", "geo:37.7749,-122.4194"],
+    "product or part code": ["Part number 805-1192-03.", "CAS 7732-18-5 is water.", "NDC 0002-7510-01",
+                             "HS code 8471.30.0100", "Model KD-55X85J in stock.", "SKU 400-123-4567-XL",
+                             "ZIP 94103-1234", "Item 212-456-78 discontinued.", "Ref. 2024/0815/77"],
+    "non-personal address": ["Ping 10.0.0.1 or 192.168.1.20.", "localhost is 127.0.0.1 and ::1.",
+                             "Docs use 192.0.2.1 and 2001:db8::1.", "SNMP OID 1.3.6.1.4.1.311", "fe80::1%eth0",
+                             "MAC 00:1A:2B:3C:4D:5E", "std::vector<int> v;", "John 3:16 and 10:30:00"],
+    "hash or id": ["commit 9fceb02d0ae598e95dc970b74767f19372d61af8", "id 123e4567-e89b-12d3-a456-426614174000",
+                   "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "md5 d41d8cd98f00b204e9800998ecf8427e"],
+    "at-sign, not an address": ["@media (max-width: 600px) { }", "npm i @types/node react@18.2.0", "user@localhost",
+                                "Follow @jane_doe for updates.", "git@github.com:org/repo.git"],
+    "IBAN or SSN shaped": ["DE00 1234 5678 9012 3456 78 is made up.", "SWIFT DEUTDEFF500", "ISIN DE0005140008",
+                           "ISIN US0378331005", "The example SSN 123-45-6789 is invalid.", "SSN format: AAA-GG-SSSS",
+                           "ssn field left blank; id 536221234xy"],
+    "secret placeholder": ["api_key=YOUR_API_KEY_HERE", "password: ********", "token_count=123456789012345678",
+                           "Set OPENAI_API_KEY in your shell.", "the password is correcthorsebatterystaple",
+                           "sk-... is the prefix of OpenAI keys.", "xoxb- tokens are bot tokens."],
 }
 
 
-def isbn13(rng: random.Random) -> str:
-    body = "978" + "".join(rng.choice(string.digits) for _ in range(9))
-    check = (10 - sum(int(d) * (1 if i % 2 == 0 else 3) for i, d in enumerate(body)) % 10) % 10
-    d = body + str(check)
-    return f"ISBN {d[:3]}-{d[3]}-{d[4:7]}-{d[7:12]}-{d[12]}"
-
-
-def isbn10(rng: random.Random) -> str:
-    body = "".join(rng.choice(string.digits) for _ in range(9))
-    check = (11 - sum((10 - i) * int(x) for i, x in enumerate(body)) % 11) % 11
-    return f"ISBN {body[0]}-{body[1:4]}-{body[4:9]}-{'X' if check == 10 else check}"
-
-
-LOOK_ALIKES = {
-    "order number failing Luhn": lambda rng: "order " + bad_card(rng),
-    "date": lambda rng: rng.choice([f"{rng.randint(1990, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-                                    f"{rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}/{rng.randint(1990, 2030)}",
-                                    f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.{rng.randint(1990, 2030)}",
-                                    f"March {rng.randint(1, 28)}, {rng.randint(1990, 2030)}",
-                                    f"{rng.randint(1990, 2030)}/{rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}"]),
-    "ISBN": lambda rng: rng.choice([isbn13, isbn10])(rng),
-    "price": lambda rng: rng.choice([f"${rng.randint(1, 99)},{rng.randint(0, 999):03d}.{rng.randint(0, 99):02d}",
-                                     f"€{rng.randint(1, 999)}.{rng.randint(0, 99):02d}",
-                                     f"{rng.randint(1, 9)} {rng.randint(0, 999):03d},00 kr"]),
-    "version string": lambda rng: rng.choice(["version ", "v", "release ", "build "]) + ".".join(
-        str(rng.randint(0, 20)) for _ in range(rng.choice([3, 4]))),
-    "private IP": lambda rng: rng.choice([f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                                          f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                                          f"172.{rng.randint(16, 31)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                                          "127.0.0.1", "fe80::1", "::1"]),
-    "IBAN, wrong check digits": lambda rng: iban(rng, valid=False),
-    "SSN-shaped, invalid": lambda rng: f"{rng.choice([0, 666, rng.randint(900, 999)]):03d}-{rng.randint(1, 99):02d}-"
-                                       f"{rng.randint(1, 9999):04d}",
-    "phone-shaped, invalid": lambda rng: rng.choice(["123-456-7890", "000-000-0000", f"(099) {rng.randint(100, 999)}-0000",
-                                                     f"{rng.randint(100, 199)}-{rng.randint(100, 999)}-{rng.randint(0, 9999):04d}"]),
-    "clock time": lambda rng: f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}",
-    "git hash or UUID": lambda rng: rng.choice([f"commit {token(rng, 40, '0123456789abcdef')}", f"id {uuid.UUID(int=rng.getrandbits(128))}"]),
-}
-
-
-def insert(text: str, value: str, rng: random.Random) -> tuple[str, int]:
-    """`text` with `value` inserted after a sentence end (or at the end); and where it starts."""
-    ends = [m.end() for m in re.finditer(r"[.!?]\s", text)] or [len(text)]
-    at = rng.choice(ends)
-    lead = rng.choice(LEAD_INS)
-    piece = f" {lead} {value}. " if lead != "(" else f" ({value}) "
-    return text[:at] + piece + text[at:], at + piece.index(value)
-
-
-BARE = {  # the same kinds as bare patterns: what a detector without validators finds, in the stage's order of precedence
-    "secret": re.compile(r"\b(?:sk-[\w-]{20,}|AKIA[A-Z0-9]{16}|gh[pousr]_\w{36,}|hf_\w{30,})|(?i:(?:key|token|secret|password)\S*\s*[:=]\s*\S{16,})"),
-    "iban": re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"),
-    "card": re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)"),
-    "ssn": re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)"),
-    "email": re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
-    "ip": re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)|(?<![\w:])(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])"),
-    "phone": re.compile(r"(?<!\w)(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{2,4}[\s.-])\d{2,4}[\s.-]?\d{2,4}(?:[\s.-]?\d{2,4})?(?!\w)"),
-}
-
-
-def bare_spans(text: str) -> list[Span]:
-    return resolve(Span(kind, m.start(), m.end()) for kind, pattern in BARE.items() for m in pattern.finditer(text))
+def covered(spans, kind: str, start: int, end: int) -> bool:
+    return any(s.kind == kind and s.start <= start and s.end >= end for s in spans)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, default=DEFAULT)
+    parser.add_argument("--misses", type=int, default=6, help="misses and false finds to show per kind")
     args = parser.parse_args()
-    if not args.data.exists():
-        raise SystemExit(f"{args.data} not found: pass --data PATH")
     rng = random.Random(0)
-    with gzip.open(args.data, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
-    base = [r["prompt"] + "\n" + r["completion"] for r in rng.sample(rows, ROWS)]
-    cases = []  # (text, family, is_pii, value start, value end, kind)
-    i = 0
-    for kind, make in PLANTED.items():
-        for _ in range(PER_KIND):
-            inserted, value = make(rng)
-            text, at = insert(base[i], inserted, rng)
-            start = at + inserted.index(value)
-            cases.append((text, kind, True, start, start + len(value), kind))
-            i += 1
-    for family, make in LOOK_ALIKES.items():
-        for _ in range(PER_KIND):
-            if i >= 4800:
-                break
-            value = make(rng)
-            text, at = insert(base[i], value, rng)
-            cases.append((text, family, False, at, at + len(value), None))
-            i += 1
-    untouched = base[4800:]
-
+    positives = planted(rng)
+    negatives = [(text, family) for family, texts in NEGATIVES.items() for text in texts]
     stage = Pii()
-    detectors = {"pii stage": stage.spans, "bare patterns": bare_spans}
-    results = {}
-    for name, spans_of in detectors.items():
-        began = time.perf_counter()
-        found = [spans_of(text) for text, *_ in cases]
-        background = [spans_of(text) for text in untouched]
-        elapsed = time.perf_counter() - began
-        results[name] = (found, background, elapsed)
+    began = time.perf_counter()
+    pos_spans = [stage.spans(text) for text, *_ in positives]
+    neg_spans = [stage.spans(text) for text, _ in negatives]
+    elapsed = time.perf_counter() - began
 
-    chars = sum(len(c[0]) for c in cases) + sum(map(len, untouched))
-    print(f"{len(cases)} texts with one inserted value each ({len(PLANTED)} kinds x {PER_KIND} planted, "
-          f"{len(LOOK_ALIKES)} look-alike families), {len(untouched)} unmodified; {chars / 1e6:.1f} M characters")
-    header = f"{'':28}" + "".join(f"{name:>16}" for name in detectors)
-    print("recall (planted value covered by a span of its kind)\n" + header)
-    for kind in PLANTED:
-        line = f"  {kind:26}"
-        for name in detectors:
-            found = results[name][0]
-            idx = [j for j, c in enumerate(cases) if c[1] == kind]
-            hit = sum(any(s.kind == kind and s.start <= cases[j][3] and s.end >= cases[j][4] for s in found[j]) for j in idx)
-            line += f"{hit / len(idx):>16.3f}"
-        print(line)
-    print("look-alike precision (look-alikes no span touches)\n" + header)
-    totals = collections.Counter()
-    for family in LOOK_ALIKES:
-        line = f"  {family:26}"
-        for name in detectors:
-            found = results[name][0]
-            idx = [j for j, c in enumerate(cases) if c[1] == family]
-            clean = sum(not any(s.start < cases[j][4] and s.end > cases[j][3] for s in found[j]) for j in idx)
-            totals[name] += clean
-            line += f"{clean / len(idx):>16.3f}"
-        print(line)
-    n_look = sum(not c[2] for c in cases)
-    print(f"  {'all look-alikes':26}" + "".join(f"{totals[name] / n_look:>16.3f}" for name in detectors))
-    for name in detectors:
-        background = results[name][1]
-        counts = collections.Counter(s.kind for spans in background for s in spans)
-        print(f"{name}: in {len(untouched)} unmodified T0 texts it finds {dict(sorted(counts.items())) or 'nothing'}")
-    examples = [(s.kind, text[max(0, s.start - 30): s.end + 10].replace("\n", " "))
-                for text, spans in zip(untouched, results["pii stage"][1]) for s in spans][:12]
-    for kind, context in examples:
-        print(f"    {kind}: ...{context}...")
-    for name in detectors:
-        elapsed = results[name][2]
-        print(f"speed, {name}: {(len(cases) + len(untouched)) / elapsed:,.0f} texts/s ({chars / elapsed / 1e6:.2f} M chars/s)")
+    planted_n, hits, reported, true = (collections.Counter() for _ in range(4))
+    missed, false = collections.defaultdict(list), collections.defaultdict(list)
+    for (text, kind, start, end), spans in zip(positives, pos_spans):
+        planted_n[kind] += 1
+        if covered(spans, kind, start, end):
+            hits[kind] += 1
+        else:
+            missed[kind].append(text)
+        for s in spans:
+            if not s.kind:
+                continue
+            reported[s.kind] += 1
+            if s.kind == kind and s.start < end and s.end > start:
+                true[s.kind] += 1
+            else:
+                false[s.kind].append(text[s.start:s.end] + "  <-  " + text)
+    untouched = collections.Counter()
+    for (text, family), spans in zip(negatives, neg_spans):
+        found = [s for s in spans if s.kind]
+        untouched[family] += not found
+        for s in found:
+            reported[s.kind] += 1
+            false[s.kind].append(text[s.start:s.end] + "  <-  " + text)
+
+    print(f"{len(positives)} texts with a planted value, {len(negatives)} hard negatives (hand-written, see the docstring)")
+    print(f"{'kind':8}{'planted':>9}{'found':>7}{'recall':>8}{'spans':>7}{'true':>6}{'precision':>11}")
+    for kind in planted_n:
+        precision = f"{true[kind] / reported[kind]:.3f}" if reported[kind] else "-"
+        print(f"{kind:8}{planted_n[kind]:>9}{hits[kind]:>7}{hits[kind] / planted_n[kind]:>8.3f}{reported[kind]:>7}"
+              f"{true[kind]:>6}{precision:>11}")
+    total_hits, total_planted = sum(hits.values()), sum(planted_n.values())
+    total_true, total_reported = sum(true.values()), sum(reported.values())
+    print(f"{'all':8}{total_planted:>9}{total_hits:>7}{total_hits / total_planted:>8.3f}{total_reported:>7}"
+          f"{total_true:>6}{total_true / max(1, total_reported):>11.3f}")
+    print("hard negatives left untouched, per family")
+    for family, texts in NEGATIVES.items():
+        print(f"  {family:32}{untouched[family]:>3} of {len(texts)}")
+    for kind in planted_n:
+        for label, texts in (("missed", missed[kind]), ("false", false[kind])):
+            for text in texts[:args.misses]:
+                print(f"  {kind} {label}: {text!r}")
+            if len(texts) > args.misses:
+                print(f"  {kind} {label}: ... {len(texts) - args.misses} more")
+    n = len(positives) + len(negatives)
+    print(f"speed: {n / elapsed:,.0f} texts/s")
 
 
 if __name__ == "__main__":
