@@ -9,6 +9,7 @@ import json
 import pytest
 
 from factory.cli import main
+from factory.run.quota import Quotas, plan_round, round_size
 from tests.helpers.datafiles import read_jsonl
 from tests.helpers.pipelines import KEEP_SCRIPT, keep_pipeline, write_pipeline
 from tests.helpers.processes import assert_user_error
@@ -132,3 +133,27 @@ def test_balanced_keep_generates_within_1_3x_of_what_its_acceptance_needed(tmp_p
     # Each round costs a filter pass: the evidence of the first fills most cells in one more.
     assert info["quota"]["rounds"] <= 3
 
+
+@pytest.mark.parametrize("short, kept, requested, asked", [
+    (50, 0, 0, 70),        # no evidence: the shortfall and the overfill allowance (20 of 100), as if all pass
+    (50, 5, 10, 88),       # thin evidence: what overfills by at most 20 at the high end; the next round finishes
+    (50, 50, 100, 115),    # the margin over 50 / 0.5 = 100 shrinks as the evidence grows ...
+    (50, 500, 1000, 111),
+    (50, 5000, 10000, 104),
+    (3, 100, 200, 8),      # a small shortfall: enough even at the low end
+    (50, 0, 100, 1000),    # nothing kept yet: FLOOR_RATE bounds the round
+])
+def test_round_size_from_the_cells_confidence_bounds(short, kept, requested, asked):
+    assert round_size(short, 100, kept, requested) == asked
+
+
+def test_a_round_asks_only_for_short_cells_in_whole_units():
+    def seed_of(unit):
+        return {"topic": ["tides", "volcanoes"][unit % 2]}
+
+    quotas = Quotas(20, ["topic"], {("tides",): 1.0, ("volcanoes",): 1.0})
+    kept = collections.Counter({("tides",): 12, ("volcanoes",): 5})
+    requested = collections.Counter({("tides",): 20, ("volcanoes",): 20})
+    units = plan_round(quotas, kept, requested, 3, seed_of, 40, 10_000)
+    assert all(seed_of(u)["topic"] == "volcanoes" for u in units)  # tides is full (12 of 10)
+    assert len(units) == -(-round_size(5, 10, 5, 20) // 3)
