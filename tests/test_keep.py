@@ -6,7 +6,10 @@ from __future__ import annotations
 import collections
 import json
 
+import pytest
+
 from factory.cli import main
+from factory.run.quota import Quotas, plan_round, round_size
 from tests.helpers.datafiles import read_jsonl
 from tests.helpers.pipelines import KEEP_SCRIPT, keep_pipeline, write_pipeline
 from tests.helpers.processes import assert_user_error
@@ -85,3 +88,72 @@ def test_bad_balance_is_one_line_before_anything_is_sent(tmp_path, loopback, cap
     code = main(["run", str(path), "--quiet"])
     assert_user_error(code, capsys.readouterr().err, ["balance needs keep"])
     assert loopback.teacher.served == 0
+
+
+# A judge that keeps about half, unevenly across cells and in no pattern of the sample
+# index: each sample's roll (0-99) is a multiplicative hash of its index, and it fails
+# below a difficulty's bar (easy 40, medium 50, hard 60).
+HALF_RUBRIC = ("Grade roll={{ (metadata.sample_index * 2654435761) % 4294967296 // 42949673 }} "
+               "bar={{ {'easy': 40, 'medium': 50, 'hard': 60}[metadata.seed.difficulty] }}: {{ answer }}")
+HALF_SCRIPT = [(r"roll=(\d|[1-3]\d) bar=40:", '{"rationale": "off", "score": 1}'),
+               (r"roll=(\d|[1-4]\d) bar=50:", '{"rationale": "off", "score": 1}'),
+               (r"roll=(\d|[1-5]\d) bar=60:", '{"rationale": "off", "score": 1}'),
+               (r"roll=", '{"rationale": "fine", "score": 9}')]
+
+
+# The first round: generate.count's default (keep), or a small one that leaves the
+# second round almost no evidence (before the rounds were sized from confidence bounds,
+# that one generated 814 samples where 612 were needed: 1.33x).
+@pytest.mark.parametrize("count", [None, 12])
+def test_balanced_keep_generates_within_1_3x_of_what_its_acceptance_needed(tmp_path, loopback, count):
+    url = loopback(replies=HALF_SCRIPT)
+    path = write_pipeline(tmp_path, url, generate__count=count, generate__keep=300, generate__balance="difficulty",
+                          seeds__difficulty=["easy", "medium", "hard"],
+                          filters=[{"type": "judge", "min_score": 5, "rubric": "judge/half.j2"}])
+    (tmp_path / "prompts" / "qa" / "user.j2").write_text(
+        'Write {{ k }} {{ difficulty }} question/answer pairs about "{{ topic }}" for {{ persona }}.')
+    (tmp_path / "prompts" / "judge").mkdir()
+    (tmp_path / "prompts" / "judge" / "half.j2").write_text(HALF_RUBRIC)
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    info = json.loads((out / "run.json").read_text())
+    data = read_jsonl(out / "data.jsonl")
+
+    # The keep contract: exactly keep, every cell exactly its quota.
+    assert len(data) == 300
+    assert collections.Counter(metadata(r)["seed"]["difficulty"] for r in data) == {
+        "easy": 100, "medium": 100, "hard": 100}
+    assert all(c["kept"] == c["quota"] == 100 for c in info["quota"]["cells"])
+    requested = info["funnel"]["requested"]
+    judge = next(s for s in info["funnel"]["stages"] if s["stage"] == "judge")
+    acceptance = judge["kept"] / requested
+    assert 0.4 < acceptance < 0.6  # the judge keeps about half
+    needed = 300 / acceptance
+    assert requested / needed <= 1.3, (requested, round(needed), info["quota"])
+    # Each round costs a filter pass: the evidence of the first fills most cells in one more.
+    assert info["quota"]["rounds"] <= 3
+
+
+@pytest.mark.parametrize("short, kept, requested, asked", [
+    (50, 0, 0, 70),        # no evidence: the shortfall and the overfill allowance (20 of 100), as if all pass
+    (50, 5, 10, 88),       # thin evidence: what overfills by at most 20 at the high end; the next round finishes
+    (50, 50, 100, 115),    # the margin over 50 / 0.5 = 100 shrinks as the evidence grows ...
+    (50, 500, 1000, 111),
+    (50, 5000, 10000, 104),
+    (3, 100, 200, 8),      # a small shortfall: enough even at the low end
+    (50, 0, 100, 1000),    # nothing kept yet: FLOOR_RATE bounds the round
+])
+def test_round_size_from_the_cells_confidence_bounds(short, kept, requested, asked):
+    assert round_size(short, 100, kept, requested) == asked
+
+
+def test_a_round_asks_only_for_short_cells_in_whole_units():
+    def seed_of(unit):
+        return {"topic": ["tides", "volcanoes"][unit % 2]}
+
+    quotas = Quotas(20, ["topic"], {("tides",): 1.0, ("volcanoes",): 1.0})
+    kept = collections.Counter({("tides",): 12, ("volcanoes",): 5})
+    requested = collections.Counter({("tides",): 20, ("volcanoes",): 20})
+    units = plan_round(quotas, kept, requested, 3, seed_of, 40, 10_000)
+    assert all(seed_of(u)["topic"] == "volcanoes" for u in units)  # tides is full (12 of 10)
+    assert len(units) == -(-round_size(5, 10, 5, 20) // 3)

@@ -24,9 +24,19 @@ from factory.core.errors import ConfigError
 from factory.core.record import Record
 from filters.base import Stage
 
-# A round asks for this much more than the observed rates say it needs, so that one
-# round usually finishes a cell; a cell that has kept nothing yet is assumed to keep this share.
-ROUND_MARGIN = 1.1
+# A top-up round is sized from what each cell has shown so far: `kept` of `requested`
+# samples. Its acceptance lies inside a Wilson interval that narrows as those samples
+# grow. A round asks for enough to fill the cell even at the interval's low end (FILL_Z:
+# it falls short about once in 700), unless that could overfill the cell by more than
+# OVERFILL of its quota at the high end (OVERFILL_Z: about once in 100); then it asks for
+# the shortfall plus that allowance at the high end, and the next round, with more
+# evidence, finishes. So what the filters pass beyond the quotas stays within about
+# OVERFILL of keep, and a cell with enough evidence is filled in one round. With no
+# evidence (the high end is 1) a round asks for the shortfall and the allowance. A rate
+# below FLOOR_RATE counts as FLOOR_RATE: a cell that has kept nothing asks for a bounded round.
+FILL_Z = 3.0
+OVERFILL_Z = 2.33
+OVERFILL = 0.2
 FLOOR_RATE = 0.05
 MAX_CELLS = 10_000
 
@@ -95,14 +105,11 @@ def build_quotas(generate, seeds, where: str) -> Quotas | None:
 
 def plan_round(quotas: Quotas, kept: Counter, requested: Counter, per_unit: int, seed_of, start: int,
                scan_limit: int) -> list[int]:
-    """The units of the next top-up round: for each short cell, enough units to fill it
-    at the rate it has kept so far, taken in index order from `start`."""
-    total_rate = sum(kept.values()) / max(1, sum(requested.values()))
-    need: dict[Cell, int] = {}
-    for cell, short in quotas.short(kept).items():
-        rate = kept[cell] / requested[cell] if requested[cell] and kept[cell] else total_rate
-        samples = math.ceil(short / max(rate, FLOOR_RATE) * ROUND_MARGIN)
-        need[cell] = math.ceil(samples / per_unit)
+    """The units of the next top-up round: for each short cell, round_size samples (in
+    whole units), taken in index order from `start`. Only counts decide it, so the same
+    stored verdicts give the same round whatever the batch or the concurrency."""
+    need = {cell: math.ceil(round_size(short, quotas.targets[cell], kept[cell], requested[cell]) / per_unit)
+            for cell, short in quotas.short(kept).items()}
     units: list[int] = []
     index = start
     while any(need.values()) and index < start + scan_limit:
@@ -112,6 +119,28 @@ def plan_round(quotas: Quotas, kept: Counter, requested: Counter, per_unit: int,
             need[cell] -= 1
         index += 1
     return units
+
+
+def round_size(short: int, quota: int, kept: int, requested: int) -> int:
+    """Samples to ask for a cell `short` of its `quota` that has kept `kept` of the
+    `requested` samples so far: enough at the low end of its acceptance, capped by
+    what overfills it by at most OVERFILL of its quota at the high end."""
+    low, _ = wilson(kept, requested, FILL_Z)
+    _, high = wilson(kept, requested, OVERFILL_Z)
+    filled_when_low = short / max(low, FLOOR_RATE)
+    at_most_overfilled = (short + OVERFILL * quota) / max(high, FLOOR_RATE)
+    return math.ceil(min(filled_when_low, at_most_overfilled))
+
+
+def wilson(successes: int, trials: int, z: float) -> tuple[float, float]:
+    """The Wilson score interval of a success rate: (0, 1) with no trials."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    spread = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    return max(0.0, centre - spread), min(1.0, centre + spread)
 
 
 def kept_by_cell(quotas: Quotas, records: Iterable[Record]) -> Counter:
