@@ -1,15 +1,21 @@
-"""Structured output on every server: the ladder of modes, one probe, remembered in the run store."""
+"""Structured output on every server: the ladder of modes, found without idling the server, remembered in the run store."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 
+from tests.helpers.checkout import ROOT
 from tests.helpers.datafiles import read_jsonl
 from tests.helpers.pipelines import write_pipeline
-from tests.helpers.processes import factory_cli
+from tests.helpers.processes import factory_cli, start_run
 
 
 def settings(out) -> dict:
@@ -33,10 +39,14 @@ def test_llama_cpp_python_refuses_json_schema_with_a_500_and_takes_json_object_w
     path = write_pipeline(tmp_path, url, generate__count=8)
     first = factory_cli("run", str(path), "--quiet")
     assert first.returncode == 0, first.stderr
-    # One probe: json_schema once (the 500 names response_format: refused, not retried),
-    # then every request, the others included, as json_object with the schema.
-    assert [kind(b) for b in teacher.bodies] == ["json_schema"] + ["json_object_schema"] * 4
-    assert teacher.outcomes["refused_response_format"] == 1
+    # No probe alone: the 4 units go out at once in json_schema, each refused once at most
+    # (the 500 names response_format: refused, not retried), then each in json_object
+    # with the schema, where every later request goes directly.
+    kinds = [kind(b) for b in teacher.bodies]
+    refused = [b["messages"] for b in teacher.bodies if kind(b) == "json_schema"]
+    assert kinds.count("json_object_schema") == 4 and len(kinds) == 4 + len(refused)
+    assert 1 <= len(refused) == teacher.outcomes["refused_response_format"] <= 4
+    assert all(refused.count(m) == 1 for m in refused)  # no request refused twice in one mode
     assert len(read_jsonl(tmp_path / "out" / "data.jsonl")) == 8
     assert settings(tmp_path / "out") == {"structured_mode:loopback": "json_object_schema"}
     info = json.loads((tmp_path / "out" / "run.json").read_text())
@@ -73,3 +83,75 @@ def test_a_mode_the_server_refuses_stops_the_run_saying_what_to_set(tmp_path, lo
     result = factory_cli("run", str(path), "--quiet")
     assert result.returncode != 0
     assert "structured_output: auto" in result.stderr
+
+
+@pytest.mark.parametrize("imitate", ["openai", "llama_cpp"])
+def test_finding_the_mode_keeps_every_slot_busy(tmp_path, loopback, imitate):
+    """No request waits for another to find the mode: the whole window is at the server
+    before its first answer (refusals, which cost nothing, step every request down)."""
+    url = loopback(latency_median=1.0, slots=8, metrics=False, imitate=imitate)
+    teacher = loopback.teacher
+    path = write_pipeline(tmp_path, url, generate__count=8, generate__pairs_per_request=1,
+                          teacher__max_concurrency=8)
+    result = factory_cli("run", str(path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    first_answer = min(end for _, end in teacher.intervals)
+    # Ordered by the server's own clock: every unit was in a slot before any answer came back.
+    assert sum(start < first_answer for start, _ in teacher.intervals) == 8
+    refused = teacher.outcomes["refused_response_format"]
+    assert len(teacher.arrivals) == 8 + refused and refused <= (8 if imitate == "llama_cpp" else 0)
+
+
+# -- a signal while the mode is not known yet ---------------------------------------------
+
+API_RUN = """
+import sys
+import factory
+from factory.core.stopping import Stopped
+
+try:
+    factory.Pipeline.from_yaml(sys.argv[1]).run(out=sys.argv[2])
+except Stopped as err:
+    sys.exit(err.exit_code)
+"""
+
+
+@pytest.mark.parametrize("how", ["cli", "api"])
+def test_a_signal_while_the_first_request_probes_starts_nothing_new(tmp_path, loopback, how):
+    """SIGINT while the first schema-carrying request is out (the mode not yet known): the
+    requests that went out before it finish and are stored, and none starts after it, not
+    even when that first answer comes back."""
+    latency = 2.0
+    url = loopback(latency_median=latency, slots=8)
+    teacher = loopback.teacher
+    path = write_pipeline(tmp_path, url, generate__count=40, generate__pairs_per_request=1,
+                          teacher__max_concurrency=8)
+    out = tmp_path / "out"
+    if how == "cli":
+        proc = start_run(path)
+    else:
+        proc = subprocess.Popen([sys.executable, "-c", API_RUN, str(path), str(out)], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not teacher.arrivals:  # the first request is on the wire, its answer 2 s away
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        signalled = time.time()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    first_answer = min(end for _, end in teacher.intervals)
+    assert signalled < first_answer, "the signal came after an answer: the test proves nothing"
+    # Ordered by the server's own clock: no request reached it after it gave its first answer.
+    late = [t for t in teacher.arrivals if t > first_answer]
+    assert not late, f"{len(late)} requests started after the signal"
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "stopped"
+    assert info["usage"]["requests"] == len(teacher.arrivals)  # every request sent was answered and stored
+

@@ -15,16 +15,17 @@ Every mode but `json_schema` also states the schema in the prompt: a server that
 silently ignores a field it does not know (vLLM and llama-cpp-python drop unknown
 keys) still gets an answer of the right shape.
 
-With `teacher.structured_output: auto`, the first request that carries a schema goes
-alone (the others wait for it) in the strongest mode; a refusal moves it one rung
-down and it is sent again, until a mode is accepted. The engine stores that mode in
+With `teacher.structured_output: auto`, requests go in the strongest mode not yet
+refused, as many at once as the window holds: none waits for a probe, so the server
+is never idle while the mode is found. A refusal costs nothing (the server did no
+work): the first one of a mode moves every later request one rung down, and the
+refused request is asked again (by the engine, through its window and its stop) in
+the mode then current. The first answer settles the mode; the engine stores it in
 the run store, so a rerun starts there and never probes again. Request keys name the
 *requested* mode (`auto`), so the probe never changes a key and nothing is paid twice.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 LADDER = ("json_schema", "json_object_schema", "structured_outputs", "guided_json", "json_object", "prompt")
 MODES = ("auto", *LADDER)
@@ -45,47 +46,43 @@ def legacy_setting_key(model: str) -> str:
     return f"json_schema_refused:{model}"
 
 
+class ModeRefused(Exception):
+    """The server refused the structured-output mode a request asked for, and a weaker
+    one is left: the engine asks again, in `StructuredModes.current`."""
+
+
 class StructuredModes:
-    """The mode in use, and the probe that finds it; shared by the replicas of a pool."""
+    """The mode in use, and how it is found; shared by the replicas of a pool."""
 
     def __init__(self, requested: str):
         self.requested = requested
         self.rung = 0
         self.settled = requested != "auto"
         self.refused: list[str] = []  # modes the server refused, strongest first
-        self._probe: asyncio.Lock | None = None
-        self._probed: asyncio.Event | None = None  # set when a probe ends, however it ends
-
-    async def wait_for_probe(self) -> None:
-        """While another request probes, wait for it to end: every waiter wakes at once
-        (through the lock they would wake one by one, and a full window trickles out)."""
-        if self._probe is not None and self._probe.locked() and self._probed is not None:
-            await self._probed.wait()
-
-    def probing(self) -> "asyncio.Event":
-        self._probed = asyncio.Event()
-        return self._probed
 
     @property
     def current(self) -> str:
         return LADDER[self.rung] if self.requested == "auto" else self.requested
 
-    @property
-    def probe(self) -> asyncio.Lock:
-        if self._probe is None:
-            self._probe = asyncio.Lock()
-        return self._probe
-
-    def refuse(self) -> bool:
-        """The server refused the current mode: step down; False when there is none below."""
-        if self.requested != "auto" or self.rung >= len(LADDER) - 1:
+    def refuse(self, mode: str) -> bool:
+        """The server refused `mode`: True when the request may be asked again in the mode
+        now current (one rung down, or lower already when another request was refused
+        first); False when nothing is left to try (the last rung, or a settled mode)."""
+        if self.requested != "auto":
             return False
-        self.refused.append(self.current)
+        if mode != self.current:
+            return True
+        if self.settled or self.rung >= len(LADDER) - 1:
+            return False
+        self.refused.append(mode)
         self.rung += 1
         return True
 
-    def settle(self) -> None:
-        self.settled = True
+    def settle(self, mode: str) -> None:
+        """A request in `mode` was answered: the mode in use from now on, when it still is
+        the current one (a weaker one may be current already, where replicas disagree)."""
+        if mode == self.current:
+            self.settled = True
 
     def resume(self, mode: str | None, json_schema_refused: bool = False) -> None:
         """Start from what an earlier invocation found (no probe), or below json_schema

@@ -29,7 +29,7 @@ from factory.teachers.outage import OutageClock
 from factory.core.redaction import Redactor
 from factory.core.stopping import INCOMPLETE, RunStopping, Stop
 from factory.store.run_store import RunStore, request_key
-from factory.core.structured_modes import legacy_setting_key, setting_key
+from factory.core.structured_modes import ModeRefused, legacy_setting_key, setting_key
 from factory.tasks.base import Task
 from factory.teachers.base import Completion, Request, Teacher
 from factory.teachers.identity import request_identity
@@ -114,6 +114,10 @@ class Engine:
         while True:
             try:
                 return await self._send(key, request)
+            except ModeRefused:
+                # Refused for its structured-output mode, which cost nothing: asked again in
+                # the next one, through the window and the stop like any new request.
+                continue
             except (BadResponse, RequestRefused, BudgetReached, RunStopping):
                 raise
             except TeacherError as err:
@@ -187,6 +191,9 @@ class Engine:
         except RequestRefused:
             stats.refused += 1
             self.health.succeeded()  # it answered: alive, only this request is refused
+            raise
+        except ModeRefused:
+            self.health.succeeded()
             raise
         except TeacherError as err:
             stats.teacher_errors += 1

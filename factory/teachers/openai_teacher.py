@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from factory.core import constants
 from factory.config.pipeline import TeacherConfig
 from factory.core.errors import BadResponse, ConfigError, RequestRefused, TeacherError, TeacherMisconfigured
-from factory.core.structured_modes import REFUSAL_WORDS, StructuredModes
+from factory.core.structured_modes import REFUSAL_WORDS, ModeRefused, StructuredModes
 from factory.teachers.base import Completion, Request, Teacher
 from factory.teachers.request_bounds import answer_byte_cap, fd_cap, request_timeout
 from factory.teachers.openai_wire import read_completion, request_body
@@ -98,34 +98,29 @@ class OpenAITeacher(Teacher):
 
     async def complete(self, request: Request) -> Completion:
         modes = self.modes
-        if request.schema is None or modes.settled:
+        if request.schema is None:
             return await self._ask(request, modes.current)
-        # auto, not yet known: one request probes (the others wait here for its answer),
-        # stepping down the ladder past each mode the server refuses.
-        await modes.wait_for_probe()
-        if modes.settled:
-            return await self._ask(request, modes.current)
-        async with modes.probe:
-            done = modes.probing()
-            try:
-                while not modes.settled:
-                    try:
-                        completion = await self._ask(request, modes.current, probing=True)
-                    except _ModeRefused as refused:
-                        if not modes.refuse():
-                            raise RequestRefused(f"teacher refused every structured-output mode: {refused}") from refused
-                        continue
-                    modes.settle()
-                    return completion
-            finally:
-                done.set()
-        return await self._ask(request, modes.current)
+        # auto, not yet known: sent in the strongest mode not refused yet, with the rest
+        # of the window (structured_modes.py); a refusal steps down and the engine asks again.
+        mode, probing = modes.current, not modes.settled
+        try:
+            completion = await self._ask(request, mode, probing=probing)
+        except ModeRefused as refused:
+            if modes.refuse(mode):
+                raise
+            if modes.settled:
+                raise TeacherMisconfigured(f"teacher refused structured_output {mode}, which it had taken: "
+                                           f"{refused}") from refused
+            raise RequestRefused(f"teacher refused every structured-output mode: {refused}") from refused
+        if probing:
+            modes.settle(mode)
+        return completion
 
     async def _ask(self, request: Request, mode: str, probing: bool = False) -> Completion:
         body = self.body(request, mode)
-        # A probe is not retried by the client: a refusal that comes as a 500 (llama-cpp-
-        # python) must not cost six backed-off retries; any other failure is asked again
-        # by the engine, and the next request probes.
+        # Before the mode is settled the client retries nothing: a refusal that comes as a
+        # 500 (llama-cpp-python) must not cost six backed-off retries; any other failure is
+        # asked again by the engine.
         client = self._probe_client if probing else self._client
         response = await self._post(client, "/chat/completions", body, mode, probing)
         return read_completion(response, self.model, self.config.sampling.max_tokens)
@@ -171,7 +166,7 @@ class OpenAITeacher(Teacher):
         except openai.APIStatusError as err:
             if mode is not None and _refuses_structured(err, body):
                 if probing:
-                    raise _ModeRefused(f"{mode}: HTTP {err.status_code} {_short(err)}") from err
+                    raise ModeRefused(f"{mode}: HTTP {err.status_code} {_short(err)}") from err
                 raise TeacherMisconfigured(f"teacher refused structured_output {mode}: {_short(err)} (teacher."
                                            "structured_output: auto finds a mode the server takes)") from err
             if err.status_code in (400, 422):
@@ -213,10 +208,6 @@ def _limits(window: int):
     # One connection per in-flight request, and keep them all alive between requests:
     # reconnecting costs more than the request itself on a fast local server.
     return httpx2.Limits(max_connections=window, max_keepalive_connections=window)
-
-
-class _ModeRefused(Exception):
-    """The server refused the structured-output mode being probed."""
 
 
 def _refuses_structured(err, body: dict[str, Any]) -> bool:
