@@ -103,6 +103,13 @@ FD_RESERVE = 256
 
 # The run store: writes made within this many seconds share one durable commit.
 STORE_GROUP_COMMIT_S = 0.02
+# Rows an open transaction holds (to write again after a full disk) before the store
+# commits them on its own.
+STORE_PENDING_MAX = 2000
+# Room the store holds back in its folder (run.reserve), given up when the disk fills so
+# that its open transaction can still be written: at most this, at most a quarter of
+# what is free when the store opens.
+STORE_RESERVE_BYTES = 16 * 2 ** 20
 # A teacher that has answered nothing for this long (every attempt failing) stops the
 # run as incomplete (teacher.outage_timeout); the user is told once it has been down
 # for OUTAGE_ANNOUNCE_S. Between attempts at one request the pause doubles from the

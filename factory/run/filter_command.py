@@ -8,7 +8,6 @@ for what was not graded), and outputs swapped in only when the command completes
 from __future__ import annotations
 
 import gc
-import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -81,7 +80,6 @@ def filter_dataset(pipeline: PipelineFile, input_path: Path, out_dir: Path, show
                           stop.status if stop.requested else "stopped") from None
         except BudgetReached as err:
             store.commit()
-            shutil.rmtree(staging, ignore_errors=True)
             folder.unfinished(run_record(pipeline, out_dir, "incomplete", {"input": {"path": shown_path(input_path)}},
                                          reason=str(err)))
             raise Stopped(str(err), 1, "incomplete") from None

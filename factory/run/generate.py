@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -168,12 +167,10 @@ def _run(prepared: Prepared, folder: RunFolder, stop: Stop, show_progress: bool,
         kept, examples, filter_rejects = apply_stages(stages, records_from_store(store, fingerprint, units),
                                                       context, staging, redact, pairs=task.pairs, seen=seen)
     except (RunStopping, StopNow):  # a signal or an outage while a filter stage asked the teacher
-        shutil.rmtree(staging, ignore_errors=True)
         if not stop.requested:
             raise
         raise _stopped(folder, pipeline, task, fingerprint, stats, stop) from None
     except BudgetReached as err:  # a filter stage asking the teacher (a judge)
-        shutil.rmtree(staging, ignore_errors=True)
         raise _over_budget(folder, pipeline, task, fingerprint, stats, err) from None
     funnel_stages = [generated] + [stage.outcome() for stage in stages]
     write_rejected(staging / "rejected.jsonl", [rejections_from_store(store, fingerprint, units)],

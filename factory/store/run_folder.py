@@ -31,6 +31,7 @@ class RunFolder:
         self.command = command
         self.fresh = not out_dir.exists()
         self.store: RunStore | None = None
+        self._staging: Path | None = None
 
     def __enter__(self) -> "RunFolder":
         self.store = RunStore.open(self.out_dir)
@@ -50,8 +51,14 @@ class RunFolder:
             except Exception:
                 if kind is None:
                     raise
+        if self._staging is not None:  # a run that did not publish its views: they go with it
+            shutil.rmtree(self._staging, ignore_errors=True)
         nothing_stored = store.db is not None and not store.requests() and not store.has_legacy
-        store.close()
+        try:
+            store.close()
+        except Exception:
+            if kind is None:
+                raise  # else the error already on its way says what went wrong
         if kind is not None and self.fresh and nothing_stored and getattr(err, "status", None) is None:
             # Failed before anything was asked or paid (a teacher that cannot load, a
             # bad input): leave no folder behind, as if the run had never started.
@@ -60,10 +67,14 @@ class RunFolder:
     # -- views ------------------------------------------------------------------------
 
     def staging(self) -> Path:
-        path = self.out_dir / f".staging-{os.getpid()}"
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
+        """A fresh folder to build the views in, removed when the command ends unless
+        `publish` swapped it in. Any other is left by an earlier process that did not
+        finish (the folder's lock says no one works in it now): removed."""
+        for stale in self.out_dir.glob(".staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        self._staging = self.out_dir / f".staging-{os.getpid()}"
+        self._staging.mkdir(parents=True)
+        return self._staging
 
     def publish(self, staging: Path) -> None:
         """Swap the views built in `staging` in; views it lacks are removed. run.json goes
@@ -79,6 +90,7 @@ class RunFolder:
         if (staging / "run.json").exists():
             os.replace(staging / "run.json", self.out_dir / "run.json")
         shutil.rmtree(staging, ignore_errors=True)
+        self._staging = None
 
     def unfinished(self, info: dict[str, Any]) -> None:
         """A run that stopped before it was complete: run.json with its status, no other view."""

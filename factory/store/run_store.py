@@ -16,6 +16,12 @@ WAL with synchronous=FULL: every commit is durable. Writes collect in one open
 transaction that is committed every few milliseconds (a group commit), so a unit's
 row and its last request always land together, and nothing committed is lost to a
 crash, a kill -9 or a power cut.
+
+A full disk: SQLite rolls the open transaction back, so the store keeps that
+transaction's writes (a few milliseconds of answers) until they are committed, folds the
+write-ahead log into run.sqlite (on a small disk the log, many copies of the same pages,
+is most of the space) and writes them again. The run then stops with one line that says
+how much room the store needs: what was received is stored, what was in flight is not.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -36,6 +43,7 @@ from factory.store.recover import quoted, schema
 
 STORE_FILE = "run.sqlite"
 LOCK_FILE = "run.lock"
+RESERVE_FILE = "run.reserve"  # room held back for the store's last writes when the disk fills
 LEGACY_JOURNAL = "journal.sqlite"  # factory 0.1's journal: adopted by the first run that opens the folder
 
 
@@ -97,6 +105,10 @@ class RunStore:
         self._lock_fd = lock_fd
         self._dirty = False
         self._commit_handle = None
+        # The open transaction's writes, (many, sql, args), to write again when a full
+        # disk rolls it back; None when one of them cannot be repeated (a stream of rows).
+        self._pending: list[tuple[bool, str, Any]] | None = []
+        self._pending_rows = 0
         self.invocation: int | None = None
         self.failed: StoreError | None = None  # a group commit that failed, raised by the next write
         self.has_legacy = self._count("completions") > 0
@@ -119,12 +131,15 @@ class RunStore:
             db = _connect(folder / STORE_FILE)
             store = cls(folder, db, lock_fd)
             store._adopt_legacy_journal()
+            _reserve(folder / RESERVE_FILE)
             return store
         except BaseException:
             os.close(lock_fd)
             raise
 
     def close(self) -> None:
+        """Commit what is open and close. Raises the store's failure (a full disk) if it
+        had one, after closing: its writes since then were never made."""
         if self.db is None:
             return
         try:
@@ -143,32 +158,95 @@ class RunStore:
     # -- transactions ---------------------------------------------------------------------
 
     def _write(self, sql: str, args: tuple = ()) -> None:
-        self._in_transaction(self.db.execute, sql, args)
+        self._in_transaction(False, sql, args)
 
     def _write_many(self, sql: str, rows) -> None:
-        self._in_transaction(self.db.executemany, sql, rows)
+        """`rows`: a list is kept for a repeat after a full disk; any other iterable
+        (a whole table, in salvage) is not held in memory, and cannot be repeated."""
+        self._in_transaction(True, sql, rows)
 
-    def _in_transaction(self, run, sql: str, args) -> None:
+    def _in_transaction(self, many: bool, sql: str, args) -> None:
         if self.failed:
             raise self.failed
         try:
             if not self._dirty:
                 self.db.execute("BEGIN IMMEDIATE")
                 self._dirty = True
-            run(sql, args)
+            (self.db.executemany if many else self.db.execute)(sql, args)
         except sqlite3.Error as err:
-            raise _store_error(err, self.path) from err
+            raise self._failure(err, (many, sql, args)) from err
+        if self._pending is not None:
+            if many and not isinstance(args, list):
+                self._pending = None
+            else:
+                self._pending.append((many, sql, args))
+                self._pending_rows += len(args) if many else 1
+                if self._pending_rows >= constants.STORE_PENDING_MAX:
+                    self.commit()  # what a repeat would need stays small
 
     def commit(self) -> None:
         """Make every write so far durable (one fsync for all of them)."""
         self._commit_handle = None
+        if self.failed:
+            raise self.failed
         if not self._dirty:
             return
         try:
             self.db.execute("COMMIT")
         except sqlite3.Error as err:
-            raise _store_error(err, self.path) from err
+            raise self._failure(err) from err
+        self._finished()
+
+    def _finished(self) -> None:
         self._dirty = False
+        self._pending = []
+        self._pending_rows = 0
+
+    def _failure(self, err: sqlite3.Error, current: tuple | None = None) -> StoreError:
+        """The error a failed write or commit raises. Any failure ends the transaction
+        (SQLite may have rolled it back already); a full disk first writes it again
+        into the room that folding the write-ahead log frees, and stops the store."""
+        pending = self._pending
+        if pending is not None and current is not None:
+            pending = [*pending, current]
+        self._abandon()
+        if not _is_full(err):
+            return _store_error(err, self.path)
+        kept = pending is not None and self._write_again(pending)
+        self.failed = StoreError(self._full_message(kept))
+        return self.failed
+
+    def _abandon(self) -> None:
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        self._finished()
+
+    def _write_again(self, writes: list[tuple]) -> bool:
+        (self.folder / RESERVE_FILE).unlink(missing_ok=True)  # its room, for folding the log in
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.execute("BEGIN IMMEDIATE")
+            for many, sql, args in writes:
+                (self.db.executemany if many else self.db.execute)(sql, args)
+            self.db.execute("COMMIT")
+            return True
+        except sqlite3.Error:
+            self._abandon()
+            return False
+
+    def _full_message(self, kept: bool) -> str:
+        page, pages = (self.db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "wal_autocheckpoint"))
+        size = sum(Path(f"{self.path}{suffix}").stat().st_size for suffix in ("", "-wal")
+                   if Path(f"{self.path}{suffix}").exists())
+        need = max(pages, 1) * page + size  # the log grows this far before it is folded in
+        lost = "every answer received is stored" if kept else \
+            "the answers of its last few milliseconds could not be stored"
+        return (f"{self.folder}: the disk is full; the run store needs about {_mb(need)} "
+                f"({_mb(size)} now, and its write-ahead log grows by up to {_mb(pages * page)} before it is "
+                f"folded in), plus room for the outputs; free some space and rerun the same command: {lost}")
 
     def commit_soon(self, loop) -> None:
         """Group commit: writes made within the next few milliseconds share one commit."""
@@ -179,7 +257,7 @@ class RunStore:
         try:
             self.commit()
         except StoreError as err:
-            self.failed = err  # a callback has no one to raise to
+            self.failed = self.failed or err  # a callback has no one to raise to: the next write raises it
 
     # -- the journal ----------------------------------------------------------------------
 
@@ -291,13 +369,9 @@ class RunStore:
         `encode_changes` gave it."""
         if not rows:
             return
-        self._write("SELECT 1")  # opens the transaction
-        try:
-            self.db.executemany("INSERT OR REPLACE INTO verdicts (stage, position, record, keep, reason, detail,"
-                                " changes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                rows)  # keep a bool: sqlite stores it as 1 or 0
-        except sqlite3.Error as err:
-            raise _store_error(err, self.path) from err
+        # A copy: the caller refills its list (keep, a bool: sqlite stores it as 1 or 0).
+        self._write_many("INSERT OR REPLACE INTO verdicts (stage, position, record, keep, reason, detail,"
+                         " changes) VALUES (?, ?, ?, ?, ?, ?, ?)", list(rows))
 
     def keep_verdicts(self, stages: list[str]) -> None:
         """Forget the verdicts of every stage key but these (configurations no longer run)."""
@@ -325,7 +399,7 @@ class RunStore:
                     " VALUES (?, ?, 'submitting', ?, ?, ?)", (provider, file, len(keys), now, now))
         local = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
         self._write_many("INSERT OR REPLACE INTO batch_requests (key, batch, outcome) VALUES (?, ?, NULL)",
-                         ((key, local) for key in keys))
+                         [(key, local) for key in keys])
         self.commit()
         return local
 
@@ -361,7 +435,7 @@ class RunStore:
                       counts: dict) -> None:
         """Every request's outcome and the batch's end, in one durable transaction."""
         self._write_many("UPDATE batch_requests SET outcome = ? WHERE key = ? AND batch = ?",
-                         ((json.dumps(outcome, ensure_ascii=False), key, local) for key, outcome in outcomes.items()))
+                         [(json.dumps(outcome, ensure_ascii=False), key, local) for key, outcome in outcomes.items()])
         self._write("UPDATE batches SET state = ?, status = ?, counts = ?, updated = ? WHERE id = ?",
                     (state, status, json.dumps(counts), time.time(), local))
         self.commit()
@@ -509,6 +583,31 @@ def _store_error(err: sqlite3.Error, path: Path) -> StoreError:
         return StoreError(f"{path}: the run store is damaged ({text}); `factory salvage {path.parent}` copies "
                           f"all that is readable into a fresh store, then rerun the same command")
     return StoreError(f"{path}: {text}")
+
+
+def _is_full(err: sqlite3.Error) -> bool:
+    """SQLite's "database or disk is full": no room (ENOSPC, a quota) or a short write."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "disk is full" in str(err) or \
+        (code is not None and code & 0xFF == sqlite3.SQLITE_IOERR and os.strerror(errno.ENOSPC) in str(err))
+
+
+def _reserve(path: Path) -> None:
+    """Hold back room for `_write_again` (up to a quarter of what is free): folding the
+    write-ahead log in grows run.sqlite before the log's own room is freed."""
+    if path.exists():
+        return
+    size = min(constants.STORE_RESERVE_BYTES, shutil.disk_usage(path.parent).free // 4)
+    try:
+        with open(path, "wb") as f:
+            if size:
+                os.posix_fallocate(f.fileno(), 0, size)
+    except OSError:
+        path.unlink(missing_ok=True)  # no room even for that: the disk-full path says so
+
+
+def _mb(size: float) -> str:
+    return f"{size / 2 ** 20:.1f} MB"
 
 
 def is_disk_full(err: BaseException) -> bool:
