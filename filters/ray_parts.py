@@ -10,6 +10,9 @@ process or on Ray.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -52,6 +55,24 @@ def spill(records: Iterable[Record], work: Path, part_records: int, scored: bool
         if out:
             out.seal()
     return count, scores, witnesses
+
+
+@contextlib.contextmanager
+def work_folder(stage, name: str) -> Iterator[Path]:
+    """A fresh folder for a stage's parts, removed after: in the run folder (which one run
+    holds at a time) when the stage runs in one, else a temporary folder (a stage on a
+    Dataset, or called on records by itself)."""
+    if stage.context is None:
+        with tempfile.TemporaryDirectory(prefix=f"factory-{name}-") as work:
+            yield Path(work)
+        return
+    work = stage.context.out_dir / f".{name}-{stage.position or 0}"
+    shutil.rmtree(work, ignore_errors=True)  # what a killed run left
+    work.mkdir(parents=True)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def part_path(work: Path, part: int) -> Path:

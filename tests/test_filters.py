@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tracemalloc
 
 import pytest
 
@@ -130,6 +131,22 @@ def test_exact_dedup_folds_case_space_and_punctuation():
     assert rejected[0].metadata["duplicate_of"] == "r0" and rejected[0].stage == "exact_dedup"
 
 
+
+def test_exact_dedup_holds_a_few_numbers_per_record_not_the_records():
+    # Issue 25: the stage held every record (about 3 KB each) to decide in one pass. It
+    # streams them to disk now; a record held again would cost ~2 KB here.
+    def peak(n: int) -> int:
+        records = (Record(f"r{i}", [{"role": "user", "content": f"question {i % (n // 2)} " + "x" * 500},
+                                    {"role": "assistant", "content": "an answer " * 80}], {"task": "qa", "i": i})
+                   for i in range(n))
+        tracemalloc.start()
+        try:
+            assert sum(1 for _ in ExactDedup()(records)) == n // 2
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    assert (peak(6000) - peak(2000)) / 4000 < 500
 @pytest.mark.parametrize("config,messages,meta,reason", [
     ({"min_chars": {"assistant": 10}}, [("user", "Q?"), ("assistant", "short")], {}, "too_short"),
     ({"max_chars": {"user": 3}}, [("user", "Too long?"), ("assistant", "fine answer")], {}, "too_long"),

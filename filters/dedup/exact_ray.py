@@ -60,8 +60,7 @@ def exact_dedup_on_ray(stage, records: Iterable[Record], work: Path, ray: Any,
 def digest_part(work: str, part: int, part_records: int, config, partitions: int) -> dict:
     """A Ray task: each record's digest (two 64-bit halves) and index, by partition."""
     work_dir = Path(work)
-    raw = b"".join(digest(config.text(r)) for r in read_part(work_dir, part))
-    halves = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).view(np.int64)
+    halves = digest_halves(b"".join(digest(config.text(r)) for r in read_part(work_dir, part)))
     index = np.arange(part * part_records, part * part_records + len(halves), dtype=np.int64)
     partition = halves[:, 0].view(np.uint64) % np.uint64(partitions)
     for b in range(partitions):
@@ -75,12 +74,22 @@ def first_of_partition(work: str, partition: int, parts: int) -> dict:
     that first record's index, to `copies-B.npy` (2 x copies)."""
     work_dir = Path(work)
     both = np.concatenate([np.load(work_dir / f"digests-{p}-{partition}.npy") for p in range(parts)], axis=1)
-    high, low, index = both
+    save(work_dir / f"copies-{partition}.npy", copies_of(*both))
+    return memory()
+
+
+def digest_halves(raw: bytes) -> np.ndarray:
+    """Records' 16-byte digests, end to end, as two signed 64-bit halves a row."""
+    return np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).view(np.int64)
+
+
+def copies_of(high: np.ndarray, low: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Of the records `index` with digests (`high`, `low`), those whose digest an earlier
+    record has: 2 x copies, their indexes and the first (smallest) index with their digest."""
     order = np.lexsort((index, low, high))  # by digest, then index: each group's first is its smallest
     high, low, index = high[order], low[order], index[order]
     starts = np.ones(len(index), dtype=bool)
     starts[1:] = (high[1:] != high[:-1]) | (low[1:] != low[:-1])
     group_first = index[np.flatnonzero(starts)][np.cumsum(starts) - 1]
     copies = group_first != index
-    save(work_dir / f"copies-{partition}.npy", np.stack([index[copies], group_first[copies]]))
-    return memory()
+    return np.stack([index[copies], group_first[copies]])

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal
 
@@ -31,6 +29,7 @@ from factory.core.constants import DEFAULT_EMBEDDING_MODEL, EMBEDDING_CACHE_FILE
 from factory.core.record import Record
 from filters.base import Stage, TextConfig
 from filters.diversity.parts import Spilled, spill_and_embed
+from filters.ray_parts import work_folder
 from filters.walk_order import walk_order
 
 PROJECTION_POINTS = 1000  # points of the 2-D kept/dropped map kept for the report
@@ -91,13 +90,7 @@ class Diversity(Stage):
         record, never the records or the matrix."""
         c = self.config
         with contextlib.ExitStack() as stack:
-            if self.context is not None:  # in the run folder, which one run holds at a time
-                work = self.context.out_dir / f".diversity-{self.position or 0}"
-                shutil.rmtree(work, ignore_errors=True)  # what a killed run left
-                work.mkdir(parents=True)
-                stack.callback(shutil.rmtree, work, True)
-            else:  # a stage on a Dataset, with no run folder
-                work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="factory-diversity-")))
+            work = stack.enter_context(work_folder(self, "diversity"))
             cluster = self.context.cluster if self.context else None
             spilled = spill_and_embed(records, work, c.text, stack.enter_context(self._embedder(cluster)),
                                       c.fields or ())
