@@ -13,16 +13,19 @@ is made (a kept record's changes are stored as a difference from its input, not 
 copy), and what passes on is the spooled record with that difference applied, just
 as a replay rebuilds it from the store; so a replayed run cannot differ from a
 computed one. Memory stays flat: the input goes to a file, and only an id -> offset
-map is held (unless the caller holds every record anyway, `held`: then the records and
+index of 16 bytes a record is held, in numpy arrays (unless the caller holds every record anyway, `held`: then the records and
 their lines stay in memory, which saves writing and parsing them again).
 """
 
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from factory.core import jsonlines
 from factory.core.record import Record, Rejection
@@ -180,7 +183,8 @@ class _StageInput:
         self.held: list[Record] | None = [] if held else None
         self.lines: dict[str, bytes] = {}
         self.spool = None if held else Spool(path)
-        self.offsets: dict[str, int] = {}
+        # Each line's id hash and offset, in writing order; sorted by hash when sealed.
+        self.id_hashes, self.offsets = array.array("q"), array.array("q")
         self.hash = hashlib.sha256()
         self.count = 0
 
@@ -192,11 +196,15 @@ class _StageInput:
             self.held.append(record)
             self.lines[record.id] = line
         else:
-            self.offsets[record.id] = self.spool.add_line(line)
+            self.id_hashes.append(_id_hash(_id_prefix(record.id)))
+            self.offsets.append(self.spool.add_line(line))
 
     def seal(self) -> None:
         if self.spool is not None:
             self.spool.seal()
+            hashes = np.frombuffer(self.id_hashes, dtype=np.int64)
+            order = np.argsort(hashes, kind="stable")  # equal hashes stay in writing order
+            self.id_hashes, self.offsets = hashes[order], np.frombuffer(self.offsets, dtype=np.int64)[order]
 
     def digest(self) -> str:
         return self.hash.hexdigest()
@@ -209,7 +217,16 @@ class _StageInput:
     def raw(self, record_id: str) -> bytes:
         if self.held is not None:
             return self.lines[record_id]
-        return self.spool.line_at(self.offsets[record_id])
+        # The last line written with this id (as a dict by id would give), among those
+        # whose id hash is the same: their first bytes name their id.
+        prefix = _id_prefix(record_id)
+        h = _id_hash(prefix)
+        first, end = (int(self.id_hashes.searchsorted(h, side)) for side in ("left", "right"))
+        for j in range(end - 1, first - 1, -1):
+            line = self.spool.line_at(int(self.offsets[j]))
+            if line.startswith(prefix) or jsonlines.loads(line)[0] == record_id:
+                return line
+        raise KeyError(record_id)
 
     def get(self, record_id: str) -> Record:
         return _record(self.raw(record_id))
@@ -225,6 +242,16 @@ def _line(record_id: str, messages, metadata: dict[str, Any]) -> bytes:
     order, so a record whose line did not change through a stage is exactly the record a
     replay parses back from the spool."""
     return jsonlines.dumpb([record_id, messages, metadata])
+
+
+def _id_prefix(record_id: str) -> bytes:
+    """How a line of `_line` starts: `["<id>",` (the standard library's fallback writes a
+    space after the comma: `raw` parses such a line to be sure)."""
+    return jsonlines.dumpb([record_id])[:-2] + b","
+
+
+def _id_hash(prefix: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(prefix, digest_size=8).digest(), "little", signed=True)
 
 
 def _record(line: bytes) -> Record:
