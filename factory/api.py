@@ -117,7 +117,7 @@ class Pipeline:
             return run_pipeline(self.prepared, out, show_progress=show_progress, stop=stop)
         from factory.loopback import LoopbackOptions, serve_in_thread
 
-        with serve_in_thread(LoopbackOptions(latency_median=0.02, latency_sigma=0.5)) as (url, _):
+        with serve_in_thread(LoopbackOptions(latency_median=0.02, latency_sigma=0.5, ledger=False)) as (url, _):
             self.file.config.teacher.base_url = url
             self.file.dry_run = True
             print(f"factory: dry run against the loopback teacher at {url}", file=sys.stderr)
