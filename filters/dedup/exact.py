@@ -38,7 +38,7 @@ class ExactDedup(Stage):
                                         each=lambda r: digests.extend(digest(c.text(r))))
             c.check_fields(witnesses, self.where)
             halves = digest_halves(bytes(digests))
-            del digests
+            digests.clear()  # the halves hold them now
             kept_as = np.arange(count, dtype=np.int64)
             copies, firsts = copies_of(halves[:, 0], halves[:, 1], np.arange(count, dtype=np.int64))
             kept_as[copies] = firsts
