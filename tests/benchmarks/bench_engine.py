@@ -17,6 +17,7 @@
    group-commits with synchronous=FULL), and with typed `create` for reference.
 
 Run: python tests/benchmarks/bench_engine.py [--requests 2000] [--fast-requests 10000] [--concurrency 256]
+     [--rounds 3]
 """
 
 from __future__ import annotations
@@ -169,31 +170,44 @@ def served_rate(url: str) -> float:
     return st["served"] / (st["last_answer"] - st["first_request"])
 
 
-def overhead(requests: int, concurrency: int) -> None:
+def overhead(requests: int, concurrency: int, rounds: int) -> None:
     """Each side against a fresh loopback teacher without /metrics (so nothing resizes the
     engine's window), at the same concurrency, over the same transport (the openai client's
-    raw post on aiohttp), timed the same way: by the server, first request to last answer."""
+    raw post on aiohttp), timed the same way: by the server, first request to last answer.
+    The sides take turns for `rounds` rounds and each one's best counts (as timeit takes
+    the minimum): on a shared machine a busy spell, or a slow fsync, hurts no side alone."""
     server = ("--slots", "100000", "--no-metrics")
-    loops = {}
-    for name, raw, durable in [("bare loop, raw post, nothing stored", True, ""),
-                               ("bare loop, raw post, SQLite commit per answer", True, "sqlite"),
-                               ("bare loop, raw post, fsynced append per answer", True, "append"),
-                               ("bare loop, typed create, nothing stored", False, "")]:
+
+    def loop(raw: bool, durable: str) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp, loopback_process(*server) as url:
             asyncio.run(bare_client(url, requests, concurrency, raw=raw, durable=durable, folder=Path(tmp)))
-            loops[name] = served_rate(url)
-    with tempfile.TemporaryDirectory() as tmp, loopback_process(*server) as url:
-        tmp = Path(tmp)
-        launched, _ = run_factory(write_pipeline(tmp, requests), url, tmp / "out", f"teacher.max_concurrency={concurrency}",
-                                  "teacher.server_metrics=false")
-        whole = time.time() - launched
-        rate = served_rate(url)
+            return served_rate(url), 0.0
+
+    def engine() -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as tmp, loopback_process(*server) as url:
+            tmp = Path(tmp)
+            launched, _ = run_factory(write_pipeline(tmp, requests), url, tmp / "out",
+                                      f"teacher.max_concurrency={concurrency}", "teacher.server_metrics=false")
+            return served_rate(url), time.time() - launched
+
+    sides = {"factory engine": engine,
+             "bare loop, raw post, nothing stored": lambda: loop(True, ""),
+             "bare loop, raw post, SQLite commit per answer": lambda: loop(True, "sqlite"),
+             "bare loop, raw post, fsynced append per answer": lambda: loop(True, "append"),
+             "bare loop, typed create, nothing stored": lambda: loop(False, "")}
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(rounds):
+        for name, side in sides.items():
+            measured = side()
+            if measured[0] > best.get(name, (0.0, 0.0))[0]:
+                best[name] = measured
+    rate, whole = best.pop("factory engine")
     print(f"overhead: {requests} requests, near-zero service time, {concurrency} in flight on every side, "
-          f"openai client on aiohttp, each timed at the server (first request to last answer)")
+          f"openai client on aiohttp, each timed at the server (first request to last answer), best of {rounds}")
     print(f"  factory engine (render, journal with group commit, parse, records): {rate:.0f} req/s")
-    for name, loop_rate in loops.items():
-        print(f"  {name + ':':44} {loop_rate:.0f} req/s (engine/this = {rate / loop_rate:.3f})")
-    print(f"  factory whole command incl. start-up and export: {requests / whole:.0f} req/s ({whole:.1f}s)")
+    for name, (loop_rate, _) in best.items():
+        print(f"  {name + ':':48} {loop_rate:.0f} req/s (engine/this = {rate / loop_rate:.3f})")
+    print(f"  factory whole command incl. start-up and export (its best round): {requests / whole:.0f} req/s ({whole:.1f}s)")
 
 
 if __name__ == "__main__":
@@ -201,10 +215,11 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--fast-requests", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=256, help="requests in flight in the overhead part, both sides")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each side of the overhead part takes; its best counts")
     parser.add_argument("--only", choices=["saturation", "overhead"])
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.only != "overhead":
         saturation(args.requests)
     if args.only != "saturation":
-        overhead(args.fast_requests, args.concurrency)
+        overhead(args.fast_requests, args.concurrency, args.rounds)
