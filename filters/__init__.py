@@ -7,13 +7,13 @@ pipeline uses them (dedup and diversity pull in numpy, datasketch, torch).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from pydantic import ValidationError
 
 from factory.config.pipeline import PipelineFile, describe_validation_error
 from factory.core.errors import ConfigError
+from factory.core.registry import load
 from factory.core.record import Record
 from filters.base import RecordFilter, Stage, StageContext, TextConfig
 
@@ -38,8 +38,7 @@ def build_stages(entries: list[dict[str, Any]], pipeline: PipelineFile) -> list[
         if kind not in REGISTRY:
             known = ", ".join(sorted(REGISTRY)) or "none"
             raise ConfigError(f"{label}.type: unknown filter {kind!r} (known: {known})")
-        module, _, cls_name = REGISTRY[kind].partition(":")
-        cls = getattr(importlib.import_module(module), cls_name)
+        cls = load(REGISTRY[kind])
         options = {k: v for k, v in entry.items() if k != "type"}
         try:
             config = cls.Config.model_validate(options)
@@ -140,9 +139,8 @@ def _paths(metadata: dict[str, Any], prefix: str = "") -> set[str]:
 def __getattr__(name: str):
     """The stage classes by name (`filters.MinHashDedup`), imported when first asked for."""
     for path in REGISTRY.values():
-        module, _, cls_name = path.partition(":")
-        if cls_name == name:
-            return getattr(importlib.import_module(module), cls_name)
+        if path.rpartition(":")[2] == name:
+            return load(path)
     raise AttributeError(f"module 'filters' has no attribute {name!r}")
 
 

@@ -13,6 +13,7 @@ from factory.core.registry import load
 from factory.tasks.base import Task
 from factory.teachers.base import Teacher
 from factory.teachers.batch.provider import BatchProvider
+from filters import REGISTRY, Stage
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -42,3 +43,8 @@ def test_each_format_names_a_module_that_writes_and_reads_it(name):
     assert callable(load(f"{f.module}:write")) and callable(load(f"{f.module}:read")) and f.card_line
     if f.pairs:
         assert callable(load(f"{f.module}:write_pair")) and f.pair_card_line
+
+
+@pytest.mark.parametrize("name", REGISTRY)
+def test_each_filter_type_names_its_stage(name):
+    assert issubclass(load(REGISTRY[name]), Stage)
