@@ -30,6 +30,7 @@ from factory.config.pipeline import (
     mapping_overrides,
     parse_overrides,
     read_pipeline_file,
+    refuse_url_credentials,
 )
 from factory.core.blocking import call_blocking
 
@@ -50,6 +51,7 @@ class Pipeline:
 
         parsed = _parse_overrides(overrides)
         if dry_run:
+            _check_own_address(raw, parsed, path)
             parsed += mapping_overrides(DRY_RUN)
         self.file = build_pipeline(_with_overrides(raw, parsed), path, [], base_dir)
         # For the run's own copy of what it ran (snapshot.py): the file as read, the changes on top.
@@ -160,6 +162,16 @@ def _parse_overrides(overrides: Any) -> list[tuple[list[str], Any]]:
         return parse_overrides(list(overrides))
     raise ConfigError(f"overrides: expected a dict of dotted keys ({{'generate.count': 50}}) or a list of "
                       f"'KEY=VALUE' strings, not {overrides!r:.80}")
+
+
+def _check_own_address(raw: Any, parsed: list[tuple[list[str], Any]], path: Path) -> None:
+    """A dry run puts the loopback in the teacher's place, but the run's copy of the
+    pipeline keeps the user's own base_url: a password in it is refused all the same."""
+    teacher = _with_overrides(raw, parsed).get("teacher") if isinstance(raw, dict) else None
+    try:
+        refuse_url_credentials(teacher.get("base_url") if isinstance(teacher, dict) else None)
+    except ValueError as err:
+        raise ConfigError(f"{path}: teacher.base_url: {err}") from None
 
 
 def _with_overrides(raw: Any, overrides: list[tuple[list[str], Any]]) -> Any:

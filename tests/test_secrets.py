@@ -104,14 +104,16 @@ def test_harmless_extra_body_values_are_sent_and_recorded(tmp_path, loopback):
     assert info["config"]["teacher"]["extra_body"] == extra
 
 
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
 @pytest.mark.parametrize("key_env", [None, "FACTORY_TEST_KEY"])
 @pytest.mark.parametrize("given", ["file", "set"])
-def test_a_password_in_base_url_is_refused_and_written_nowhere(tmp_path, loopback, given, key_env):
+def test_a_password_in_base_url_is_refused_and_written_nowhere(tmp_path, loopback, given, key_env, dry_run):
+    # A dry run asks the loopback instead, but the run's copy of the pipeline keeps the URL.
     url = loopback().replace("http://", f"http://bob:{PASSWORD}@")
     path = write_pipeline(tmp_path, url if given == "file" else loopback(), generate__count=2,
                           teacher__api_key_env=key_env)
     extra = ["--set", f"teacher.base_url={url}"] if given == "set" else []
-    done = factory_cli("run", str(path), *extra, env={"FACTORY_TEST_KEY": KEY})
+    done = factory_cli("run", str(path), *extra, *(["--dry-run"] if dry_run else []), env={"FACTORY_TEST_KEY": KEY})
     assert_user_error(done.returncode, done.stderr, [str(path), "teacher.base_url", "password"])
     assert loopback.teacher.arrivals == []
     _nowhere(PASSWORD, tmp_path, done.stdout + done.stderr)

@@ -122,6 +122,17 @@ class BatchSettings(Strict):
     resubmits: int = Field(constants.BATCH_RESUBMITS, ge=0)
 
 
+def refuse_url_credentials(value: Any) -> None:
+    """Raise ValueError when a base_url holds user:password@. Refused, not stripped: the
+    pipeline file (copied into the run, pushed) would still hold the password. Never
+    echoed: the message reaches the console."""
+    for url in value if isinstance(value, list) else [value] if value else []:
+        if isinstance(url, str) and urlsplit(url.strip()).netloc.rpartition("@")[0]:
+            raise ValueError("holds a user name and password (user:password@host), which would be written "
+                             "with the run and pushed: remove them; a key is read from the environment "
+                             "variable named by teacher.api_key_env and sent as a Bearer token")
+
+
 class TeacherConfig(Strict):
     backend: Literal[tuple(BACKENDS)] = "transformers"  # factory/config/backends.py
     model: str = constants.DEFAULT_LOCAL_MODEL
@@ -248,13 +259,7 @@ class TeacherConfig(Strict):
                 raise ValueError("expected a URL or a non-empty list of URLs")
             if len(set(value)) != len(value):
                 raise ValueError("the same URL is listed twice")
-        for url in value if isinstance(value, list) else [value] if value else []:
-            # Refused, not stripped: the pipeline file (copied into the run, pushed) would
-            # still hold the password. Never echoed: this message reaches the console.
-            if urlsplit(url.strip()).netloc.rpartition("@")[0]:
-                raise ValueError("holds a user name and password (user:password@host), which would be written "
-                                 "with the run and pushed: remove them; a key is read from the environment "
-                                 "variable named by teacher.api_key_env and sent as a Bearer token")
+        refuse_url_credentials(value)
         if isinstance(value, list):
             return value[0] if len(value) == 1 else value
         return value
