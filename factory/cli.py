@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="start a pipeline of your own from a shipped one (templates and seeds included)")
     init.add_argument("task", metavar="TASK", help="a shipped pipeline: " + ", ".join(_shipped_tasks()))
     init.add_argument("dir", metavar="DIR", nargs="?", type=Path, help="folder to create (default: ./TASK)")
-    salvage = sub.add_parser("salvage", help="recover every intact answer from a damaged run store")
+    salvage = sub.add_parser("salvage", help="copy everything still readable of a damaged run store into a fresh one")
     salvage.add_argument("output_dir", type=Path)
     report = sub.add_parser("report", help="rebuild OUTPUT_DIR/report.html from a finished run's files")
     report.add_argument("output_dir", type=Path)
